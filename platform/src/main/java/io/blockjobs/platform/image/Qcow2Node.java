@@ -1,0 +1,893 @@
+package io.blockjobs.platform.image;
+
+import com.github.benmanes.caffeine.cache.Cache;
+import com.github.benmanes.caffeine.cache.Caffeine;
+import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockStatus;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.function.Function;
+import java.util.Optional;
+import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.concurrent.locks.Lock;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+import java.util.zip.DataFormatException;
+import java.util.zip.Inflater;
+
+/**
+ * The {@code qcow2} format driver (versions 2 and 3, {@code docs/interop/qcow2.txt}).
+ *
+ * <p>Concurrency: guest clusters are guarded by striped read-write locks. Reads and writes to
+ * clusters that are already allocated take a stripe's read lock only, so they run in parallel;
+ * allocating writes, write-zeroes and discards take the stripe's write lock; refcounts and the
+ * L1 table change under the refcount lock. L2 tables are cached (bounded) and written through.
+ *
+ * <p>Crash safety: data is written before the L2 entry that points to it; a cluster is counted
+ * (durably) before it is referenced and released only after it is no longer referenced; a new L2
+ * table is durable before the L1 entry points to it. See {@link Qcow2Refcounts}.
+ */
+public final class Qcow2Node implements BlockNode {
+
+    static final long OFFSET_MASK = 0x00ff_ffff_ffff_fe00L;
+    static final long COPIED = 1L << 63;
+    static final long COMPRESSED = 1L << 62;
+    static final long ZERO = 1L;
+    private static final int STRIPES = 256;
+    private static final int MAX_RUN = 256; // clusters merged into one host request
+    static final int MAX_L1_BYTES = 32 << 20; // QEMU's QCOW_MAX_L1_SIZE
+
+    /** Opens the backing file named in an overlay's header. */
+    @FunctionalInterface
+    public interface BackingOpener {
+        /**
+         * @param name   the backing file name as recorded in the header
+         * @param format the recorded backing format, or null if none was recorded
+         */
+        BlockNode open(String name, String format) throws IOException;
+    }
+
+    private enum Kind { UNALLOCATED, ZERO_PLAIN, ZERO_ALLOC, NORMAL, COMPRESSED }
+
+    private final FileNode file;
+    private final String name;
+    private final Qcow2Header header;
+    private final boolean readOnly;
+    private final int clusterBits;
+    private final int clusterSize;
+    private final int l2Bits;
+    private final AtomicLongArray l1; // written under the refcount lock
+    private final Cache<Long, AtomicLongArray> l2Cache;
+    private final Function<Long, AtomicLongArray> l2Loader = this::loadL2;
+    private final Qcow2Refcounts refcounts;
+    private final ReentrantReadWriteLock[] stripes = new ReentrantReadWriteLock[STRIPES];
+    private final int csizeShift;
+    private final long csizeMask;
+    private final long coffsetMask;
+    private volatile BlockNode backing;
+    private volatile long knownFileEnd;
+    private volatile boolean closed;
+
+    private Qcow2Node(FileNode file, Qcow2Header header, boolean readOnly, AtomicLongArray l1, long[] refcountTable) throws IOException {
+        this.file = file;
+        this.name = file.filename();
+        this.header = header;
+        this.readOnly = readOnly;
+        this.clusterBits = header.clusterBits;
+        this.clusterSize = 1 << clusterBits;
+        this.l2Bits = clusterBits - 3;
+        this.l1 = l1;
+        this.refcounts = new Qcow2Refcounts(file, header, refcountTable);
+        this.csizeShift = 62 - (clusterBits - 8);
+        this.csizeMask = (1L << (clusterBits - 8)) - 1;
+        this.coffsetMask = (1L << csizeShift) - 1;
+        long wholeDisk = (long) l1.length() << clusterBits;
+        long cacheBytes = Math.max(4L * clusterSize, Math.min(32L << 20, wholeDisk));
+        this.l2Cache = Caffeine.newBuilder()
+                .maximumWeight(cacheBytes)
+                .weigher((Long k, AtomicLongArray t) -> t.length() * 8)
+                .executor(Runnable::run)
+                .build();
+        for (int i = 0; i < STRIPES; i++) {
+            stripes[i] = new ReentrantReadWriteLock();
+        }
+        this.knownFileEnd = file.size();
+    }
+
+    /**
+     * Opens a qcow2 image on {@code file}; the node then owns {@code file} and the backing node.
+     *
+     * @throws ImageException if the image is damaged or uses a feature this driver lacks
+     */
+    public static Qcow2Node open(FileNode file, boolean readWrite, BackingOpener backingOpener) throws IOException {
+        String name = file.filename();
+        long fileSize = file.size();
+        ByteBuffer first = ByteBuffer.allocate((int) Math.min(fileSize, 2 << 20));
+        file.read(0, first);
+        first.flip();
+        Qcow2Header h = Qcow2Header.parse(name, first);
+        checkFeatures(name, h, readWrite);
+        long[] l1 = readL1(file, h, fileSize);
+        long[] refcountTable = readRefcountTable(file, h, fileSize);
+        checkOverlaps(name, h, l1, refcountTable, fileSize);
+
+        Qcow2Node node = new Qcow2Node(file, h, !readWrite, new AtomicLongArray(l1), refcountTable);
+        if (h.backingFile != null) {
+            try {
+                node.backing = backingOpener.open(h.backingFile, h.backingFormat);
+            } catch (IOException e) {
+                throw new ImageException(name, "could not open backing file '" + h.backingFile + "': " + e.getMessage(), e);
+            }
+        }
+        if (readWrite && h.autoclearFeatures != 0) {
+            // The spec: a writer must clear the autoclear bits it does not maintain (bitmaps).
+            h.autoclearFeatures = 0;
+            node.writeHeader();
+        }
+        return node;
+    }
+
+    private static void checkFeatures(String name, Qcow2Header h, boolean readWrite) throws ImageException {
+        if (h.cryptMethod != 0) {
+            throw new ImageException(name, "encrypted qcow2 images are not supported");
+        }
+        long unknown = h.incompatibleFeatures & ~Qcow2Header.INCOMPAT_KNOWN;
+        if (unknown != 0) {
+            throw new ImageException(name, "unsupported incompatible feature bits 0x" + Long.toHexString(unknown)
+                    + ": the image needs a newer driver");
+        }
+        if ((h.incompatibleFeatures & Qcow2Header.INCOMPAT_DATA_FILE) != 0) {
+            throw new ImageException(name, "external data files are not supported");
+        }
+        if ((h.incompatibleFeatures & Qcow2Header.INCOMPAT_EXTL2) != 0) {
+            throw new ImageException(name, "extended L2 entries (subclusters) are not supported; "
+                    + "convert with qemu-img convert -O qcow2 -o extended_l2=off");
+        }
+        if ((h.incompatibleFeatures & Qcow2Header.INCOMPAT_COMPRESSION) != 0 && h.compressionType != 0) {
+            throw new ImageException(name, "compression type " + h.compressionType + " (zstd) is not supported, only zlib");
+        }
+        if (readWrite && (h.incompatibleFeatures & Qcow2Header.INCOMPAT_CORRUPT) != 0) {
+            throw new ImageException(name, "image is marked corrupt; it can be opened read-only, "
+                    + "or repaired with qemu-img check -r all");
+        }
+        if (readWrite && (h.incompatibleFeatures & Qcow2Header.INCOMPAT_DIRTY) != 0) {
+            throw new ImageException(name, "image was not closed cleanly (lazy refcounts); "
+                    + "repair it with qemu-img check -r all before writing");
+        }
+        if (readWrite && h.snapshotCount > 0) {
+            throw new ImageException(name, "image has " + h.snapshotCount + " internal snapshots; "
+                    + "writing such images is not supported (open it read-only)");
+        }
+        if (h.version == 2 && h.refcountOrder != 4) {
+            throw new ImageException(name, "version 2 images must have 16-bit refcounts");
+        }
+    }
+
+    private static long[] readL1(FileNode file, Qcow2Header h, long fileSize) throws IOException {
+        String name = file.filename();
+        long perL1 = 1L << (h.clusterBits + h.clusterBits - 3); // bytes of disk per L1 entry
+        long needed = (h.size + perL1 - 1) / perL1;
+        if (h.l1Size < needed) {
+            throw new ImageException(name, "L1 table has " + h.l1Size + " entries, too few for the virtual size "
+                    + h.size + " (needs " + needed + ")");
+        }
+        if ((long) h.l1Size * 8 > MAX_L1_BYTES) {
+            throw new ImageException(name, "L1 table of " + h.l1Size + " entries is too large");
+        }
+        long cluster = 1L << h.clusterBits;
+        if (h.l1Size > 0 && ((h.l1TableOffset & (cluster - 1)) != 0
+                || h.l1TableOffset + (long) h.l1Size * 8 > fileSize)) {
+            throw new ImageException(name, "L1 table at offset " + h.l1TableOffset
+                    + " is unaligned or past the end of the file (" + fileSize + " bytes)");
+        }
+        ByteBuffer buf = ByteBuffer.allocate(h.l1Size * 8);
+        file.read(h.l1TableOffset, buf);
+        long[] l1 = new long[h.l1Size];
+        buf.flip().asLongBuffer().get(l1);
+        for (int i = 0; i < l1.length; i++) {
+            long off = l1[i] & OFFSET_MASK;
+            if (off == 0) {
+                continue;
+            }
+            if ((off & (cluster - 1)) != 0) {
+                throw new ImageException(name, "L1 entry " + i + " points to an unaligned L2 table offset " + off);
+            }
+            if (off + cluster > fileSize) {
+                throw new ImageException(name, "L1 entry " + i + " points past the end of the file (L2 table at offset "
+                        + off + ", file size " + fileSize + ")");
+            }
+        }
+        return l1;
+    }
+
+    private static long[] readRefcountTable(FileNode file, Qcow2Header h, long fileSize) throws IOException {
+        long cluster = 1L << h.clusterBits;
+        if (h.refcountTableClusters <= 0 || (h.refcountTableOffset & (cluster - 1)) != 0
+                || h.refcountTableOffset + h.refcountTableClusters * cluster > fileSize) {
+            throw new ImageException(file.filename(), "refcount table at offset " + h.refcountTableOffset + " ("
+                    + h.refcountTableClusters + " clusters) is empty, unaligned or past the end of the file");
+        }
+        return Qcow2Refcounts.readTable(file, h);
+    }
+
+    /** Refuses images whose metadata structures overlap each other: a sign of corruption. */
+    private static void checkOverlaps(String name, Qcow2Header h, long[] l1, long[] rt, long fileSize)
+            throws ImageException {
+        record Area(String what, long start, long end) {
+        }
+        long cluster = 1L << h.clusterBits;
+        List<Area> areas = new ArrayList<>();
+        areas.add(new Area("header", 0, cluster));
+        if (h.l1Size > 0) {
+            areas.add(new Area("L1 table", h.l1TableOffset, roundUp(h.l1TableOffset + h.l1Size * 8L, cluster)));
+        }
+        areas.add(new Area("refcount table", h.refcountTableOffset,
+                h.refcountTableOffset + h.refcountTableClusters * cluster));
+        for (int i = 0; i < rt.length; i++) {
+            long off = rt[i] & ~(cluster - 1);
+            if (off != 0) {
+                if (off + cluster > fileSize) {
+                    throw new ImageException(name, "refcount block " + i + " at offset " + off
+                            + " is past the end of the file (" + fileSize + " bytes)");
+                }
+                areas.add(new Area("refcount block " + i, off, off + cluster));
+            }
+        }
+        for (int i = 0; i < l1.length; i++) {
+            long off = l1[i] & OFFSET_MASK;
+            if (off != 0) {
+                areas.add(new Area("L2 table " + i, off, off + cluster));
+            }
+        }
+        areas.sort(Comparator.comparingLong(Area::start));
+        for (int i = 1; i < areas.size(); i++) {
+            Area a = areas.get(i - 1);
+            Area b = areas.get(i);
+            if (b.start() < a.end()) {
+                throw new ImageException(name, "metadata overlap: " + b.what() + " at offset " + b.start()
+                        + " overlaps " + a.what() + " at offset " + a.start() + " (image is corrupt)");
+            }
+        }
+    }
+
+    private static long roundUp(long v, long to) {
+        return (v + to - 1) / to * to;
+    }
+
+    // ---- BlockNode --------------------------------------------------------------------------
+
+    @Override
+    public String driver() {
+        return "qcow2";
+    }
+
+    @Override
+    public String filename() {
+        return name;
+    }
+
+    @Override
+    public long size() {
+        return header.size;
+    }
+
+    @Override
+    public boolean isReadOnly() {
+        return readOnly;
+    }
+
+    @Override
+    public int clusterSize() {
+        return clusterSize;
+    }
+
+    @Override
+    public Optional<BlockNode> backing() {
+        return Optional.ofNullable(backing);
+    }
+
+    /** The protocol node beneath this image. */
+    public FileNode file() {
+        return file;
+    }
+
+    /** 2 or 3. */
+    public int version() {
+        return header.version;
+    }
+
+    /** The backing file name recorded in the header, or null. */
+    public String backingFileName() {
+        return header.backingFile;
+    }
+
+    /** The backing format recorded in the header, or null. */
+    public String backingFormat() {
+        return header.backingFormat;
+    }
+
+    @Override
+    public void read(long offset, ByteBuffer dst) throws IOException {
+        checkRequest(offset, dst.remaining(), false);
+        long pos = offset;
+        while (dst.hasRemaining()) {
+            long idx = pos >>> clusterBits;
+            int inOff = (int) (pos & (clusterSize - 1));
+            int n = (int) Math.min(dst.remaining(), clusterSize - inOff);
+            ReentrantReadWriteLock.ReadLock lock = stripe(idx).readLock();
+            lock.lock();
+            List<Lock> extra = null;
+            try {
+                long e = l2Entry(idx);
+                switch (kind(e)) {
+                    case NORMAL -> {
+                        long host = dataOffset(idx, e);
+                        // Merge clusters that follow contiguously on the host, if their locks are free.
+                        while (n < dst.remaining() && (n + inOff) >>> clusterBits < MAX_RUN) {
+                            long next = idx + ((inOff + n) >>> clusterBits);
+                            long ne = l2Entry(next);
+                            if (kind(ne) != Kind.NORMAL || (ne & OFFSET_MASK) != host + (next - idx) * clusterSize) {
+                                break;
+                            }
+                            Lock l = stripe(next).readLock();
+                            if (!l.tryLock()) {
+                                break;
+                            }
+                            if (extra == null) {
+                                extra = new ArrayList<>();
+                            }
+                            extra.add(l);
+                            if (l2Entry(next) != ne) {
+                                break;
+                            }
+                            dataOffset(next, ne);
+                            n += (int) Math.min(dst.remaining() - n, clusterSize);
+                        }
+                        file.read(host + inOff, slice(dst, n));
+                    }
+                    case ZERO_PLAIN, ZERO_ALLOC -> fillZeroes(dst, n);
+                    case COMPRESSED -> {
+                        byte[] data = decompress(idx, e);
+                        dst.put(data, inOff, n);
+                    }
+                    case UNALLOCATED -> {
+                        lock.unlock();
+                        lock = null;
+                        while (n < dst.remaining() && (n + inOff) >>> clusterBits < MAX_RUN
+                                && kind(l2Entry(idx + ((inOff + n) >>> clusterBits))) == Kind.UNALLOCATED) {
+                            n += (int) Math.min(dst.remaining() - n, clusterSize);
+                        }
+                        readBacking(pos, slice(dst, n));
+                    }
+                }
+            } finally {
+                if (lock != null) {
+                    lock.unlock();
+                }
+                if (extra != null) {
+                    extra.forEach(Lock::unlock);
+                }
+            }
+            pos += n;
+        }
+    }
+
+    @Override
+    public void write(long offset, ByteBuffer src) throws IOException {
+        checkRequest(offset, src.remaining(), true);
+        long pos = offset;
+        while (src.hasRemaining()) {
+            long idx = pos >>> clusterBits;
+            int inOff = (int) (pos & (clusterSize - 1));
+            int n = (int) Math.min(src.remaining(), clusterSize - inOff);
+            n = writeCluster(idx, inOff, n, src);
+            pos += n;
+        }
+    }
+
+    /** Writes from {@code src} into one cluster (or a host-contiguous run); returns bytes written. */
+    private int writeCluster(long idx, int inOff, int n, ByteBuffer src) throws IOException {
+        ReentrantReadWriteLock lock = stripe(idx);
+        lock.readLock().lock();
+        List<Lock> extra = null;
+        try {
+            long e = l2Entry(idx);
+            if (kind(e) == Kind.NORMAL && (e & COPIED) != 0) {
+                long host = dataOffset(idx, e);
+                while (n < src.remaining() && (n + inOff) >>> clusterBits < MAX_RUN) {
+                    long next = idx + ((inOff + n) >>> clusterBits);
+                    long ne = l2Entry(next);
+                    if (kind(ne) != Kind.NORMAL || (ne & COPIED) == 0
+                            || (ne & OFFSET_MASK) != host + (next - idx) * clusterSize) {
+                        break;
+                    }
+                    Lock l = stripe(next).readLock();
+                    if (!l.tryLock()) {
+                        break;
+                    }
+                    if (extra == null) {
+                        extra = new ArrayList<>();
+                    }
+                    extra.add(l);
+                    if (l2Entry(next) != ne) {
+                        break;
+                    }
+                    n += (int) Math.min(src.remaining() - n, clusterSize);
+                }
+                file.write(host + inOff, slice(src, n));
+                return n;
+            }
+        } finally {
+            lock.readLock().unlock();
+            if (extra != null) {
+                extra.forEach(Lock::unlock);
+            }
+        }
+        lock.writeLock().lock();
+        try {
+            allocatingWrite(idx, inOff, slice(src, n));
+            return n;
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    /** Writes {@code data} at {@code inOff} of cluster {@code idx}, giving it its own cluster if needed. */
+    private void allocatingWrite(long idx, int inOff, ByteBuffer data) throws IOException {
+        long e = l2Entry(idx);
+        Kind kind = kind(e);
+        if (kind == Kind.NORMAL && (e & COPIED) != 0) { // allocated meanwhile
+            file.write(dataOffset(idx, e) + inOff, data);
+            return;
+        }
+        ensureL2Table((int) (idx >>> l2Bits)); // first, so that tables sit before their data
+        boolean reuse = kind == Kind.ZERO_ALLOC && (e & COPIED) != 0;
+        long host = reuse ? dataOffset(idx, e) : allocateCluster();
+        if (data.remaining() == clusterSize) {
+            file.write(host, data);
+        } else {
+            ByteBuffer buf = ByteBuffer.allocate(clusterSize);
+            readOldCluster(idx, e, kind, buf);
+            buf.put(inOff, data, data.position(), data.remaining());
+            data.position(data.limit());
+            file.write(host, buf.clear());
+        }
+        noteFileEnd(host + clusterSize);
+        setL2Entry(idx, host | COPIED);
+        releaseOld(e, host);
+    }
+
+    /** The contents cluster {@code idx} has now, for copy-on-write. */
+    private void readOldCluster(long idx, long e, Kind kind, ByteBuffer buf) throws IOException {
+        switch (kind) {
+            case NORMAL -> file.read(dataOffset(idx, e), buf.duplicate());
+            case COMPRESSED -> buf.put(0, decompress(idx, e));
+            case UNALLOCATED -> {
+                long guest = idx << clusterBits;
+                ByteBuffer part = buf.duplicate();
+                part.limit((int) Math.min(clusterSize, header.size - guest));
+                readBacking(guest, part);
+            }
+            case ZERO_PLAIN, ZERO_ALLOC -> { } // already zero
+        }
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
+        checkRequest(offset, length, true);
+        long pos = offset;
+        long end = offset + length;
+        while (pos < end) {
+            long idx = pos >>> clusterBits;
+            int inOff = (int) (pos & (clusterSize - 1));
+            int n = (int) Math.min(end - pos, clusterSize - inOff);
+            boolean whole = n == clusterSize || (inOff == 0 && pos + n == header.size);
+            if (header.version >= 3 && whole) {
+                zeroCluster(idx, mayUnmap);
+            } else if (!readsAsZero(idx)) {
+                ByteBuffer zero = FileNode.ZEROES.duplicate();
+                zero.limit(n);
+                writeCluster(idx, inOff, n, zero);
+            }
+            pos += n;
+        }
+    }
+
+    private boolean readsAsZero(long idx) throws IOException {
+        long e = l2Entry(idx);
+        Kind kind = kind(e);
+        return kind == Kind.ZERO_PLAIN || kind == Kind.ZERO_ALLOC || kind == Kind.UNALLOCATED && backing == null;
+    }
+
+    private void zeroCluster(long idx, boolean mayUnmap) throws IOException {
+        Lock lock = stripe(idx).writeLock();
+        lock.lock();
+        try {
+            long e = l2Entry(idx);
+            Kind kind = kind(e);
+            long updated;
+            if (kind == Kind.UNALLOCATED && backing == null || kind == Kind.ZERO_PLAIN) {
+                return;
+            } else if (!mayUnmap && (kind == Kind.NORMAL || kind == Kind.ZERO_ALLOC) && (e & COPIED) != 0) {
+                updated = (e & OFFSET_MASK) | COPIED | ZERO; // keep the allocation
+            } else {
+                updated = ZERO;
+            }
+            if (updated != e) {
+                setL2Entry(idx, updated);
+                releaseOld(e, updated & OFFSET_MASK);
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public void discard(long offset, long length) throws IOException {
+        checkRequest(offset, length, true);
+        long end = offset + length;
+        long first = (offset + clusterSize - 1) >>> clusterBits;
+        long last = end == header.size ? (end + clusterSize - 1) >>> clusterBits : end >>> clusterBits;
+        for (long idx = first; idx < last; idx++) {
+            Lock lock = stripe(idx).writeLock();
+            lock.lock();
+            try {
+                long e = l2Entry(idx);
+                Kind kind = kind(e);
+                long updated;
+                if (header.version < 3) {
+                    updated = 0; // reads from the backing file again
+                } else if (kind == Kind.ZERO_PLAIN || kind == Kind.UNALLOCATED && backing == null) {
+                    updated = e;
+                } else {
+                    updated = ZERO;
+                }
+                if (updated != e) {
+                    setL2Entry(idx, updated);
+                    releaseOld(e, -1);
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    @Override
+    public void flush() throws IOException {
+        checkOpen();
+        if (!readOnly) {
+            file.flush();
+        }
+    }
+
+    @Override
+    public BlockStatus blockStatus(long offset, long maxLength) throws IOException {
+        checkOpen();
+        if (offset < 0 || offset >= header.size || maxLength <= 0) {
+            throw new ImageException(name, "block status at offset " + offset + " is outside the "
+                    + header.size + "-byte image");
+        }
+        long end = Math.min(header.size, offset + maxLength);
+        long idx = offset >>> clusterBits;
+        int state = state(l2Entry(idx));
+        long pos = (idx + 1) << clusterBits;
+        long perTable = 1L << l2Bits;
+        while (pos < end) {
+            long c = pos >>> clusterBits;
+            if ((l1.get((int) (c >>> l2Bits)) & OFFSET_MASK) == 0) { // a whole table unallocated
+                if (state != 0) {
+                    break;
+                }
+                pos = ((c >>> l2Bits) + 1) * perTable << clusterBits;
+                continue;
+            }
+            if (state(l2Entry(c)) != state) {
+                break;
+            }
+            pos += clusterSize;
+        }
+        long length = Math.min(pos, end) - offset;
+        return switch (state) {
+            case 0 -> new BlockStatus(offset, length, false, backing == null, 1);
+            case 1 -> new BlockStatus(offset, length, true, false, 0);
+            default -> new BlockStatus(offset, length, true, true, 0);
+        };
+    }
+
+    /** 0: not allocated here; 1: data; 2: zeroes. */
+    private int state(long e) {
+        return switch (kind(e)) {
+            case UNALLOCATED -> 0;
+            case NORMAL, COMPRESSED -> 1;
+            case ZERO_PLAIN, ZERO_ALLOC -> 2;
+        };
+    }
+
+    /**
+     * Points the image at another backing file (or none): rewrites the header durably, then
+     * switches reads to {@code newBacking}. The caller closes the old backing node.
+     */
+    public void replaceBacking(BlockNode newBacking, String backingName, String backingFormat) throws IOException {
+        checkOpen();
+        if (readOnly) {
+            throw new ImageException(name, "is open read-only; cannot change its backing file");
+        }
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            header.backingFile = backingName;
+            header.backingFormat = backingName == null ? null : backingFormat;
+            writeHeader();
+            backing = newBacking;
+        } finally {
+            meta.unlock();
+        }
+    }
+
+    @Override
+    public void close() throws IOException {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        try {
+            if (!readOnly) {
+                Lock meta = refcounts.lock();
+                meta.lock();
+                try {
+                    refcounts.releasePool();
+                } finally {
+                    meta.unlock();
+                }
+                file.flush();
+            }
+        } finally {
+            try {
+                file.close();
+            } finally {
+                BlockNode b = backing;
+                if (b != null) {
+                    b.close();
+                }
+            }
+        }
+    }
+
+    // ---- metadata ---------------------------------------------------------------------------
+
+    private static Kind kindOf(long e, boolean hasZeroFlag) {
+        if ((e & COMPRESSED) != 0) {
+            return Kind.COMPRESSED;
+        }
+        long off = e & OFFSET_MASK;
+        if (hasZeroFlag && (e & ZERO) != 0) {
+            return off == 0 ? Kind.ZERO_PLAIN : Kind.ZERO_ALLOC;
+        }
+        return off == 0 ? Kind.UNALLOCATED : Kind.NORMAL;
+    }
+
+    private Kind kind(long e) {
+        return kindOf(e, header.version >= 3);
+    }
+
+    private ReentrantReadWriteLock stripe(long idx) {
+        return stripes[(int) (idx ^ (idx >>> 8)) & (STRIPES - 1)];
+    }
+
+    private long l2Entry(long idx) throws IOException {
+        long l2 = l1.get((int) (idx >>> l2Bits)) & OFFSET_MASK;
+        if (l2 == 0) {
+            return 0;
+        }
+        AtomicLongArray table;
+        try {
+            table = l2Cache.get(l2, l2Loader);
+        } catch (UncheckedIOException e) {
+            throw e.getCause();
+        }
+        return table.get((int) (idx & ((1L << l2Bits) - 1)));
+    }
+
+    private AtomicLongArray loadL2(long offset) {
+        try {
+            ByteBuffer buf = ByteBuffer.allocate(clusterSize);
+            file.read(offset, buf);
+            long[] t = new long[clusterSize / 8];
+            buf.flip().asLongBuffer().get(t);
+            return new AtomicLongArray(t);
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** The host offset of a data cluster, checked against the file. */
+    private long dataOffset(long idx, long e) throws IOException {
+        long host = e & OFFSET_MASK;
+        if ((host & (clusterSize - 1)) != 0) {
+            throw new ImageException(name, "L2 entry for guest offset " + (idx << clusterBits)
+                    + " has unaligned host offset " + host + " (image is corrupt)");
+        }
+        if (host + clusterSize > knownFileEnd) {
+            knownFileEnd = file.size();
+            if (host + clusterSize > knownFileEnd) {
+                throw new ImageException(name, "L2 entry for guest offset " + (idx << clusterBits)
+                        + " points past the end of the file (host offset " + host + ", file size "
+                        + knownFileEnd + ")");
+            }
+        }
+        return host;
+    }
+
+    private void noteFileEnd(long end) {
+        if (end > knownFileEnd) {
+            knownFileEnd = end;
+        }
+    }
+
+    /** Sets one L2 entry, allocating the L2 table if needed. Caller holds the stripe's write lock. */
+    private void setL2Entry(long idx, long value) throws IOException {
+        int l1Index = (int) (idx >>> l2Bits);
+        int i = (int) (idx & ((1L << l2Bits) - 1));
+        long l2 = ensureL2Table(l1Index);
+        file.write(l2 + i * 8L, ByteBuffer.allocate(8).putLong(0, value));
+        // Update the cached table if it is cached; a concurrent load reads the disk, written above.
+        l2Cache.asMap().computeIfPresent(l2, (k, t) -> {
+            t.set(i, value);
+            return t;
+        });
+    }
+
+    private long ensureL2Table(int l1Index) throws IOException {
+        long l2 = l1.get(l1Index) & OFFSET_MASK;
+        if (l2 != 0) {
+            return l2;
+        }
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            l2 = l1.get(l1Index) & OFFSET_MASK;
+            if (l2 != 0) {
+                return l2;
+            }
+            l2 = refcounts.allocateCluster();
+            file.writeZeroes(l2, clusterSize, false);
+            noteFileEnd(l2 + clusterSize);
+            file.flush(); // the table is durable before the L1 entry points to it
+            l2Cache.put(l2, new AtomicLongArray(clusterSize / 8));
+            long entry = l2 | COPIED;
+            file.write(header.l1TableOffset + l1Index * 8L, ByteBuffer.allocate(8).putLong(0, entry));
+            l1.set(l1Index, entry);
+            return l2;
+        } finally {
+            meta.unlock();
+        }
+    }
+
+    private long allocateCluster() throws IOException {
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            return refcounts.allocateCluster();
+        } finally {
+            meta.unlock();
+        }
+    }
+
+    /** Releases the host storage of an entry that was replaced, except {@code kept}. */
+    private void releaseOld(long e, long kept) throws IOException {
+        Kind kind = kind(e);
+        if (kind == Kind.UNALLOCATED || kind == Kind.ZERO_PLAIN) {
+            return;
+        }
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            if (kind == Kind.COMPRESSED) {
+                long coff = e & coffsetMask;
+                long sectors = ((e >>> csizeShift) & csizeMask) + 1;
+                refcounts.free(coff & ~511L, sectors * 512);
+            } else {
+                long host = e & OFFSET_MASK;
+                if (host != kept) {
+                    refcounts.free(host, clusterSize);
+                }
+            }
+        } finally {
+            meta.unlock();
+        }
+    }
+
+    private byte[] decompress(long idx, long e) throws IOException {
+        long coff = e & coffsetMask;
+        long sectors = ((e >>> csizeShift) & csizeMask) + 1;
+        int length = (int) (sectors * 512 - (coff & 511));
+        byte[] in = new byte[length];
+        file.read(coff, ByteBuffer.wrap(in));
+        byte[] out = new byte[clusterSize];
+        Inflater inflater = new Inflater(true); // raw deflate, as QEMU writes it
+        try {
+            inflater.setInput(in);
+            int got = 0;
+            while (got < clusterSize) {
+                int n = inflater.inflate(out, got, clusterSize - got);
+                if (n == 0 && (inflater.finished() || inflater.needsInput() || inflater.needsDictionary())) {
+                    break;
+                }
+                got += n;
+            }
+            if (got != clusterSize) {
+                throw new ImageException(name, "compressed cluster at guest offset " + (idx << clusterBits)
+                        + " decompresses to " + got + " bytes instead of " + clusterSize + " (image is corrupt)");
+            }
+            return out;
+        } catch (DataFormatException ex) {
+            throw new ImageException(name, "compressed cluster at guest offset " + (idx << clusterBits)
+                    + " is damaged: " + ex.getMessage());
+        } finally {
+            inflater.end();
+        }
+    }
+
+    private void readBacking(long offset, ByteBuffer dst) throws IOException {
+        BlockNode b = backing;
+        if (b == null) {
+            fillZeroes(dst, dst.remaining());
+            return;
+        }
+        long backingSize = b.size();
+        if (offset < backingSize) {
+            ByteBuffer part = dst.slice();
+            part.limit((int) Math.min(part.remaining(), backingSize - offset));
+            b.read(offset, part);
+            dst.position(dst.position() + part.limit());
+        }
+        fillZeroes(dst, dst.remaining()); // the overlay is larger than its backing file
+    }
+
+    private void writeHeader() throws IOException {
+        ByteBuffer encoded = header.encode(name);
+        file.write(0, encoded);
+        file.flush();
+    }
+
+    private void checkOpen() throws IOException {
+        if (closed) {
+            throw new ImageException(name, "is closed");
+        }
+    }
+
+    private void checkRequest(long offset, long length, boolean write) throws IOException {
+        checkOpen();
+        if (write && readOnly) {
+            throw new ImageException(name, "is open read-only");
+        }
+        if (offset < 0 || length < 0 || offset + length > header.size) {
+            throw new ImageException(name, "request [" + offset + ", +" + length
+                    + ") is past the end of the " + header.size + "-byte image");
+        }
+    }
+
+    private static ByteBuffer slice(ByteBuffer buf, int n) {
+        ByteBuffer s = buf.slice(buf.position(), n);
+        buf.position(buf.position() + n);
+        return s;
+    }
+
+    private static void fillZeroes(ByteBuffer dst, int n) {
+        int end = dst.position() + n;
+        ByteBuffer zero = FileNode.ZEROES.duplicate();
+        while (dst.position() < end) {
+            zero.clear().limit(Math.min(zero.capacity(), end - dst.position()));
+            dst.put(zero);
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "qcow2:" + name;
+    }
+}

@@ -1,0 +1,331 @@
+package io.blockjobs.platform.image;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * The qcow2 refcount table and blocks, and the cluster allocator built on them.
+ *
+ * <p>Every method runs under {@link #lock()}. Metadata is written through, in an order that a
+ * process killed at any instant leaves no cluster referenced with a refcount of zero:
+ * <ul>
+ *   <li>a cluster's refcount is raised, and made durable, before anything points to it: data
+ *       clusters come from a pool allocated ahead in batches, one flush per batch;</li>
+ *   <li>a cluster is released only after the reference to it is gone;</li>
+ *   <li>a new refcount block describes itself (it sits at the first cluster it covers) and is
+ *       durable before the refcount table points to it; a grown table is durable before the
+ *       header points to it, and the old table is released last.</li>
+ * </ul>
+ * A crash can leak clusters (the unused part of the pool), never corrupt.
+ */
+final class Qcow2Refcounts {
+
+    private final FileNode file;
+    private final Qcow2Header header;
+    private final String name;
+    private final int clusterBits;
+    private final long clusterSize;
+    private final int refcountBits;
+    private final int blockBits; // log2 of refcount entries per block
+    private final long maxRefcount;
+    private final int maxCachedBlocks;
+    private final ReentrantLock lock = new ReentrantLock();
+
+    private long[] table;
+    private final Map<Long, byte[]> blocks;
+    private long freeHint;
+
+    private final ArrayDeque<Long> pool = new ArrayDeque<>();
+    private int poolBatch = 8;
+    private final int maxPoolBatch;
+
+    Qcow2Refcounts(FileNode file, Qcow2Header header, long[] table) {
+        this.file = file;
+        this.header = header;
+        this.name = file.filename();
+        this.clusterBits = header.clusterBits;
+        this.clusterSize = 1L << clusterBits;
+        this.refcountBits = 1 << header.refcountOrder;
+        this.blockBits = clusterBits + 3 - header.refcountOrder;
+        this.maxRefcount = refcountBits == 64 ? Long.MAX_VALUE : (1L << refcountBits) - 1;
+        this.table = table;
+        this.maxCachedBlocks = (int) Math.max(4, (8L << 20) >> clusterBits);
+        this.maxPoolBatch = (int) Math.max(1, Math.min(512, (32L << 20) >> clusterBits));
+        this.blocks = new LinkedHashMap<>(16, 0.75f, true) {
+            @Override
+            protected boolean removeEldestEntry(Map.Entry<Long, byte[]> eldest) {
+                return size() > maxCachedBlocks;
+            }
+        };
+    }
+
+    /** Reads the refcount table named by the header. */
+    static long[] readTable(FileNode file, Qcow2Header h) throws IOException {
+        long bytes = (long) h.refcountTableClusters << h.clusterBits;
+        if (bytes > (64L << 20)) {
+            throw new ImageException(file.filename(), "refcount table of " + h.refcountTableClusters
+                    + " clusters is implausibly large");
+        }
+        ByteBuffer buf = ByteBuffer.allocate((int) bytes);
+        file.read(h.refcountTableOffset, buf);
+        long[] t = new long[(int) (bytes / 8)];
+        buf.flip().asLongBuffer().get(t);
+        return t;
+    }
+
+    ReentrantLock lock() {
+        return lock;
+    }
+
+    /** A copy of the refcount table, for checks. */
+    long[] table() {
+        return table.clone();
+    }
+
+    /** The refcount of the cluster at {@code index} (0 where no block covers it). */
+    long get(long index) throws IOException {
+        long b = index >>> blockBits;
+        if (b >= table.length || (table[(int) b] & ~(clusterSize - 1)) == 0) {
+            return 0;
+        }
+        return readEntry(block(b), (int) (index & ((1L << blockBits) - 1)));
+    }
+
+    /** Adds {@code delta} to the refcount of the cluster at {@code index}. */
+    void adjust(long index, long delta) throws IOException {
+        long b = index >>> blockBits;
+        byte[] block = ensureBlock(b);
+        int i = (int) (index & ((1L << blockBits) - 1));
+        long value = readEntry(block, i) + delta;
+        if (value < 0 || value > maxRefcount) {
+            throw new ImageException(name, "refcount of cluster " + index + " would become " + value
+                    + " (metadata inconsistent; run qemu-img check)");
+        }
+        writeEntry(block, i, value);
+        writeEntryToDisk(blockOffset(b), block, i);
+        if (value == 0 && index < freeHint) {
+            freeHint = index;
+        }
+    }
+
+    /** Takes one cluster from the preallocated pool; its refcount is already durable. */
+    long allocateCluster() throws IOException {
+        if (pool.isEmpty()) {
+            refillPool();
+        }
+        return pool.removeFirst() << clusterBits;
+    }
+
+    /** Releases every cluster covering {@code [offset, offset + length)}. */
+    void free(long offset, long length) throws IOException {
+        long first = offset >>> clusterBits;
+        long last = (offset + length - 1) >>> clusterBits;
+        for (long c = first; c <= last; c++) {
+            adjust(c, -1);
+        }
+    }
+
+    /** Gives back the clusters that were allocated ahead and not used (at close). */
+    void releasePool() throws IOException {
+        while (!pool.isEmpty()) {
+            adjust(pool.removeFirst(), -1);
+        }
+    }
+
+    /**
+     * Allocates {@code n} contiguous clusters, refcounts durable, for metadata tables.
+     *
+     * @return the host offset of the first
+     */
+    long allocateContiguous(int n) throws IOException {
+        long start = findFreeRun(n);
+        for (long c = start; c < start + n; c++) {
+            adjust(c, 1);
+        }
+        file.flush();
+        return start << clusterBits;
+    }
+
+    private void refillPool() throws IOException {
+        long c = freeHint;
+        for (int got = 0; got < poolBatch; got++) {
+            c = nextFree(c);
+            adjust(c, 1);
+            pool.addLast(c);
+            c++;
+        }
+        freeHint = c;
+        file.flush(); // refcounts durable before any L2 entry points to these clusters
+        poolBatch = Math.min(maxPoolBatch, poolBatch * 2);
+    }
+
+    /** The first free cluster at or after {@code from}, skipping the places of missing blocks. */
+    private long nextFree(long from) throws IOException {
+        long c = Math.max(from, 1);
+        while (!isFree(c)) {
+            c++;
+        }
+        return c;
+    }
+
+    private long findFreeRun(int n) throws IOException {
+        long start = nextFree(freeHint);
+        long c = start;
+        while (c < start + n) {
+            if (isFree(c)) {
+                c++;
+            } else {
+                start = nextFree(c + 1);
+                c = start;
+            }
+        }
+        return start;
+    }
+
+    private boolean isFree(long c) throws IOException {
+        long b = c >>> blockBits;
+        if (b >= table.length || (table[(int) b] & ~(clusterSize - 1)) == 0) {
+            // No block covers it: free, except the first cluster, where that block will live.
+            return (c & ((1L << blockBits) - 1)) != 0;
+        }
+        return get(c) == 0;
+    }
+
+    private long blockOffset(long b) {
+        return table[(int) b] & ~(clusterSize - 1);
+    }
+
+    private byte[] block(long b) throws IOException {
+        byte[] block = blocks.get(b);
+        if (block == null) {
+            long offset = blockOffset(b);
+            if ((offset & (clusterSize - 1)) != 0 || offset + clusterSize > file.size()) {
+                throw new ImageException(name, "refcount block " + b + " at offset " + offset
+                        + " is past the end of the file");
+            }
+            block = new byte[(int) clusterSize];
+            file.read(offset, ByteBuffer.wrap(block));
+            blocks.put(b, block);
+        }
+        return block;
+    }
+
+    private byte[] ensureBlock(long b) throws IOException {
+        if (b >= table.length) {
+            growTable(b + 1);
+        }
+        if ((table[(int) b] & ~(clusterSize - 1)) != 0) {
+            return block(b);
+        }
+        // A new block sits at the first cluster it covers and counts itself.
+        long self = b << blockBits;
+        byte[] block = new byte[(int) clusterSize];
+        writeEntry(block, 0, 1);
+        file.write(self << clusterBits, ByteBuffer.wrap(block));
+        file.flush();
+        table[(int) b] = self << clusterBits;
+        ByteBuffer entry = ByteBuffer.allocate(8).putLong(0, table[(int) b]);
+        file.write(header.refcountTableOffset + b * 8, entry);
+        blocks.put(b, block);
+        return block;
+    }
+
+    /** Moves the refcount table to a larger place that covers at least {@code minEntries} blocks. */
+    private void growTable(long minEntries) throws IOException {
+        long perCluster = clusterSize / 8;
+        long entries = Math.max(minEntries, table.length * 2L);
+        entries = (entries + perCluster - 1) / perCluster * perCluster;
+        int clusters = Math.toIntExact(entries / perCluster);
+        long[] grown = Arrays.copyOf(table, Math.toIntExact(entries));
+
+        // Find room for the new table, then make sure blocks describe that room.
+        long start = findFreeRun(clusters);
+        Map<Long, byte[]> newBlocks = new LinkedHashMap<>();
+        for (long c = start; c < start + clusters; c++) {
+            long b = c >>> blockBits;
+            boolean exists = b < table.length && (table[(int) b] & ~(clusterSize - 1)) != 0;
+            if (exists) {
+                adjust(c, 1);
+            } else {
+                byte[] block = newBlocks.computeIfAbsent(b, k -> {
+                    byte[] nb = new byte[(int) clusterSize];
+                    writeEntry(nb, 0, 1);
+                    return nb;
+                });
+                int i = (int) (c & ((1L << blockBits) - 1));
+                writeEntry(block, i, readEntry(block, i) + 1);
+            }
+        }
+        for (var e : newBlocks.entrySet()) {
+            long offset = (e.getKey() << blockBits) << clusterBits;
+            file.write(offset, ByteBuffer.wrap(e.getValue()));
+            grown[Math.toIntExact(e.getKey())] = offset;
+        }
+        ByteBuffer buf = ByteBuffer.allocate(clusters * (int) clusterSize);
+        buf.asLongBuffer().put(grown);
+        file.write(start << clusterBits, buf);
+        file.flush();
+
+        long oldOffset = header.refcountTableOffset;
+        int oldClusters = header.refcountTableClusters;
+        ByteBuffer fields = ByteBuffer.allocate(12).putLong(0, start << clusterBits).putInt(8, clusters);
+        file.write(48, fields); // refcount_table_offset and refcount_table_clusters, one write
+        file.flush();
+        header.refcountTableOffset = start << clusterBits;
+        header.refcountTableClusters = clusters;
+        table = grown;
+        blocks.putAll(newBlocks);
+        free(oldOffset, (long) oldClusters << clusterBits);
+    }
+
+    private long readEntry(byte[] block, int i) {
+        switch (refcountBits) {
+            case 1, 2, 4 -> {
+                int perByte = 8 / refcountBits;
+                int shift = (i % perByte) * refcountBits;
+                return (block[i / perByte] >>> shift) & ((1 << refcountBits) - 1);
+            }
+            case 8 -> {
+                return block[i] & 0xffL;
+            }
+            case 16 -> {
+                return ((block[2 * i] & 0xffL) << 8) | (block[2 * i + 1] & 0xffL);
+            }
+            case 32 -> {
+                return ByteBuffer.wrap(block).getInt(4 * i) & 0xffffffffL;
+            }
+            default -> {
+                return ByteBuffer.wrap(block).getLong(8 * i);
+            }
+        }
+    }
+
+    private void writeEntry(byte[] block, int i, long value) {
+        switch (refcountBits) {
+            case 1, 2, 4 -> {
+                int perByte = 8 / refcountBits;
+                int shift = (i % perByte) * refcountBits;
+                int mask = ((1 << refcountBits) - 1) << shift;
+                block[i / perByte] = (byte) ((block[i / perByte] & ~mask) | ((int) value << shift));
+            }
+            case 8 -> block[i] = (byte) value;
+            case 16 -> {
+                block[2 * i] = (byte) (value >>> 8);
+                block[2 * i + 1] = (byte) value;
+            }
+            case 32 -> ByteBuffer.wrap(block).putInt(4 * i, (int) value);
+            default -> ByteBuffer.wrap(block).putLong(8 * i, value);
+        }
+    }
+
+    private void writeEntryToDisk(long blockOffset, byte[] block, int i) throws IOException {
+        int from = (int) ((long) i * refcountBits / 8);
+        int length = Math.max(1, refcountBits / 8);
+        file.write(blockOffset + from, ByteBuffer.wrap(block, from, length));
+    }
+}

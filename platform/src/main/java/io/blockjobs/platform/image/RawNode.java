@@ -1,0 +1,94 @@
+package io.blockjobs.platform.image;
+
+import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockStatus;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+
+/** The {@code raw} format driver: the guest's disk is the file, byte for byte. */
+public final class RawNode implements BlockNode {
+
+    private final FileNode file;
+
+    public RawNode(FileNode file) {
+        this.file = file;
+    }
+
+    public FileNode file() {
+        return file;
+    }
+
+    @Override
+    public String driver() {
+        return "raw";
+    }
+
+    @Override
+    public String filename() {
+        return file.filename();
+    }
+
+    @Override
+    public long size() throws IOException {
+        return file.size();
+    }
+
+    @Override
+    public boolean isReadOnly() {
+        return file.isReadOnly();
+    }
+
+    @Override
+    public void read(long offset, ByteBuffer dst) throws IOException {
+        checkRange(offset, dst.remaining());
+        file.read(offset, dst);
+    }
+
+    @Override
+    public void write(long offset, ByteBuffer src) throws IOException {
+        checkRange(offset, src.remaining());
+        file.write(offset, src);
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
+        checkRange(offset, length);
+        file.writeZeroes(offset, length, mayUnmap);
+    }
+
+    @Override
+    public void discard(long offset, long length) throws IOException {
+        checkRange(offset, length);
+        file.discard(offset, length);
+    }
+
+    @Override
+    public void flush() throws IOException {
+        file.flush();
+    }
+
+    @Override
+    public BlockStatus blockStatus(long offset, long maxLength) throws IOException {
+        long size = size();
+        checkRange(offset, 1);
+        return new BlockStatus(offset, Math.min(maxLength, size - offset), true, false, 0);
+    }
+
+    @Override
+    public void close() throws IOException {
+        file.close();
+    }
+
+    private void checkRange(long offset, long length) throws IOException {
+        long size = size();
+        if (offset < 0 || length < 0 || offset + length > size) {
+            throw new ImageException(filename(), "request [" + offset + ", +" + length
+                    + ") is past the end of the " + size + "-byte image");
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "raw:" + file.path();
+    }
+}

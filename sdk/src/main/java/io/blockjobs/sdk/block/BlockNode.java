@@ -1,0 +1,107 @@
+package io.blockjobs.sdk.block;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.Optional;
+
+/**
+ * A node of the block graph: a protocol node (a file) or a format node (an image such as
+ * {@code raw} or {@code qcow2}) with, possibly, a backing node beneath it.
+ *
+ * <p>Every I/O method may be called from many threads at once; requests that overlap are not
+ * ordered against each other (a job that needs ordering takes it from the platform). A request
+ * that returns normally has been applied; it is durable after the next {@link #flush()}.
+ * Errors are {@link IOException}s whose message names the image and the problem.
+ */
+public interface BlockNode extends AutoCloseable {
+
+    /** The driver name as QEMU spells it: {@code file}, {@code raw}, {@code qcow2}. */
+    String driver();
+
+    /** The file name of the image (for a format node, its file's name). */
+    String filename();
+
+    /** The virtual size in bytes: what a guest sees as the disk's size. */
+    long size() throws IOException;
+
+    /** Whether the node was opened read-only; writes then fail. */
+    boolean isReadOnly();
+
+    /**
+     * The allocation unit of this node in bytes (a qcow2 cluster); jobs copy in multiples of
+     * it. Nodes without one answer 64 KiB.
+     */
+    default int clusterSize() {
+        return 64 * 1024;
+    }
+
+    /** The backing node, if this node is an overlay. */
+    default Optional<BlockNode> backing() {
+        return Optional.empty();
+    }
+
+    /**
+     * Reads {@code dst.remaining()} bytes starting at {@code offset} into {@code dst}, advancing
+     * its position. Ranges that no layer of the chain defines read as zeroes.
+     *
+     * @throws IOException if the range is past the end of the node or the image cannot be read
+     */
+    void read(long offset, ByteBuffer dst) throws IOException;
+
+    /** Writes {@code src.remaining()} bytes starting at {@code offset}, advancing its position. */
+    void write(long offset, ByteBuffer src) throws IOException;
+
+    /**
+     * Makes a range read as zeroes, without writing zero buffers where the format can record
+     * it. {@code mayUnmap} lets the node release the storage behind the range.
+     */
+    void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException;
+
+    /**
+     * Tells the node the range's contents are no longer needed, as QEMU's discard does: the
+     * node may release its storage; what the range then reads is the format's choice (for
+     * qcow2 v3: zeroes).
+     */
+    void discard(long offset, long length) throws IOException;
+
+    /** Makes every request that returned before this call durable. */
+    void flush() throws IOException;
+
+    /**
+     * The status of this layer alone from {@code offset} on, over at most {@code maxLength}
+     * bytes (and never past {@link #size()}).
+     */
+    BlockStatus blockStatus(long offset, long maxLength) throws IOException;
+
+    /**
+     * The status of the whole chain below and including this node from {@code offset} on:
+     * which layer defines the data, as {@code qemu-img map} reports it.
+     */
+    default BlockStatus chainStatus(long offset, long maxLength) throws IOException {
+        BlockNode node = this;
+        int depth = 0;
+        long length = maxLength;
+        while (true) {
+            BlockStatus status = node.blockStatus(offset, length);
+            if (status.allocated()) {
+                return new BlockStatus(offset, status.length(), true, status.zero(), depth);
+            }
+            length = status.length();
+            Optional<BlockNode> backing = node.backing();
+            depth++;
+            if (backing.isEmpty()) {
+                return new BlockStatus(offset, length, false, true, depth);
+            }
+            node = backing.get();
+            long backingSize = node.size();
+            if (offset >= backingSize) {
+                return new BlockStatus(offset, length, false, true, depth);
+            }
+            length = Math.min(length, backingSize - offset);
+        }
+    }
+
+    /** Flushes and releases the node (and the locks it holds); it is unusable afterwards. */
+    @Override
+    void close() throws IOException;
+}
