@@ -177,6 +177,14 @@ final class Qcow2Header {
      * @throws ImageException if they do not fit into the first cluster
      */
     ByteBuffer encode(String file) throws ImageException {
+        try {
+            return encode(file, version == 3);
+        } catch (ImageException e) {
+            return encode(file, false); // the feature name table is optional: small clusters may lack room
+        }
+    }
+
+    private ByteBuffer encode(String file, boolean withFeatureNames) throws ImageException {
         ByteBuffer b = ByteBuffer.allocate(clusterSize());
         b.putInt(0, MAGIC);
         b.putInt(4, version);
@@ -208,7 +216,7 @@ final class Qcow2Header {
             if (backingFormat != null) {
                 putExtension(b, EXT_BACKING_FORMAT, backingFormat.getBytes(StandardCharsets.UTF_8));
             }
-            if (version == 3) {
+            if (withFeatureNames) {
                 putExtension(b, EXT_FEATURE_NAMES, featureNameTable());
             }
             for (Extension e : keptExtensions) {
