@@ -66,10 +66,10 @@ final class Qcow2Create {
             // Cluster 1: the refcount table; cluster 2: its first block, counting clusters 0-2.
             long[] table = new long[cs / 8];
             table[0] = 2L * cs;
-            file.write(cs, ByteBuffer.allocate(cs).putLong(0, table[0]).clear());
-            Qcow2Refcounts refcounts = new Qcow2Refcounts(file, h, table);
-            file.write(2L * cs, ByteBuffer.allocate(cs));
             file.write(0, h.encode(name));
+            file.write(cs, ByteBuffer.allocate(cs).putLong(0, table[0]).clear());
+            file.write(2L * cs, ByteBuffer.allocate(cs));
+            Qcow2Refcounts refcounts = new Qcow2Refcounts(file, h, table);
             for (long c = 0; c < 3; c++) {
                 refcounts.adjust(c, 1);
             }

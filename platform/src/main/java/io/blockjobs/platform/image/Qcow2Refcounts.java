@@ -39,12 +39,13 @@ final class Qcow2Refcounts {
     private long[] table;
     private final Map<Long, byte[]> blocks;
     private long freeHint;
+    private long highWater; // no cluster at or past this index is in use
 
     private final ArrayDeque<Long> pool = new ArrayDeque<>();
     private int poolBatch = 8;
     private final int maxPoolBatch;
 
-    Qcow2Refcounts(FileNode file, Qcow2Header header, long[] table) {
+    Qcow2Refcounts(FileNode file, Qcow2Header header, long[] table) throws IOException {
         this.file = file;
         this.header = header;
         this.name = file.filename();
@@ -54,6 +55,7 @@ final class Qcow2Refcounts {
         this.blockBits = clusterBits + 3 - header.refcountOrder;
         this.maxRefcount = refcountBits == 64 ? Long.MAX_VALUE : (1L << refcountBits) - 1;
         this.table = table;
+        this.highWater = (file.size() + clusterSize - 1) >>> clusterBits;
         this.maxCachedBlocks = (int) Math.max(4, (8L << 20) >> clusterBits);
         this.maxPoolBatch = (int) Math.max(1, Math.min(512, (32L << 20) >> clusterBits));
         this.blocks = new LinkedHashMap<>(16, 0.75f, true) {
@@ -108,6 +110,9 @@ final class Qcow2Refcounts {
         }
         writeEntry(block, i, value);
         writeEntryToDisk(blockOffset(b), block, i);
+        if (delta > 0 && index >= highWater) {
+            highWater = index + 1;
+        }
         if (value == 0 && index < freeHint) {
             freeHint = index;
         }
@@ -138,17 +143,78 @@ final class Qcow2Refcounts {
     }
 
     /**
-     * Allocates {@code n} contiguous clusters, refcounts durable, for metadata tables.
+     * Allocates {@code n} contiguous clusters past everything in use, for metadata tables; their
+     * refcounts are durable when it returns. Blocks that must be created to count them are placed
+     * right after them.
      *
      * @return the host offset of the first
      */
     long allocateContiguous(int n) throws IOException {
-        long start = findFreeRun(n);
-        for (long c = start; c < start + n; c++) {
-            adjust(c, 1);
+        while (true) {
+            long start = highWater;
+            long[] missing = missingBlocks(start, n);
+            long lastBlock = (start + n + missing.length - 1) >>> blockBits;
+            if (lastBlock >= table.length) {
+                growTable(lastBlock + 1); // moves highWater; then plan again
+                continue;
+            }
+            Map<Long, byte[]> created = countNewRun(start, n + missing.length, missing);
+            int j = 0;
+            for (var e : created.entrySet()) {
+                long at = start + n + j++;
+                file.write(at << clusterBits, ByteBuffer.wrap(e.getValue()));
+                table[(int) (long) e.getKey()] = at << clusterBits;
+            }
+            file.flush(); // blocks durable before the table points to them
+            for (long b : created.keySet()) {
+                file.write(header.refcountTableOffset + b * 8, ByteBuffer.allocate(8).putLong(0, table[(int) b]));
+                blocks.put(b, created.get(b));
+            }
+            file.flush();
+            return start << clusterBits;
         }
-        file.flush();
-        return start << clusterBits;
+    }
+
+    /**
+     * The blocks that are missing to count {@code [start, start + n + k)}, where {@code k} is
+     * their number (they sit at the end of that range themselves).
+     */
+    private long[] missingBlocks(long start, long n) {
+        long k = 0;
+        while (true) {
+            java.util.List<Long> missing = new java.util.ArrayList<>();
+            for (long b = start >>> blockBits; b <= (start + n + k - 1) >>> blockBits; b++) {
+                if (b >= table.length || (table[(int) b] & ~(clusterSize - 1)) == 0) {
+                    missing.add(b);
+                }
+            }
+            if (missing.size() == k) {
+                return missing.stream().mapToLong(Long::longValue).toArray();
+            }
+            k = missing.size();
+        }
+    }
+
+    /**
+     * Counts clusters {@code [start, start + count)} once each: in existing blocks on disk, in
+     * the {@code missing} blocks in memory (returned, in the order given, for the caller to place).
+     */
+    private Map<Long, byte[]> countNewRun(long start, long count, long[] missing) throws IOException {
+        Map<Long, byte[]> created = new LinkedHashMap<>();
+        for (long b : missing) {
+            created.put(b, new byte[(int) clusterSize]);
+        }
+        for (long c = start; c < start + count; c++) {
+            byte[] block = created.get(c >>> blockBits);
+            if (block == null) {
+                adjust(c, 1);
+            } else {
+                int i = (int) (c & ((1L << blockBits) - 1));
+                writeEntry(block, i, readEntry(block, i) + 1);
+            }
+        }
+        highWater = Math.max(highWater, start + count);
+        return created;
     }
 
     private void refillPool() throws IOException {
@@ -164,7 +230,7 @@ final class Qcow2Refcounts {
         poolBatch = Math.min(maxPoolBatch, poolBatch * 2);
     }
 
-    /** The first free cluster at or after {@code from}, skipping the places of missing blocks. */
+    /** The first free cluster at or after {@code from}. */
     private long nextFree(long from) throws IOException {
         long c = Math.max(from, 1);
         while (!isFree(c)) {
@@ -173,25 +239,10 @@ final class Qcow2Refcounts {
         return c;
     }
 
-    private long findFreeRun(int n) throws IOException {
-        long start = nextFree(freeHint);
-        long c = start;
-        while (c < start + n) {
-            if (isFree(c)) {
-                c++;
-            } else {
-                start = nextFree(c + 1);
-                c = start;
-            }
-        }
-        return start;
-    }
-
     private boolean isFree(long c) throws IOException {
         long b = c >>> blockBits;
         if (b >= table.length || (table[(int) b] & ~(clusterSize - 1)) == 0) {
-            // No block covers it: free, except the first cluster, where that block will live.
-            return (c & ((1L << blockBits) - 1)) != 0;
+            ensureBlock(b); // count before choosing: creating it may take clusters itself
         }
         return get(c) == 0;
     }
@@ -232,39 +283,39 @@ final class Qcow2Refcounts {
         ByteBuffer entry = ByteBuffer.allocate(8).putLong(0, table[(int) b]);
         file.write(header.refcountTableOffset + b * 8, entry);
         blocks.put(b, block);
+        highWater = Math.max(highWater, self + 1);
         return block;
     }
 
-    /** Moves the refcount table to a larger place that covers at least {@code minEntries} blocks. */
+    /**
+     * Moves the refcount table to a larger place past everything in use, covering at least
+     * {@code minEntries} blocks; blocks needed to count the new table follow it and are recorded
+     * in it. The new table is durable before the header points to it; the old one is freed last.
+     */
     private void growTable(long minEntries) throws IOException {
         long perCluster = clusterSize / 8;
+        long start = highWater;
         long entries = Math.max(minEntries, table.length * 2L);
-        entries = (entries + perCluster - 1) / perCluster * perCluster;
-        int clusters = Math.toIntExact(entries / perCluster);
-        long[] grown = Arrays.copyOf(table, Math.toIntExact(entries));
-
-        // Find room for the new table, then make sure blocks describe that room.
-        long start = findFreeRun(clusters);
-        Map<Long, byte[]> newBlocks = new LinkedHashMap<>();
-        for (long c = start; c < start + clusters; c++) {
-            long b = c >>> blockBits;
-            boolean exists = b < table.length && (table[(int) b] & ~(clusterSize - 1)) != 0;
-            if (exists) {
-                adjust(c, 1);
-            } else {
-                byte[] block = newBlocks.computeIfAbsent(b, k -> {
-                    byte[] nb = new byte[(int) clusterSize];
-                    writeEntry(nb, 0, 1);
-                    return nb;
-                });
-                int i = (int) (c & ((1L << blockBits) - 1));
-                writeEntry(block, i, readEntry(block, i) + 1);
+        long[] missing;
+        int clusters;
+        while (true) {
+            entries = (entries + perCluster - 1) / perCluster * perCluster;
+            clusters = Math.toIntExact(entries / perCluster);
+            missing = missingBlocks(start, clusters);
+            long lastBlock = (start + clusters + missing.length - 1) >>> blockBits;
+            if (lastBlock < entries) {
+                break;
             }
+            entries = lastBlock + 1;
         }
-        for (var e : newBlocks.entrySet()) {
-            long offset = (e.getKey() << blockBits) << clusterBits;
-            file.write(offset, ByteBuffer.wrap(e.getValue()));
-            grown[Math.toIntExact(e.getKey())] = offset;
+        long[] grown = Arrays.copyOf(table, Math.toIntExact(entries));
+        // Blocks the old table lacks may be counted in memory only: the new table records them.
+        Map<Long, byte[]> created = countNewRun(start, clusters + missing.length, missing);
+        int j = 0;
+        for (var e : created.entrySet()) {
+            long at = start + clusters + j++;
+            file.write(at << clusterBits, ByteBuffer.wrap(e.getValue()));
+            grown[Math.toIntExact(e.getKey())] = at << clusterBits;
         }
         ByteBuffer buf = ByteBuffer.allocate(clusters * (int) clusterSize);
         buf.asLongBuffer().put(grown);
@@ -279,7 +330,7 @@ final class Qcow2Refcounts {
         header.refcountTableOffset = start << clusterBits;
         header.refcountTableClusters = clusters;
         table = grown;
-        blocks.putAll(newBlocks);
+        blocks.putAll(created);
         free(oldOffset, (long) oldClusters << clusterBits);
     }
 
