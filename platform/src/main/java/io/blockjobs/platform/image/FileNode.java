@@ -64,6 +64,7 @@ public final class FileNode implements BlockNode {
 
     @Override
     public void read(long offset, ByteBuffer dst) throws IOException {
+        checkOffset(offset);
         long pos = offset;
         while (dst.hasRemaining()) {
             int n = channel.read(dst, pos);
@@ -80,6 +81,7 @@ public final class FileNode implements BlockNode {
     @Override
     public void write(long offset, ByteBuffer src) throws IOException {
         checkWritable();
+        checkOffset(offset);
         long pos = offset;
         while (src.hasRemaining()) {
             pos += channel.write(src, pos);
@@ -129,6 +131,12 @@ public final class FileNode implements BlockNode {
     @Override
     public void close() throws IOException {
         claim.release();
+    }
+
+    private void checkOffset(long offset) throws IOException {
+        if (offset < 0) {
+            throw new ImageException(path.toString(), "negative offset " + offset + " (damaged metadata?)");
+        }
     }
 
     private void checkWritable() throws IOException {

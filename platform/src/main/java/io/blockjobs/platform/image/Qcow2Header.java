@@ -125,7 +125,7 @@ final class Qcow2Header {
             h.headerLength = V2_LENGTH;
         }
         int cluster = h.clusterSize();
-        if (h.size < 0) {
+        if (h.size < 0 || h.size > (1L << 56)) {
             throw new ImageException(file, "invalid virtual size " + h.size);
         }
         // Header extensions, up to the end of the first cluster.
@@ -155,7 +155,7 @@ final class Qcow2Header {
             pos += (length + 7) & ~7;
         }
         if (backingOffset != 0) {
-            if (backingSize <= 0 || backingSize > 1023 || backingOffset + backingSize > limit) {
+            if (backingSize <= 0 || backingSize > 1023 || backingOffset < 0 || backingOffset + backingSize > limit) {
                 throw new ImageException(file, "invalid backing file name field (offset " + backingOffset
                         + ", size " + backingSize + ")");
             }

@@ -169,6 +169,9 @@ public final class Qcow2Node implements BlockNode {
 
     private static long[] readL1(FileNode file, Qcow2Header h, long fileSize) throws IOException {
         String name = file.filename();
+        if (h.l1Size < 0 || h.l1TableOffset < 0) {
+            throw new ImageException(name, "invalid L1 table (size " + h.l1Size + ", offset " + h.l1TableOffset + ")");
+        }
         long perL1 = 1L << (h.clusterBits + h.clusterBits - 3); // bytes of disk per L1 entry
         long needed = (h.size + perL1 - 1) / perL1;
         if (h.l1Size < needed) {
@@ -206,7 +209,7 @@ public final class Qcow2Node implements BlockNode {
 
     private static long[] readRefcountTable(FileNode file, Qcow2Header h, long fileSize) throws IOException {
         long cluster = 1L << h.clusterBits;
-        if (h.refcountTableClusters <= 0 || (h.refcountTableOffset & (cluster - 1)) != 0
+        if (h.refcountTableClusters <= 0 || h.refcountTableOffset <= 0 || (h.refcountTableOffset & (cluster - 1)) != 0
                 || h.refcountTableOffset + h.refcountTableClusters * cluster > fileSize) {
             throw new ImageException(file.filename(), "refcount table at offset " + h.refcountTableOffset + " ("
                     + h.refcountTableClusters + " clusters) is empty, unaligned or past the end of the file");
