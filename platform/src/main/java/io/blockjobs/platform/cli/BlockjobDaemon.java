@@ -1,38 +1,266 @@
 package io.blockjobs.platform.cli;
 
-/** {@code blockjobd}: the storage daemon. The QMP/NBD server arrives with its own issue. */
+import io.blockjobs.platform.nbd.NbdCommands;
+import io.blockjobs.sdk.error.CommandException;
+import java.io.IOException;
+import java.net.InetAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import tools.jackson.databind.JsonNode;
+import tools.jackson.databind.node.ObjectNode;
+
+/**
+ * {@code blockjobd}: the storage daemon, with {@code qemu-storage-daemon}'s command line.
+ * Every option is checked before anything listens; a bad one exits with status 1 and a message
+ * that names it.
+ */
 public final class BlockjobDaemon {
+    private static final Logger LOG = LoggerFactory.getLogger(BlockjobDaemon.class);
+
     private BlockjobDaemon() {
     }
 
+    /** One option as given. */
+    private record Opt(String name, String value) {
+        String shown() {
+            return "--" + name + (value == null ? "" : " " + value);
+        }
+    }
+
+    /** A bad option, named. */
+    static final class OptionException extends Exception {
+        private static final long serialVersionUID = 1L;
+
+        OptionException(Opt opt, String message) {
+            super(opt.shown() + ": " + message);
+        }
+
+        OptionException(String message) {
+            super(message);
+        }
+    }
+
+    private static final List<String> WITH_VALUE =
+            List.of("blockdev", "chardev", "monitor", "nbd-server", "export", "pidfile", "plugins");
+
     public static void main(String[] args) {
-        for (String a : args) {
-            switch (a) {
-                case "--version", "-V" -> {
-                    System.out.println("blockjobd " + Version.get());
-                    return;
-                }
-                case "--help", "-h" -> {
-                    usage();
-                    return;
-                }
-                default -> {
-                    System.err.println("blockjobd: unknown option '" + a + "' (try --help)");
-                    System.exit(2);
-                }
+        List<Opt> opts;
+        try {
+            opts = parse(args);
+        } catch (OptionException e) {
+            System.err.println("blockjobd: " + e.getMessage());
+            System.exit(1);
+            return;
+        }
+        for (Opt o : opts) {
+            if (o.name().equals("help")) {
+                usage();
+                return;
+            }
+            if (o.name().equals("version")) {
+                System.out.println("blockjobd " + Version.get());
+                return;
             }
         }
-        usage();
-        System.exit(2);
+        Daemon daemon = new Daemon();
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> daemon.shutdown("host-signal"), "blockjobd-sigterm"));
+        Path pidfile = null;
+        try {
+            pidfile = configure(daemon, opts);
+        } catch (OptionException e) {
+            System.err.println("blockjobd: " + e.getMessage());
+            daemon.shutdown("host-error");
+            Runtime.getRuntime().halt(1);
+        }
+        LOG.info("blockjobd {} ready", Version.get());
+        try {
+            daemon.awaitStop();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        if (pidfile != null) {
+            try {
+                Files.deleteIfExists(pidfile);
+            } catch (IOException e) {
+                LOG.warn("cannot remove {}: {}", pidfile, e.getMessage());
+            }
+        }
+        System.exit(0);
+    }
+
+    static List<Opt> parse(String[] args) throws OptionException {
+        List<Opt> opts = new ArrayList<>();
+        for (int i = 0; i < args.length; i++) {
+            String a = args[i];
+            if (a.equals("-h") || a.equals("--help")) {
+                opts.add(new Opt("help", null));
+                continue;
+            }
+            if (a.equals("-V") || a.equals("--version")) {
+                opts.add(new Opt("version", null));
+                continue;
+            }
+            if (!a.startsWith("--") && !a.startsWith("-")) {
+                throw new OptionException("unexpected argument '" + a + "' (try --help)");
+            }
+            String body = a.replaceFirst("^--?", "");
+            String name = body;
+            String value = null;
+            int eq = body.indexOf('=');
+            if (eq > 0 && WITH_VALUE.contains(body.substring(0, eq))) {
+                name = body.substring(0, eq);
+                value = body.substring(eq + 1);
+            }
+            if (!WITH_VALUE.contains(name)) {
+                throw new OptionException("unknown option '" + a + "' (try --help)");
+            }
+            if (value == null) {
+                if (i + 1 >= args.length) {
+                    throw new OptionException("option '--" + name + "' needs a value");
+                }
+                value = args[++i];
+            }
+            opts.add(new Opt(name, value));
+        }
+        return opts;
+    }
+
+    /** Applies the options in order; monitors listen last, once everything else is in place. */
+    private static Path configure(Daemon daemon, List<Opt> opts) throws OptionException {
+        Map<String, ObjectNode> chardevs = new HashMap<>();
+        List<Opt> monitors = new ArrayList<>();
+        Path pidfile = null;
+        for (Opt o : opts) {
+            try {
+                switch (o.name()) {
+                    case "blockdev" -> daemon.graph.add(KeyValue.parse(o.value(), null));
+                    case "chardev" -> {
+                        ObjectNode c = KeyValue.parse(o.value(), "backend");
+                        String id = text(c, "id", o);
+                        if (!"socket".equals(text(c, "backend", o))) {
+                            throw new OptionException(o, "only 'socket' character devices are supported");
+                        }
+                        if (c.has("server") && !isOn(c.get("server").asString())) {
+                            throw new OptionException(o, "only server=on sockets are supported");
+                        }
+                        if (!c.has("path") && !(c.has("host") && c.has("port"))) {
+                            throw new OptionException(o, "give path=SOCKET or host=ADDRESS,port=PORT");
+                        }
+                        if (chardevs.put(id, c) != null) {
+                            throw new OptionException(o, "duplicate chardev id '" + id + "'");
+                        }
+                    }
+                    case "monitor" -> {
+                        ObjectNode m = KeyValue.parse(o.value(), "chardev");
+                        String mode = m.has("mode") ? m.get("mode").asString() : "control";
+                        if (!mode.equals("control")) {
+                            throw new OptionException(o, "only mode=control (QMP) monitors are supported");
+                        }
+                        if (!chardevs.containsKey(text(m, "chardev", o))) {
+                            throw new OptionException(o, "no chardev with id '" + m.get("chardev").asString() + "'");
+                        }
+                        monitors.add(o);
+                    }
+                    case "nbd-server" -> {
+                        ObjectNode n = KeyValue.parse(o.value(), null);
+                        if (!n.has("addr")) {
+                            throw new OptionException(o, "addr.type=unix,addr.path=PATH or addr.type=inet,addr.host=...,addr.port=... is required");
+                        }
+                        int max = n.has("max-connections") ? Integer.parseInt(n.get("max-connections").asString()) : 0;
+                        n.remove("max-connections");
+                        JsonNode addr = n.remove("addr");
+                        if (!n.isEmpty()) {
+                            throw new OptionException(o, "unsupported member '" + n.propertyNames().iterator().next() + "'");
+                        }
+                        daemon.nbd.start(NbdCommands.address(addr), max);
+                    }
+                    case "export" -> {
+                        ObjectNode e = KeyValue.parse(o.value(), "type");
+                        JsonNode reply = daemon.dispatcher.executeKeyval("block-export-add", e).join();
+                        if (reply.has("error")) {
+                            throw new OptionException(o, reply.get("error").get("desc").asString());
+                        }
+                    }
+                    case "pidfile" -> {
+                        pidfile = Path.of(o.value());
+                        Files.writeString(pidfile, ProcessHandle.current().pid() + "\n");
+                    }
+                    case "plugins" -> {
+                        if (!Files.isDirectory(Path.of(o.value()))) {
+                            throw new OptionException(o, "not a directory");
+                        }
+                    }
+                    default -> throw new OptionException(o, "unknown option");
+                }
+            } catch (CommandException | IllegalArgumentException e) {
+                throw new OptionException(o, e.getMessage());
+            } catch (IOException e) {
+                throw new OptionException(o, e.getMessage());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new OptionException(o, "interrupted");
+            }
+        }
+        for (Opt o : monitors) {
+            ObjectNode m = KeyValue.parse(o.value(), "chardev");
+            ObjectNode c = chardevs.get(m.get("chardev").asString());
+            try {
+                if (c.has("path")) {
+                    daemon.qmp.listenUnix(Path.of(c.get("path").asString()));
+                } else {
+                    String host = c.get("host").asString();
+                    InetAddress address = InetAddress.getByName(host);
+                    if (!address.isLoopbackAddress()) {
+                        LOG.warn("QMP listens on {}, which is not a loopback address", host);
+                    }
+                    daemon.qmp.listenTcp(host, Integer.parseInt(c.get("port").asString()));
+                }
+            } catch (IOException | RuntimeException e) {
+                throw new OptionException(o, "cannot listen: " + e.getMessage());
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new OptionException(o, "interrupted");
+            }
+        }
+        return pidfile;
+    }
+
+    private static boolean isOn(String v) {
+        return v.equals("on") || v.equals("yes") || v.equals("true") || v.equals("y");
+    }
+
+    private static String text(ObjectNode n, String key, Opt o) throws OptionException {
+        JsonNode v = n.get(key);
+        if (v == null || !v.isString()) {
+            throw new OptionException(o, "'" + key + "' is required");
+        }
+        return v.asString();
     }
 
     private static void usage() {
         System.out.println("""
                 Usage: blockjobd [options]
-                The blockjobs storage daemon: live block jobs on qcow2 and raw images, driven over QMP.
+                The blockjobs storage daemon: live block jobs on qcow2 and raw images, driven over QMP,
+                disks served over NBD. Options follow qemu-storage-daemon's; each may be repeated and
+                takes QEMU's key=value syntax or a JSON object.
 
-                  --help, -h       print this help
-                  --version, -V    print the version
+                  --blockdev OPTIONS     add a block node, e.g. driver=file,node-name=f0,filename=disk.qcow2
+                  --chardev socket,id=ID,path=PATH,server=on,wait=off
+                  --chardev socket,id=ID,host=127.0.0.1,port=PORT,server=on,wait=off
+                                         a socket for a monitor (unix sockets are created mode 0600)
+                  --monitor [chardev=]ID a QMP monitor on that socket
+                  --nbd-server addr.type=unix,addr.path=PATH | addr.type=inet,addr.host=H,addr.port=P
+                  --export type=nbd,id=ID,node-name=NODE[,name=NAME][,writable=on]
+                  --pidfile PATH         write the daemon's pid there
+                  --plugins DIR          load job plugins from DIR
+                  --help, -h             print this help
+                  --version, -V          print the version
                 """);
     }
 }

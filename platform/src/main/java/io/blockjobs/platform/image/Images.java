@@ -99,4 +99,9 @@ public final class Images {
     public static void createQcow2(Path path, Qcow2CreateOptions options) throws IOException {
         Qcow2Create.create(path, options);
     }
+
+    /** Formats an open, writable file node as a new qcow2 image (QMP {@code blockdev-create}). */
+    public static void createQcow2(FileNode file, Qcow2CreateOptions options) throws IOException {
+        Qcow2Create.create(file, options);
+    }
 }

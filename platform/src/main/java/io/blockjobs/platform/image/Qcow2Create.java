@@ -14,6 +14,15 @@ final class Qcow2Create {
     }
 
     static void create(Path path, Qcow2CreateOptions o) throws IOException {
+        Files.newByteChannel(path, StandardOpenOption.CREATE, StandardOpenOption.WRITE).close();
+        try (FileNode file = FileNode.open(path, true)) {
+            create(file, o);
+        }
+    }
+
+    /** Formats the file behind {@code file} (open read-write) as a new qcow2 image. */
+    static void create(FileNode file, Qcow2CreateOptions o) throws IOException {
+        Path path = file.path();
         String name = path.toString();
         int cs = o.clusterSize();
         if (cs < 512 || cs > (2 << 20) || Integer.bitCount(cs) != 1) {
@@ -60,8 +69,7 @@ final class Qcow2Create {
         h.backingFile = o.backingFile();
         h.backingFormat = o.backingFile() == null ? null : backingFormat;
 
-        Files.newByteChannel(path, StandardOpenOption.CREATE, StandardOpenOption.WRITE).close();
-        try (FileNode file = FileNode.open(path, true)) {
+        {
             file.truncate(0);
             // Cluster 1: the refcount table; cluster 2: its first block, counting clusters 0-2.
             long[] table = new long[cs / 8];

@@ -71,6 +71,7 @@ public final class Qcow2Node implements BlockNode {
     private volatile BlockNode backing;
     private volatile long knownFileEnd;
     private volatile boolean closed;
+    private boolean ownsChildren = true;
 
     private Qcow2Node(FileNode file, Qcow2Header header, boolean readOnly, AtomicLongArray l1, long[] refcountTable) throws IOException {
         this.file = file;
@@ -104,6 +105,16 @@ public final class Qcow2Node implements BlockNode {
      * @throws ImageException if the image is damaged or uses a feature this driver lacks
      */
     public static Qcow2Node open(FileNode file, boolean readWrite, BackingOpener backingOpener) throws IOException {
+        return open(file, readWrite, backingOpener, true);
+    }
+
+    /**
+     * Opens a qcow2 image on {@code file}. With {@code ownsChildren} false the node leaves its
+     * file and backing nodes open when it closes: their owner (the block graph) closes them.
+     * {@code backingOpener} may return null for an image whose backing is left out.
+     */
+    public static Qcow2Node open(FileNode file, boolean readWrite, BackingOpener backingOpener, boolean ownsChildren)
+            throws IOException {
         String name = file.filename();
         long fileSize = file.size();
         ByteBuffer first = ByteBuffer.allocate((int) Math.min(fileSize, 2 << 20));
@@ -116,10 +127,12 @@ public final class Qcow2Node implements BlockNode {
         checkOverlaps(name, h, l1, refcountTable, fileSize);
 
         Qcow2Node node = new Qcow2Node(file, h, !readWrite, new AtomicLongArray(l1), refcountTable);
+        node.ownsChildren = ownsChildren;
         if (h.backingFile != null) {
             try {
                 node.backing = backingOpener.open(h.backingFile, h.backingFormat);
             } catch (IOException e) {
+                node.closeQuietlyAfterFailedOpen();
                 throw new ImageException(name, "could not open backing file '" + h.backingFile + "': " + e.getMessage(), e);
             }
         }
@@ -631,6 +644,15 @@ public final class Qcow2Node implements BlockNode {
         }
     }
 
+    private void closeQuietlyAfterFailedOpen() {
+        closed = true; // the caller closes the file it gave us
+    }
+
+    /** Uses {@code newBacking} for reads below this image without touching the header (QEMU's graph change). */
+    public void setBackingNode(BlockNode newBacking) {
+        backing = newBacking;
+    }
+
     @Override
     public void close() throws IOException {
         if (closed) {
@@ -649,12 +671,14 @@ public final class Qcow2Node implements BlockNode {
                 file.flush();
             }
         } finally {
-            try {
-                file.close();
-            } finally {
-                BlockNode b = backing;
-                if (b != null) {
-                    b.close();
+            if (ownsChildren) {
+                try {
+                    file.close();
+                } finally {
+                    BlockNode b = backing;
+                    if (b != null) {
+                        b.close();
+                    }
                 }
             }
         }

@@ -1,0 +1,71 @@
+package io.blockjobs.platform.cli;
+
+import io.blockjobs.platform.Json;
+import io.blockjobs.platform.event.EventBus;
+import io.blockjobs.platform.graph.BlockGraph;
+import io.blockjobs.platform.job.JobManager;
+import io.blockjobs.platform.nbd.NbdCommands;
+import io.blockjobs.platform.nbd.NbdServer;
+import io.blockjobs.platform.qmp.BlockCommands;
+import io.blockjobs.platform.qmp.CoreCommands;
+import io.blockjobs.platform.qmp.JobCommands;
+import io.blockjobs.platform.qmp.QmpDispatcher;
+import io.blockjobs.platform.qmp.QmpServer;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.MultiThreadIoEventLoopGroup;
+import io.netty.channel.nio.NioIoHandler;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.atomic.AtomicBoolean;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/** The running daemon: the graph, jobs, QMP and NBD servers, wired together. */
+final class Daemon {
+    private static final Logger LOG = LoggerFactory.getLogger(Daemon.class);
+
+    final EventBus events = new EventBus();
+    final BlockGraph graph = new BlockGraph();
+    final JobManager jobs = new JobManager(events);
+    final QmpDispatcher dispatcher = new QmpDispatcher();
+    final EventLoopGroup group = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
+    final QmpServer qmp;
+    final NbdServer nbd;
+    private final CountDownLatch stopped = new CountDownLatch(1);
+    private final AtomicBoolean stopping = new AtomicBoolean();
+
+    Daemon() {
+        String version = Version.get();
+        qmp = new QmpServer(group, dispatcher, events, CoreCommands.greeting(version));
+        nbd = new NbdServer(group, graph, events);
+        CoreCommands.register(dispatcher, version, () -> dispatcher.onMainLoop(() -> {
+            shutdown("host-qmp-quit");
+            return null;
+        }));
+        BlockCommands.register(dispatcher, graph, jobs);
+        JobCommands.register(dispatcher, jobs);
+        NbdCommands.register(dispatcher, nbd);
+    }
+
+    /** Stops everything once: announces SHUTDOWN, cancels jobs, closes exports and images. */
+    void shutdown(String reason) {
+        if (!stopping.compareAndSet(false, true)) {
+            return;
+        }
+        LOG.info("shutting down ({})", reason);
+        events.publish("SHUTDOWN", Json.object().put("guest", false).put("reason", reason));
+        try {
+            jobs.close();
+            nbd.close();
+            graph.close();
+            qmp.close();
+            dispatcher.close();
+            group.shutdownGracefully(0, 2, java.util.concurrent.TimeUnit.SECONDS).syncUninterruptibly();
+        } finally {
+            stopped.countDown();
+        }
+    }
+
+    void awaitStop() throws InterruptedException {
+        stopped.await();
+    }
+}

@@ -1,0 +1,34 @@
+package io.blockjobs.platform.event;
+
+import java.time.Instant;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.function.Consumer;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import tools.jackson.databind.node.ObjectNode;
+
+/** Delivers events to every subscriber, in the order they were published. */
+public final class EventBus {
+    private static final Logger LOG = LoggerFactory.getLogger(EventBus.class);
+
+    private final CopyOnWriteArrayList<Consumer<Event>> subscribers = new CopyOnWriteArrayList<>();
+
+    /** Subscribes; close the returned handle to stop receiving. Subscribers must not block. */
+    public AutoCloseable subscribe(Consumer<Event> subscriber) {
+        subscribers.add(subscriber);
+        return () -> subscribers.remove(subscriber);
+    }
+
+    /** Publishes an event now. */
+    public synchronized void publish(String name, ObjectNode data) {
+        Event event = new Event(name, data, Instant.now());
+        LOG.debug("event {} {}", name, data);
+        for (Consumer<Event> s : subscribers) {
+            try {
+                s.accept(event);
+            } catch (RuntimeException e) {
+                LOG.warn("event subscriber failed on {}", name, e);
+            }
+        }
+    }
+}

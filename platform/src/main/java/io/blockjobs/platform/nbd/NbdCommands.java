@@ -1,0 +1,108 @@
+package io.blockjobs.platform.nbd;
+
+import io.blockjobs.platform.graph.Options;
+import io.blockjobs.platform.qmp.CoreCommands;
+import io.blockjobs.platform.qmp.QmpCommand;
+import io.blockjobs.platform.qmp.QmpDispatcher;
+import io.blockjobs.sdk.error.CommandException;
+import java.net.SocketAddress;
+import java.net.UnixDomainSocketAddress;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Optional;
+import tools.jackson.databind.JsonNode;
+
+/** nbd-server-start/-stop, block-export-add/-del, query-block-exports. */
+public final class NbdCommands {
+    private NbdCommands() {
+    }
+
+    /** {@code nbd-server-start}'s arguments; {@code addr} is QEMU's SocketAddressLegacy or SocketAddress. */
+    public record ServerStartArgs(JsonNode addr, Optional<String> tlsCreds, Optional<String> tlsAuthz,
+                                  Optional<Long> maxConnections) {
+    }
+
+    /** {@code block-export-add}'s arguments (type nbd). */
+    public record ExportAddArgs(String type, String id, String nodeName, Optional<String> name,
+                                Optional<String> description, Optional<Boolean> writable,
+                                Optional<Boolean> writethrough, Optional<String> iothread,
+                                Optional<Boolean> fixedIothread, Optional<List<String>> bitmaps,
+                                Optional<Boolean> allocationDepth) {
+    }
+
+    /** {@code block-export-del}'s arguments. */
+    public record ExportDelArgs(String id, Optional<ExportRemoveMode> mode) {
+    }
+
+    /** QMP's {@code BlockExportRemoveMode}. */
+    public enum ExportRemoveMode {
+        SAFE, HARD
+    }
+
+    /** QMP's {@code BlockExportInfo}. */
+    public record ExportInfo(String type, String id, String nodeName, boolean shuttingDown) {
+    }
+
+    public static void register(QmpDispatcher d, NbdServer server) {
+        CoreCommands.declareEvent("BLOCK_EXPORT_DELETED", ExportDelArgs.class);
+        d.register(QmpCommand.of("nbd-server-start", ServerStartArgs.class, null, a -> {
+            if (a.tlsCreds().isPresent() || a.tlsAuthz().isPresent()) {
+                throw new CommandException("TLS is not supported by this NBD server");
+            }
+            server.start(address(a.addr()), Math.toIntExact(a.maxConnections().orElse(0L)));
+            return null;
+        }));
+        d.register(QmpCommand.of("nbd-server-stop", Void.class, null, a -> {
+            server.stop();
+            return null;
+        }));
+        d.register(QmpCommand.of("block-export-add", ExportAddArgs.class, null, a -> {
+            if (!a.type().equals("nbd")) {
+                throw new CommandException("Parameter 'type' does not accept value '" + a.type() + "'");
+            }
+            if (a.bitmaps().isPresent() && !a.bitmaps().get().isEmpty()) {
+                throw new CommandException("exporting dirty bitmaps is not supported yet");
+            }
+            if (a.allocationDepth().orElse(false)) {
+                throw new CommandException("the qemu:allocation-depth context is not supported yet");
+            }
+            server.addExport(a.id(), a.nodeName(), a.name().orElse(null), a.description().orElse(null),
+                    a.writable().orElse(false));
+            return null;
+        }));
+        d.register(QmpCommand.of("block-export-del", ExportDelArgs.class, null, a -> {
+            server.removeExport(a.id(), a.mode().orElse(ExportRemoveMode.SAFE) == ExportRemoveMode.HARD);
+            return null;
+        }));
+        d.register(QmpCommand.of("query-block-exports", Void.class, List.class, a ->
+                server.exports().stream()
+                        .map(e -> new ExportInfo("nbd", e.id(), e.backend().root().name(), false)).toList()));
+    }
+
+    /** A SocketAddress in QEMU's flat form ({@code type, path}) or legacy form ({@code type, data}). */
+    public static SocketAddress address(JsonNode addr) {
+        Options o = new Options(addr, "addr.");
+        String type = o.string("type");
+        Options fields = o.has("data") ? o.object("data") : o;
+        SocketAddress result = switch (type) {
+            case "unix" -> {
+                String path = fields.string("path");
+                fields.ignore("abstract", "tight");
+                yield UnixDomainSocketAddress.of(Path.of(path));
+            }
+            case "inet" -> {
+                String host = fields.string("host");
+                String port = fields.optString("port");
+                if (port == null) {
+                    throw fields.missing("port");
+                }
+                fields.ignore("numeric", "to", "ipv4", "ipv6", "keep-alive", "mptcp");
+                yield NbdServer.inet(host, port);
+            }
+            default -> throw new CommandException("Parameter 'addr.type' does not accept value '" + type + "'");
+        };
+        fields.checkAllUsed();
+        o.checkAllUsed();
+        return result;
+    }
+}

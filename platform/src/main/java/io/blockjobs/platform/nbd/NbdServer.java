@@ -1,0 +1,186 @@
+package io.blockjobs.platform.nbd;
+
+import io.blockjobs.platform.event.EventBus;
+import io.blockjobs.platform.graph.BlockGraph;
+import io.blockjobs.platform.graph.BlockBackend;
+import io.blockjobs.platform.Json;
+import io.blockjobs.sdk.error.CommandException;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.group.ChannelGroup;
+import io.netty.channel.group.DefaultChannelGroup;
+import io.netty.channel.socket.nio.NioServerDomainSocketChannel;
+import io.netty.channel.socket.nio.NioServerSocketChannel;
+import io.netty.util.concurrent.GlobalEventExecutor;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.UnixDomainSocketAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+
+/** The NBD server: one listener, any number of exports and clients. */
+public final class NbdServer implements AutoCloseable {
+    private final EventLoopGroup group;
+    private final BlockGraph graph;
+    private final EventBus events;
+    private final Map<String, NbdExport> byId = new ConcurrentHashMap<>();
+    private final Map<String, NbdExport> byName = new ConcurrentHashMap<>();
+    private final ChannelGroup clients = new DefaultChannelGroup(GlobalEventExecutor.INSTANCE);
+    private final ExecutorService io = Executors.newVirtualThreadPerTaskExecutor();
+    private Channel listener;
+    private Path socketPath;
+
+    public NbdServer(EventLoopGroup group, BlockGraph graph, EventBus events) {
+        this.group = group;
+        this.graph = graph;
+        this.events = events;
+    }
+
+    public synchronized boolean running() {
+        return listener != null;
+    }
+
+    /** Starts listening on a unix socket path or a TCP address. */
+    public synchronized void start(SocketAddress address, int maxConnections) throws IOException, InterruptedException {
+        if (listener != null) {
+            throw new CommandException("NBD server already running");
+        }
+        ChannelInitializer<Channel> init = new ChannelInitializer<>() {
+            @Override
+            protected void initChannel(Channel ch) {
+                if (maxConnections > 0 && clients.size() >= maxConnections) {
+                    ch.close();
+                    return;
+                }
+                clients.add(ch);
+                ch.pipeline().addLast(new NbdConnection(NbdServer.this, io));
+            }
+        };
+        ServerBootstrap b = new ServerBootstrap().group(group).childHandler(init);
+        if (address instanceof UnixDomainSocketAddress unix) {
+            Files.deleteIfExists(unix.getPath());
+            b.channel(NioServerDomainSocketChannel.class);
+            socketPath = unix.getPath();
+        } else {
+            b.channel(NioServerSocketChannel.class);
+        }
+        try {
+            listener = b.bind(address).sync().channel();
+        } catch (Exception e) {
+            socketPath = null;
+            throw new CommandException("Failed to start the NBD server on " + address + ": " + e.getMessage());
+        }
+    }
+
+    /** The address actually bound (for TCP port 0). */
+    public synchronized SocketAddress address() {
+        return listener == null ? null : listener.localAddress();
+    }
+
+    /** QMP {@code nbd-server-stop}: closes the listener, every client and every export. */
+    public synchronized void stop() {
+        if (listener == null) {
+            throw new CommandException("NBD server not running");
+        }
+        for (NbdExport e : new ArrayList<>(byId.values())) {
+            removeExport(e.id(), true);
+        }
+        listener.close().syncUninterruptibly();
+        listener = null;
+        clients.close().syncUninterruptibly();
+        if (socketPath != null) {
+            try {
+                Files.deleteIfExists(socketPath);
+            } catch (IOException e) {
+                // best effort
+            }
+            socketPath = null;
+        }
+    }
+
+    /** QMP {@code block-export-add} for type nbd. */
+    public synchronized NbdExport addExport(String id, String nodeName, String name, String description, boolean writable) {
+        if (listener == null) {
+            throw new CommandException("NBD server not running");
+        }
+        if (byId.containsKey(id)) {
+            throw new CommandException("Block export id '" + id + "' is already in use");
+        }
+        String exportName = name != null ? name : nodeName;
+        if (exportName.length() > 4096) {
+            throw new CommandException("export name '" + exportName.substring(0, 20) + "...' too long");
+        }
+        if (byName.containsKey(exportName)) {
+            throw new CommandException("NBD server already has export named '" + exportName + "'");
+        }
+        var node = graph.require(nodeName);
+        if (writable && node.node().isReadOnly()) {
+            throw new CommandException("Cannot export read-only node '" + nodeName + "' as writable");
+        }
+        BlockBackend backend = graph.attach("export '" + id + "'", node);
+        NbdExport export = new NbdExport(id, exportName, description, backend, writable);
+        byId.put(id, export);
+        byName.put(exportName, export);
+        return export;
+    }
+
+    /**
+     * QMP {@code block-export-del}. In {@code safe} mode an export with clients stays; in
+     * {@code hard} mode its clients are disconnected.
+     */
+    public synchronized void removeExport(String id, boolean hard) {
+        NbdExport export = byId.get(id);
+        if (export == null) {
+            throw new CommandException("Export '" + id + "' is not found");
+        }
+        List<Channel> users = new ArrayList<>();
+        for (Channel ch : clients) {
+            NbdConnection c = ch.pipeline().get(NbdConnection.class);
+            if (c != null && c.export() == export) {
+                users.add(ch);
+            }
+        }
+        if (!users.isEmpty() && !hard) {
+            throw new CommandException("export '" + id + "' still in use; use mode='hard' to force client disconnect");
+        }
+        users.forEach(ch -> ch.close().syncUninterruptibly());
+        byId.remove(id);
+        byName.remove(export.name());
+        graph.detach(export.backend());
+        events.publish("BLOCK_EXPORT_DELETED", Json.object().put("id", id));
+    }
+
+    NbdExport lookup(String name) {
+        return byName.get(name);
+    }
+
+    public List<NbdExport> exports() {
+        return new ArrayList<>(byId.values());
+    }
+
+    @Override
+    public synchronized void close() {
+        if (listener != null) {
+            stop();
+        }
+        io.shutdownNow();
+    }
+
+    /** A TCP address from QMP's host and port strings. */
+    public static SocketAddress inet(String host, String port) {
+        try {
+            return new InetSocketAddress(host, Integer.parseInt(port));
+        } catch (NumberFormatException e) {
+            throw new CommandException("Invalid port '" + port + "'");
+        }
+    }
+}

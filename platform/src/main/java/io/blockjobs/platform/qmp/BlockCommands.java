@@ -1,0 +1,233 @@
+package io.blockjobs.platform.qmp;
+
+import com.fasterxml.jackson.annotation.JsonProperty;
+import io.blockjobs.platform.graph.BlockGraph;
+import io.blockjobs.platform.graph.GraphNode;
+import io.blockjobs.platform.graph.Options;
+import io.blockjobs.platform.image.FileNode;
+import io.blockjobs.platform.image.Images;
+import io.blockjobs.platform.image.Qcow2CreateOptions;
+import io.blockjobs.platform.image.Qcow2Node;
+import io.blockjobs.platform.job.JobManager;
+import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.error.CommandException;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import tools.jackson.databind.JsonNode;
+
+/** Node graph commands: blockdev-add/-del/-create, snapshots, query-named-block-nodes. */
+public final class BlockCommands {
+    private BlockCommands() {
+    }
+
+    /** {@code blockdev-del}'s arguments. */
+    public record NodeNameArgs(String nodeName) {
+    }
+
+    /** {@code blockdev-create}'s arguments. */
+    public record CreateArgs(String jobId, JsonNode options) {
+    }
+
+    /** {@code blockdev-snapshot}'s arguments. */
+    public record SnapshotArgs(String node, String overlay) {
+    }
+
+    /** {@code blockdev-snapshot-sync}'s arguments. */
+    public record SnapshotSyncArgs(Optional<String> device, Optional<String> nodeName, String snapshotFile,
+                                   Optional<String> snapshotNodeName, Optional<String> format,
+                                   Optional<SnapshotMode> mode) {
+    }
+
+    /** QMP's {@code NewImageMode}. */
+    public enum SnapshotMode {
+        EXISTING, ABSOLUTE_PATHS
+    }
+
+    /** {@code query-named-block-nodes}' arguments. */
+    public record QueryNodesArgs(Optional<Boolean> flat) {
+    }
+
+    /** QMP's {@code ImageInfo}. */
+    public record ImageInfo(String filename, String format, Optional<Boolean> dirtyFlag, Optional<Long> actualSize,
+                            long virtualSize, Optional<Integer> clusterSize, Optional<String> backingFilename,
+                            Optional<String> fullBackingFilename, Optional<String> backingFilenameFormat,
+                            Optional<ImageInfo> backingImage) {
+    }
+
+    /** QMP's {@code BlockdevCacheInfo}. */
+    public record CacheInfo(boolean writeback, boolean direct, boolean noFlush) {
+    }
+
+    /** QMP's {@code BlockDeviceInfo}. */
+    public record BlockDeviceInfo(String file, String nodeName, boolean ro, String drv,
+                                  @JsonProperty("backing_file") Optional<String> backingFile,
+                                  @JsonProperty("backing_file_depth") int backingFileDepth,
+                                  boolean active, boolean encrypted,
+                                  @JsonProperty("detect_zeroes") String detectZeroes,
+                                  long bps, @JsonProperty("bps_rd") long bpsRd, @JsonProperty("bps_wr") long bpsWr,
+                                  long iops, @JsonProperty("iops_rd") long iopsRd, @JsonProperty("iops_wr") long iopsWr,
+                                  ImageInfo image, CacheInfo cache,
+                                  @JsonProperty("write_threshold") long writeThreshold) {
+    }
+
+    public static void register(QmpDispatcher d, BlockGraph graph, JobManager jobs) {
+        d.register(QmpCommand.of("blockdev-add", JsonNode.class, null, a -> {
+            graph.add(a);
+            return null;
+        }));
+        d.register(QmpCommand.of("blockdev-del", NodeNameArgs.class, null, a -> {
+            graph.delete(a.nodeName());
+            return null;
+        }));
+        d.register(QmpCommand.of("blockdev-create", CreateArgs.class, null, a -> {
+            Runnable create = prepareCreate(graph, a.options());
+            jobs.start(a.jobId(), "create", true, false, job -> create.run());
+            return null;
+        }));
+        d.register(QmpCommand.of("blockdev-snapshot", SnapshotArgs.class, null, a -> {
+            graph.snapshot(a.node(), a.overlay());
+            return null;
+        }));
+        d.register(QmpCommand.of("blockdev-snapshot-sync", SnapshotSyncArgs.class, null, a -> {
+            String node = a.nodeName().or(a::device).orElseThrow(
+                    () -> new CommandException("Cannot find device='' nor node-name=''"));
+            graph.snapshotSync(node, a.snapshotFile(), a.snapshotNodeName().orElse(null),
+                    a.format().orElse("qcow2"), a.mode().orElse(SnapshotMode.ABSOLUTE_PATHS) == SnapshotMode.EXISTING);
+            return null;
+        }));
+        d.register(QmpCommand.of("query-named-block-nodes", QueryNodesArgs.class, List.class, a -> {
+            boolean flat = a.flat().orElse(false);
+            List<BlockDeviceInfo> out = new ArrayList<>();
+            for (GraphNode n : graph.all()) {
+                out.add(info(n, flat));
+            }
+            return out;
+        }));
+    }
+
+    /**
+     * Checks {@code blockdev-create}'s options now (types, known driver, nodes) and returns the
+     * work the job does.
+     */
+    static Runnable prepareCreate(BlockGraph graph, JsonNode options) {
+        Options o = new Options(options, "options.");
+        String driver = o.string("driver");
+        switch (driver) {
+            case "file" -> {
+                Path path = Path.of(o.string("filename"));
+                long size = o.integer("size");
+                String prealloc = o.optString("preallocation");
+                if (prealloc != null && !prealloc.equals("off")) {
+                    throw new CommandException("Unsupported preallocation mode '" + prealloc + "'; use 'off'");
+                }
+                o.ignore("nocow", "extent-size-hint");
+                o.checkAllUsed();
+                return () -> unchecked(() -> Images.createRaw(path, size));
+            }
+            case "qcow2" -> {
+                JsonNode fileRef = o.raw("file");
+                if (fileRef == null) {
+                    throw o.missing("file");
+                }
+                if (!fileRef.isString()) {
+                    throw new CommandException("blockdev-create needs 'file' to name an existing file node");
+                }
+                GraphNode fileNode = graph.require(fileRef.asString());
+                if (!(fileNode.node() instanceof FileNode fn) || fn.isReadOnly()) {
+                    throw new CommandException("Node '" + fileNode.name() + "' must be a writable 'file' node");
+                }
+                long size = o.integer("size");
+                String version = o.optString("version");
+                int v = version == null || version.equals("v3") ? 3 : version.equals("v2") ? 2 : -1;
+                if (v < 0) {
+                    throw new CommandException("Parameter 'options.version' does not accept value '" + version + "'");
+                }
+                Long clusterSize = o.optInteger("cluster-size");
+                Long refcountBits = o.optInteger("refcount-bits");
+                String backingFile = o.optString("backing-file");
+                String backingFmt = o.optString("backing-fmt");
+                if (o.bool("lazy-refcounts", false)) {
+                    throw new CommandException("lazy-refcounts is not supported");
+                }
+                if (o.bool("extended-l2", false)) {
+                    throw new CommandException("extended-l2 is not supported");
+                }
+                String compression = o.optString("compression-type");
+                if (compression != null && !compression.equals("zlib")) {
+                    throw new CommandException("compression-type '" + compression + "' is not supported; use zlib");
+                }
+                for (String unsupported : new String[] {"data-file", "data-file-raw", "encrypt"}) {
+                    if (o.has(unsupported)) {
+                        throw new CommandException("'" + unsupported + "' is not supported");
+                    }
+                }
+                String prealloc = o.optString("preallocation");
+                if (prealloc != null && !prealloc.equals("off")) {
+                    throw new CommandException("Unsupported preallocation mode '" + prealloc + "'; use 'off'");
+                }
+                o.checkAllUsed();
+                Qcow2CreateOptions opts = new Qcow2CreateOptions(size,
+                        clusterSize == null ? Qcow2CreateOptions.DEFAULT_CLUSTER_SIZE : Math.toIntExact(clusterSize),
+                        v, backingFile, backingFmt, refcountBits == null ? 16 : Math.toIntExact(refcountBits));
+                return () -> unchecked(() -> Images.createQcow2(fn, opts));
+            }
+            default -> throw new CommandException("Parameter 'options.driver' does not accept value '" + driver
+                    + "' (blockjobs creates 'file' and 'qcow2')");
+        }
+    }
+
+    private interface IoAction {
+        void run() throws IOException;
+    }
+
+    private static void unchecked(IoAction action) {
+        try {
+            action.run();
+        } catch (IOException e) {
+            throw new CommandException(e.getMessage());
+        }
+    }
+
+    static BlockDeviceInfo info(GraphNode n, boolean flat) {
+        BlockNode node = n.node();
+        ImageInfo image = imageInfo(n, !flat);
+        Optional<String> backingFile = Optional.ofNullable(n.backing()).map(b -> b.node().filename());
+        return new BlockDeviceInfo(node.filename(), n.name(), node.isReadOnly(), n.driver(), backingFile,
+                n.backingDepth(), true, false, "off", 0, 0, 0, 0, 0, 0, image, new CacheInfo(true, false, false), 0);
+    }
+
+    private static ImageInfo imageInfo(GraphNode n, boolean withBacking) {
+        BlockNode node = n.node();
+        long size;
+        try {
+            size = node.size();
+        } catch (IOException e) {
+            size = 0;
+        }
+        Optional<Long> actual = Optional.empty();
+        try {
+            actual = Optional.of(Files.size(Path.of(node.filename())));
+        } catch (IOException e) {
+            // not a local file
+        }
+        Optional<Integer> cluster = Optional.empty();
+        Optional<String> backingName = Optional.empty();
+        Optional<String> backingFormat = Optional.empty();
+        Optional<Boolean> dirty = Optional.empty();
+        if (node instanceof Qcow2Node q) {
+            cluster = Optional.of(q.clusterSize());
+            backingName = Optional.ofNullable(q.backingFileName());
+            backingFormat = Optional.ofNullable(q.backingFormat());
+            dirty = Optional.of(false);
+        }
+        Optional<String> fullBacking = Optional.ofNullable(n.backing()).map(b -> b.node().filename());
+        Optional<ImageInfo> backingImage = withBacking && n.backing() != null
+                ? Optional.of(imageInfo(n.backing(), true)) : Optional.empty();
+        return new ImageInfo(node.filename(), n.driver(), dirty, actual, size, cluster, backingName, fullBacking,
+                backingFormat, backingImage);
+    }
+}

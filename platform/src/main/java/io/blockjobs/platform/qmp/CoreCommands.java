@@ -1,0 +1,71 @@
+package io.blockjobs.platform.qmp;
+
+import com.fasterxml.jackson.annotation.JsonProperty;
+import io.blockjobs.platform.Json;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import tools.jackson.databind.node.ObjectNode;
+
+/** {@code query-version}, {@code query-commands}, {@code query-qmp-schema} and {@code quit}. */
+public final class CoreCommands {
+    /** The QEMU version blockjobs answers as: its QMP behaviour follows QEMU 7.2. */
+    public static final VersionTriple QEMU_VERSION = new VersionTriple(7, 2, 0);
+
+    private CoreCommands() {
+    }
+
+    /** QMP's {@code VersionTriple}. */
+    public record VersionTriple(int major, int minor, int micro) {
+    }
+
+    /** QMP's {@code VersionInfo}. */
+    public record VersionInfo(VersionTriple qemu, @JsonProperty("package") String pkg) {
+    }
+
+    /** QMP's {@code CommandInfo}. */
+    public record CommandInfo(String name) {
+    }
+
+    /** The greeting every monitor sends first. */
+    public static ObjectNode greeting(String version) {
+        ObjectNode g = Json.object();
+        ObjectNode qmp = g.putObject("QMP");
+        qmp.set("version", Json.MAPPER.valueToTree(new VersionInfo(QEMU_VERSION, "blockjobs " + version)));
+        qmp.putArray("capabilities").add("oob");
+        return g;
+    }
+
+    /** Events whose payloads the schema describes; null for none. */
+    private static final Map<String, Class<?>> EVENTS = new LinkedHashMap<>();
+
+    /** Declares an event for {@code query-qmp-schema}. */
+    public static synchronized void declareEvent(String name, Class<?> data) {
+        EVENTS.put(name, data);
+    }
+
+    public static void register(QmpDispatcher d, String version, Runnable quit) {
+        declareEvent("SHUTDOWN", ShutdownData.class);
+        d.register(QmpCommand.of("query-version", Void.class, VersionInfo.class,
+                a -> new VersionInfo(QEMU_VERSION, "blockjobs " + version)));
+        d.register(QmpCommand.of("query-commands", Void.class, List.class, a -> {
+            List<CommandInfo> list = new java.util.ArrayList<>();
+            list.add(new CommandInfo("qmp_capabilities"));
+            d.commands().forEach(c -> list.add(new CommandInfo(c.name())));
+            return list;
+        }));
+        d.register(QmpCommand.of("query-qmp-schema", Void.class, List.class, a -> {
+            synchronized (CoreCommands.class) {
+                return QmpSchema.of(d.commands(), EVENTS);
+            }
+        }));
+        d.register(QmpCommand.of("quit", Void.class, null, a -> {
+            quit.run();
+            return null;
+        }));
+    }
+
+    /** {@code SHUTDOWN}'s payload. */
+    public record ShutdownData(boolean guest, String reason) {
+    }
+}

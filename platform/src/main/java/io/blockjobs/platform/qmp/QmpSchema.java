@@ -1,0 +1,119 @@
+package io.blockjobs.platform.qmp;
+
+import io.blockjobs.platform.Json;
+import java.lang.reflect.ParameterizedType;
+import java.lang.reflect.RecordComponent;
+import java.lang.reflect.Type;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import tools.jackson.databind.JsonNode;
+import tools.jackson.databind.node.ArrayNode;
+import tools.jackson.databind.node.ObjectNode;
+
+/**
+ * Builds {@code query-qmp-schema}'s {@code SchemaInfo} list from the registered commands: types
+ * get opaque numbers as in QEMU, optional members carry {@code "default": null}.
+ */
+final class QmpSchema {
+    private final List<ObjectNode> entries = new ArrayList<>();
+    private final Map<Type, String> names = new HashMap<>();
+    private int counter;
+
+    static List<ObjectNode> of(List<QmpCommand<?>> commands, Map<String, Class<?>> events) {
+        QmpSchema s = new QmpSchema();
+        s.builtin("str", "string");
+        s.builtin("int", "int");
+        s.builtin("bool", "boolean");
+        s.builtin("number", "number");
+        s.builtin("any", "value");
+        s.builtin("null", "null");
+        String empty = s.emptyObject();
+        for (QmpCommand<?> c : commands) {
+            ObjectNode e = Json.object().put("name", c.name()).put("meta-type", "command");
+            e.put("arg-type", c.arguments() == Void.class ? empty : s.name(c.arguments()));
+            e.put("ret-type", c.returns() == null || c.returns() == Void.class ? empty : s.name(c.returns()));
+            s.entries.add(e);
+        }
+        ObjectNode caps = Json.object().put("name", "qmp_capabilities").put("meta-type", "command")
+                .put("arg-type", empty).put("ret-type", empty);
+        s.entries.add(caps);
+        for (var ev : events.entrySet()) {
+            ObjectNode e = Json.object().put("name", ev.getKey()).put("meta-type", "event");
+            e.put("arg-type", ev.getValue() == null ? empty : s.name(ev.getValue()));
+            s.entries.add(e);
+        }
+        return s.entries;
+    }
+
+    private void builtin(String name, String jsonType) {
+        entries.add(Json.object().put("name", name).put("meta-type", "builtin").put("json-type", jsonType));
+    }
+
+    private String emptyObject() {
+        String n = String.valueOf(counter++);
+        ObjectNode e = Json.object().put("name", n).put("meta-type", "object");
+        e.putArray("members");
+        entries.add(e);
+        return n;
+    }
+
+    private String name(Type type) {
+        String known = names.get(type);
+        if (known != null) {
+            return known;
+        }
+        Class<?> raw = QmpTypes.rawClass(type);
+        if (raw == String.class) {
+            return "str";
+        }
+        if (raw == Long.class || raw == long.class || raw == Integer.class || raw == int.class) {
+            return "int";
+        }
+        if (raw == Boolean.class || raw == boolean.class) {
+            return "bool";
+        }
+        if (raw == Double.class || raw == double.class) {
+            return "number";
+        }
+        if (raw == JsonNode.class || raw == Object.class) {
+            return "any";
+        }
+        if (raw == List.class) {
+            String element = name(((ParameterizedType) type).getActualTypeArguments()[0]);
+            String n = "[" + element + "]";
+            names.put(type, n);
+            entries.add(Json.object().put("name", n).put("meta-type", "array").put("element-type", element));
+            return n;
+        }
+        String n = String.valueOf(counter++);
+        names.put(type, n);
+        ObjectNode e = Json.object().put("name", n);
+        entries.add(e);
+        if (raw.isEnum()) {
+            e.put("meta-type", "enum");
+            ArrayNode members = e.putArray("members");
+            ArrayNode values = e.putArray("values");
+            for (String v : QmpTypes.enumValues(raw)) {
+                members.addObject().put("name", v);
+                values.add(v);
+            }
+            return n;
+        }
+        e.put("meta-type", "object");
+        ArrayNode members = e.putArray("members");
+        if (raw.isRecord()) {
+            for (RecordComponent c : raw.getRecordComponents()) {
+                boolean optional = c.getType() == Optional.class;
+                Type t = optional ? ((ParameterizedType) c.getGenericType()).getActualTypeArguments()[0] : c.getGenericType();
+                ObjectNode m = members.addObject().put("name", QmpTypes.memberName(raw, c)).put("type", name(t));
+                if (optional) {
+                    m.putNull("default");
+                }
+            }
+        }
+        return n;
+    }
+}

@@ -1,0 +1,101 @@
+package io.blockjobs.platform.qmp;
+
+import io.blockjobs.platform.event.EventBus;
+import io.netty.bootstrap.ServerBootstrap;
+import io.netty.channel.Channel;
+import io.netty.channel.ChannelInitializer;
+import io.netty.channel.EventLoopGroup;
+import io.netty.channel.group.ChannelGroup;
+import io.netty.channel.group.DefaultChannelGroup;
+import io.netty.util.concurrent.GlobalEventExecutor;
+import io.netty.channel.socket.nio.NioServerDomainSocketChannel;
+import io.netty.channel.socket.nio.NioServerSocketChannel;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.UnixDomainSocketAddress;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.util.List;
+import java.util.concurrent.CopyOnWriteArrayList;
+import tools.jackson.databind.node.ObjectNode;
+
+/** QMP monitors on unix sockets (created owner-only) and loopback TCP. */
+public final class QmpServer implements AutoCloseable {
+    /** Largest QMP message accepted. */
+    public static final int MAX_MESSAGE = 1 << 20;
+    private static final int MAX_NESTING = 1024;
+
+    private final EventLoopGroup group;
+    private final QmpDispatcher dispatcher;
+    private final EventBus events;
+    private final ObjectNode greeting;
+    private final List<Channel> listeners = new CopyOnWriteArrayList<>();
+    private final List<Path> sockets = new CopyOnWriteArrayList<>();
+    private final ChannelGroup connections = new DefaultChannelGroup(GlobalEventExecutor.INSTANCE);
+
+    public QmpServer(EventLoopGroup group, QmpDispatcher dispatcher, EventBus events, ObjectNode greeting) {
+        this.group = group;
+        this.dispatcher = dispatcher;
+        this.events = events;
+        this.greeting = greeting;
+    }
+
+    private ChannelInitializer<Channel> initializer() {
+        return new ChannelInitializer<>() {
+            @Override
+            protected void initChannel(Channel ch) {
+                connections.add(ch);
+                ch.pipeline().addLast(new QmpFrameDecoder(MAX_MESSAGE, MAX_NESTING),
+                        new QmpSession(dispatcher, events, greeting.deepCopy()));
+            }
+        };
+    }
+
+    /**
+     * Listens on a unix socket at {@code path}, mode 0600 from the start: it is bound in a
+     * private folder and moved into place.
+     */
+    public void listenUnix(Path path) throws IOException, InterruptedException {
+        Path target = path.toAbsolutePath();
+        Files.deleteIfExists(target); // a stale socket from an earlier run, as QEMU does
+        Path privateDir = Files.createTempDirectory(target.getParent(), ".qmp-",
+                PosixFilePermissions.asFileAttribute(PosixFilePermissions.fromString("rwx------")));
+        Path temporary = privateDir.resolve("s");
+        try {
+            Channel ch = new ServerBootstrap().group(group).channel(NioServerDomainSocketChannel.class)
+                    .childHandler(initializer()).bind(UnixDomainSocketAddress.of(temporary)).sync().channel();
+            Files.setPosixFilePermissions(temporary, PosixFilePermissions.fromString("rw-------"));
+            Files.move(temporary, target, StandardCopyOption.ATOMIC_MOVE);
+            listeners.add(ch);
+            sockets.add(target);
+        } finally {
+            Files.deleteIfExists(temporary);
+            Files.deleteIfExists(privateDir);
+        }
+    }
+
+    /** Listens on TCP; {@code host} should be a loopback address unless the operator says otherwise. */
+    public InetSocketAddress listenTcp(String host, int port) throws InterruptedException {
+        Channel ch = new ServerBootstrap().group(group).channel(NioServerSocketChannel.class)
+                .childHandler(initializer()).bind(new InetSocketAddress(host, port)).sync().channel();
+        listeners.add(ch);
+        return (InetSocketAddress) ch.localAddress();
+    }
+
+    @Override
+    public void close() {
+        for (Channel ch : listeners) {
+            ch.close().syncUninterruptibly();
+        }
+        connections.close().syncUninterruptibly();
+        for (Path p : sockets) {
+            try {
+                Files.deleteIfExists(p);
+            } catch (IOException e) {
+                // best effort
+            }
+        }
+    }
+}
