@@ -69,7 +69,16 @@ public final class BlockjobDaemon {
             }
         }
         Daemon daemon = new Daemon();
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> daemon.shutdown("host-signal"), "blockjobd-sigterm"));
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> daemon.shutdown("host-signal"), "blockjobd-exit"));
+        // SIGTERM, SIGINT and SIGHUP ask for a clean stop, as in QEMU: the daemon then exits with 0.
+        for (String signal : new String[] {"TERM", "INT", "HUP"}) {
+            try {
+                sun.misc.Signal.handle(new sun.misc.Signal(signal),
+                        s -> Thread.ofPlatform().start(() -> daemon.shutdown("host-signal")));
+            } catch (IllegalArgumentException e) {
+                LOG.debug("cannot handle SIG{}: {}", signal, e.getMessage());
+            }
+        }
         Path pidfile = null;
         try {
             pidfile = configure(daemon, opts);

@@ -73,7 +73,20 @@ public final class Qemu {
         }
         cmd.add(image.toString());
         Result r = run(cmd.toArray(String[]::new)).ok();
-        assertThat(r.out() + r.err()).as("qemu-io %s", List.of(commands)).doesNotContain("failed");
+        assertThat(r.out() + r.err()).as("qemu-io %s", List.of(commands)).doesNotContain("failed", "Pattern verification");
+        return r;
+    }
+
+    /** Runs qemu-io commands on an NBD URI ({@code -f raw}), failing the test if one fails. */
+    public static Result ioNbd(String uri, String... commands) {
+        List<String> cmd = new ArrayList<>(List.of("qemu-io", "-f", "raw"));
+        for (String c : commands) {
+            cmd.add("-c");
+            cmd.add(c);
+        }
+        cmd.add(uri);
+        Result r = run(cmd.toArray(String[]::new)).ok();
+        assertThat(r.out() + r.err()).as("qemu-io %s", List.of(commands)).doesNotContain("failed", "Pattern verification");
         return r;
     }
 

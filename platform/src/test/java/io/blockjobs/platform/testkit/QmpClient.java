@@ -1,0 +1,161 @@
+package io.blockjobs.platform.testkit;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.Channels;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Predicate;
+import tools.jackson.databind.JsonNode;
+import tools.jackson.databind.node.ObjectNode;
+
+/**
+ * A QMP client written from QEMU's QMP specification, for tests: one JSON object per line,
+ * replies matched to requests in order, events kept apart and awaited by name.
+ */
+public final class QmpClient implements AutoCloseable {
+    private static final Duration TIMEOUT = Duration.ofSeconds(60);
+
+    private final SocketChannel channel;
+    private final BlockingQueue<JsonNode> replies = new LinkedBlockingQueue<>();
+    private final BlockingQueue<JsonNode> events = new LinkedBlockingQueue<>();
+    private final List<JsonNode> seenEvents = new ArrayList<>();
+    private final JsonNode greeting;
+    private final Thread reader;
+
+    private QmpClient(Path socket) throws IOException {
+        channel = SocketChannel.open(StandardProtocolFamily.UNIX);
+        channel.connect(UnixDomainSocketAddress.of(socket));
+        BufferedReader in = new BufferedReader(new InputStreamReader(Channels.newInputStream(channel), StandardCharsets.UTF_8));
+        greeting = Qemu.JSON.readTree(in.readLine());
+        reader = Thread.ofVirtual().start(() -> {
+            try {
+                String line;
+                while ((line = in.readLine()) != null) {
+                    JsonNode msg = Qemu.JSON.readTree(line);
+                    (msg.has("event") ? events : replies).add(msg);
+                }
+            } catch (IOException e) {
+                // connection closed
+            }
+        });
+    }
+
+    /** Connects and reads the greeting, without negotiating. */
+    public static QmpClient connectRaw(Path socket) throws IOException {
+        return new QmpClient(socket);
+    }
+
+    /** Connects and negotiates capabilities. */
+    public static QmpClient connect(Path socket) throws IOException {
+        QmpClient c = new QmpClient(socket);
+        c.ok("qmp_capabilities");
+        return c;
+    }
+
+    public JsonNode greeting() {
+        return greeting;
+    }
+
+    /** Sends raw bytes (for malformed input). */
+    public void sendRaw(String text) throws IOException {
+        ByteBuffer b = ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8));
+        while (b.hasRemaining()) {
+            channel.write(b);
+        }
+    }
+
+    /** The next reply (not event). */
+    public JsonNode nextReply() {
+        try {
+            JsonNode r = replies.poll(TIMEOUT.toMillis(), TimeUnit.MILLISECONDS);
+            if (r == null) {
+                throw new AssertionError("no QMP reply within " + TIMEOUT);
+            }
+            return r;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new AssertionError(e);
+        }
+    }
+
+    /** Sends a command and returns the whole reply. */
+    public JsonNode execute(String command, Object arguments) throws IOException {
+        ObjectNode req = Qemu.JSON.createObjectNode().put("execute", command);
+        if (arguments != null) {
+            req.set("arguments", Qemu.JSON.valueToTree(arguments));
+        }
+        sendRaw(Qemu.JSON.writeValueAsString(req) + "\n");
+        return nextReply();
+    }
+
+    /** Runs a command that must succeed; returns its {@code return}. */
+    public JsonNode ok(String command, Object arguments) throws IOException {
+        JsonNode r = execute(command, arguments);
+        if (!r.has("return")) {
+            throw new AssertionError(command + " " + arguments + " failed: " + r);
+        }
+        return r.get("return");
+    }
+
+    public JsonNode ok(String command) throws IOException {
+        return ok(command, null);
+    }
+
+    /** Runs a command that must fail; returns its {@code error} ({@code class}, {@code desc}). */
+    public JsonNode error(String command, Object arguments) throws IOException {
+        JsonNode r = execute(command, arguments);
+        if (!r.has("error")) {
+            throw new AssertionError(command + " " + arguments + " should have failed: " + r);
+        }
+        return r.get("error");
+    }
+
+    /** Waits for the next event named {@code name} that matches {@code filter}. */
+    public JsonNode awaitEvent(String name, Predicate<JsonNode> filter) {
+        long deadline = System.nanoTime() + TIMEOUT.toNanos();
+        try {
+            while (true) {
+                long left = deadline - System.nanoTime();
+                JsonNode e = events.poll(Math.max(0, left), TimeUnit.NANOSECONDS);
+                if (e == null) {
+                    throw new AssertionError("no " + name + " event within " + TIMEOUT + "; saw " + seenEvents);
+                }
+                seenEvents.add(e);
+                if (e.get("event").asString().equals(name) && filter.test(e.path("data"))) {
+                    return e;
+                }
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new AssertionError(e);
+        }
+    }
+
+    /** Events received and consumed so far by {@link #awaitEvent}. */
+    public List<JsonNode> seenEvents() {
+        return seenEvents;
+    }
+
+    /** True once the daemon has closed the connection and every message was read. */
+    public boolean awaitClosed() throws InterruptedException {
+        reader.join(TIMEOUT);
+        return !reader.isAlive();
+    }
+
+    @Override
+    public void close() throws IOException {
+        channel.close();
+    }
+}
