@@ -74,7 +74,7 @@ public final class NbdCommands {
             server.removeExport(a.id(), a.mode().orElse(ExportRemoveMode.SAFE) == ExportRemoveMode.HARD);
             return null;
         }));
-        d.register(QmpCommand.of("query-block-exports", Void.class, List.class, a ->
+        d.register(QmpCommand.of("query-block-exports", Void.class, io.blockjobs.platform.qmp.QmpTypes.listOf(ExportInfo.class), a ->
                 server.exports().stream()
                         .map(e -> new ExportInfo("nbd", e.id(), e.backend().root().name(), false)).toList()));
     }

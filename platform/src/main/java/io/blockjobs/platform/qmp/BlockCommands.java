@@ -99,7 +99,7 @@ public final class BlockCommands {
                     a.format().orElse("qcow2"), a.mode().orElse(SnapshotMode.ABSOLUTE_PATHS) == SnapshotMode.EXISTING);
             return null;
         }));
-        d.register(QmpCommand.of("query-named-block-nodes", QueryNodesArgs.class, List.class, a -> {
+        d.register(QmpCommand.of("query-named-block-nodes", QueryNodesArgs.class, QmpTypes.listOf(BlockDeviceInfo.class), a -> {
             boolean flat = a.flat().orElse(false);
             List<BlockDeviceInfo> out = new ArrayList<>();
             for (GraphNode n : graph.all()) {

@@ -48,13 +48,13 @@ public final class CoreCommands {
         declareEvent("SHUTDOWN", ShutdownData.class);
         d.register(QmpCommand.of("query-version", Void.class, VersionInfo.class,
                 a -> new VersionInfo(QEMU_VERSION, "blockjobs " + version)));
-        d.register(QmpCommand.of("query-commands", Void.class, List.class, a -> {
+        d.register(QmpCommand.of("query-commands", Void.class, QmpTypes.listOf(CommandInfo.class), a -> {
             List<CommandInfo> list = new java.util.ArrayList<>();
             list.add(new CommandInfo("qmp_capabilities"));
             d.commands().forEach(c -> list.add(new CommandInfo(c.name())));
             return list;
         }));
-        d.register(QmpCommand.of("query-qmp-schema", Void.class, List.class, a -> {
+        d.register(QmpCommand.of("query-qmp-schema", Void.class, QmpTypes.listOf(tools.jackson.databind.JsonNode.class), a -> {
             synchronized (CoreCommands.class) {
                 return QmpSchema.of(d.commands(), EVENTS);
             }

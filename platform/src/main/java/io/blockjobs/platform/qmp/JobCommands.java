@@ -15,7 +15,7 @@ public final class JobCommands {
 
     public static void register(QmpDispatcher d, JobManager jobs) {
         CoreCommands.declareEvent("JOB_STATUS_CHANGE", StatusChange.class);
-        d.register(QmpCommand.of("query-jobs", Void.class, List.class,
+        d.register(QmpCommand.of("query-jobs", Void.class, QmpTypes.listOf(Job.JobInfo.class),
                 a -> jobs.all().stream().map(Job::info).toList()));
         d.register(QmpCommand.of("job-dismiss", JobIdArgs.class, null, a -> {
             jobs.dismiss(a.id());

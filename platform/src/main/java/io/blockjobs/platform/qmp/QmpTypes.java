@@ -174,6 +174,37 @@ public final class QmpTypes {
         throw new IllegalArgumentException("no QMP mapping for " + type);
     }
 
+    /** The type {@code List<element>}, for commands that return a list. */
+    public static Type listOf(Class<?> element) {
+        return new ParameterizedType() {
+            @Override
+            public Type[] getActualTypeArguments() {
+                return new Type[] {element};
+            }
+
+            @Override
+            public Type getRawType() {
+                return List.class;
+            }
+
+            @Override
+            public Type getOwnerType() {
+                return null;
+            }
+
+            @Override
+            public boolean equals(Object o) {
+                return o instanceof ParameterizedType p && p.getRawType() == List.class
+                        && p.getActualTypeArguments()[0] == element;
+            }
+
+            @Override
+            public int hashCode() {
+                return List.class.hashCode() ^ element.hashCode();
+            }
+        };
+    }
+
     static Class<?> rawClass(Type type) {
         if (type instanceof Class<?> c) {
             return c;
