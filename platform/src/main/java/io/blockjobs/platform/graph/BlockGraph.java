@@ -269,6 +269,12 @@ public final class BlockGraph implements AutoCloseable {
     public synchronized void snapshot(String nodeName, String overlayName) {
         GraphNode node = require(nodeName);
         GraphNode overlay = require(overlayName);
+        for (GraphNode n = node; n != null; n = n.backing()) {
+            if (n == overlay) {
+                throw new CommandException("The overlay '" + overlayName + "' is part of the backing chain of '"
+                        + nodeName + "'; choose a new, unused node as the overlay");
+            }
+        }
         if (!(overlay.node() instanceof Qcow2Node q)) {
             throw new CommandException("The overlay does not support backing images");
         }
