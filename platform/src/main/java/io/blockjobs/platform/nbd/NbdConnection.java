@@ -31,7 +31,7 @@ import org.slf4j.LoggerFactory;
 final class NbdConnection extends ByteToMessageDecoder {
     private static final Logger LOG = LoggerFactory.getLogger(NbdConnection.class);
     private static final int MAX_OPTION = 64 * 1024;
-    private static final int MAX_IN_FLIGHT = 16;
+    private static final int MAX_IN_FLIGHT = 64;
     private static final int MAX_EXTENTS = 4096;
 
     private enum Phase { CLIENT_FLAGS, OPTIONS, TRANSMISSION, CLOSED }
