@@ -142,6 +142,14 @@ public final class BlockjobDaemon {
 
     /** Applies the options in order; monitors listen last, once everything else is in place. */
     private static Path configure(Daemon daemon, List<Opt> opts) throws OptionException {
+        String home = System.getProperty("blockjobs.home");
+        if (home != null && Files.isDirectory(Path.of(home, "plugins"))) {
+            try {
+                daemon.loadPlugins(Path.of(home, "plugins")); // the distribution's own plugins
+            } catch (Exception e) {
+                throw new OptionException("cannot load the plugins in " + home + "/plugins: " + e.getMessage());
+            }
+        }
         Map<String, ObjectNode> chardevs = new HashMap<>();
         List<Opt> monitors = new ArrayList<>();
         Path pidfile = null;
@@ -204,6 +212,7 @@ public final class BlockjobDaemon {
                         if (!Files.isDirectory(Path.of(o.value()))) {
                             throw new OptionException(o, "not a directory");
                         }
+                        daemon.loadPlugins(Path.of(o.value()));
                     }
                     default -> throw new OptionException(o, "unknown option");
                 }

@@ -9,6 +9,8 @@ import io.blockjobs.platform.nbd.NbdServer;
 import io.blockjobs.platform.qmp.BlockCommands;
 import io.blockjobs.platform.qmp.CoreCommands;
 import io.blockjobs.platform.qmp.JobCommands;
+import io.blockjobs.platform.qmp.PluginCommands;
+import io.blockjobs.platform.plugin.PluginHost;
 import io.blockjobs.platform.qmp.QmpDispatcher;
 import io.blockjobs.platform.qmp.QmpServer;
 import io.netty.channel.EventLoopGroup;
@@ -25,11 +27,12 @@ final class Daemon {
 
     final EventBus events = new EventBus();
     final BlockGraph graph = new BlockGraph();
-    final JobManager jobs = new JobManager(events);
+    final JobManager jobs = new JobManager(events, graph);
     final QmpDispatcher dispatcher = new QmpDispatcher();
     final EventLoopGroup group = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
     final QmpServer qmp;
     final NbdServer nbd;
+    final PluginHost plugins;
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final AtomicBoolean stopping = new AtomicBoolean();
 
@@ -44,6 +47,23 @@ final class Daemon {
         BlockCommands.register(dispatcher, graph, jobs);
         JobCommands.register(dispatcher, jobs);
         NbdCommands.register(dispatcher, nbd);
+        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, version);
+        PluginCommands.register(dispatcher, plugins);
+    }
+
+    /** Loads the plugins of a folder, on the main loop (PF4J wants one thread). */
+    void loadPlugins(java.nio.file.Path dir) throws java.io.IOException {
+        try {
+            dispatcher.onMainLoop(() -> {
+                plugins.loadAll(dir);
+                return null;
+            }).get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new java.io.IOException("interrupted");
+        } catch (java.util.concurrent.ExecutionException e) {
+            throw new java.io.IOException(e.getCause().getMessage(), e.getCause());
+        }
     }
 
     /** Stops everything once: announces SHUTDOWN, cancels jobs, closes exports and images. */

@@ -2,32 +2,71 @@ package io.blockjobs.platform.job;
 
 import io.blockjobs.platform.Json;
 import io.blockjobs.platform.event.EventBus;
+import io.blockjobs.platform.graph.BlockBackend;
 import io.blockjobs.sdk.error.CommandException;
+import io.blockjobs.sdk.job.ErrorAction;
+import io.blockjobs.sdk.job.JobBody;
+import io.blockjobs.sdk.job.JobCancelledException;
+import io.blockjobs.sdk.job.JobContext;
+import io.blockjobs.sdk.job.OnError;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import tools.jackson.databind.node.ObjectNode;
 
 /**
- * One job and its place in QEMU's state machine. The runtime drives it; every change of status
- * is checked against {@link JobStatus#canBecome} and announced as {@code JOB_STATUS_CHANGE}.
+ * One job and its place in QEMU's state machine. Verbs arrive on the main loop; the body runs
+ * on its own virtual thread and meets them at pause points. Every change of status is checked
+ * against {@link JobStatus#canBecome} and announced as {@code JOB_STATUS_CHANGE}.
  */
-public final class Job {
+public final class Job implements JobContext {
     private final String id;
     private final String type;
     private final EventBus events;
+    private final boolean blockJob;
     private final boolean autoFinalize;
     private final boolean autoDismiss;
-    private JobStatus status = JobStatus.UNDEFINED;
-    private long progressCurrent;
-    private long progressTotal;
-    private String error;
+    private final OnError onError;
+    private final JobBody body;
+    private final Logger log;
+    final List<BlockBackend> claims = new ArrayList<>();
 
-    Job(String id, String type, EventBus events, boolean autoFinalize, boolean autoDismiss) {
+    private final ReentrantLock lock = new ReentrantLock();
+    private final Condition changed = lock.newCondition();
+    private final RateLimit rateLimit = new RateLimit();
+    private JobStatus status = JobStatus.UNDEFINED;
+    private int pauseCount;
+    private boolean userPaused;
+    private boolean cancelled;
+    private boolean softCancel;
+    private boolean completeRequested;
+    private boolean busy;
+    private long speed;
+    private long offset;
+    private long length;
+    private String error;
+    private String ioStatus = "ok";
+
+    Job(String id, String type, EventBus events, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
+        long speed, OnError onError, JobBody body) {
         this.id = id;
         this.type = type;
         this.events = events;
+        this.blockJob = blockJob;
         this.autoFinalize = autoFinalize;
         this.autoDismiss = autoDismiss;
+        this.onError = onError;
+        this.body = body;
+        this.log = LoggerFactory.getLogger("io.blockjobs.job." + type);
+        setSpeedUnchecked(speed);
     }
 
+    @Override
     public String id() {
         return id;
     }
@@ -36,55 +75,391 @@ public final class Job {
         return type;
     }
 
-    public synchronized JobStatus status() {
-        return status;
+    public boolean blockJob() {
+        return blockJob;
     }
 
-    public synchronized String error() {
-        return error;
+    public JobStatus status() {
+        lock.lock();
+        try {
+            return status;
+        } finally {
+            lock.unlock();
+        }
     }
 
-    public boolean autoFinalize() {
+    boolean autoFinalize() {
         return autoFinalize;
     }
 
-    public boolean autoDismiss() {
+    boolean autoDismiss() {
         return autoDismiss;
     }
 
-    synchronized void transition(JobStatus next) {
-        if (!status.canBecome(next)) {
-            throw new IllegalStateException("job " + id + ": " + status + " cannot become " + next);
+    JobBody body() {
+        return body;
+    }
+
+    void transition(JobStatus next) {
+        lock.lock();
+        try {
+            if (!status.canBecome(next)) {
+                throw new IllegalStateException("job " + id + ": " + status + " cannot become " + next);
+            }
+            status = next;
+            events.publish("JOB_STATUS_CHANGE", Json.object().put("status", next.qmpName()).put("id", id));
+            changed.signalAll();
+        } finally {
+            lock.unlock();
         }
-        status = next;
-        ObjectNode data = Json.object().put("status", next.qmpName()).put("id", id);
-        events.publish("JOB_STATUS_CHANGE", data);
     }
 
     /** Throws QEMU's error if this job does not accept {@code verb} now. */
-    synchronized void checkVerb(JobVerb verb) {
-        if (!verb.allowedIn(status)) {
-            throw new CommandException("Job '" + id + "' in state '" + status.qmpName()
+    void checkVerb(JobVerb verb) {
+        JobStatus s = status();
+        if (!verb.allowedIn(s)) {
+            throw new CommandException("Job '" + id + "' in state '" + s.qmpName()
                     + "' cannot accept command verb '" + verb.qmpName() + "'");
         }
     }
 
-    synchronized void progress(long current, long total) {
-        progressCurrent = current;
-        progressTotal = total;
+    // ---- verbs (main loop) ---------------------------------------------------------------------
+
+    void pause() {
+        lock.lock();
+        try {
+            checkVerb(JobVerb.PAUSE);
+            if (userPaused) {
+                throw new CommandException("Job is already paused");
+            }
+            userPaused = true;
+            pauseCount++;
+        } finally {
+            lock.unlock();
+        }
     }
 
-    synchronized void fail(String message) {
-        error = message;
+    void resume() {
+        lock.lock();
+        try {
+            checkVerb(JobVerb.RESUME);
+            if (!userPaused) {
+                throw new CommandException("Can't resume a job that was not paused");
+            }
+            userPaused = false;
+            pauseCount--;
+            ioStatus = "ok";
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** An internal pause (a drained section); nests with the user's. */
+    void pauseInternal() {
+        lock.lock();
+        try {
+            pauseCount++;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void resumeInternal() {
+        lock.lock();
+        try {
+            pauseCount--;
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Cancels. A soft cancel of a ready, completable job finishes it as completed without
+     * switching over, as QEMU does for mirror.
+     */
+    void cancel(boolean force) {
+        lock.lock();
+        try {
+            checkVerb(JobVerb.CANCEL);
+            boolean ready = status == JobStatus.READY || status == JobStatus.STANDBY;
+            softCancel = !force && ready;
+            cancelled = true;
+            if (userPaused) { // cancelling a paused job resumes it
+                userPaused = false;
+                pauseCount--;
+            }
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    boolean userPaused() {
+        lock.lock();
+        try {
+            return userPaused;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void setSpeed(long bytesPerSecond) {
+        lock.lock();
+        try {
+            checkVerb(JobVerb.SET_SPEED);
+            if (bytesPerSecond < 0) {
+                throw new CommandException("Parameter 'speed' expects a non-negative value");
+            }
+            setSpeedUnchecked(bytesPerSecond);
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private void setSpeedUnchecked(long bytesPerSecond) {
+        speed = bytesPerSecond;
+        rateLimit.setSpeed(bytesPerSecond);
+    }
+
+    void complete() {
+        lock.lock();
+        try {
+            checkVerb(JobVerb.COMPLETE);
+            if (body == null || !body.completable()) {
+                throw new CommandException("The active block job '" + id + "' cannot be completed");
+            }
+            completeRequested = true;
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    boolean cancelled() {
+        lock.lock();
+        try {
+            return cancelled;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    boolean softCancelled() {
+        lock.lock();
+        try {
+            return softCancel;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void fail(String message) {
+        lock.lock();
+        try {
+            error = message;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    // ---- JobContext (the job's thread) -----------------------------------------------------------
+
+    @Override
+    public void pausePoint() {
+        lock.lock();
+        try {
+            if (cancelled && !softCancel) {
+                throw new JobCancelledException();
+            }
+            while (pauseCount > 0 && !cancelled) {
+                if (status == JobStatus.RUNNING) {
+                    transition(JobStatus.PAUSED);
+                } else if (status == JobStatus.READY) {
+                    transition(JobStatus.STANDBY);
+                }
+                busy = false;
+                changed.awaitUninterruptibly();
+            }
+            if (status == JobStatus.PAUSED) {
+                transition(JobStatus.RUNNING);
+            } else if (status == JobStatus.STANDBY) {
+                transition(JobStatus.READY);
+            }
+            busy = true;
+            if (cancelled && !softCancel) {
+                throw new JobCancelledException();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public void throttle(long bytes) {
+        lock.lock();
+        try {
+            long delay = rateLimit.processed(bytes, System.nanoTime());
+            long deadline = System.nanoTime() + delay;
+            long speedBefore = speed;
+            // Sleep as QEMU's job_sleep_ns: woken early by cancel, pause or a new speed.
+            while (delay > 0 && !cancelled && pauseCount == 0 && speed == speedBefore) {
+                busy = false;
+                try {
+                    changed.awaitNanos(delay);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new JobCancelledException();
+                }
+                delay = deadline - System.nanoTime();
+            }
+            busy = true;
+        } finally {
+            lock.unlock();
+        }
+        pausePoint();
+    }
+
+    @Override
+    public void progress(long done, long total) {
+        lock.lock();
+        try {
+            offset = done;
+            length = total;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public void ready() {
+        lock.lock();
+        try {
+            if (status == JobStatus.RUNNING) {
+                transition(JobStatus.READY);
+                events.publish("BLOCK_JOB_READY", blockJobEventData());
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public boolean completeRequested() {
+        lock.lock();
+        try {
+            return completeRequested || softCancel;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    @Override
+    public ErrorAction onIoError(IOException e, boolean read) throws IOException {
+        boolean noSpace = String.valueOf(e.getMessage()).contains("No space left");
+        OnError policy = onError;
+        String action = switch (policy) {
+            case REPORT -> "report";
+            case IGNORE -> "ignore";
+            case STOP -> "stop";
+            case ENOSPC, AUTO -> noSpace ? "stop" : "report";
+        };
+        events.publish("BLOCK_JOB_ERROR", Json.object().put("device", id)
+                .put("operation", read ? "read" : "write").put("action", action));
+        switch (action) {
+            case "ignore" -> {
+                return ErrorAction.IGNORE;
+            }
+            case "stop" -> {
+                lock.lock();
+                try {
+                    ioStatus = noSpace ? "nospace" : "failed";
+                    if (!userPaused) {
+                        userPaused = true;
+                        pauseCount++;
+                    }
+                } finally {
+                    lock.unlock();
+                }
+                pausePoint(); // until job-resume
+                return ErrorAction.RETRY;
+            }
+            default -> throw e;
+        }
+    }
+
+    @Override
+    public Logger log() {
+        return log;
+    }
+
+    // ---- reporting -------------------------------------------------------------------------------
+
+    ObjectNode blockJobEventData() {
+        lock.lock();
+        try {
+            return Json.object().put("type", type).put("device", id).put("len", length).put("offset", offset)
+                    .put("speed", speed);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    String error() {
+        lock.lock();
+        try {
+            return error;
+        } finally {
+            lock.unlock();
+        }
     }
 
     /** QMP's {@code JobInfo}. */
-    public synchronized JobInfo info() {
-        return new JobInfo(id, type, status, progressCurrent, progressTotal, error);
+    public JobInfo info() {
+        lock.lock();
+        try {
+            return new JobInfo(id, type, status, offset, length, error);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** QMP's {@code BlockJobInfo}. */
+    public BlockJobInfo blockInfo() {
+        lock.lock();
+        try {
+            boolean ready = status == JobStatus.READY || status == JobStatus.STANDBY;
+            return new BlockJobInfo(type, id, length, offset, busy, pauseCount > 0, speed, ioStatus, ready, status,
+                    autoFinalize, autoDismiss, error);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Waits (bounded) for the job to leave {@code from}; for shutdown. */
+    boolean awaitNot(JobStatus from, long millis) throws InterruptedException {
+        lock.lock();
+        try {
+            long nanos = TimeUnit.MILLISECONDS.toNanos(millis);
+            while (status == from && nanos > 0) {
+                nanos = changed.awaitNanos(nanos);
+            }
+            return status != from;
+        } finally {
+            lock.unlock();
+        }
     }
 
     /** QMP's {@code JobInfo} record. */
     public record JobInfo(String id, String type, JobStatus status, long currentProgress, long totalProgress,
                           String error) {
+    }
+
+    /** QMP's {@code BlockJobInfo} record. */
+    public record BlockJobInfo(String type, String device, long len, long offset, boolean busy, boolean paused,
+                               long speed, String ioStatus, boolean ready, JobStatus status, boolean autoFinalize,
+                               boolean autoDismiss, String error) {
     }
 }

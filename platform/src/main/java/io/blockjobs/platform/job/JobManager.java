@@ -1,105 +1,213 @@
 package io.blockjobs.platform.job;
 
 import io.blockjobs.platform.event.EventBus;
+import io.blockjobs.platform.graph.BlockBackend;
+import io.blockjobs.platform.graph.BlockGraph;
+import io.blockjobs.platform.graph.GraphNode;
+import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.error.CommandException;
+import io.blockjobs.sdk.error.ErrorClass;
+import io.blockjobs.sdk.job.JobArgs;
+import io.blockjobs.sdk.job.JobBody;
+import io.blockjobs.sdk.job.JobCancelledException;
+import io.blockjobs.sdk.job.JobCommand;
+import io.blockjobs.sdk.job.JobSetup;
+import io.blockjobs.sdk.job.OnError;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.regex.Pattern;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The registry of jobs. Each job's body runs on its own virtual thread; the manager walks it
- * through QEMU's states (created, running, waiting, pending, concluded, or aborting on failure)
- * and keeps it until it is dismissed.
+ * The registry of jobs. It walks each job through QEMU's lifecycle: created, running (paused,
+ * ready, standby), waiting, pending, then concluded, or aborting on failure or cancel; it
+ * announces the block-job events, holds the nodes a job claimed (op blockers) until the job
+ * ends, and keeps the job until it is dismissed.
  */
 public final class JobManager implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(JobManager.class);
+    private static final Pattern ID = Pattern.compile("[A-Za-z][A-Za-z0-9_.-]{0,127}");
 
-    /** A job's work; throws to fail the job with the exception's message. */
+    /** A job's work without a context (such as blockdev-create's). */
     @FunctionalInterface
     public interface Body {
         void run(Job job) throws Exception;
     }
 
     private final EventBus events;
+    private final BlockGraph graph;
     private final Map<String, Job> jobs = new LinkedHashMap<>();
+    private final Map<GraphNode, Job> claimedNodes = new HashMap<>();
     private final ExecutorService threads = Executors.newVirtualThreadPerTaskExecutor();
 
-    public JobManager(EventBus events) {
+    public JobManager(EventBus events, BlockGraph graph) {
         this.events = events;
+        this.graph = graph;
     }
 
-    /**
-     * Creates and starts a job that runs {@code body} to its end (a job that needs no
-     * {@code job-complete}, like {@code blockdev-create}).
-     */
+    /** Starts a job that is not a block job (blockdev-create's {@code create}). */
     public Job start(String id, String type, boolean autoFinalize, boolean autoDismiss, Body body) {
-        Job job;
-        synchronized (this) {
-            if (id == null || id.isEmpty()) {
-                throw new CommandException("Invalid job ID ''");
-            }
-            if (jobs.containsKey(id)) {
-                throw new CommandException("Job ID '" + id + "' already in use");
-            }
-            job = new Job(id, type, events, autoFinalize, autoDismiss);
-            jobs.put(id, job);
-        }
-        job.transition(JobStatus.CREATED);
-        job.transition(JobStatus.RUNNING);
-        threads.submit(() -> runToEnd(job, body));
+        Job job = register(id, type, false, autoFinalize, autoDismiss, 0, OnError.REPORT, null);
+        launch(job, () -> body.run(job));
         return job;
     }
 
-    private void runToEnd(Job job, Body body) {
+    /** Starts a block job from a plugin's command, on the main loop. */
+    public <A extends JobArgs> Job startBlockJob(JobCommand<A> command, A args) {
+        String id = args.jobId().orElse(args.device());
+        long speed = args.speed().orElse(0L);
+        if (speed < 0) {
+            throw new CommandException("Parameter 'speed' expects a non-negative value");
+        }
+        synchronized (this) {
+            checkNewId(id);
+        }
+        List<BlockBackend> claims = new ArrayList<>();
+        JobSetup setup = nodeName -> claim(id, command.jobType(), nodeName, claims);
+        JobBody body;
         try {
-            body.run(job);
+            body = command.factory().prepare(args, setup);
+        } catch (RuntimeException e) {
+            release(claims);
+            throw e;
+        }
+        Job job = register(id, command.jobType(), true, args.autoFinalize().orElse(true),
+                args.autoDismiss().orElse(true), speed, args.onError().orElse(OnError.REPORT), body);
+        synchronized (this) {
+            job.claims.addAll(claims);
+            for (BlockBackend b : claims) {
+                claimedNodes.put(b.root(), job);
+            }
+        }
+        launch(job, () -> body.run(job));
+        return job;
+    }
+
+    private synchronized BlockNode claim(String jobId, String type, String nodeName, List<BlockBackend> claims) {
+        GraphNode node = graph.find(nodeName);
+        if (node == null) {
+            throw new CommandException(ErrorClass.DEVICE_NOT_FOUND, "Device '" + nodeName + "' not found");
+        }
+        Job holder = claimedNodes.get(node);
+        if (holder != null || claims.stream().anyMatch(b -> b.root() == node)) {
+            String holderType = holder != null ? holder.type() : type;
+            throw new CommandException("Node '" + nodeName + "' is busy: block device is in use by block job: " + holderType);
+        }
+        BlockBackend backend = graph.attach("block job '" + jobId + "'", node);
+        claims.add(backend);
+        return node.node();
+    }
+
+    private synchronized void release(List<BlockBackend> claims) {
+        for (BlockBackend b : claims) {
+            graph.detach(b);
+            claimedNodes.values().removeIf(j -> j.claims.contains(b));
+        }
+    }
+
+    private void checkNewId(String id) {
+        if (id == null || !ID.matcher(id).matches()) {
+            throw new CommandException("Invalid job ID '" + id + "'");
+        }
+        if (jobs.containsKey(id)) {
+            throw new CommandException("Job ID '" + id + "' already in use");
+        }
+    }
+
+    private Job register(String id, String type, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
+                         long speed, OnError onError, JobBody body) {
+        Job job;
+        synchronized (this) {
+            checkNewId(id);
+            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onError, body);
+            jobs.put(id, job);
+        }
+        return job;
+    }
+
+    private interface Work {
+        void run() throws Exception;
+    }
+
+    private void launch(Job job, Work work) {
+        job.transition(JobStatus.CREATED);
+        job.transition(JobStatus.RUNNING);
+        threads.submit(() -> runToEnd(job, work));
+    }
+
+    private void runToEnd(Job job, Work work) {
+        try {
+            work.run();
+            if (job.cancelled() && !job.softCancelled()) {
+                throw new JobCancelledException();
+            }
             job.transition(JobStatus.WAITING);
             job.transition(JobStatus.PENDING);
             if (job.autoFinalize()) {
-                conclude(job);
+                finalizeNow(job);
+            } else if (job.blockJob()) {
+                events.publish("BLOCK_JOB_PENDING", io.blockjobs.platform.Json.object()
+                        .put("type", job.type()).put("id", job.id()));
             }
+        } catch (JobCancelledException e) {
+            abort(job, null);
         } catch (Exception | Error e) {
-            LOG.info("job {} failed: {}", job.id(), e.getMessage());
-            job.fail(e.getMessage() == null ? e.toString() : e.getMessage());
-            job.transition(JobStatus.ABORTING);
-            conclude(job);
+            String message = e.getMessage() == null ? e.toString() : e.getMessage();
+            LOG.info("job {} failed: {}", job.id(), message);
+            abort(job, message);
         }
+    }
+
+    private void abort(Job job, String error) {
+        if (job.status() != JobStatus.ABORTING) {
+            job.transition(JobStatus.ABORTING);
+        }
+        release(job.claims);
+        if (error != null) {
+            job.fail(error);
+        }
+        if (job.blockJob()) {
+            var data = job.blockJobEventData();
+            if (error != null) {
+                events.publish("BLOCK_JOB_COMPLETED", data.put("error", error));
+            } else {
+                events.publish("BLOCK_JOB_CANCELLED", data);
+            }
+        }
+        conclude(job);
+    }
+
+    private void finalizeNow(Job job) {
+        release(job.claims);
+        if (job.blockJob()) {
+            events.publish("BLOCK_JOB_COMPLETED", job.blockJobEventData());
+        }
+        conclude(job);
     }
 
     private void conclude(Job job) {
         job.transition(JobStatus.CONCLUDED);
         if (job.autoDismiss()) {
-            dismiss(job);
+            dismissNow(job);
         }
     }
 
-    /** QMP {@code job-finalize}. */
-    public void finalizeJob(String id) {
-        Job job = get(id);
-        job.checkVerb(JobVerb.FINALIZE);
-        conclude(job);
-    }
-
-    /** QMP {@code job-dismiss}. */
-    public void dismiss(String id) {
-        Job job = get(id);
-        job.checkVerb(JobVerb.DISMISS);
-        dismiss(job);
-    }
-
-    private void dismiss(Job job) {
+    private void dismissNow(Job job) {
         job.transition(JobStatus.NULL);
         synchronized (this) {
             jobs.remove(job.id());
         }
     }
 
-    /** The job with {@code id}, or QEMU's "Job not found". */
+    // ---- verbs ------------------------------------------------------------------------------------
+
+    /** {@code job-*}: the job with this id, or QEMU's "Job not found". */
     public synchronized Job get(String id) {
         Job job = jobs.get(id);
         if (job == null) {
@@ -108,13 +216,100 @@ public final class JobManager implements AutoCloseable {
         return job;
     }
 
+    /** {@code block-job-*}: the block job of this device (its id), or QEMU's DeviceNotActive. */
+    public synchronized Job getBlockJob(String device) {
+        Job job = jobs.get(device);
+        if (job == null || !job.blockJob()) {
+            throw new CommandException(ErrorClass.DEVICE_NOT_ACTIVE, "Block job '" + device + "' not found");
+        }
+        return job;
+    }
+
+    public void pause(Job job) {
+        job.pause();
+    }
+
+    public void resume(Job job) {
+        job.resume();
+    }
+
+    public void setSpeed(Job job, long speed) {
+        job.setSpeed(speed);
+    }
+
+    public void complete(Job job) {
+        job.complete();
+    }
+
+    /** Cancel; in {@code pending} (waiting for job-finalize) the job aborts at once. */
+    public void cancel(Job job, boolean force) {
+        boolean pending = job.status() == JobStatus.PENDING;
+        job.cancel(force);
+        if (pending) {
+            abort(job, null);
+        }
+    }
+
+    /** {@code block-job-cancel}: refuses a user-paused job unless forced, as QEMU does. */
+    public void blockJobCancel(Job job, boolean force) {
+        if (!force && job.userPaused()) {
+            throw new CommandException("The block job for device '" + job.id() + "' is currently paused");
+        }
+        cancel(job, force);
+    }
+
+    public void finalizeJob(String id) {
+        finalizeJob(get(id));
+    }
+
+    public void finalizeJob(Job job) {
+        job.checkVerb(JobVerb.FINALIZE);
+        finalizeNow(job);
+    }
+
+    public void dismiss(String id) {
+        dismiss(get(id));
+    }
+
+    public void dismiss(Job job) {
+        job.checkVerb(JobVerb.DISMISS);
+        dismissNow(job);
+    }
+
     /** Every job, in creation order. */
     public synchronized List<Job> all() {
         return new ArrayList<>(jobs.values());
     }
 
+    /** True while a job of one of these types exists (unloading its plugin must wait). */
+    public synchronized String jobOfType(java.util.Set<String> types) {
+        for (Job j : jobs.values()) {
+            if (types.contains(j.type())) {
+                return j.id();
+            }
+        }
+        return null;
+    }
+
+    /** Cancels every job and waits a little for them to end, as QEMU does at exit. */
     @Override
     public void close() {
+        for (Job j : all()) {
+            try {
+                if (JobVerb.CANCEL.allowedIn(j.status())) {
+                    cancel(j, true);
+                }
+            } catch (RuntimeException e) {
+                LOG.debug("cancel {} at exit: {}", j.id(), e.getMessage());
+            }
+        }
+        for (Job j : all()) {
+            try {
+                j.awaitNot(JobStatus.RUNNING, 5000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
         threads.shutdownNow();
     }
 }

@@ -2,9 +2,12 @@ package io.blockjobs.platform.qmp;
 
 import io.blockjobs.platform.job.Job;
 import io.blockjobs.platform.job.JobManager;
-import java.util.List;
+import java.util.Optional;
 
-/** Job commands that every job type shares: query-jobs, job-finalize, job-dismiss. */
+/**
+ * The job verbs every job type shares: {@code job-*} by id (GenericError "Job not found"),
+ * {@code block-job-*} by device (DeviceNotActive), and the queries.
+ */
 public final class JobCommands {
     private JobCommands() {
     }
@@ -13,21 +16,68 @@ public final class JobCommands {
     public record JobIdArgs(String id) {
     }
 
+    /** Arguments naming a block job by its device (its id). */
+    public record DeviceArgs(String device) {
+    }
+
+    /** {@code block-job-cancel}'s arguments. */
+    public record CancelArgs(String device, Optional<Boolean> force) {
+    }
+
+    /** {@code block-job-set-speed}'s arguments. */
+    public record SetSpeedArgs(String device, long speed) {
+    }
+
     public static void register(QmpDispatcher d, JobManager jobs) {
         CoreCommands.declareEvent("JOB_STATUS_CHANGE", StatusChange.class);
+        CoreCommands.declareEvent("BLOCK_JOB_COMPLETED", BlockJobEvent.class);
+        CoreCommands.declareEvent("BLOCK_JOB_CANCELLED", BlockJobEvent.class);
+        CoreCommands.declareEvent("BLOCK_JOB_READY", BlockJobEvent.class);
+        CoreCommands.declareEvent("BLOCK_JOB_PENDING", JobIdArgs.class);
+        CoreCommands.declareEvent("BLOCK_JOB_ERROR", ErrorEvent.class);
+
         d.register(QmpCommand.of("query-jobs", Void.class, QmpTypes.listOf(Job.JobInfo.class),
                 a -> jobs.all().stream().map(Job::info).toList()));
-        d.register(QmpCommand.of("job-dismiss", JobIdArgs.class, null, a -> {
-            jobs.dismiss(a.id());
-            return null;
-        }));
-        d.register(QmpCommand.of("job-finalize", JobIdArgs.class, null, a -> {
-            jobs.finalizeJob(a.id());
-            return null;
-        }));
+        d.register(QmpCommand.of("query-block-jobs", Void.class, QmpTypes.listOf(Job.BlockJobInfo.class),
+                a -> jobs.all().stream().filter(Job::blockJob).map(Job::blockInfo).toList()));
+
+        d.register(QmpCommand.of("job-pause", JobIdArgs.class, null, a -> done(() -> jobs.pause(jobs.get(a.id())))));
+        d.register(QmpCommand.of("job-resume", JobIdArgs.class, null, a -> done(() -> jobs.resume(jobs.get(a.id())))));
+        d.register(QmpCommand.of("job-cancel", JobIdArgs.class, null, a -> done(() -> jobs.cancel(jobs.get(a.id()), true))));
+        d.register(QmpCommand.of("job-complete", JobIdArgs.class, null, a -> done(() -> jobs.complete(jobs.get(a.id())))));
+        d.register(QmpCommand.of("job-finalize", JobIdArgs.class, null, a -> done(() -> jobs.finalizeJob(a.id()))));
+        d.register(QmpCommand.of("job-dismiss", JobIdArgs.class, null, a -> done(() -> jobs.dismiss(a.id()))));
+
+        d.register(QmpCommand.of("block-job-pause", DeviceArgs.class, null,
+                a -> done(() -> jobs.pause(jobs.getBlockJob(a.device())))));
+        d.register(QmpCommand.of("block-job-resume", DeviceArgs.class, null,
+                a -> done(() -> jobs.resume(jobs.getBlockJob(a.device())))));
+        d.register(QmpCommand.of("block-job-complete", DeviceArgs.class, null,
+                a -> done(() -> jobs.complete(jobs.getBlockJob(a.device())))));
+        d.register(QmpCommand.of("block-job-cancel", CancelArgs.class, null,
+                a -> done(() -> jobs.blockJobCancel(jobs.getBlockJob(a.device()), a.force().orElse(false)))));
+        d.register(QmpCommand.of("block-job-set-speed", SetSpeedArgs.class, null,
+                a -> done(() -> jobs.setSpeed(jobs.getBlockJob(a.device()), a.speed()))));
+        d.register(QmpCommand.of("block-job-finalize", JobIdArgs.class, null,
+                a -> done(() -> jobs.finalizeJob(jobs.getBlockJob(a.id())))));
+        d.register(QmpCommand.of("block-job-dismiss", JobIdArgs.class, null,
+                a -> done(() -> jobs.dismiss(jobs.getBlockJob(a.id())))));
+    }
+
+    private static Object done(Runnable r) {
+        r.run();
+        return null;
     }
 
     /** {@code JOB_STATUS_CHANGE}'s payload. */
     public record StatusChange(String id, String status) {
+    }
+
+    /** {@code BLOCK_JOB_COMPLETED}/{@code CANCELLED}/{@code READY}'s payload. */
+    public record BlockJobEvent(String type, String device, long len, long offset, long speed, Optional<String> error) {
+    }
+
+    /** {@code BLOCK_JOB_ERROR}'s payload. */
+    public record ErrorEvent(String device, String operation, String action) {
     }
 }

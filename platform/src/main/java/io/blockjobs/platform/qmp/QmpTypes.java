@@ -125,10 +125,12 @@ public final class QmpTypes {
             if (!value.isString()) {
                 throw typeError(path, "string");
             }
-            if (!enumValues(raw).contains(value.asString())) {
+            int index = enumValues(raw).indexOf(value.asString());
+            if (index < 0) {
                 throw new CommandException("Parameter '" + path + "' does not accept value '" + value.asString() + "'");
             }
-            return value;
+            // Bind by the constant's Java name: QMP spells it in kebab-case.
+            return JsonNodeFactory.instance.stringNode(((Enum<?>) raw.getEnumConstants()[index]).name());
         }
         if (raw == List.class) {
             if (!value.isArray()) {

@@ -122,7 +122,7 @@ public final class QmpClient implements AutoCloseable {
         return r.get("error");
     }
 
-    /** Waits for the next event named {@code name} that matches {@code filter}. */
+    /** Waits for the next event named {@code name} (any, if empty) that matches {@code filter}. */
     public JsonNode awaitEvent(String name, Predicate<JsonNode> filter) {
         long deadline = System.nanoTime() + TIMEOUT.toNanos();
         try {
@@ -133,7 +133,7 @@ public final class QmpClient implements AutoCloseable {
                     throw new AssertionError("no " + name + " event within " + TIMEOUT + "; saw " + seenEvents);
                 }
                 seenEvents.add(e);
-                if (e.get("event").asString().equals(name) && filter.test(e.path("data"))) {
+                if ((name.isEmpty() || e.get("event").asString().equals(name)) && filter.test(e.path("data"))) {
                     return e;
                 }
             }

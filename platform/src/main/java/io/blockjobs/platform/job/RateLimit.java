@@ -1,0 +1,37 @@
+package io.blockjobs.platform.job;
+
+/**
+ * QEMU's rate limiter ({@code include/qemu/ratelimit.h}): a quota of bytes per 100 ms slice;
+ * work beyond the quota is delayed until the slices it uses have passed.
+ */
+final class RateLimit {
+    static final long SLICE_NANOS = 100_000_000L;
+
+    private long sliceQuota; // 0: unlimited
+    private long sliceStart;
+    private long sliceEnd;
+    private long dispatched;
+
+    /** Bytes per second; 0 means unlimited. */
+    void setSpeed(long bytesPerSecond) {
+        sliceQuota = bytesPerSecond == 0 ? 0 : Math.max(1, bytesPerSecond * SLICE_NANOS / 1_000_000_000L);
+    }
+
+    /** Accounts {@code bytes}; returns how long to wait before the next request, in nanoseconds. */
+    long processed(long bytes, long now) {
+        if (sliceQuota == 0) {
+            return 0;
+        }
+        if (sliceEnd < now) {
+            sliceStart = now;
+            sliceEnd = now + SLICE_NANOS;
+            dispatched = 0;
+        }
+        dispatched += bytes;
+        long delaySlices = dispatched / sliceQuota;
+        if (delaySlices == 0) {
+            return 0;
+        }
+        return Math.max(0, sliceStart + delaySlices * SLICE_NANOS - now);
+    }
+}

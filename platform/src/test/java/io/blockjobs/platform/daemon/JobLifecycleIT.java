@@ -1,0 +1,248 @@
+package io.blockjobs.platform.daemon;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.blockjobs.platform.testkit.DaemonProcess;
+import io.blockjobs.platform.testkit.Qemu;
+import io.blockjobs.platform.testkit.QmpClient;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import tools.jackson.databind.JsonNode;
+
+/** QEMU's job lifecycle, verbs, speed and op blockers, driven through the null plugin. */
+class JobLifecycleIT {
+    private static final long MIB = 1 << 20;
+
+    @TempDir
+    Path dir;
+    DaemonProcess daemon;
+    QmpClient qmp;
+
+    @BeforeEach
+    void start() throws Exception {
+        for (String name : List.of("a", "b")) {
+            Path image = dir.resolve(name + ".qcow2");
+            Qemu.img("create", "-f", "qcow2", image.toString(), "64M");
+            Qemu.io(image, "qcow2", "write -P 0x11 0 64M");
+        }
+        daemon = DaemonProcess.startWithMonitor(dir, List.of(
+                "--blockdev", "driver=qcow2,node-name=a,file.driver=file,file.filename=" + dir.resolve("a.qcow2"),
+                "--blockdev", "driver=qcow2,node-name=b,file.driver=file,file.filename=" + dir.resolve("b.qcow2")));
+        qmp = QmpClient.connect(daemon.qmpSocket);
+    }
+
+    @AfterEach
+    void stop() throws Exception {
+        qmp.close();
+        daemon.close();
+    }
+
+    private static Map<String, Object> map(Object... kv) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        for (int i = 0; i < kv.length; i += 2) {
+            m.put((String) kv[i], kv[i + 1]);
+        }
+        return m;
+    }
+
+    /** Events of job {@code id} until (and including) {@code last}, as "EVENT" or "status". */
+    private List<String> eventsUntil(String id, String last) {
+        List<String> seen = new ArrayList<>();
+        while (true) {
+            JsonNode e = qmp.awaitEvent("", d -> true);
+            String name = e.get("event").asString();
+            JsonNode data = e.path("data");
+            String jobId = data.has("id") ? data.get("id").asString() : data.path("device").asString();
+            if (!jobId.equals(id)) {
+                continue;
+            }
+            String item = name.equals("JOB_STATUS_CHANGE") ? data.get("status").asString() : name;
+            seen.add(item);
+            if (item.equals(last)) {
+                return seen;
+            }
+        }
+    }
+
+    @Test
+    void aJobRunsThroughQemusStatesInQemusOrder() throws Exception {
+        qmp.ok("block-null", map("device", "a"));
+        assertThat(eventsUntil("a", "null"))
+                .containsExactly("created", "running", "waiting", "pending", "BLOCK_JOB_COMPLETED", "concluded", "null");
+        assertThat(qmp.ok("query-jobs").isEmpty()).isTrue();
+    }
+
+    @Test
+    void manualFinalizeAndDismiss() throws Exception {
+        qmp.ok("block-null", map("job-id", "j", "device", "a", "auto-finalize", false, "auto-dismiss", false));
+        assertThat(eventsUntil("j", "BLOCK_JOB_PENDING")).containsExactly("created", "running", "waiting", "pending",
+                "BLOCK_JOB_PENDING");
+        JsonNode info = qmp.ok("query-block-jobs").get(0);
+        assertThat(info.get("status").asString()).isEqualTo("pending");
+        assertThat(info.get("offset").asLong()).isEqualTo(info.get("len").asLong()).isEqualTo(64 * MIB);
+        for (String verb : List.of("job-pause", "job-resume", "job-complete", "job-dismiss")) {
+            assertThat(qmp.error(verb, map("id", "j")).get("desc").asString()).as(verb)
+                    .isEqualTo("Job 'j' in state 'pending' cannot accept command verb '" + verb.substring(4) + "'");
+        }
+        qmp.ok("job-finalize", map("id", "j"));
+        assertThat(eventsUntil("j", "concluded")).containsExactly("BLOCK_JOB_COMPLETED", "concluded");
+        for (String verb : List.of("job-cancel", "job-pause", "job-finalize")) {
+            assertThat(qmp.error(verb, map("id", "j")).get("desc").asString()).as(verb)
+                    .isEqualTo("Job 'j' in state 'concluded' cannot accept command verb '" + verb.substring(4) + "'");
+        }
+        qmp.ok("job-dismiss", map("id", "j"));
+        assertThat(eventsUntil("j", "null")).containsExactly("null");
+        assertThat(qmp.error("job-dismiss", map("id", "j")).get("desc").asString()).isEqualTo("Job not found");
+        JsonNode e = qmp.error("block-job-cancel", map("device", "j"));
+        assertThat(e.get("class").asString()).isEqualTo("DeviceNotActive");
+        assertThat(e.get("desc").asString()).isEqualTo("Block job 'j' not found");
+    }
+
+    @Test
+    void pauseResumeAndCancel() throws Exception {
+        qmp.ok("block-null", map("job-id", "p", "device", "a", "speed", MIB));
+        assertThat(eventsUntil("p", "running")).containsExactly("created", "running");
+        assertThat(qmp.error("job-complete", map("id", "p")).get("desc").asString())
+                .isEqualTo("Job 'p' in state 'running' cannot accept command verb 'complete'");
+        assertThat(qmp.error("job-finalize", map("id", "p")).get("desc").asString())
+                .isEqualTo("Job 'p' in state 'running' cannot accept command verb 'finalize'");
+        assertThat(qmp.error("job-resume", map("id", "p")).get("desc").asString())
+                .isEqualTo("Can't resume a job that was not paused");
+        qmp.ok("job-pause", map("id", "p"));
+        assertThat(qmp.error("block-job-pause", map("device", "p")).get("desc").asString()).isEqualTo("Job is already paused");
+        assertThat(eventsUntil("p", "paused")).containsExactly("paused");
+        JsonNode info = qmp.ok("query-block-jobs").get(0);
+        assertThat(info.get("paused").asBoolean()).isTrue();
+        assertThat(info.get("busy").asBoolean()).isFalse();
+        long offset = info.get("offset").asLong();
+        qmp.ok("block-job-set-speed", map("device", "p", "speed", 2 * MIB));
+        assertThat(qmp.ok("query-block-jobs").get(0).get("speed").asLong()).isEqualTo(2 * MIB);
+        assertThat(qmp.ok("query-block-jobs").get(0).get("offset").asLong()).as("no progress while paused").isEqualTo(offset);
+        qmp.ok("job-resume", map("id", "p"));
+        assertThat(eventsUntil("p", "running")).containsExactly("running");
+        qmp.ok("block-job-pause", map("device", "p"));
+        eventsUntil("p", "paused");
+        assertThat(qmp.error("block-job-cancel", map("device", "p")).get("desc").asString())
+                .isEqualTo("The block job for device 'p' is currently paused");
+        qmp.ok("block-job-cancel", map("device", "p", "force", true));
+        assertThat(eventsUntil("p", "null")).containsExactly("running", "aborting", "BLOCK_JOB_CANCELLED", "concluded", "null");
+        assertThat(qmp.error("block-job-set-speed", map("device", "a", "speed", -1)).get("class").asString())
+                .isEqualTo("DeviceNotActive");
+    }
+
+    @Test
+    void cancelWhileRunningAndWhilePending() throws Exception {
+        qmp.ok("block-null", map("job-id", "r", "device", "a", "speed", MIB));
+        eventsUntil("r", "running");
+        qmp.ok("job-cancel", map("id", "r"));
+        assertThat(eventsUntil("r", "null")).containsExactly("aborting", "BLOCK_JOB_CANCELLED", "concluded", "null");
+
+        qmp.ok("block-null", map("job-id", "d", "device", "a", "auto-finalize", false));
+        eventsUntil("d", "BLOCK_JOB_PENDING");
+        qmp.ok("job-cancel", map("id", "d"));
+        assertThat(eventsUntil("d", "null")).containsExactly("aborting", "BLOCK_JOB_CANCELLED", "concluded", "null");
+    }
+
+    @Test
+    void setSpeedChangesThePace() throws Exception {
+        long slow = 4 * MIB;
+        qmp.ok("block-null", map("job-id", "s", "device", "a", "speed", slow));
+        eventsUntil("s", "running");
+        double slowRate = measureRate("s", 4 * MIB);
+        qmp.ok("block-job-set-speed", map("device", "s", "speed", 8 * slow));
+        double fastRate = measureRate("s", 12 * MIB);
+        assertThat(slowRate).as("rate at %d B/s", slow).isBetween(slow * 0.5, slow * 1.5);
+        assertThat(fastRate).as("rate after set-speed to %d B/s", 8 * slow).isGreaterThan(3 * slowRate);
+        assertThat(qmp.error("block-job-set-speed", map("device", "s", "speed", -5)).get("desc").asString())
+                .isEqualTo("Parameter 'speed' expects a non-negative value");
+        qmp.ok("block-job-set-speed", map("device", "s", "speed", 0));
+        eventsUntil("s", "null");
+    }
+
+    /** Bytes per second over the next {@code bytes} of progress, read from query-block-jobs. */
+    private double measureRate(String id, long bytes) throws Exception {
+        long startOffset = qmp.ok("query-block-jobs").get(0).get("offset").asLong();
+        long start = System.nanoTime();
+        long offset;
+        do {
+            offset = qmp.ok("query-block-jobs").get(0).get("offset").asLong();
+        } while (offset - startOffset < bytes);
+        return (offset - startOffset) / ((System.nanoTime() - start) / 1e9);
+    }
+
+    @Test
+    void opBlockersKeepJobsApartButNotOnDisjointNodes() throws Exception {
+        qmp.ok("block-null", map("job-id", "j1", "device", "a", "speed", MIB));
+        JsonNode e = qmp.error("block-null", map("job-id", "j2", "device", "a"));
+        assertThat(e.get("desc").asString()).isEqualTo("Node 'a' is busy: block device is in use by block job: null");
+        assertThat(qmp.error("block-null", map("job-id", "j1", "device", "b")).get("desc").asString())
+                .isEqualTo("Job ID 'j1' already in use");
+        assertThat(qmp.error("blockdev-del", map("node-name", "a")).get("desc").asString())
+                .isEqualTo("Node 'a' is busy: node is in use by block job 'j1'");
+        assertThat(qmp.error("block-null", map("device", "nowhere")).get("class").asString()).isEqualTo("DeviceNotFound");
+        qmp.ok("block-null", map("job-id", "j3", "device", "b", "speed", MIB));
+        JsonNode jobs = qmp.ok("query-block-jobs");
+        assertThat(jobs.findValuesAsString("device")).containsExactly("j1", "j3");
+        assertThat(jobs.findValuesAsString("status")).containsOnly("running");
+        qmp.ok("job-cancel", map("id", "j1"));
+        eventsUntil("j1", "null");
+        qmp.ok("block-null", map("job-id", "j2", "device", "a")); // free again
+        eventsUntil("j2", "null");
+    }
+
+    @Test
+    void pluginsLoadAndUnloadAtRunTime() throws Exception {
+        JsonNode plugins = qmp.ok("query-plugins");
+        assertThat(plugins.get(0).get("id").asString()).isEqualTo("null-job");
+        assertThat(plugins.get(0).get("commands").get(0).asString()).isEqualTo("block-null");
+        String jar = plugins.get(0).get("path").asString();
+
+        qmp.ok("block-null", map("job-id", "keep", "device", "a", "auto-dismiss", false));
+        eventsUntil("keep", "concluded");
+        assertThat(qmp.error("plugin-unload", map("id", "null-job")).get("desc").asString())
+                .isEqualTo("Plugin 'null-job' has job 'keep'; cancel or dismiss it first");
+        qmp.ok("job-dismiss", map("id", "keep"));
+        qmp.ok("plugin-unload", map("id", "null-job"));
+        assertThat(qmp.ok("query-commands").findValuesAsString("name")).doesNotContain("block-null");
+        assertThat(qmp.error("block-null", map("device", "a")).get("class").asString()).isEqualTo("CommandNotFound");
+
+        assertThat(qmp.ok("plugin-load", map("path", jar)).get("id").asString()).isEqualTo("null-job");
+        assertThat(qmp.ok("query-commands").findValuesAsString("name")).contains("block-null");
+        qmp.ok("block-null", map("device", "a"));
+        eventsUntil("a", "null");
+    }
+
+    @Test
+    void aBrokenPluginIsReportedAndTheDaemonGoesOn() throws Exception {
+        Path broken = dir.resolve("broken.jar");
+        Files.write(broken, new byte[] {1, 2, 3, 4, 5});
+        JsonNode e = qmp.error("plugin-load", map("path", broken.toString()));
+        assertThat(e.get("desc").asString()).startsWith("Could not load plugin '" + broken + "'");
+        JsonNode failed = null;
+        for (JsonNode p : qmp.ok("query-plugins")) {
+            if (p.get("state").asString().equals("failed")) {
+                failed = p;
+            }
+        }
+        assertThat(failed).isNotNull();
+        assertThat(failed.get("path").asString()).isEqualTo(broken.toString());
+        assertThat(failed.get("error").asString()).isNotEmpty();
+        assertThat(qmp.ok("query-version").has("qemu")).isTrue();
+        // A folder with a broken plugin beside nothing else still lets the daemon start.
+        Path pluginsDir = Files.createDirectories(dir.resolve("more-plugins"));
+        Files.copy(broken, pluginsDir.resolve("broken.jar"));
+        Path other = Files.createDirectories(dir.resolve("other"));
+        try (DaemonProcess d = DaemonProcess.startWithMonitor(other, List.of("--plugins", pluginsDir.toString()));
+             QmpClient c = QmpClient.connect(d.qmpSocket)) {
+            assertThat(c.ok("query-plugins").toString()).contains("broken.jar").contains("null-job");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+package io.blockjobs.sdk.job;
+
+/**
+ * The work of one job. {@link #run} is called once, on the job's own virtual thread; it should
+ * call {@link JobContext#pausePoint()} between chunks of work so that pause, cancel and speed
+ * take effect, and return when the work is done.
+ */
+public interface JobBody {
+
+    /**
+     * Does the job's work. Returning normally completes the job; throwing fails it with the
+     * exception's message; {@link JobCancelledException} (from a pause point) ends a cancelled job.
+     */
+    void run(JobContext ctx) throws Exception;
+
+    /**
+     * Whether the job accepts {@code job-complete} once it has called {@link JobContext#ready()}.
+     * Jobs that converge (mirror, active commit) say true.
+     */
+    default boolean completable() {
+        return false;
+    }
+}

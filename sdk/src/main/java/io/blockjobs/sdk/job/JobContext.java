@@ -1,0 +1,46 @@
+package io.blockjobs.sdk.job;
+
+import java.io.IOException;
+import org.slf4j.Logger;
+
+/**
+ * The platform's side of a running job, handed to {@link JobBody#run}. All methods are called
+ * on the job's own thread.
+ */
+public interface JobContext {
+
+    /** The job's id. */
+    String id();
+
+    /**
+     * Where pause, cancel and the speed limit take effect: blocks while the job is paused;
+     * throws {@link JobCancelledException} once it is cancelled.
+     */
+    void pausePoint();
+
+    /**
+     * Accounts {@code bytes} of work against the speed limit and sleeps as QEMU's rate limiter
+     * does (in 100 ms slices), then reaches a pause point.
+     */
+    void throttle(long bytes);
+
+    /** Reports progress: {@code done} of {@code total} (any unit; only the ratio matters). */
+    void progress(long done, long total);
+
+    /** Announces that the job has converged ({@code BLOCK_JOB_READY}); only for completable jobs. */
+    void ready();
+
+    /** True once {@code job-complete} was accepted: a converged job should finish now. */
+    boolean completeRequested();
+
+    /**
+     * Applies the job's {@code on-error} policy to a failed request: returns what to do, or
+     * rethrows {@code error} when the policy is to report it.
+     *
+     * @param read whether the failed request was a read (else a write)
+     */
+    ErrorAction onIoError(IOException error, boolean read) throws IOException;
+
+    /** A logger named after the job. */
+    Logger log();
+}

@@ -1,0 +1,17 @@
+package io.blockjobs.sdk.job;
+
+import io.blockjobs.sdk.block.BlockNode;
+
+/**
+ * What a {@link JobFactory} may do while it prepares a job, on the daemon's main loop: find
+ * nodes and claim them so that no other job or command changes them while the job runs.
+ */
+public interface JobSetup {
+    /**
+     * The node named {@code nodeName}, claimed for this job.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if no such node exists, or another job
+     *         already holds it (QEMU's op blocker)
+     */
+    BlockNode claim(String nodeName);
+}
