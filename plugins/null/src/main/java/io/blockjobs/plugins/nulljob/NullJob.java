@@ -49,12 +49,13 @@ public final class NullJob implements JobType {
                     buffer.clear().limit((int) status.length());
                     try {
                         device.read(offset, buffer);
+                        ctx.throttle(status.length());
                     } catch (IOException e) {
                         if (ctx.onIoError(e, true) == ErrorAction.RETRY) {
-                            continue;
+                            continue; // the job was stopped and resumed: read it again
                         }
+                        // ignored: skip the range
                     }
-                    ctx.throttle(status.length());
                 }
                 offset = status.end();
                 ctx.progress(offset, size);
