@@ -10,6 +10,7 @@ import io.blockjobs.platform.qmp.BlockCommands;
 import io.blockjobs.platform.qmp.CoreCommands;
 import io.blockjobs.platform.qmp.JobCommands;
 import io.blockjobs.platform.qmp.PluginCommands;
+import io.blockjobs.platform.qmp.TransactionCommand;
 import io.blockjobs.platform.plugin.PluginHost;
 import io.blockjobs.platform.qmp.QmpDispatcher;
 import io.blockjobs.platform.qmp.QmpServer;
@@ -49,6 +50,7 @@ final class Daemon {
         NbdCommands.register(dispatcher, nbd);
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, version);
         PluginCommands.register(dispatcher, plugins);
+        TransactionCommand.register(dispatcher, jobs, plugins);
     }
 
     /** Loads the plugins of a folder, on the main loop (PF4J wants one thread). */

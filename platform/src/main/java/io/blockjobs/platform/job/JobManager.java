@@ -58,8 +58,29 @@ public final class JobManager implements AutoCloseable {
         return job;
     }
 
+    /** A job prepared and holding its nodes, not started yet (see {@link #startAll}). */
+    public final class Prepared {
+        private final Job job;
+        private final Runnable run;
+
+        private Prepared(Job job, Runnable run) {
+            this.job = job;
+            this.run = run;
+        }
+    }
+
     /** Starts a block job from a plugin's command, on the main loop. */
     public <A extends JobArgs> Job startBlockJob(JobCommand<A> command, A args) {
+        Prepared p = prepare(command, args);
+        startAll(List.of(p), false);
+        return p.job;
+    }
+
+    /**
+     * Prepares a block job: checks its id and speed, runs its factory (which claims nodes) and
+     * registers it. Undo with {@link #discard} if a later step of a transaction fails.
+     */
+    public <A extends JobArgs> Prepared prepare(JobCommand<A> command, A args) {
         String id = args.jobId().orElse(args.device());
         long speed = args.speed().orElse(0L);
         if (speed < 0) {
@@ -85,9 +106,73 @@ public final class JobManager implements AutoCloseable {
                 claimedNodes.put(b.root(), job);
             }
         }
-        launch(job, () -> body.run(job));
-        return job;
+        return new Prepared(job, () -> launch(job, () -> body.run(job)));
     }
+
+    /** Forgets prepared jobs that will not start (a transaction failed): their nodes are free again. */
+    public void discard(List<Prepared> prepared) {
+        for (Prepared p : prepared) {
+            release(p.job.claims);
+            synchronized (this) {
+                jobs.remove(p.job.id());
+            }
+        }
+    }
+
+    /**
+     * Starts prepared jobs. With {@code grouped}, as QEMU's {@code completion-mode: grouped}:
+     * they finish together, and if one fails or is cancelled the others are cancelled.
+     */
+    public void startAll(List<Prepared> prepared, boolean grouped) {
+        if (grouped && prepared.size() > 1) {
+            Group group = new Group(prepared.stream().map(p -> p.job).toList());
+            prepared.forEach(p -> groups.put(p.job, group));
+        }
+        prepared.forEach(p -> p.run.run());
+    }
+
+    /** Jobs of a grouped transaction. */
+    private final class Group {
+        final List<Job> members;
+        int done;
+        boolean aborted;
+
+        Group(List<Job> members) {
+            this.members = members;
+        }
+
+        /** A member finished its work: waits for the others; false if the group was aborted. */
+        synchronized boolean finishedAndWait() throws InterruptedException {
+            done++;
+            notifyAll();
+            while (done < members.size() && !aborted) {
+                wait();
+            }
+            return !aborted;
+        }
+
+        /** A member failed or was cancelled: cancel the others. */
+        void abort(Job failed) {
+            synchronized (this) {
+                if (aborted) {
+                    return;
+                }
+                aborted = true;
+                notifyAll();
+            }
+            for (Job j : members) {
+                if (j != failed && JobVerb.CANCEL.allowedIn(j.status())) {
+                    try {
+                        j.cancel(true);
+                    } catch (RuntimeException e) {
+                        LOG.debug("group cancel of {}: {}", j.id(), e.getMessage());
+                    }
+                }
+            }
+        }
+    }
+
+    private final Map<Job, Group> groups = new java.util.concurrent.ConcurrentHashMap<>();
 
     private synchronized BlockNode claim(String jobId, String type, String nodeName, List<BlockBackend> claims) {
         GraphNode node = graph.find(nodeName);
@@ -148,6 +233,10 @@ public final class JobManager implements AutoCloseable {
                 throw new JobCancelledException();
             }
             job.transition(JobStatus.WAITING);
+            Group group = groups.get(job);
+            if (group != null && !group.finishedAndWait()) {
+                throw new JobCancelledException(); // another member failed
+            }
             job.transition(JobStatus.PENDING);
             if (job.autoFinalize()) {
                 finalizeNow(job);
@@ -165,6 +254,10 @@ public final class JobManager implements AutoCloseable {
     }
 
     private void abort(Job job, String error) {
+        Group group = groups.remove(job);
+        if (group != null) {
+            group.abort(job);
+        }
         if (job.status() != JobStatus.ABORTING) {
             job.transition(JobStatus.ABORTING);
         }
@@ -192,6 +285,7 @@ public final class JobManager implements AutoCloseable {
     }
 
     private void conclude(Job job) {
+        groups.remove(job);
         job.transition(JobStatus.CONCLUDED);
         if (job.autoDismiss()) {
             dismissNow(job);

@@ -124,6 +124,11 @@ public final class PluginHost {
         }
     }
 
+    /** The job command a plugin contributed under {@code name}, for transaction actions. */
+    public Optional<JobCommand<?>> jobCommand(String name) {
+        return commands.values().stream().flatMap(List::stream).filter(c -> c.name().equals(name)).findFirst();
+    }
+
     /** QMP {@code plugin-unload}: refused while a job of the plugin's types exists. */
     public void unload(String id) {
         PluginWrapper w = manager.getPlugin(id);

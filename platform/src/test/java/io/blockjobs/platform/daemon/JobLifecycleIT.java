@@ -53,18 +53,28 @@ class JobLifecycleIT {
         return m;
     }
 
+    /** Events seen for other jobs while waiting for one, kept for later. */
+    private final Map<String, java.util.ArrayDeque<String>> backlog = new java.util.HashMap<>();
+
     /** Events of job {@code id} until (and including) {@code last}, as "EVENT" or "status". */
     private List<String> eventsUntil(String id, String last) {
         List<String> seen = new ArrayList<>();
+        var queue = backlog.computeIfAbsent(id, k -> new java.util.ArrayDeque<>());
         while (true) {
-            JsonNode e = qmp.awaitEvent("", d -> true);
-            String name = e.get("event").asString();
-            JsonNode data = e.path("data");
-            String jobId = data.has("id") ? data.get("id").asString() : data.path("device").asString();
-            if (!jobId.equals(id)) {
-                continue;
+            String item;
+            if (!queue.isEmpty()) {
+                item = queue.removeFirst();
+            } else {
+                JsonNode e = qmp.awaitEvent("", d -> true);
+                String name = e.get("event").asString();
+                JsonNode data = e.path("data");
+                String jobId = data.has("id") ? data.get("id").asString() : data.path("device").asString();
+                item = name.equals("JOB_STATUS_CHANGE") ? data.get("status").asString() : name;
+                if (!jobId.equals(id)) {
+                    backlog.computeIfAbsent(jobId, k -> new java.util.ArrayDeque<>()).addLast(item);
+                    continue;
+                }
             }
-            String item = name.equals("JOB_STATUS_CHANGE") ? data.get("status").asString() : name;
             seen.add(item);
             if (item.equals(last)) {
                 return seen;
@@ -196,6 +206,39 @@ class JobLifecycleIT {
         eventsUntil("j1", "null");
         qmp.ok("block-null", map("job-id", "j2", "device", "a")); // free again
         eventsUntil("j2", "null");
+    }
+
+    @Test
+    void transactionsStartAllOrNothingAndGroupedJobsFailTogether() throws Exception {
+        JsonNode e = qmp.error("transaction", map("actions", List.of(
+                map("type", "block-null", "data", map("job-id", "t1", "device", "a")),
+                map("type", "abort", "data", map()))));
+        assertThat(e.get("desc").asString()).isEqualTo("Transaction aborted using Abort action");
+        assertThat(qmp.ok("query-jobs").isEmpty()).as("nothing started").isTrue();
+        e = qmp.error("transaction", map("actions", List.of(map("type", "drive-frobnicate", "data", map()))));
+        assertThat(e.get("desc").asString()).contains("does not accept value 'drive-frobnicate'");
+        e = qmp.error("transaction", map("actions", List.of(
+                map("type", "block-null", "data", map("job-id", "t1", "device", "a")),
+                map("type", "block-null", "data", map("job-id", "t2", "device", "a")))));
+        assertThat(e.get("desc").asString()).contains("is busy");
+        assertThat(qmp.ok("query-jobs").isEmpty()).as("the first action was undone").isTrue();
+
+        // Grouped: cancelling one member cancels the other.
+        qmp.ok("transaction", map("actions", List.of(
+                        map("type", "block-null", "data", map("job-id", "g1", "device", "a", "speed", MIB)),
+                        map("type", "block-null", "data", map("job-id", "g2", "device", "b", "speed", MIB))),
+                "properties", map("completion-mode", "grouped")));
+        eventsUntil("g2", "running");
+        qmp.ok("job-cancel", map("id", "g2"));
+        assertThat(eventsUntil("g1", "null")).contains("aborting", "BLOCK_JOB_CANCELLED", "concluded", "null");
+
+        // Grouped and successful: both complete.
+        qmp.ok("transaction", map("actions", List.of(
+                        map("type", "block-null", "data", map("job-id", "h1", "device", "a")),
+                        map("type", "block-null", "data", map("job-id", "h2", "device", "b"))),
+                "properties", map("completion-mode", "grouped")));
+        assertThat(eventsUntil("h1", "null")).contains("BLOCK_JOB_COMPLETED");
+        assertThat(eventsUntil("h2", "null")).contains("BLOCK_JOB_COMPLETED");
     }
 
     @Test
