@@ -1,5 +1,6 @@
 package io.blockjobs.platform.graph;
 
+import io.blockjobs.platform.image.BlkdebugNode;
 import io.blockjobs.platform.image.FileNode;
 import io.blockjobs.platform.image.ImageException;
 import io.blockjobs.platform.image.Images;
@@ -71,6 +72,7 @@ public final class BlockGraph implements AutoCloseable {
                 yield new GraphNode(name, new RawNode(fn), monitorOwned, file, null);
             }
             case "qcow2" -> openQcow2(o, name, readOnly, monitorOwned, opened);
+            case "blkdebug" -> openBlkdebug(o, name, readOnly, monitorOwned, opened);
             default -> throw new CommandException("Parameter 'driver' does not accept value '" + driver + "'");
         };
         nodes.put(name, node);
@@ -127,6 +129,36 @@ public final class BlockGraph implements AutoCloseable {
         } catch (IOException e) {
             throw new CommandException(reason(e, image.toString()));
         }
+    }
+
+    /** QEMU's {@code blkdebug} filter, subset: {@code image} and {@code inject-error}, for fault tests. */
+    private GraphNode openBlkdebug(Options o, String name, boolean readOnly, boolean monitorOwned, List<GraphNode> opened) {
+        GraphNode image = child(o, "image", readOnly, opened);
+        List<BlkdebugNode.Rule> rules = new ArrayList<>();
+        JsonNode inject = o.raw("inject-error");
+        if (inject != null) {
+            if (!inject.isArray()) {
+                throw o.type("inject-error", "array");
+            }
+            for (int i = 0; i < inject.size(); i++) {
+                Options r = new Options(inject.get(i), "inject-error[" + i + "].");
+                String event = r.string("event");
+                String iotype = r.optString("iotype");
+                if (iotype == null) {
+                    iotype = event.startsWith("read") ? "read" : event.startsWith("write") ? "write" : null;
+                }
+                Long sector = r.optInteger("sector");
+                Long errno = r.optInteger("errno");
+                boolean once = r.bool("once", false);
+                r.ignore("state", "immediately");
+                r.checkAllUsed();
+                rules.add(new BlkdebugNode.Rule(iotype, sector == null ? -1 : sector, errno == null ? 5 : errno.intValue(), once));
+            }
+        }
+        o.ignore("config", "align", "set-state", "max-transfer", "opt-write-zero", "max-write-zero",
+                "opt-discard", "max-discard", "take-child-perms", "unshare-child-perms");
+        o.checkAllUsed();
+        return new GraphNode(name, new BlkdebugNode(image.node(), rules), monitorOwned, image, null);
     }
 
     /** Opens a backing chain from the images' own names, read-only, with generated node names. */

@@ -1,5 +1,6 @@
 package io.blockjobs.platform.daemon;
 
+import static io.blockjobs.platform.testkit.QmpArgs.map;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.blockjobs.platform.testkit.DaemonProcess;
@@ -8,7 +9,6 @@ import io.blockjobs.platform.testkit.QmpClient;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.AfterEach;
@@ -37,13 +37,6 @@ class BlockCommandsIT {
         daemon.close();
     }
 
-    private static Map<String, Object> map(Object... kv) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        for (int i = 0; i < kv.length; i += 2) {
-            m.put((String) kv[i], kv[i + 1]);
-        }
-        return m;
-    }
 
     /** Runs blockdev-create to its end as libvirt does; returns the job's statuses in order. */
     private List<String> create(String jobId, Map<String, Object> options) throws Exception {

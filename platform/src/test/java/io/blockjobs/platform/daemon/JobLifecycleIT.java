@@ -1,5 +1,6 @@
 package io.blockjobs.platform.daemon;
 
+import static io.blockjobs.platform.testkit.QmpArgs.map;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.blockjobs.platform.testkit.DaemonProcess;
@@ -8,7 +9,6 @@ import io.blockjobs.platform.testkit.QmpClient;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.AfterEach;
@@ -45,13 +45,6 @@ class JobLifecycleIT {
         daemon.close();
     }
 
-    private static Map<String, Object> map(Object... kv) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        for (int i = 0; i < kv.length; i += 2) {
-            m.put((String) kv[i], kv[i + 1]);
-        }
-        return m;
-    }
 
     /** Events seen for other jobs while waiting for one, kept for later. */
     private final Map<String, java.util.ArrayDeque<String>> backlog = new java.util.HashMap<>();
@@ -239,6 +232,52 @@ class JobLifecycleIT {
                 "properties", map("completion-mode", "grouped")));
         assertThat(eventsUntil("h1", "null")).contains("BLOCK_JOB_COMPLETED");
         assertThat(eventsUntil("h2", "null")).contains("BLOCK_JOB_COMPLETED");
+    }
+
+    /** A blkdebug node over {@code image} whose reads of {@code sector} fail with {@code errno}. */
+    private void faulty(String name, String image, int errno, boolean once) throws Exception {
+        qmp.ok("blockdev-add", map("driver", "blkdebug", "node-name", name, "image", image,
+                "inject-error", List.of(map("event", "read_aio", "errno", errno, "sector", 4096, "once", once))));
+    }
+
+    @Test
+    void onErrorStopPausesUntilResumedThenRetries() throws Exception {
+        faulty("fa", "a", 5, true);
+        qmp.ok("block-null", map("job-id", "st", "device", "fa", "on-error", "stop"));
+        JsonNode error = qmp.awaitEvent("BLOCK_JOB_ERROR", d -> true);
+        assertThat(error.get("data").toString()).isEqualTo("{\"device\":\"st\",\"operation\":\"read\",\"action\":\"stop\"}");
+        eventsUntil("st", "paused");
+        JsonNode info = qmp.ok("query-block-jobs").get(0);
+        assertThat(info.get("io-status").asString()).isEqualTo("failed");
+        assertThat(info.get("paused").asBoolean()).isTrue();
+        qmp.ok("job-resume", map("id", "st"));
+        List<String> rest = eventsUntil("st", "null");
+        assertThat(rest).containsSubsequence("running", "BLOCK_JOB_COMPLETED", "concluded", "null").doesNotContain("aborting");
+    }
+
+    @Test
+    void onErrorReportIgnoreAndEnospc() throws Exception {
+        faulty("fa", "a", 5, false);
+        qmp.ok("block-null", map("job-id", "rep", "device", "fa", "on-error", "report", "auto-dismiss", false));
+        assertThat(eventsUntil("rep", "concluded")).containsSubsequence("aborting", "BLOCK_JOB_COMPLETED", "concluded");
+        assertThat(qmp.ok("query-jobs").get(0).get("error").asString()).isEqualTo("Input/output error");
+        qmp.ok("job-dismiss", map("id", "rep"));
+
+        qmp.ok("block-null", map("job-id", "ign", "device", "fa", "on-error", "ignore"));
+        assertThat(qmp.awaitEvent("BLOCK_JOB_ERROR", d -> true).at("/data/action").asString()).isEqualTo("ignore");
+        assertThat(eventsUntil("ign", "null")).contains("BLOCK_JOB_COMPLETED").doesNotContain("aborting");
+
+        // enospc: "no space" stops, anything else is reported.
+        qmp.ok("block-null", map("job-id", "eio", "device", "fa", "on-error", "enospc"));
+        assertThat(qmp.awaitEvent("BLOCK_JOB_ERROR", d -> true).at("/data/action").asString()).isEqualTo("report");
+        eventsUntil("eio", "null");
+        faulty("fb", "b", 28, true);
+        qmp.ok("block-null", map("job-id", "nos", "device", "fb", "on-error", "enospc"));
+        assertThat(qmp.awaitEvent("BLOCK_JOB_ERROR", d -> true).at("/data/action").asString()).isEqualTo("stop");
+        eventsUntil("nos", "paused");
+        assertThat(qmp.ok("query-block-jobs").get(0).get("io-status").asString()).isEqualTo("nospace");
+        qmp.ok("block-job-resume", map("device", "nos"));
+        assertThat(eventsUntil("nos", "null")).contains("BLOCK_JOB_COMPLETED");
     }
 
     @Test
