@@ -134,6 +134,7 @@ public final class Job implements JobContext {
             }
             userPaused = true;
             pauseCount++;
+            changed.signalAll();
         } finally {
             lock.unlock();
         }
@@ -160,6 +161,7 @@ public final class Job implements JobContext {
         lock.lock();
         try {
             pauseCount++;
+            changed.signalAll(); // a sleeping job wakes and pauses, as QEMU's job_enter does
         } finally {
             lock.unlock();
         }
@@ -281,6 +283,7 @@ public final class Job implements JobContext {
                     transition(JobStatus.STANDBY);
                 }
                 busy = false;
+                changed.signalAll(); // a drain waits for this
                 changed.awaitUninterruptibly();
             }
             if (status == JobStatus.PAUSED) {
@@ -433,6 +436,18 @@ public final class Job implements JobContext {
             boolean ready = status == JobStatus.READY || status == JobStatus.STANDBY;
             return new BlockJobInfo(type, id, length, offset, busy, pauseCount > 0, speed, ioStatus, ready, status,
                     autoFinalize, autoDismiss, error);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Waits until the job is not running: paused at a pause point, or done with its work. */
+    void awaitQuiescent() {
+        lock.lock();
+        try {
+            while (status == JobStatus.RUNNING || status == JobStatus.READY) {
+                changed.awaitUninterruptibly();
+            }
         } finally {
             lock.unlock();
         }

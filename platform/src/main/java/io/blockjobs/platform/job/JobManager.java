@@ -370,6 +370,35 @@ public final class JobManager implements AutoCloseable {
         dismissNow(job);
     }
 
+    /**
+     * Drains the jobs for a graph change, as QEMU's drained sections do: each running job pauses
+     * at its next pause point (an internal pause, nested with the user's) until the returned
+     * handle is closed.
+     */
+    public AutoCloseable drain() {
+        List<Job> drained = new ArrayList<>();
+        for (Job j : all()) {
+            JobStatus s = j.status();
+            if (j.blockJob() && (s == JobStatus.RUNNING || s == JobStatus.READY || s == JobStatus.PAUSED
+                    || s == JobStatus.STANDBY)) {
+                j.pauseInternal();
+                drained.add(j);
+            }
+        }
+        drained.forEach(Job::awaitQuiescent);
+        return () -> drained.forEach(Job::resumeInternal);
+    }
+
+    /** QEMU's op blocker for graph changes: refused while a job holds the node. */
+    public synchronized void checkNotClaimed(String nodeName) {
+        GraphNode node = graph.find(nodeName);
+        Job holder = node == null ? null : claimedNodes.get(node);
+        if (holder != null) {
+            throw new CommandException("Node '" + nodeName + "' is busy: block device is in use by block job: "
+                    + holder.type());
+        }
+    }
+
     /** Every job, in creation order. */
     public synchronized List<Job> all() {
         return new ArrayList<>(jobs.values());

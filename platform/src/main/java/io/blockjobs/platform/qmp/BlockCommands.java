@@ -89,14 +89,20 @@ public final class BlockCommands {
             return null;
         }));
         d.register(QmpCommand.of("blockdev-snapshot", SnapshotArgs.class, null, a -> {
-            graph.snapshot(a.node(), a.overlay());
+            jobs.checkNotClaimed(a.node());
+            try (AutoCloseable drained = jobs.drain()) {
+                graph.snapshot(a.node(), a.overlay());
+            }
             return null;
         }));
         d.register(QmpCommand.of("blockdev-snapshot-sync", SnapshotSyncArgs.class, null, a -> {
             String node = a.nodeName().or(a::device).orElseThrow(
                     () -> new CommandException("Cannot find device='' nor node-name=''"));
-            graph.snapshotSync(node, a.snapshotFile(), a.snapshotNodeName().orElse(null),
-                    a.format().orElse("qcow2"), a.mode().orElse(SnapshotMode.ABSOLUTE_PATHS) == SnapshotMode.EXISTING);
+            jobs.checkNotClaimed(node);
+            try (AutoCloseable drained = jobs.drain()) {
+                graph.snapshotSync(node, a.snapshotFile(), a.snapshotNodeName().orElse(null),
+                        a.format().orElse("qcow2"), a.mode().orElse(SnapshotMode.ABSOLUTE_PATHS) == SnapshotMode.EXISTING);
+            }
             return null;
         }));
         d.register(QmpCommand.of("query-named-block-nodes", QueryNodesArgs.class, QmpTypes.listOf(BlockDeviceInfo.class), a -> {

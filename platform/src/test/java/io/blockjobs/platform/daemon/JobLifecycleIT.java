@@ -142,6 +142,29 @@ class JobLifecycleIT {
     }
 
     @Test
+    void graphChangesDrainJobsAndDrainsNestWithTheUsersPause() throws Exception {
+        qmp.ok("block-null", map("job-id", "dr", "device", "a", "speed", MIB));
+        eventsUntil("dr", "running");
+        assertThat(qmp.error("blockdev-snapshot-sync", map("node-name", "a", "snapshot-file",
+                dir.resolve("no.qcow2").toString(), "snapshot-node-name", "no")).get("desc").asString())
+                .isEqualTo("Node 'a' is busy: block device is in use by block job: null");
+        // A snapshot of another node drains the job: it pauses and runs again, as QEMU shows.
+        qmp.ok("blockdev-snapshot-sync", map("node-name", "b", "snapshot-file", dir.resolve("b-snap.qcow2").toString(),
+                "snapshot-node-name", "b-snap"));
+        assertThat(eventsUntil("dr", "running")).containsExactly("paused", "running");
+        // A drain inside the user's pause: the job stays paused until the user resumes it.
+        qmp.ok("job-pause", map("id", "dr"));
+        eventsUntil("dr", "paused");
+        qmp.ok("blockdev-snapshot-sync", map("node-name", "b-snap", "snapshot-file", dir.resolve("b-snap2.qcow2").toString(),
+                "snapshot-node-name", "b-snap2"));
+        assertThat(qmp.ok("query-block-jobs").get(0).get("status").asString()).isEqualTo("paused");
+        qmp.ok("job-resume", map("id", "dr"));
+        assertThat(eventsUntil("dr", "running")).containsExactly("running");
+        qmp.ok("job-cancel", map("id", "dr"));
+        eventsUntil("dr", "null");
+    }
+
+    @Test
     void cancelWhileRunningAndWhilePending() throws Exception {
         qmp.ok("block-null", map("job-id", "r", "device", "a", "speed", MIB));
         eventsUntil("r", "running");
