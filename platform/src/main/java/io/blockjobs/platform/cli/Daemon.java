@@ -28,8 +28,8 @@ final class Daemon {
 
     final EventBus events = new EventBus();
     final BlockGraph graph = new BlockGraph();
-    final JobManager jobs = new JobManager(events, graph);
     final QmpDispatcher dispatcher = new QmpDispatcher();
+    final JobManager jobs = new JobManager(events, graph, dispatcher::callOnMainLoop);
     final EventLoopGroup group = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
     final QmpServer qmp;
     final NbdServer nbd;

@@ -382,6 +382,34 @@ public final class BlockGraph implements AutoCloseable {
         }
     }
 
+    /**
+     * Makes {@code backingName} (or nothing) the backing of {@code overlayName}: the overlay's
+     * header first, durably; then the graph; then layers nobody uses any more are closed.
+     */
+    public synchronized void setBacking(String overlayName, String backingName, String backingFile) {
+        GraphNode overlay = require(overlayName);
+        GraphNode backing = backingName == null ? null : require(backingName);
+        if (!(overlay.node() instanceof Qcow2Node q)) {
+            throw new CommandException("'" + overlayName + "' (" + overlay.driver() + ") cannot have a backing file");
+        }
+        String name = backing == null ? null : backingFile != null ? backingFile : backing.node().filename();
+        String format = backing == null ? null : backing.driver();
+        try {
+            q.replaceBacking(backing == null ? null : backing.node(), name, format);
+        } catch (IOException e) {
+            throw new CommandException("could not change the backing file of '" + overlayName + "': " + e.getMessage());
+        }
+        GraphNode old = overlay.backing();
+        overlay.setBacking(backing);
+        for (GraphNode n = old; n != null && n != backing; ) {
+            GraphNode next = n.backing();
+            if (!n.monitorOwned() && nodes.containsValue(n) && userOf(n) == null) {
+                release(n);
+            }
+            n = next;
+        }
+    }
+
     private void checkNewName(String name) {
         if (!NODE_NAME.matcher(name).matches()) {
             throw new CommandException("Invalid node-name: '" + name + "'");

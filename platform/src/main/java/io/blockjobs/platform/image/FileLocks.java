@@ -65,8 +65,8 @@ final class FileLocks {
     /** One user's claim on a file; {@link #release()} gives it back. */
     static final class Claim {
         private final SharedFile file;
-        private final Set<Perm> held;
-        private final Set<Perm> unshared;
+        private Set<Perm> held;
+        private Set<Perm> unshared;
         private boolean released;
 
         private Claim(SharedFile file, Set<Perm> held, Set<Perm> unshared) {
@@ -77,6 +77,19 @@ final class FileLocks {
 
         FileChannel channel() {
             return file.channel;
+        }
+
+        /** Changes what this claim holds and refuses, checked as a new claim would be. */
+        void change(Set<Perm> newHeld, Set<Perm> newUnshared, String name) throws IOException {
+            synchronized (FileLocks.class) {
+                if (newHeld.contains(Perm.WRITE) && !file.writableChannel) {
+                    throw new ImageException(name, "cannot be reopened for writing: permission denied");
+                }
+                checkConflicts(file, this, newHeld, newUnshared, name);
+                held = Set.copyOf(newHeld);
+                unshared = Set.copyOf(newUnshared);
+                file.applyLocks();
+            }
         }
 
         /** Gives the claim back; the channel closes with the file's last claim. */
@@ -173,7 +186,32 @@ final class FileLocks {
                 throw new ImageException(name, "is open read-only here and cannot be opened for writing");
             }
             try {
+                checkConflicts(file, null, held, unshared, name);
+                Claim claim = new Claim(file, Set.copyOf(held), Set.copyOf(unshared));
+                file.claims.add(claim);
+                file.applyLocks();
+                if (created) {
+                    OPEN.put(key, file);
+                }
+                return claim;
+            } catch (IOException | RuntimeException e) {
+                if (created) {
+                    file.channel.close();
+                }
+                throw e;
+            }
+        }
+    }
+
+    /** Refuses {@code held}/{@code unshared} if another claim here, or another process, is in the way. */
+    private static void checkConflicts(SharedFile file, Claim self, Set<Perm> held, Set<Perm> unshared, String name)
+            throws IOException {
+        {
+            {
                 for (Claim other : file.claims) {
+                    if (other == self) {
+                        continue;
+                    }
                     for (Perm p : held) {
                         if (other.unshared.contains(p)) {
                             throw new ImageLockedException(name, "already in use here: another node refuses to share \""
@@ -199,18 +237,6 @@ final class FileLocks {
                                 + "\" lock: is another process (QEMU, qemu-img, blockjobd) using the image?");
                     }
                 }
-                Claim claim = new Claim(file, Set.copyOf(held), Set.copyOf(unshared));
-                file.claims.add(claim);
-                file.applyLocks();
-                if (created) {
-                    OPEN.put(key, file);
-                }
-                return claim;
-            } catch (IOException | RuntimeException e) {
-                if (created) {
-                    file.channel.close();
-                }
-                throw e;
             }
         }
     }

@@ -17,7 +17,7 @@ public final class FileNode implements BlockNode {
     static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(1 << 20).asReadOnlyBuffer();
 
     private final Path path;
-    private final boolean readOnly;
+    private volatile boolean readOnly;
     private final FileLocks.Claim claim;
     private final FileChannel channel;
 
@@ -110,6 +110,14 @@ public final class FileNode implements BlockNode {
     public void flush() throws IOException {
         if (!readOnly) {
             channel.force(false);
+        }
+    }
+
+    /** Reopens the file for writing, taking the write locks QEMU would take (QEMU's reopen). */
+    public void reopenReadWrite() throws IOException {
+        if (readOnly) {
+            claim.change(FileLocks.READ_WRITE, FileLocks.UNSHARED, path.toString());
+            readOnly = false;
         }
     }
 

@@ -56,7 +56,7 @@ public final class Qcow2Node implements BlockNode {
     private final FileNode file;
     private final String name;
     private final Qcow2Header header;
-    private final boolean readOnly;
+    private volatile boolean readOnly;
     private final int clusterBits;
     private final int clusterSize;
     private final int l2Bits;
@@ -489,6 +489,48 @@ public final class Qcow2Node implements BlockNode {
                 readBacking(guest, part);
             }
             case ZERO_PLAIN, ZERO_ALLOC -> { } // already zero
+        }
+    }
+
+    @Override
+    public void writeUnallocated(long offset, ByteBuffer src) throws IOException {
+        checkRequest(offset, src.remaining(), true);
+        long pos = offset;
+        while (src.hasRemaining()) {
+            long idx = pos >>> clusterBits;
+            int inOff = (int) (pos & (clusterSize - 1));
+            ByteBuffer piece = slice(src, (int) Math.min(src.remaining(), clusterSize - inOff));
+            Lock lock = stripe(idx).writeLock();
+            lock.lock();
+            try {
+                if (kind(l2Entry(idx)) == Kind.UNALLOCATED) { // a guest write since wins
+                    allocatingWrite(idx, inOff, piece);
+                }
+            } finally {
+                lock.unlock();
+            }
+            pos += piece.capacity();
+        }
+    }
+
+    /** Reopens a read-only image for writing (QEMU's reopen, as commit does with its base). */
+    public void reopenReadWrite() throws IOException {
+        checkOpen();
+        if (!readOnly) {
+            return;
+        }
+        checkFeatures(name, header, true);
+        file.reopenReadWrite();
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            readOnly = false;
+            if (header.autoclearFeatures != 0) {
+                header.autoclearFeatures = 0;
+                writeHeader();
+            }
+        } finally {
+            meta.unlock();
         }
     }
 

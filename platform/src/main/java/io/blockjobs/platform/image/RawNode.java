@@ -56,6 +56,11 @@ public final class RawNode implements BlockNode {
         file.writeZeroes(offset, length, mayUnmap);
     }
 
+    /** Reopens the file for writing. */
+    public void reopenReadWrite() throws IOException {
+        file.reopenReadWrite();
+    }
+
     @Override
     public void discard(long offset, long length) throws IOException {
         checkRange(offset, length);

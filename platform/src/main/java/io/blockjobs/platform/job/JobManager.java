@@ -7,6 +7,7 @@ import io.blockjobs.platform.graph.GraphNode;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.error.ErrorClass;
+import io.blockjobs.sdk.job.ChainLink;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
 import io.blockjobs.sdk.job.JobCancelledException;
@@ -40,15 +41,23 @@ public final class JobManager implements AutoCloseable {
         void run(Job job) throws Exception;
     }
 
+    /** Runs work on the daemon's main loop and waits for it (graph changes happen only there). */
+    @FunctionalInterface
+    public interface MainLoop {
+        <T> T call(java.util.concurrent.Callable<T> task) throws Exception;
+    }
+
     private final EventBus events;
     private final BlockGraph graph;
+    private final MainLoop mainLoop;
     private final Map<String, Job> jobs = new LinkedHashMap<>();
     private final Map<GraphNode, Job> claimedNodes = new HashMap<>();
     private final ExecutorService threads = Executors.newVirtualThreadPerTaskExecutor();
 
-    public JobManager(EventBus events, BlockGraph graph) {
+    public JobManager(EventBus events, BlockGraph graph, MainLoop mainLoop) {
         this.events = events;
         this.graph = graph;
+        this.mainLoop = mainLoop;
     }
 
     /** Starts a job that is not a block job (blockdev-create's {@code create}). */
@@ -90,7 +99,42 @@ public final class JobManager implements AutoCloseable {
             checkNewId(id);
         }
         List<BlockBackend> claims = new ArrayList<>();
-        JobSetup setup = nodeName -> claim(id, command.jobType(), nodeName, claims);
+        JobSetup setup = new JobSetup() {
+            @Override
+            public BlockNode claim(String nodeName) {
+                return JobManager.this.claim(id, command.jobType(), nodeName, claims);
+            }
+
+            @Override
+            public BlockNode claimWritable(String nodeName) {
+                BlockNode node = claim(nodeName);
+                try {
+                    if (node instanceof io.blockjobs.platform.image.Qcow2Node q) {
+                        q.reopenReadWrite();
+                    } else if (node instanceof io.blockjobs.platform.image.RawNode r) {
+                        r.reopenReadWrite();
+                    } else if (node.isReadOnly()) {
+                        throw new CommandException("Node '" + nodeName + "' is read-only");
+                    }
+                } catch (java.io.IOException e) {
+                    throw new CommandException("Could not reopen '" + nodeName + "' for writing: " + e.getMessage());
+                }
+                return node;
+            }
+
+            @Override
+            public List<ChainLink> chain(String nodeName) {
+                GraphNode top = graph.find(nodeName);
+                if (top == null) {
+                    throw new CommandException(ErrorClass.DEVICE_NOT_FOUND, "Device '" + nodeName + "' not found");
+                }
+                List<ChainLink> links = new ArrayList<>();
+                for (GraphNode g = top; g != null; g = g.backing()) {
+                    links.add(new ChainLink(g.name(), g.node(), g.node().filename(), g.driver()));
+                }
+                return links;
+            }
+        };
         JobBody body;
         try {
             body = command.factory().prepare(args, setup);
@@ -278,6 +322,20 @@ public final class JobManager implements AutoCloseable {
 
     private void finalizeNow(Job job) {
         release(job.claims);
+        JobBody body = job.body();
+        if (body != null) {
+            try {
+                mainLoop.call(() -> {
+                    body.commit(graph::setBacking);
+                    return null;
+                });
+            } catch (Exception e) {
+                String message = e.getMessage() == null ? e.toString() : e.getMessage();
+                LOG.info("job {} failed to finalize: {}", job.id(), message);
+                abort(job, message);
+                return;
+            }
+        }
         if (job.blockJob()) {
             events.publish("BLOCK_JOB_COMPLETED", job.blockJobEventData());
         }

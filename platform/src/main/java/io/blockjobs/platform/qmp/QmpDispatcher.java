@@ -24,7 +24,12 @@ public final class QmpDispatcher implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(QmpDispatcher.class);
 
     private final Map<String, QmpCommand<?>> commands = new TreeMap<>();
-    private final ExecutorService mainLoop = Executors.newSingleThreadExecutor(Thread.ofVirtual().name("qmp-main").factory());
+    private volatile Thread mainLoopThread;
+    private final ExecutorService mainLoop = Executors.newSingleThreadExecutor(r -> {
+        Thread t = Thread.ofVirtual().name("qmp-main").unstarted(r);
+        mainLoopThread = t;
+        return t;
+    });
 
     /** Adds a command; its name must be new. */
     public synchronized void register(QmpCommand<?> command) {
@@ -52,6 +57,18 @@ public final class QmpDispatcher implements AutoCloseable {
             }
         });
         return f;
+    }
+
+    /** Runs {@code task} on the main loop and waits for it (directly, if already there). */
+    public <T> T callOnMainLoop(java.util.concurrent.Callable<T> task) throws Exception {
+        if (Thread.currentThread() == mainLoopThread) {
+            return task.call();
+        }
+        try {
+            return onMainLoop(task).get();
+        } catch (java.util.concurrent.ExecutionException e) {
+            throw e.getCause() instanceof Exception ex ? ex : new RuntimeException(e.getCause());
+        }
     }
 
     /**

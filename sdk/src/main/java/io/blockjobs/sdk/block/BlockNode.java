@@ -64,6 +64,18 @@ public interface BlockNode extends AutoCloseable {
      */
     void discard(long offset, long length) throws IOException;
 
+    /**
+     * Copy-on-read: writes {@code src} at {@code offset} only into the clusters of the range that
+     * this layer does not hold yet, each checked and written atomically against other writes,
+     * so that data copied up from a backing file never overwrites newer data. Ranges must be
+     * cluster-aligned except at the end of the node.
+     *
+     * @throws UnsupportedOperationException if the format cannot tell (raw)
+     */
+    default void writeUnallocated(long offset, ByteBuffer src) throws IOException {
+        throw new UnsupportedOperationException(driver() + " has no allocation to fill");
+    }
+
     /** Makes every request that returned before this call durable. */
     void flush() throws IOException;
 

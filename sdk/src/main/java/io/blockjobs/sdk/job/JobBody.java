@@ -20,4 +20,11 @@ public interface JobBody {
     default boolean completable() {
         return false;
     }
+
+    /**
+     * Called once the job's work is done and it is being finalized (QEMU's {@code .prepare}),
+     * on the daemon's main loop: change the chain here. Throwing fails the job.
+     */
+    default void commit(GraphEdit edit) throws Exception {
+    }
 }

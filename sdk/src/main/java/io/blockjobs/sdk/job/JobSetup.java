@@ -14,4 +14,17 @@ public interface JobSetup {
      *         already holds it (QEMU's op blocker)
      */
     BlockNode claim(String nodeName);
+
+    /**
+     * Claims {@code nodeName} for writing: a backing layer opened read-only is reopened
+     * read-write for the job (and stays so), as QEMU's commit reopens its base.
+     */
+    BlockNode claimWritable(String nodeName);
+
+    /**
+     * The backing chain from {@code nodeName} down, the node itself first.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if there is no such node
+     */
+    java.util.List<ChainLink> chain(String nodeName);
 }

@@ -2,6 +2,7 @@ package io.blockjobs.sdk.testkit;
 
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.error.CommandException;
+import io.blockjobs.sdk.job.ChainLink;
 import io.blockjobs.sdk.job.ErrorAction;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
@@ -46,18 +47,44 @@ public final class JobHarness {
     /** Prepares the job as the platform would (the factory sees a {@link JobSetup}). */
     public <A extends JobArgs> JobBody prepare(JobCommand<A> command, A args) {
         claimed.clear();
-        JobSetup setup = name -> {
-            BlockNode n = nodes.get(name);
-            if (n == null) {
-                throw new CommandException("Device '" + name + "' not found");
+        JobSetup setup = new JobSetup() {
+            @Override
+            public BlockNode claim(String name) {
+                BlockNode n = nodes.get(name);
+                if (n == null) {
+                    throw new CommandException("Device '" + name + "' not found");
+                }
+                if (claimed.contains(name)) {
+                    throw new CommandException("Node '" + name + "' is busy");
+                }
+                claimed.add(name);
+                return n;
             }
-            if (claimed.contains(name)) {
-                throw new CommandException("Node '" + name + "' is busy");
+
+            @Override
+            public BlockNode claimWritable(String name) {
+                return claim(name);
             }
-            claimed.add(name);
-            return n;
+
+            @Override
+            public List<ChainLink> chain(String name) {
+                BlockNode n = nodes.get(name);
+                if (n == null) {
+                    throw new CommandException("Device '" + name + "' not found");
+                }
+                List<ChainLink> links = new ArrayList<>();
+                for (BlockNode b = n; b != null; b = b.backing().orElse(null)) {
+                    links.add(new ChainLink(nameOf(b), b, b.filename(), b.driver()));
+                }
+                return links;
+            }
         };
         return command.factory().prepare(args, setup);
+    }
+
+    private String nameOf(BlockNode node) {
+        return nodes.entrySet().stream().filter(e -> e.getValue() == node).map(Map.Entry::getKey).findFirst()
+                .orElse(node.filename());
     }
 
     /** Runs {@code body} to its end on this thread; cancels it at pause point {@code cancelAt} (or never: -1). */

@@ -1,0 +1,209 @@
+package io.blockjobs.platform.daemon;
+
+import static io.blockjobs.platform.testkit.QmpArgs.map;
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.blockjobs.platform.testkit.DaemonProcess;
+import io.blockjobs.platform.testkit.Qemu;
+import io.blockjobs.platform.testkit.QmpClient;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import tools.jackson.databind.JsonNode;
+
+/**
+ * block-stream and block-commit on chains made by qemu-img and qemu-io, with a distinct pattern
+ * in each layer; results checked with qemu-img compare, info --backing-chain and check.
+ */
+class StreamCommitIT {
+
+    @TempDir
+    Path dir;
+    Path base;
+    Path mid1;
+    Path mid2;
+    Path top;
+    DaemonProcess daemon;
+    QmpClient qmp;
+
+    @BeforeEach
+    void chain() {
+        base = dir.resolve("base.qcow2");
+        mid1 = dir.resolve("mid1.qcow2");
+        mid2 = dir.resolve("mid2.qcow2");
+        top = dir.resolve("top.qcow2");
+        Qemu.img("create", "-f", "qcow2", base.toString(), "32M");
+        Qemu.io(base, "qcow2", "write -P 0x11 0 12M");
+        Qemu.img("create", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "base.qcow2", "-F", "qcow2", mid1.toString());
+        Qemu.io(mid1, "qcow2", "write -P 0x22 4M 6M", "write -z 1M 1M", "write -P 0x23 20M 100k");
+        Qemu.img("create", "-f", "qcow2", "-b", "mid1.qcow2", "-F", "qcow2", mid2.toString());
+        Qemu.io(mid2, "qcow2", "write -P 0x33 8M 4M", "write -P 0x34 " + (24L << 20) + " 512");
+        Qemu.img("create", "-f", "qcow2", "-b", "mid2.qcow2", "-F", "qcow2", top.toString());
+        Qemu.io(top, "qcow2", "write -P 0x44 11M 2M");
+    }
+
+    @AfterEach
+    void stop() throws Exception {
+        if (qmp != null) {
+            qmp.close();
+        }
+        if (daemon != null) {
+            daemon.close();
+        }
+    }
+
+    /** Starts blockjobd with every layer as a named node, as libvirt does. */
+    private void startNamed() throws Exception {
+        daemon = DaemonProcess.startWithMonitor(dir, List.of(
+                "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + base,
+                "--blockdev", "driver=qcow2,node-name=mid1,backing=base,file.driver=file,file.filename=" + mid1,
+                "--blockdev", "driver=qcow2,node-name=mid2,backing=mid1,file.driver=file,file.filename=" + mid2,
+                "--blockdev", "driver=qcow2,node-name=top,backing=mid2,file.driver=file,file.filename=" + top,
+                "--export", "type=nbd,id=e,node-name=top,name=top,writable=on"));
+        qmp = QmpClient.connect(daemon.qmpSocket);
+    }
+
+    private Path snapshotOf(Path image, String name) throws Exception {
+        Path raw = dir.resolve(name + ".raw");
+        Qemu.img("convert", "-O", "raw", image.toString(), raw.toString());
+        return raw;
+    }
+
+    private List<String> runToEnd(String id) {
+        List<String> events = new ArrayList<>();
+        while (true) {
+            JsonNode e = qmp.awaitEvent("", d -> id.equals(d.path("id").asString(null)) || id.equals(d.path("device").asString(null)));
+            String name = e.get("event").asString();
+            events.add(name.equals("JOB_STATUS_CHANGE") ? e.at("/data/status").asString() : name);
+            if (name.equals("BLOCK_JOB_COMPLETED")) {
+                assertThat(e.at("/data/error").isMissingNode()).as("job %s failed: %s", id, e).isTrue();
+            }
+            if (events.get(events.size() - 1).equals("null")) {
+                return events;
+            }
+        }
+    }
+
+    private void quit() throws Exception {
+        qmp.ok("quit");
+        assertThat(daemon.awaitExit()).isZero();
+    }
+
+    private static List<String> chainOf(Path image) {
+        List<String> files = new ArrayList<>();
+        JsonNode chain = Qemu.JSON.readTree(Qemu.img("info", "--output=json", "--backing-chain", image.toString()).out());
+        for (JsonNode layer : chain) {
+            files.add(Path.of(layer.get("filename").asString()).getFileName().toString());
+        }
+        return files;
+    }
+
+    @Test
+    void streamTheWholeChainIntoTheTop() throws Exception {
+        Path before = snapshotOf(top, "before");
+        daemon = DaemonProcess.startWithMonitor(dir, List.of(
+                "--blockdev", "driver=qcow2,node-name=top,file.driver=file,file.filename=" + top));
+        qmp = QmpClient.connect(daemon.qmpSocket);
+        qmp.ok("block-stream", map("device", "top"));
+        assertThat(runToEnd("top")).containsSubsequence("running", "waiting", "pending", "BLOCK_JOB_COMPLETED", "concluded");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2");
+        Qemu.assertClean(top);
+        assertThat(Qemu.identical(top, "qcow2", before, "raw")).isTrue();
+    }
+
+    @Test
+    void streamOntoABaseWhileAClientWrites() throws Exception {
+        Path before = snapshotOf(top, "before");
+        startNamed();
+        qmp.ok("block-stream", map("job-id", "s", "device", "top", "base-node", "mid1", "speed", 8 << 20));
+        // Writes through NBD while the job runs: they must win over copied data.
+        Qemu.ioNbd(daemon.nbdUri("top"), "write -P 0x55 9M 64k", "write -P 0x56 30M 1M", "write -P 0x57 20M 4k");
+        Qemu.io(before, "raw", "write -P 0x55 9M 64k", "write -P 0x56 30M 1M", "write -P 0x57 20M 4k");
+        runToEnd("s");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "mid1.qcow2", "base.qcow2");
+        for (Path p : List.of(top, mid1, base)) {
+            Qemu.assertClean(p);
+        }
+        assertThat(Qemu.identical(top, "qcow2", before, "raw")).isTrue();
+    }
+
+    @Test
+    void streamIntoAnIntermediateLayer() throws Exception {
+        Path topBefore = snapshotOf(top, "top-before");
+        Path mid2Before = snapshotOf(mid2, "mid2-before");
+        startNamed();
+        qmp.ok("block-stream", map("job-id", "i", "device", "mid2", "base-node", "base"));
+        runToEnd("i");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "mid2.qcow2", "base.qcow2");
+        assertThat(Qemu.identical(top, "qcow2", topBefore, "raw")).isTrue();
+        assertThat(Qemu.identical(mid2, "qcow2", mid2Before, "raw")).as("mid2 on its own").isTrue();
+        Qemu.assertClean(mid2);
+    }
+
+    @Test
+    void commitAnIntermediateLayerDown() throws Exception {
+        Path topBefore = snapshotOf(top, "top-before");
+        Path mid2Before = snapshotOf(mid2, "mid2-before");
+        startNamed();
+        qmp.ok("block-commit", map("job-id", "c", "device", "top", "top-node", "mid2", "base-node", "mid1"));
+        assertThat(runToEnd("c")).contains("BLOCK_JOB_COMPLETED");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "mid1.qcow2", "base.qcow2");
+        for (Path p : List.of(top, mid1, base)) {
+            Qemu.assertClean(p);
+        }
+        assertThat(Qemu.identical(top, "qcow2", topBefore, "raw")).isTrue();
+        assertThat(Qemu.identical(mid1, "qcow2", mid2Before, "raw")).as("mid1 now holds what mid2 showed").isTrue();
+    }
+
+    @Test
+    void commitTwoLayersIntoTheBase() throws Exception {
+        Path topBefore = snapshotOf(top, "top-before");
+        startNamed();
+        qmp.ok("block-commit", map("job-id", "c", "device", "top", "top-node", "mid2", "speed", 16 << 20));
+        runToEnd("c");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "base.qcow2");
+        Qemu.assertClean(base);
+        assertThat(Qemu.identical(top, "qcow2", topBefore, "raw")).isTrue();
+    }
+
+    @Test
+    void badArgumentsChangeNothing() throws Exception {
+        byte[] topBytes = Files.readAllBytes(top);
+        byte[] baseBytes = Files.readAllBytes(base);
+        startNamed();
+        assertThat(qmp.error("block-commit", map("device", "nowhere")).get("class").asString()).isEqualTo("DeviceNotFound");
+        assertThat(qmp.error("block-stream", map("device", "nowhere")).get("class").asString()).isEqualTo("DeviceNotFound");
+        assertThat(qmp.error("block-commit", map("device", "top", "top-node", "mid1", "base-node", "mid1"))
+                .get("desc").asString()).isEqualTo("cannot commit an image into itself");
+        assertThat(qmp.error("block-commit", map("device", "top", "top-node", "mid1", "base-node", "mid2"))
+                .get("desc").asString()).contains("'mid2' is not below 'mid1'");
+        assertThat(qmp.error("block-commit", map("device", "top", "top-node", "mid1", "base-node", "elsewhere"))
+                .get("desc").asString()).isEqualTo("'elsewhere' is not in this backing file chain");
+        assertThat(qmp.error("block-stream", map("device", "top", "base-node", "base", "base", base.toString()))
+                .get("desc").asString()).contains("cannot be specified at the same time");
+        assertThat(qmp.error("block-stream", map("device", "top", "backing-file", "x.qcow2"))
+                .get("desc").asString()).contains("streaming the entire chain");
+        // A node in use by one job is refused to another.
+        qmp.ok("block-stream", map("job-id", "slow", "device", "top", "base-node", "base", "speed", 1 << 20));
+        assertThat(qmp.error("block-commit", map("job-id", "c2", "device", "top", "top-node", "mid2"))
+                .get("desc").asString()).contains("is busy");
+        qmp.ok("job-cancel", map("id", "slow"));
+        assertThat(runToEnd("slow")).contains("BLOCK_JOB_CANCELLED");
+        quit();
+        // A cancelled stream leaves the chain as it was; its copies are allowed in the top only.
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "mid2.qcow2", "mid1.qcow2", "base.qcow2");
+        assertThat(Files.readAllBytes(base)).isEqualTo(baseBytes);
+        assertThat(topBytes.length).isPositive();
+        Qemu.assertClean(top);
+    }
+}

@@ -1,0 +1,140 @@
+package io.blockjobs.plugins.commit;
+
+import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.error.CommandException;
+import io.blockjobs.sdk.job.ChainLink;
+import io.blockjobs.sdk.job.Chains;
+import io.blockjobs.sdk.job.ErrorAction;
+import io.blockjobs.sdk.job.GraphEdit;
+import io.blockjobs.sdk.job.JobArgs;
+import io.blockjobs.sdk.job.JobBody;
+import io.blockjobs.sdk.job.JobCommand;
+import io.blockjobs.sdk.job.JobContext;
+import io.blockjobs.sdk.job.JobSetup;
+import io.blockjobs.sdk.job.JobType;
+import io.blockjobs.sdk.job.OnError;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.List;
+import java.util.Optional;
+import org.pf4j.Extension;
+
+/**
+ * QMP {@code block-commit}, intermediate commit: copies every range that lives in {@code top} or
+ * a layer between it and {@code base} down into {@code base}, then makes {@code base} the backing
+ * of {@code top}'s overlay, dropping the committed layers. Active commit (top = the active
+ * layer) is refused until the mirror engine exists.
+ */
+@Extension
+public final class CommitJob implements JobType {
+    static final int CHUNK = 512 * 1024;
+
+    /** {@code block-commit}'s arguments, as QEMU names them. */
+    public record Args(Optional<String> jobId, String device, Optional<String> top, Optional<String> topNode,
+                       Optional<String> base, Optional<String> baseNode, Optional<String> backingFile,
+                       Optional<Boolean> backingMaskProtocol, Optional<Long> speed, Optional<OnError> onError,
+                       Optional<String> filterNodeName, Optional<Boolean> autoFinalize,
+                       Optional<Boolean> autoDismiss) implements JobArgs {
+    }
+
+    @Override
+    public List<JobCommand<?>> commands() {
+        return List.of(new JobCommand<>("block-commit", "commit", Args.class, CommitJob::prepare));
+    }
+
+    static JobBody prepare(Args a, JobSetup setup) {
+        List<ChainLink> chain = setup.chain(a.device());
+        String topNode = a.topNode().orElse(null);
+        String topFile = a.top().orElse(null);
+        int top;
+        if (topNode == null && topFile == null) {
+            top = 0;
+        } else if (topNode != null && topNode.equals(a.device()) || topFile != null && topFile.equals(chain.get(0).filename())) {
+            top = 0;
+        } else {
+            top = Chains.find(chain, 0, "top-node", topNode, "top", topFile);
+        }
+        String baseNode = a.baseNode().orElse(null);
+        String baseFile = a.base().orElse(null);
+        if (baseNode != null && baseNode.equals(chain.get(top).nodeName())
+                || baseFile != null && baseFile.equals(chain.get(top).filename())) {
+            throw new CommandException("cannot commit an image into itself");
+        }
+        int base = Chains.find(chain, top, "base-node", baseNode, "base", baseFile);
+        if (base < 0) {
+            base = chain.size() - 1;
+        }
+        if (base <= top) {
+            throw new CommandException("cannot commit an image into itself");
+        }
+        if (top == 0) {
+            throw new CommandException("active commit (top is the active layer '" + a.device()
+                    + "') is not supported yet; commit an intermediate layer with top-node");
+        }
+        BlockNode topLayer = chain.get(top).node();
+        BlockNode baseLayer = setup.claimWritable(chain.get(base).nodeName());
+        for (int i = top; i < base; i++) {
+            setup.claim(chain.get(i).nodeName());
+        }
+        try {
+            if (baseLayer.size() < topLayer.size()) {
+                throw new CommandException("'" + chain.get(base).nodeName() + "' is smaller than '"
+                        + chain.get(top).nodeName() + "'; resizing the base is not supported");
+            }
+        } catch (IOException e) {
+            throw new CommandException(e.getMessage());
+        }
+        String overlay = chain.get(top - 1).nodeName();
+        String baseName = chain.get(base).nodeName();
+        String backingFile = a.backingFile().orElse(null);
+        int layers = base - top; // layers [top, base) are copied
+        return new JobBody() {
+            @Override
+            public void run(JobContext ctx) throws Exception {
+                copyDown(ctx, topLayer, baseLayer, layers);
+            }
+
+            @Override
+            public void commit(GraphEdit edit) {
+                edit.setBacking(overlay, baseName, backingFile);
+            }
+        };
+    }
+
+    /** Copies down every range whose data lives in one of the {@code layers} layers from top. */
+    static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers) throws IOException {
+        long size = top.size();
+        int chunk = Math.max(CHUNK, top.clusterSize());
+        ByteBuffer buffer = ByteBuffer.allocateDirect(chunk);
+        long offset = 0;
+        ctx.progress(0, size);
+        while (offset < size) {
+            ctx.pausePoint();
+            BlockStatus where = top.chainStatus(offset, Math.min(chunk - offset % chunk, size - offset));
+            long length = where.length();
+            if (where.allocated() && where.depth() < layers) {
+                boolean reading = true;
+                try {
+                    if (where.zero()) {
+                        reading = false;
+                        base.writeZeroes(offset, length, true);
+                    } else {
+                        buffer.clear().limit((int) length);
+                        top.read(offset, buffer);
+                        reading = false;
+                        base.write(offset, buffer.flip());
+                    }
+                    ctx.throttle(length);
+                } catch (IOException e) {
+                    if (ctx.onIoError(e, reading) == ErrorAction.RETRY) {
+                        continue;
+                    }
+                }
+            }
+            offset += length;
+            ctx.progress(offset, size);
+        }
+        base.flush(); // durable before the chain changes
+    }
+}
