@@ -177,6 +177,26 @@ class StreamCommitIT {
     }
 
     @Test
+    void safeCommitKeepsEveryIntermediateImageValidOnItsOwn() throws Exception {
+        Path topBefore = snapshotOf(top, "top-before");
+        Path mid2Before = snapshotOf(mid2, "mid2-before");
+        Path mid1Before = snapshotOf(mid1, "mid1-before");
+        startNamed();
+        qmp.ok("block-commit", map("job-id", "safe", "device", "top", "top-node", "mid2", "base-node", "base",
+                "x-safe", true));
+        runToEnd("safe");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "base.qcow2");
+        assertThat(Qemu.identical(top, "qcow2", topBefore, "raw")).isTrue();
+        // mid2 and mid1, each opened on its own over the changed base, read as before.
+        assertThat(Qemu.identical(mid2, "qcow2", mid2Before, "raw")).as("mid2 on its own").isTrue();
+        assertThat(Qemu.identical(mid1, "qcow2", mid1Before, "raw")).as("mid1 on its own").isTrue();
+        for (Path p : List.of(top, mid1, mid2, base)) {
+            Qemu.assertClean(p);
+        }
+    }
+
+    @Test
     void badArgumentsChangeNothing() throws Exception {
         byte[] topBytes = Files.readAllBytes(top);
         byte[] baseBytes = Files.readAllBytes(base);

@@ -25,6 +25,10 @@ import org.pf4j.Extension;
  * a layer between it and {@code base} down into {@code base}, then makes {@code base} the backing
  * of {@code top}'s overlay, dropping the committed layers. Active commit (top = the active
  * layer) is refused until the mirror engine exists.
+ *
+ * <p>{@code x-safe: true} (a blockjobs extension) makes the commit safe for the layers left
+ * behind: before a range of the base is overwritten, its old contents are copied up into the
+ * image directly above the base, unless that image holds the range itself.
  */
 @Extension
 public final class CommitJob implements JobType {
@@ -35,7 +39,7 @@ public final class CommitJob implements JobType {
                        Optional<String> base, Optional<String> baseNode, Optional<String> backingFile,
                        Optional<Boolean> backingMaskProtocol, Optional<Long> speed, Optional<OnError> onError,
                        Optional<String> filterNodeName, Optional<Boolean> autoFinalize,
-                       Optional<Boolean> autoDismiss) implements JobArgs {
+                       Optional<Boolean> autoDismiss, Optional<Boolean> xSafe) implements JobArgs {
     }
 
     @Override
@@ -74,9 +78,15 @@ public final class CommitJob implements JobType {
         }
         BlockNode topLayer = chain.get(top).node();
         BlockNode baseLayer = setup.claimWritable(chain.get(base).nodeName());
+        boolean safe = a.xSafe().orElse(false);
         for (int i = top; i < base; i++) {
-            setup.claim(chain.get(i).nodeName());
+            if (safe && i == base - 1) {
+                setup.claimWritable(chain.get(i).nodeName()); // receives the base's old data
+            } else {
+                setup.claim(chain.get(i).nodeName());
+            }
         }
+        BlockNode aboveBase = chain.get(base - 1).node();
         try {
             if (baseLayer.size() < topLayer.size()) {
                 throw new CommandException("'" + chain.get(base).nodeName() + "' is smaller than '"
@@ -92,7 +102,7 @@ public final class CommitJob implements JobType {
         return new JobBody() {
             @Override
             public void run(JobContext ctx) throws Exception {
-                copyDown(ctx, topLayer, baseLayer, layers);
+                copyDown(ctx, topLayer, baseLayer, layers, safe ? aboveBase : null);
             }
 
             @Override
@@ -102,11 +112,18 @@ public final class CommitJob implements JobType {
         };
     }
 
-    /** Copies down every range whose data lives in one of the {@code layers} layers from top. */
-    static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers) throws IOException {
+    /**
+     * Copies down every range whose data lives in one of the {@code layers} layers from top.
+     * With {@code keepOld} (safe commit), the base's old contents of each range are first copied
+     * up, durably, into {@code keepOld} (the layer right above the base) wherever that layer does
+     * not hold the range itself: every intermediate image stays a valid delta over the base.
+     */
+    static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld)
+            throws IOException {
         long size = top.size();
         int chunk = Math.max(CHUNK, top.clusterSize());
         ByteBuffer buffer = ByteBuffer.allocateDirect(chunk);
+        ByteBuffer old = keepOld == null ? null : ByteBuffer.allocateDirect(chunk);
         long offset = 0;
         ctx.progress(0, size);
         while (offset < size) {
@@ -116,6 +133,12 @@ public final class CommitJob implements JobType {
             if (where.allocated() && where.depth() < layers) {
                 boolean reading = true;
                 try {
+                    if (keepOld != null) {
+                        old.clear().limit((int) length);
+                        base.read(offset, old);
+                        keepOld.writeUnallocated(offset, old.flip());
+                        keepOld.flush(); // the old data is safe before the base changes
+                    }
                     if (where.zero()) {
                         reading = false;
                         base.writeZeroes(offset, length, true);
