@@ -29,7 +29,41 @@ public final class BlockBackend {
         return root.node();
     }
 
-    void setRoot(GraphNode root) {
-        this.root = root;
+    /** One request: runs with the node it goes to, which no graph change can swap meanwhile. */
+    public <T> T io(Request<T> request) throws java.io.IOException {
+        inFlight.readLock().lock();
+        try {
+            return request.run(root.node());
+        } finally {
+            inFlight.readLock().unlock();
+        }
     }
+
+    /** A request through a backend. */
+    @FunctionalInterface
+    public interface Request<T> {
+        T run(BlockNode node) throws java.io.IOException;
+    }
+
+    /** Waits for requests in flight and holds off new ones until {@link #undrain()} (QEMU's drain). */
+    void drain() {
+        inFlight.writeLock().lock();
+    }
+
+    void undrain() {
+        inFlight.writeLock().unlock();
+    }
+
+    /** Points the backend at another node, between requests. */
+    void setRoot(GraphNode root) {
+        drain();
+        try {
+            this.root = root;
+        } finally {
+            undrain();
+        }
+    }
+
+    private final java.util.concurrent.locks.ReentrantReadWriteLock inFlight =
+            new java.util.concurrent.locks.ReentrantReadWriteLock();
 }

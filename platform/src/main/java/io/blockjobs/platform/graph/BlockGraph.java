@@ -410,6 +410,67 @@ public final class BlockGraph implements AutoCloseable {
         }
     }
 
+    /**
+     * Puts a write-tracking filter above {@code nodeName}; every backend on the node except
+     * {@code keep} (the job's own) now goes through it.
+     */
+    public synchronized io.blockjobs.sdk.job.WriteTracker insertTracker(String nodeName, String filterName,
+                                                                       java.util.Collection<BlockBackend> keep) {
+        GraphNode node = require(nodeName);
+        String name = filterName != null ? filterName : generateName();
+        if (filterName != null) {
+            checkNewName(filterName);
+        }
+        GraphNode[] self = new GraphNode[1];
+        WriteTrackingFilter filter = new WriteTrackingFilter(name, node.node(), () -> drainUsersOf(self[0]));
+        GraphNode f = new GraphNode(name, filter, false, node, null);
+        self[0] = f;
+        nodes.put(name, f);
+        for (BlockBackend b : backends) {
+            if (b.root() == node && !keep.contains(b)) {
+                b.setRoot(f);
+            }
+        }
+        return filter;
+    }
+
+    /** Drains every backend on {@code node} until the returned handle is closed (same thread). */
+    private AutoCloseable drainUsersOf(GraphNode node) {
+        List<BlockBackend> drained = new ArrayList<>();
+        for (BlockBackend b : backends) {
+            if (b.root() == node) {
+                b.drain();
+                drained.add(b);
+            }
+        }
+        return () -> drained.forEach(BlockBackend::undrain);
+    }
+
+    /** Moves every backend on {@code from} to {@code to}. */
+    public synchronized void replaceUsers(String from, String to) {
+        GraphNode f = require(from);
+        GraphNode t = require(to);
+        for (BlockBackend b : backends) {
+            if (b.root() == f) {
+                b.setRoot(t);
+            }
+        }
+    }
+
+    /** Removes a tracking filter; its backends go to the node beneath. */
+    public synchronized void removeFilter(String filterName) {
+        GraphNode f = nodes.get(filterName);
+        if (f == null || !(f.node() instanceof WriteTrackingFilter)) {
+            return;
+        }
+        for (BlockBackend b : backends) {
+            if (b.root() == f) {
+                b.setRoot(f.file());
+            }
+        }
+        nodes.remove(filterName);
+    }
+
     private void checkNewName(String name) {
         if (!NODE_NAME.matcher(name).matches()) {
             throw new CommandException("Invalid node-name: '" + name + "'");

@@ -123,6 +123,11 @@ public final class JobManager implements AutoCloseable {
             }
 
             @Override
+            public io.blockjobs.sdk.job.WriteTracker trackWrites(String nodeName, String filterNodeName) {
+                return graph.insertTracker(nodeName, filterNodeName, claims);
+            }
+
+            @Override
             public List<ChainLink> chain(String nodeName) {
                 GraphNode top = graph.find(nodeName);
                 if (top == null) {
@@ -297,7 +302,36 @@ public final class JobManager implements AutoCloseable {
         }
     }
 
+    /** The graph edits jobs make when they finalize or abort. */
+    private final io.blockjobs.sdk.job.GraphEdit edit = new io.blockjobs.sdk.job.GraphEdit() {
+        @Override
+        public void setBacking(String overlayNode, String backingNode, String backingFile) {
+            graph.setBacking(overlayNode, backingNode, backingFile);
+        }
+
+        @Override
+        public void replaceUsers(String fromNode, String toNode) {
+            graph.replaceUsers(fromNode, toNode);
+        }
+
+        @Override
+        public void removeFilter(String filterNodeName) {
+            graph.removeFilter(filterNodeName);
+        }
+    };
+
     private void abort(Job job, String error) {
+        JobBody abortedBody = job.body();
+        if (abortedBody != null) {
+            try {
+                mainLoop.call(() -> {
+                    abortedBody.abort(edit);
+                    return null;
+                });
+            } catch (Exception e) {
+                LOG.warn("job {}: undoing its graph changes failed: {}", job.id(), e.getMessage());
+            }
+        }
         Group group = groups.remove(job);
         if (group != null) {
             group.abort(job);
@@ -326,7 +360,11 @@ public final class JobManager implements AutoCloseable {
         if (body != null) {
             try {
                 mainLoop.call(() -> {
-                    body.commit(graph::setBacking);
+                    if (job.softCancelled()) {
+                        body.abort(edit); // cancelled after ready: completed, without a switch-over
+                    } else {
+                        body.commit(edit);
+                    }
                     return null;
                 });
             } catch (Exception e) {

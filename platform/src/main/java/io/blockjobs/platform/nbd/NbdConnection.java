@@ -360,10 +360,15 @@ final class NbdConnection extends ByteToMessageDecoder {
         if (++inFlight >= MAX_IN_FLIGHT) {
             ctx.channel().config().setAutoRead(false);
         }
-        BlockNode node = export.backend().node();
         io.execute(() -> {
             try {
-                serve(ctx, node, flags, type, cookie, offset, length, payload);
+                // The node is chosen inside the backend, so a graph change waits for this request.
+                export.backend().io(node -> {
+                    serve(ctx, node, flags, type, cookie, offset, length, payload);
+                    return null;
+                });
+            } catch (IOException e) {
+                error(ctx, cookie, EIO, e.getMessage());
             } finally {
                 if (payload != null) {
                     payload.release();

@@ -197,6 +197,49 @@ class StreamCommitIT {
     }
 
     @Test
+    void activeCommitSwitchesClientsToTheBaseWithNothingLost() throws Exception {
+        Path expected = snapshotOf(top, "expected");
+        startNamed();
+        qmp.ok("block-commit", map("job-id", "ac", "device", "top", "base-node", "mid1"));
+        qmp.awaitEvent("BLOCK_JOB_READY", d -> d.get("device").asString().equals("ac"));
+        // Writes after READY go to the top and are copied down before the switch.
+        Qemu.ioNbd(daemon.nbdUri("top"), "write -P 0x61 2M 1M", "write -P 0x62 31M 64k");
+        Qemu.io(expected, "raw", "write -P 0x61 2M 1M", "write -P 0x62 31M 64k");
+        assertThat(qmp.ok("query-block-jobs").get(0).get("ready").asBoolean()).isTrue();
+        qmp.ok("job-complete", map("id", "ac"));
+        assertThat(runToEnd("ac")).containsSubsequence("BLOCK_JOB_COMPLETED", "concluded", "null");
+        assertThat(qmp.ok("query-block-exports").get(0).get("node-name").asString()).isEqualTo("mid1");
+        // The export now writes into the base of the commit.
+        Qemu.ioNbd(daemon.nbdUri("top"), "write -P 0x63 5M 64k");
+        Qemu.io(expected, "raw", "write -P 0x63 5M 64k");
+        quit();
+        for (Path p : List.of(top, mid2, mid1, base)) {
+            Qemu.assertClean(p);
+        }
+        assertThat(Qemu.identical(mid1, "qcow2", expected, "raw")).as("mid1 holds the whole disk").isTrue();
+    }
+
+    @Test
+    void cancelAfterReadyLeavesTheChainAndTheDataInBoth() throws Exception {
+        Path expected = snapshotOf(top, "expected");
+        startNamed();
+        qmp.ok("block-commit", map("job-id", "ac", "device", "top", "base-node", "mid1"));
+        qmp.awaitEvent("BLOCK_JOB_READY", d -> true);
+        Qemu.ioNbd(daemon.nbdUri("top"), "write -P 0x71 3M 64k");
+        Qemu.io(expected, "raw", "write -P 0x71 3M 64k");
+        qmp.ok("block-job-cancel", map("device", "ac"));
+        assertThat(runToEnd("ac")).contains("BLOCK_JOB_COMPLETED").doesNotContain("aborting");
+        assertThat(qmp.ok("query-block-exports").get(0).get("node-name").asString()).isEqualTo("top");
+        Qemu.ioNbd(daemon.nbdUri("top"), "read -P 0x71 3M 64k");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "mid2.qcow2", "mid1.qcow2", "base.qcow2");
+        assertThat(Qemu.identical(top, "qcow2", expected, "raw")).isTrue();
+        // The base of the commit holds a point-in-time copy of the whole disk, up to the cancel.
+        assertThat(Qemu.identical(mid1, "qcow2", expected, "raw")).as("the data is in the base too").isTrue();
+        Qemu.assertClean(mid1);
+    }
+
+    @Test
     void badArgumentsChangeNothing() throws Exception {
         byte[] topBytes = Files.readAllBytes(top);
         byte[] baseBytes = Files.readAllBytes(base);

@@ -12,4 +12,10 @@ public interface GraphEdit {
      * as QEMU writes it). Layers left without users are closed.
      */
     void setBacking(String overlayNode, String backingNode, String backingFile);
+
+    /** Moves the users of {@code fromNode} (exports, parents) to {@code toNode}: the switch-over. */
+    void replaceUsers(String fromNode, String toNode);
+
+    /** Removes a filter put in by {@link JobSetup#trackWrites}; its users go to the node beneath it. */
+    void removeFilter(String filterNodeName);
 }

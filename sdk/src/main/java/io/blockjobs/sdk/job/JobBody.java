@@ -27,4 +27,11 @@ public interface JobBody {
      */
     default void commit(GraphEdit edit) throws Exception {
     }
+
+    /**
+     * Called instead of {@link #commit} when the job failed or was cancelled (also by a soft
+     * cancel after {@code ready}), on the main loop: undo graph changes such as filters.
+     */
+    default void abort(GraphEdit edit) {
+    }
 }

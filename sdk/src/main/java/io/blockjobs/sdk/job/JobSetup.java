@@ -27,4 +27,12 @@ public interface JobSetup {
      * @throws io.blockjobs.sdk.error.CommandException if there is no such node
      */
     java.util.List<ChainLink> chain(String nodeName);
+
+    /**
+     * Puts a filter above {@code nodeName} that records every client write; exports and other
+     * users of the node now go through it. Removed by {@link GraphEdit#removeFilter}.
+     *
+     * @param filterNodeName the filter's node name, or null for a generated one
+     */
+    WriteTracker trackWrites(String nodeName, String filterNodeName);
 }

@@ -14,6 +14,7 @@ import io.blockjobs.sdk.job.JobContext;
 import io.blockjobs.sdk.job.JobSetup;
 import io.blockjobs.sdk.job.JobType;
 import io.blockjobs.sdk.job.OnError;
+import io.blockjobs.sdk.job.WriteTracker;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
@@ -23,8 +24,8 @@ import org.pf4j.Extension;
 /**
  * QMP {@code block-commit}, intermediate commit: copies every range that lives in {@code top} or
  * a layer between it and {@code base} down into {@code base}, then makes {@code base} the backing
- * of {@code top}'s overlay, dropping the committed layers. Active commit (top = the active
- * layer) is refused until the mirror engine exists.
+ * of {@code top}'s overlay, dropping the committed layers; active commit when {@code top} is
+ * the active layer (see {@link #prepareActive}).
  *
  * <p>{@code x-safe: true} (a blockjobs extension) makes the commit safe for the layers left
  * behind: before a range of the base is overwritten, its old contents are copied up into the
@@ -73,8 +74,7 @@ public final class CommitJob implements JobType {
             throw new CommandException("cannot commit an image into itself");
         }
         if (top == 0) {
-            throw new CommandException("active commit (top is the active layer '" + a.device()
-                    + "') is not supported yet; commit an intermediate layer with top-node");
+            return prepareActive(a, setup, chain, base);
         }
         BlockNode topLayer = chain.get(top).node();
         BlockNode baseLayer = setup.claimWritable(chain.get(base).nodeName());
@@ -110,6 +110,103 @@ public final class CommitJob implements JobType {
                 edit.setBacking(overlay, baseName, backingFile);
             }
         };
+    }
+
+    /**
+     * Active commit: the top is the active layer, written by clients while the job runs. The job
+     * copies everything above the base down, then keeps copying what clients write (through a
+     * write-tracking filter) and says {@code ready}; on {@code job-complete} it copies the last
+     * writes with clients held off and switches them over to the base. A cancel after
+     * {@code ready} leaves the chain as it was, the data in both.
+     */
+    static JobBody prepareActive(Args a, JobSetup setup, List<ChainLink> chain, int base) {
+        if (a.backingFile().isPresent()) {
+            throw new CommandException("backing-file cannot be given for an active commit: the top has no overlay");
+        }
+        if (a.xSafe().orElse(false)) {
+            throw new CommandException("x-safe is not supported for an active commit");
+        }
+        BlockNode topLayer = setup.claim(chain.get(0).nodeName());
+        BlockNode baseLayer = setup.claimWritable(chain.get(base).nodeName());
+        for (int i = 1; i < base; i++) {
+            setup.claim(chain.get(i).nodeName());
+        }
+        WriteTracker tracker = setup.trackWrites(chain.get(0).nodeName(), a.filterNodeName().orElse(null));
+        String baseName = chain.get(base).nodeName();
+        return new JobBody() {
+            @Override
+            public boolean completable() {
+                return true;
+            }
+
+            @Override
+            public void run(JobContext ctx) throws Exception {
+                copyDown(ctx, topLayer, baseLayer, base, null);
+                boolean ready = false;
+                while (true) {
+                    List<WriteTracker.Range> dirty = tracker.takeDirty();
+                    for (WriteTracker.Range r : dirty) {
+                        copyRange(ctx, topLayer, baseLayer, r.offset(), r.length());
+                    }
+                    if (dirty.isEmpty()) {
+                        if (!ready) {
+                            baseLayer.flush();
+                            ctx.ready();
+                            ready = true;
+                        }
+                        if (ctx.completeRequested()) {
+                            return; // the last writes are copied at the switch-over
+                        }
+                        tracker.awaitDirty(100); // as QEMU's mirror, wake at least every 100 ms
+                    }
+                    ctx.pausePoint();
+                }
+            }
+
+            @Override
+            public void commit(GraphEdit edit) throws Exception {
+                try (AutoCloseable held = tracker.blockWrites()) {
+                    for (WriteTracker.Range r : tracker.takeDirty()) {
+                        copyRange(null, topLayer, baseLayer, r.offset(), r.length());
+                    }
+                    baseLayer.flush();
+                    edit.replaceUsers(tracker.filterNodeName(), baseName);
+                }
+                edit.removeFilter(tracker.filterNodeName());
+            }
+
+            @Override
+            public void abort(GraphEdit edit) {
+                // A soft cancel after ready leaves a point-in-time copy in the base: copy the last writes.
+                try (AutoCloseable held = tracker.blockWrites()) {
+                    for (WriteTracker.Range r : tracker.takeDirty()) {
+                        copyRange(null, topLayer, baseLayer, r.offset(), r.length());
+                    }
+                    baseLayer.flush();
+                } catch (Exception e) {
+                    // a failed or cancelled job leaves the base as far as it got
+                } finally {
+                    edit.removeFilter(tracker.filterNodeName());
+                }
+            }
+        };
+    }
+
+    /** Copies one range of the top's view into the base ({@code ctx} null: no throttling). */
+    static void copyRange(JobContext ctx, BlockNode top, BlockNode base, long offset, long length) throws IOException {
+        long size = top.size();
+        long end = Math.min(size, offset + length);
+        ByteBuffer buffer = ByteBuffer.allocate((int) Math.min(CHUNK, end - offset));
+        for (long pos = offset; pos < end; ) {
+            int n = (int) Math.min(buffer.capacity(), end - pos);
+            buffer.clear().limit(n);
+            top.read(pos, buffer);
+            base.write(pos, buffer.flip());
+            if (ctx != null) {
+                ctx.throttle(n);
+            }
+            pos += n;
+        }
     }
 
     /**
