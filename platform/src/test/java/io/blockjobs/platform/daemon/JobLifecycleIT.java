@@ -305,10 +305,16 @@ class JobLifecycleIT {
 
     @Test
     void pluginsLoadAndUnloadAtRunTime() throws Exception {
-        JsonNode plugins = qmp.ok("query-plugins");
-        assertThat(plugins.get(0).get("id").asString()).isEqualTo("null-job");
-        assertThat(plugins.get(0).get("commands").get(0).asString()).isEqualTo("block-null");
-        String jar = plugins.get(0).get("path").asString();
+        JsonNode nullPlugin = null;
+        for (JsonNode p : qmp.ok("query-plugins")) {
+            if (p.get("id").asString().equals("null-job")) {
+                nullPlugin = p;
+            }
+        }
+        assertThat(nullPlugin).as("the distribution's null plugin").isNotNull();
+        assertThat(nullPlugin.get("state").asString()).isEqualTo("started");
+        assertThat(nullPlugin.get("commands").get(0).asString()).isEqualTo("block-null");
+        String jar = nullPlugin.get("path").asString();
 
         qmp.ok("block-null", map("job-id", "keep", "device", "a", "auto-dismiss", false));
         eventsUntil("keep", "concluded");
