@@ -113,6 +113,12 @@ public final class DaemonProcess implements AutoCloseable {
         }
     }
 
+    /** SIGKILL: the daemon gets no chance to close anything. */
+    public void killHard() throws InterruptedException {
+        process.toHandle().destroyForcibly();
+        process.waitFor();
+    }
+
     public long pid() {
         return process.pid();
     }

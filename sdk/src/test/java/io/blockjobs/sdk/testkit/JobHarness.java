@@ -11,6 +11,7 @@ import io.blockjobs.sdk.job.JobCommand;
 import io.blockjobs.sdk.job.JobContext;
 import io.blockjobs.sdk.job.JobSetup;
 import io.blockjobs.sdk.job.OnError;
+import io.blockjobs.sdk.job.WriteTracker;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -64,6 +65,31 @@ public final class JobHarness {
             @Override
             public BlockNode claimWritable(String name) {
                 return claim(name);
+            }
+
+            @Override
+            public WriteTracker trackWrites(String name, String filterNodeName) {
+                return new WriteTracker() { // no clients write in the harness
+                    @Override
+                    public String filterNodeName() {
+                        return filterNodeName != null ? filterNodeName : name + "-filter";
+                    }
+
+                    @Override
+                    public List<Range> takeDirty() {
+                        return List.of();
+                    }
+
+                    @Override
+                    public boolean awaitDirty(long millis) {
+                        return false;
+                    }
+
+                    @Override
+                    public AutoCloseable blockWrites() {
+                        return () -> { };
+                    }
+                };
             }
 
             @Override
