@@ -393,7 +393,13 @@ public final class BlockGraph implements AutoCloseable {
             throw new CommandException("'" + overlayName + "' (" + overlay.driver() + ") cannot have a backing file");
         }
         String name = backing == null ? null : backingFile != null ? backingFile : backing.node().filename();
-        String format = backing == null ? null : backing.driver();
+        String format = null;
+        for (GraphNode f = backing; f != null; f = f.file()) { // a filter's format is its image's
+            format = f.driver();
+            if (!(f.node() instanceof BlkdebugNode) && !(f.node() instanceof WriteTrackingFilter)) {
+                break;
+            }
+        }
         try {
             q.replaceBacking(backing == null ? null : backing.node(), name, format);
         } catch (IOException e) {

@@ -52,6 +52,18 @@ public final class GraphNode {
         this.backing = backing;
     }
 
+    /**
+     * The next layer down the chain: the backing child, or for a filter (blkdebug, a job's
+     * write tracker) the backing of the node it filters, as the filter's reads see it.
+     */
+    public GraphNode chainNext() {
+        if (backing != null) {
+            return backing;
+        }
+        boolean filter = node instanceof io.blockjobs.platform.image.BlkdebugNode || node instanceof WriteTrackingFilter;
+        return filter && file != null ? file.backing() : null;
+    }
+
     /** Length of the backing chain below this node. */
     public int backingDepth() {
         int depth = 0;

@@ -134,7 +134,7 @@ public final class JobManager implements AutoCloseable {
                     throw new CommandException(ErrorClass.DEVICE_NOT_FOUND, "Device '" + nodeName + "' not found");
                 }
                 List<ChainLink> links = new ArrayList<>();
-                for (GraphNode g = top; g != null; g = g.backing()) {
+                for (GraphNode g = top; g != null; g = g.chainNext()) {
                     links.add(new ChainLink(g.name(), g.node(), g.node().filename(), g.driver()));
                 }
                 return links;

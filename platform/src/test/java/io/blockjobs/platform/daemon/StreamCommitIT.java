@@ -239,6 +239,87 @@ class StreamCommitIT {
         Qemu.assertClean(mid1);
     }
 
+    /** Starts blockjobd with {@code faulty} wrapped in blkdebug failing {@code event} requests. */
+    private void startWithFault(String faulty, String event, boolean once) throws Exception {
+        List<String> args = new ArrayList<>();
+        String below = null;
+        for (String layer : List.of("base", "mid1", "mid2", "top")) {
+            String file = dir.resolve(layer + ".qcow2").toString();
+            String backing = below == null ? "" : ",backing=" + below;
+            if (layer.equals(faulty)) {
+                args.addAll(List.of("--blockdev", "driver=qcow2,node-name=" + layer + "-fmt" + backing
+                        + ",file.driver=file,file.filename=" + file, "--blockdev",
+                        "{\"driver\":\"blkdebug\",\"node-name\":\"" + layer + "\",\"image\":\"" + layer + "-fmt\","
+                                + "\"inject-error\":[{\"event\":\"" + event + "\",\"errno\":5,\"once\":" + once + "}]}"));
+            } else {
+                args.addAll(List.of("--blockdev", "driver=qcow2,node-name=" + layer + backing
+                        + ",file.driver=file,file.filename=" + file));
+            }
+            below = layer;
+        }
+        daemon = DaemonProcess.startWithMonitor(dir, args);
+        qmp = QmpClient.connect(daemon.qmpSocket);
+    }
+
+    @Test
+    void aWriteErrorInTheCommitTargetFollowsOnErrorStop() throws Exception {
+        Path topBefore = snapshotOf(top, "top-before");
+        startWithFault("base", "write_aio", true);
+        qmp.ok("block-commit", map("job-id", "c", "device", "top", "top-node", "mid2", "base-node", "base",
+                "on-error", "stop"));
+        JsonNode error = qmp.awaitEvent("BLOCK_JOB_ERROR", d -> true);
+        assertThat(error.at("/data/operation").asString()).isEqualTo("write");
+        assertThat(error.at("/data/action").asString()).isEqualTo("stop");
+        qmp.awaitEvent("JOB_STATUS_CHANGE", d -> d.get("status").asString().equals("paused"));
+        qmp.ok("job-resume", map("id", "c"));
+        assertThat(runToEnd("c")).contains("BLOCK_JOB_COMPLETED").doesNotContain("aborting");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "base.qcow2");
+        Qemu.assertClean(base);
+        assertThat(Qemu.identical(top, "qcow2", topBefore, "raw")).isTrue();
+    }
+
+    @Test
+    void aReportedWriteErrorFailsTheCommitAndKeepsTheChain() throws Exception {
+        Path topBefore = snapshotOf(top, "top-before");
+        startWithFault("base", "write_aio", false);
+        qmp.ok("block-commit", map("job-id", "c", "device", "top", "top-node", "mid2", "base-node", "base"));
+        assertThat(runToEndAllowingError("c")).isEqualTo("Input/output error");
+        quit();
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "mid2.qcow2", "mid1.qcow2", "base.qcow2");
+        assertThat(Qemu.identical(top, "qcow2", topBefore, "raw")).isTrue();
+        for (Path p : List.of(top, mid2, mid1, base)) {
+            Qemu.assertClean(p);
+        }
+    }
+
+    @Test
+    void aReadErrorInASourceLayerFailsTheStreamEvenWhenIgnored() throws Exception {
+        Path topBefore = snapshotOf(top, "top-before");
+        startWithFault("mid1", "read_aio", false);
+        qmp.ok("block-stream", map("job-id", "s", "device", "top", "on-error", "ignore"));
+        assertThat(qmp.awaitEvent("BLOCK_JOB_ERROR", d -> true).at("/data/action").asString()).isEqualTo("ignore");
+        assertThat(runToEndAllowingError("s")).isEqualTo("Input/output error");
+        quit();
+        assertThat(chainOf(top)).as("the backing file is kept").hasSize(4);
+        assertThat(Qemu.identical(top, "qcow2", topBefore, "raw")).isTrue();
+        Qemu.assertClean(top);
+    }
+
+    /** Runs the job to its end; returns the error BLOCK_JOB_COMPLETED carried (null if none). */
+    private String runToEndAllowingError(String id) {
+        String error = null;
+        while (true) {
+            JsonNode e = qmp.awaitEvent("", d -> id.equals(d.path("id").asString(null)) || id.equals(d.path("device").asString(null)));
+            if (e.get("event").asString().equals("BLOCK_JOB_COMPLETED")) {
+                error = e.at("/data/error").asString(null);
+            }
+            if (e.at("/data/status").asString("").equals("null")) {
+                return error;
+            }
+        }
+    }
+
     @Test
     void badArgumentsChangeNothing() throws Exception {
         byte[] topBytes = Files.readAllBytes(top);

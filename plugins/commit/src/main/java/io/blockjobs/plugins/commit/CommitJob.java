@@ -5,7 +5,6 @@ import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.job.ChainLink;
 import io.blockjobs.sdk.job.Chains;
-import io.blockjobs.sdk.job.ErrorAction;
 import io.blockjobs.sdk.job.GraphEdit;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
@@ -247,9 +246,8 @@ public final class CommitJob implements JobType {
                     }
                     ctx.throttle(length);
                 } catch (IOException e) {
-                    if (ctx.onIoError(e, reading) == ErrorAction.RETRY) {
-                        continue;
-                    }
+                    ctx.onIoError(e, reading); // report rethrows; stop and ignore retry, as QEMU's commit does
+                    continue;
                 }
             }
             offset += length;

@@ -83,6 +83,7 @@ public final class StreamJob implements JobType {
         int chunk = Math.max(CHUNK, device.clusterSize());
         ByteBuffer buffer = ByteBuffer.allocateDirect(chunk);
         long offset = 0;
+        IOException ignored = null;
         ctx.progress(0, size);
         while (offset < size) {
             ctx.pausePoint();
@@ -94,20 +95,26 @@ public final class StreamJob implements JobType {
                 length = where.length();
                 if (where.allocated() && where.depth() >= 1 && where.depth() <= layers) {
                     buffer.clear().limit((int) length);
+                    boolean reading = true;
                     try {
                         device.read(offset, buffer);
+                        reading = false;
                         buffer.flip();
                         device.writeUnallocated(offset, buffer);
                         ctx.throttle(length);
                     } catch (IOException e) {
-                        if (ctx.onIoError(e, !buffer.hasRemaining()) == ErrorAction.RETRY) {
+                        if (ctx.onIoError(e, reading) == ErrorAction.RETRY) {
                             continue;
                         }
+                        ignored = e; // as QEMU: go on, then fail and keep the backing file
                     }
                 }
             }
             offset += length;
             ctx.progress(offset, size);
+        }
+        if (ignored != null) {
+            throw ignored;
         }
     }
 }
