@@ -79,6 +79,16 @@ final class FileLocks {
             return file.channel;
         }
 
+        /** Punches a hole in the file (see {@link HolePunch}); false if it could not. */
+        boolean punchHole(long offset, long length, String path) {
+            synchronized (FileLocks.class) {
+                if (file.punchFd == -2) {
+                    file.punchFd = file.writableChannel ? HolePunch.openFor(path) : -1;
+                }
+            }
+            return HolePunch.punch(file.punchFd, offset, length);
+        }
+
         /** Changes what this claim holds and refuses, checked as a new claim would be. */
         void change(Set<Perm> newHeld, Set<Perm> newUnshared, String name) throws IOException {
             synchronized (FileLocks.class) {
@@ -103,6 +113,7 @@ final class FileLocks {
                 if (file.claims.isEmpty()) {
                     OPEN.remove(file.key);
                     file.channel.close(); // drops every lock of this process on the file
+                    HolePunch.closeFd(file.punchFd);
                 } else {
                     file.applyLocks();
                 }
@@ -116,6 +127,9 @@ final class FileLocks {
         final boolean writableChannel;
         final List<Claim> claims = new ArrayList<>();
         final Map<Long, FileLock> locks = new HashMap<>();
+        // A second descriptor for fallocate, opened on first use and closed with the channel:
+        // closing any descriptor of the file would drop the process's locks on it.
+        volatile int punchFd = -2;
 
         SharedFile(Object key, FileChannel channel, boolean writableChannel) {
             this.key = key;

@@ -103,7 +103,8 @@ public final class FileNode implements BlockNode {
 
     @Override
     public void discard(long offset, long length) throws IOException {
-        checkWritable(); // advisory: the JDK offers no hole punching, so the range stays allocated
+        checkWritable();
+        claim.punchHole(offset, length, path.toString()); // advisory: may do nothing
     }
 
     @Override

@@ -513,6 +513,27 @@ public final class Qcow2Node implements BlockNode {
         }
     }
 
+    @Override
+    public void unallocate(long offset, long length) throws IOException {
+        checkRequest(offset, length, true);
+        long end = offset + length;
+        long first = (offset + clusterSize - 1) >>> clusterBits;
+        long last = end == header.size ? (end + clusterSize - 1) >>> clusterBits : end >>> clusterBits;
+        for (long idx = first; idx < last; idx++) {
+            Lock lock = stripe(idx).writeLock();
+            lock.lock();
+            try {
+                long e = l2Entry(idx);
+                if (e != 0) {
+                    setL2Entry(idx, 0); // reads come from the backing file again
+                    releaseOld(e, -1);
+                }
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
     /** Reopens a read-only image for writing (QEMU's reopen, as commit does with its base). */
     public void reopenReadWrite() throws IOException {
         checkOpen();
@@ -862,6 +883,10 @@ public final class Qcow2Node implements BlockNode {
             } else {
                 long host = e & OFFSET_MASK;
                 if (host != kept) {
+                    if (refcounts.get(host >>> clusterBits) == 1) {
+                        // Nothing points here any more and nobody can take it before the free below.
+                        file.discard(host, clusterSize);
+                    }
                     refcounts.free(host, clusterSize);
                 }
             }

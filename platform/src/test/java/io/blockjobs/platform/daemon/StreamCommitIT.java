@@ -239,6 +239,44 @@ class StreamCommitIT {
         Qemu.assertClean(mid1);
     }
 
+    @Test
+    void spaceReclaimingCommitShrinksTheOverlayAndGivesThePlainResult() throws Exception {
+        Path topBefore = snapshotOf(top, "top-before");
+        Path mid2Before = snapshotOf(mid2, "mid2-before");
+        // Make mid2 large, so that its allocated size visibly falls.
+        Qemu.io(mid2, "qcow2", "write -P 0x35 12M 12M");
+        Qemu.io(topBefore, "raw", "write -P 0x35 12M 12M", "write -P 0x44 11M 2M", "write -P 0x34 24M 512");
+        Qemu.io(mid2Before, "raw", "write -P 0x35 12M 12M");
+        long sizeBefore = actualSize(mid2);
+        startNamed();
+        qmp.ok("block-commit", map("job-id", "r", "device", "top", "top-node", "mid2", "base-node", "mid1",
+                "x-reclaim", true, "speed", 24 << 20));
+        long half = 0;
+        while (half == 0) { // once the job is past half way, mid2 must already be smaller
+            JsonNode jobs = qmp.ok("query-block-jobs");
+            if (jobs.isEmpty() || jobs.get(0).get("offset").asLong() > (22L << 20)) {
+                half = actualSize(mid2);
+            }
+        }
+        runToEnd("r");
+        quit();
+        long sizeAfter = actualSize(mid2);
+        assertThat(half).as("mid2's allocated size half way").isLessThan(sizeBefore);
+        assertThat(sizeAfter).as("mid2's allocated size at the end").isLessThan(sizeBefore / 2);
+        assertThat(chainOf(top)).containsExactly("top.qcow2", "mid1.qcow2", "base.qcow2");
+        assertThat(Qemu.identical(top, "qcow2", topBefore, "raw")).isTrue();
+        assertThat(Qemu.identical(mid1, "qcow2", mid2Before, "raw")).as("as a plain commit leaves it").isTrue();
+        for (Path p : List.of(top, mid2, mid1, base)) {
+            Qemu.assertClean(p);
+        }
+    }
+
+    /** {@code qemu-img info}'s actual-size (allocated bytes), read while the daemon may hold the image. */
+    private static long actualSize(Path image) {
+        return Qemu.JSON.readTree(Qemu.img("info", "-U", "--output=json", image.toString()).out())
+                .get("actual-size").asLong();
+    }
+
     /** Starts blockjobd with {@code faulty} wrapped in blkdebug failing {@code event} requests. */
     private void startWithFault(String faulty, String event, boolean once) throws Exception {
         List<String> args = new ArrayList<>();

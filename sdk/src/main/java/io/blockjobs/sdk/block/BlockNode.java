@@ -76,6 +76,16 @@ public interface BlockNode extends AutoCloseable {
         throw new UnsupportedOperationException(driver() + " has no allocation to fill");
     }
 
+    /**
+     * Makes the whole clusters of the range read from the backing file again and releases their
+     * storage (a space-reclaiming commit empties the layers it has copied down this way).
+     *
+     * @throws UnsupportedOperationException if the format has no backing files (raw)
+     */
+    default void unallocate(long offset, long length) throws IOException {
+        throw new UnsupportedOperationException(driver() + " cannot unallocate");
+    }
+
     /** Makes every request that returned before this call durable. */
     void flush() throws IOException;
 

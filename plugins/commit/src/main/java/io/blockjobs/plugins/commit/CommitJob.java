@@ -29,6 +29,9 @@ import org.pf4j.Extension;
  * <p>{@code x-safe: true} (a blockjobs extension) makes the commit safe for the layers left
  * behind: before a range of the base is overwritten, its old contents are copied up into the
  * image directly above the base, unless that image holds the range itself.
+ *
+ * <p>{@code x-reclaim: true} (a blockjobs extension) makes it space-reclaiming: the committed
+ * layers release each range once it is durable in the base (see {@link Reclaimer}).
  */
 @Extension
 public final class CommitJob implements JobType {
@@ -39,7 +42,8 @@ public final class CommitJob implements JobType {
                        Optional<String> base, Optional<String> baseNode, Optional<String> backingFile,
                        Optional<Boolean> backingMaskProtocol, Optional<Long> speed, Optional<OnError> onError,
                        Optional<String> filterNodeName, Optional<Boolean> autoFinalize,
-                       Optional<Boolean> autoDismiss, Optional<Boolean> xSafe) implements JobArgs {
+                       Optional<Boolean> autoDismiss, Optional<Boolean> xSafe,
+                       Optional<Boolean> xReclaim) implements JobArgs {
     }
 
     @Override
@@ -78,11 +82,16 @@ public final class CommitJob implements JobType {
         BlockNode topLayer = chain.get(top).node();
         BlockNode baseLayer = setup.claimWritable(chain.get(base).nodeName());
         boolean safe = a.xSafe().orElse(false);
+        boolean reclaim = a.xReclaim().orElse(false);
+        if (safe && reclaim) {
+            throw new CommandException("x-safe and x-reclaim cannot be used together");
+        }
+        List<BlockNode> committed = new java.util.ArrayList<>();
         for (int i = top; i < base; i++) {
-            if (safe && i == base - 1) {
-                setup.claimWritable(chain.get(i).nodeName()); // receives the base's old data
+            if (safe && i == base - 1 || reclaim) {
+                committed.add(setup.claimWritable(chain.get(i).nodeName())); // written by the job
             } else {
-                setup.claim(chain.get(i).nodeName());
+                committed.add(setup.claim(chain.get(i).nodeName()));
             }
         }
         BlockNode aboveBase = chain.get(base - 1).node();
@@ -101,7 +110,7 @@ public final class CommitJob implements JobType {
         return new JobBody() {
             @Override
             public void run(JobContext ctx) throws Exception {
-                copyDown(ctx, topLayer, baseLayer, layers, safe ? aboveBase : null);
+                copyDown(ctx, topLayer, baseLayer, layers, safe ? aboveBase : null, reclaim ? committed : List.of());
             }
 
             @Override
@@ -140,7 +149,7 @@ public final class CommitJob implements JobType {
 
             @Override
             public void run(JobContext ctx) throws Exception {
-                copyDown(ctx, topLayer, baseLayer, base, null);
+                copyDown(ctx, topLayer, baseLayer, base, null, List.of());
                 boolean ready = false;
                 while (true) {
                     List<WriteTracker.Range> dirty = tracker.takeDirty();
@@ -214,8 +223,9 @@ public final class CommitJob implements JobType {
      * up, durably, into {@code keepOld} (the layer right above the base) wherever that layer does
      * not hold the range itself: every intermediate image stays a valid delta over the base.
      */
-    static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld)
-            throws IOException {
+    static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
+                         List<BlockNode> reclaim) throws IOException {
+        Reclaimer reclaimer = new Reclaimer(base, reclaim);
         long size = top.size();
         int chunk = Math.max(CHUNK, top.clusterSize());
         ByteBuffer buffer = ByteBuffer.allocateDirect(chunk);
@@ -244,6 +254,7 @@ public final class CommitJob implements JobType {
                         reading = false;
                         base.write(offset, buffer.flip());
                     }
+                    reclaimer.copied(offset, length);
                     ctx.throttle(length);
                 } catch (IOException e) {
                     ctx.onIoError(e, reading); // report rethrows; stop and ignore retry, as QEMU's commit does
@@ -254,5 +265,53 @@ public final class CommitJob implements JobType {
             ctx.progress(offset, size);
         }
         base.flush(); // durable before the chain changes
+        reclaimer.release();
+    }
+
+    /**
+     * The space-reclaiming commit ({@code x-reclaim}): once ranges are durable in the base, the
+     * committed layers give up their clusters for them, so committing a large overlay does not
+     * need its size again in free space. Batched: one flush of the base per 8 MiB.
+     */
+    static final class Reclaimer {
+        private static final long BATCH = 8L << 20;
+        private final BlockNode base;
+        private final List<BlockNode> layers;
+        private final List<long[]> pending = new java.util.ArrayList<>();
+        private long pendingBytes;
+
+        Reclaimer(BlockNode base, List<BlockNode> layers) {
+            this.base = base;
+            this.layers = layers;
+        }
+
+        void copied(long offset, long length) throws IOException {
+            if (layers.isEmpty()) {
+                return;
+            }
+            pending.add(new long[] {offset, length});
+            pendingBytes += length;
+            if (pendingBytes >= BATCH) {
+                release();
+            }
+        }
+
+        void release() throws IOException {
+            if (pending.isEmpty()) {
+                return;
+            }
+            base.flush(); // the data is safe in the base before the layers let it go
+            // Bottom layer first: a layer above still holds the data until its own turn, so the
+            // view from the top never falls through to an older copy, whenever the job stops.
+            for (int i = layers.size() - 1; i >= 0; i--) {
+                BlockNode layer = layers.get(i);
+                for (long[] r : pending) {
+                    layer.unallocate(r[0], r[1]);
+                }
+                layer.flush();
+            }
+            pending.clear();
+            pendingBytes = 0;
+        }
     }
 }
