@@ -515,23 +515,7 @@ public final class Qcow2Node implements BlockNode {
 
     @Override
     public void unallocate(long offset, long length) throws IOException {
-        checkRequest(offset, length, true);
-        long end = offset + length;
-        long first = (offset + clusterSize - 1) >>> clusterBits;
-        long last = end == header.size ? (end + clusterSize - 1) >>> clusterBits : end >>> clusterBits;
-        for (long idx = first; idx < last; idx++) {
-            Lock lock = stripe(idx).writeLock();
-            lock.lock();
-            try {
-                long e = l2Entry(idx);
-                if (e != 0) {
-                    setL2Entry(idx, 0); // reads come from the backing file again
-                    releaseOld(e, -1);
-                }
-            } finally {
-                lock.unlock();
-            }
-        }
+        replaceWholeClusters(offset, length, e -> 0); // reads come from the backing file again
     }
 
     /** Reopens a read-only image for writing (QEMU's reopen, as commit does with its base). */
@@ -607,6 +591,21 @@ public final class Qcow2Node implements BlockNode {
 
     @Override
     public void discard(long offset, long length) throws IOException {
+        replaceWholeClusters(offset, length, e -> {
+            Kind kind = kind(e);
+            if (header.version < 3) {
+                return 0; // reads from the backing file again
+            }
+            return kind == Kind.ZERO_PLAIN || kind == Kind.UNALLOCATED && backing == null ? e : ZERO;
+        });
+    }
+
+    /**
+     * Gives each whole cluster of the range the entry {@code replace} maps its entry to, and
+     * releases what the old entry held (QEMU's discard rounds inwards the same way).
+     */
+    private void replaceWholeClusters(long offset, long length, java.util.function.LongUnaryOperator replace)
+            throws IOException {
         checkRequest(offset, length, true);
         long end = offset + length;
         long first = (offset + clusterSize - 1) >>> clusterBits;
@@ -616,15 +615,7 @@ public final class Qcow2Node implements BlockNode {
             lock.lock();
             try {
                 long e = l2Entry(idx);
-                Kind kind = kind(e);
-                long updated;
-                if (header.version < 3) {
-                    updated = 0; // reads from the backing file again
-                } else if (kind == Kind.ZERO_PLAIN || kind == Kind.UNALLOCATED && backing == null) {
-                    updated = e;
-                } else {
-                    updated = ZERO;
-                }
+                long updated = replace.applyAsLong(e);
                 if (updated != e) {
                     setL2Entry(idx, updated);
                     releaseOld(e, -1);
