@@ -325,8 +325,26 @@ class JobLifecycleIT {
         assertThat(qmp.ok("query-commands").findValuesAsString("name")).doesNotContain("block-null");
         assertThat(qmp.error("block-null", map("device", "a")).get("class").asString()).isEqualTo("CommandNotFound");
 
+        assertThat(qmp.ok("query-qmp-schema").findValuesAsString("name")).doesNotContain("block-null");
+
         assertThat(qmp.ok("plugin-load", map("path", jar)).get("id").asString()).isEqualTo("null-job");
         assertThat(qmp.ok("query-commands").findValuesAsString("name")).contains("block-null");
+        // The plugged-in command is described like a built-in one, from its argument record.
+        JsonNode schema = qmp.ok("query-qmp-schema");
+        String argType = null;
+        for (JsonNode e : schema) {
+            if (e.get("name").asString().equals("block-null")) {
+                argType = e.get("arg-type").asString();
+            }
+        }
+        assertThat(argType).isNotNull();
+        List<String> members = new ArrayList<>();
+        for (JsonNode e : schema) {
+            if (e.get("name").asString().equals(argType)) {
+                e.get("members").forEach(m -> members.add(m.get("name").asString()));
+            }
+        }
+        assertThat(members).contains("job-id", "device", "speed", "on-error", "auto-finalize", "auto-dismiss");
         qmp.ok("block-null", map("device", "a"));
         eventsUntil("a", "null");
     }
