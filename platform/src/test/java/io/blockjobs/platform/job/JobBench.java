@@ -1,13 +1,11 @@
 package io.blockjobs.platform.job;
 
+import io.blockjobs.platform.testkit.BenchDaemon;
 import io.blockjobs.platform.testkit.Qemu;
 import io.blockjobs.platform.testkit.QmpArgs;
 import io.blockjobs.platform.testkit.QmpClient;
-import java.io.BufferedReader;
-import java.io.InputStreamReader;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -32,20 +30,20 @@ public final class JobBench {
         System.out.printf(Locale.ROOT, "2 GiB qcow2 chains (base 1 GiB of data, mid 768 MiB), files in %s%n", dir);
         System.out.printf(Locale.ROOT, "%-30s %12s %12s %8s%n", "job", "blockjobd", "qsd", "ratio");
         for (String job : List.of("block-stream", "block-commit")) {
-            double ours = run(List.of(blockjobd), dir.resolve("bj"), job, 0);
-            double theirs = run(List.of("qemu-storage-daemon"), dir.resolve("qsd"), job, 0);
+            double ours = run(blockjobd, dir.resolve("bj"), job, 0);
+            double theirs = run("qemu-storage-daemon", dir.resolve("qsd"), job, 0);
             System.out.printf(Locale.ROOT, "%-30s %12.1f %12.1f %8.2f%n", job + " (MiB/s)", ours, theirs, ours / theirs);
         }
         long limit = 100 * MIB;
-        double ours = run(List.of(blockjobd), dir.resolve("bj"), "block-stream", limit);
-        double theirs = run(List.of("qemu-storage-daemon"), dir.resolve("qsd"), "block-stream", limit);
+        double ours = run(blockjobd, dir.resolve("bj"), "block-stream", limit);
+        double theirs = run("qemu-storage-daemon", dir.resolve("qsd"), "block-stream", limit);
         System.out.printf(Locale.ROOT, "%-30s %11.1f%% %11.1f%%%n", "stream at speed 100 MiB/s: off by",
                 100 * (ours - 100) / 100, 100 * (theirs - 100) / 100);
         System.out.println("MiB/s of data copied (the layers' allocated bytes), over the job's whole run.");
     }
 
     /** Makes a fresh chain in {@code dir}, runs {@code job} in a daemon, returns MiB/s of data copied. */
-    private static double run(List<String> daemon, Path dir, String job, long speed) throws Exception {
+    private static double run(String daemon, Path dir, String job, long speed) throws Exception {
         Files.createDirectories(dir);
         Path base = dir.resolve("base.qcow2");
         Path mid = dir.resolve("mid.qcow2");
@@ -59,54 +57,24 @@ public final class JobBench {
         Qemu.io(mid, "qcow2", "write -P 0x22 768M 768M");
         Qemu.img("create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top.toString());
         Path qmp = dir.resolve("qmp.sock");
-        List<String> cmd = new ArrayList<>(daemon);
-        cmd.addAll(List.of(
+        List<String> args = List.of(
                 "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + base,
                 "--blockdev", "driver=qcow2,node-name=mid,backing=base,file.driver=file,file.filename=" + mid,
                 "--blockdev", "driver=qcow2,node-name=top,backing=mid,file.driver=file,file.filename=" + top,
-                "--chardev", "socket,id=m,path=" + qmp + ",server=on,wait=off", "--monitor", "m"));
-        Files.deleteIfExists(qmp);
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        try {
-            BufferedReader out = new BufferedReader(new InputStreamReader(p.getInputStream()));
-            Thread.ofVirtual().start(() -> out.lines().forEach(l -> { }));
-            while (!Files.exists(qmp)) { // the monitor socket appears once the daemon is up
-                if (!p.isAlive()) {
-                    throw new IllegalStateException("daemon exited: " + cmd);
-                }
-                Thread.onSpinWait();
+                "--chardev", "socket,id=m,path=" + qmp + ",server=on,wait=off", "--monitor", "m");
+        try (BenchDaemon d = BenchDaemon.start(daemon, args, dir); QmpClient c = QmpClient.connect(qmp)) {
+            Map<String, Object> jobArgs = job.equals("block-stream")
+                    ? QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed)
+                    : QmpArgs.map("job-id", "j", "device", "top", "top-node", "mid", "speed", speed);
+            long start = System.nanoTime();
+            c.ok(job, jobArgs);
+            JsonNode done = c.awaitEvent("BLOCK_JOB_COMPLETED", x -> true);
+            double seconds = (System.nanoTime() - start) / 1e9;
+            if (done.at("/data/error").isString()) {
+                throw new IllegalStateException(job + " failed: " + done);
             }
-            long copied;
-            try (QmpClient c = connect(qmp)) {
-                Map<String, Object> args = job.equals("block-stream")
-                        ? QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed)
-                        : QmpArgs.map("job-id", "j", "device", "top", "top-node", "mid", "speed", speed);
-                copied = 768 * MIB;
-                long start = System.nanoTime();
-                c.ok(job, args);
-                JsonNode done = c.awaitEvent("BLOCK_JOB_COMPLETED", d -> true);
-                double seconds = (System.nanoTime() - start) / 1e9;
-                if (done.at("/data/error").isString()) {
-                    throw new IllegalStateException(job + " failed: " + done);
-                }
-                c.ok("quit");
-                return copied / (double) MIB / seconds;
-            }
-        } finally {
-            p.waitFor();
+            return 768 / seconds;
         }
     }
 
-    private static QmpClient connect(Path socket) throws Exception {
-        for (int i = 0; ; i++) {
-            try {
-                return QmpClient.connect(socket);
-            } catch (java.io.IOException e) {
-                if (i > 1000) {
-                    throw e;
-                }
-                Thread.onSpinWait(); // the socket exists but does not accept yet
-            }
-        }
-    }
 }

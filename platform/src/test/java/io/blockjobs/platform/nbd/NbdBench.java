@@ -5,7 +5,7 @@ import java.io.IOException;
 import java.io.InputStreamReader;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
+import io.blockjobs.platform.testkit.BenchDaemon;
 import java.util.List;
 import java.util.Locale;
 
@@ -34,8 +34,8 @@ public final class NbdBench {
         }
         System.out.printf(Locale.ROOT, "NBD over a unix socket, 1 GiB qcow2 export, nbdcopy, files in %s%n", dir);
         System.out.printf(Locale.ROOT, "%-22s %12s %12s %8s%n", "test", "blockjobd", "qsd", "ratio");
-        double[] a = measure(List.of(blockjobd), ours, dir.resolve("bj.sock"), source);
-        double[] b = measure(List.of("qemu-storage-daemon"), theirs, dir.resolve("qsd.sock"), source);
+        double[] a = measure(blockjobd, ours, dir.resolve("bj.sock"), source);
+        double[] b = measure("qemu-storage-daemon", theirs, dir.resolve("qsd.sock"), source);
         String[] names = {"sequential read", "sequential write"};
         for (int i = 0; i < 2; i++) {
             System.out.printf(Locale.ROOT, "%-22s %12.1f %12.1f %8.2f%n", names[i], a[i], b[i], a[i] / b[i]);
@@ -47,16 +47,13 @@ public final class NbdBench {
     }
 
     /** Starts a daemon exporting {@code image}; returns read and write MiB/s. */
-    private static double[] measure(List<String> daemon, Path image, Path socket, Path source) throws Exception {
-        List<String> cmd = new ArrayList<>(daemon);
-        cmd.addAll(List.of("--blockdev", "driver=file,node-name=f,filename=" + image,
+    private static double[] measure(String daemon, Path image, Path socket, Path source) throws Exception {
+        List<String> args = List.of("--blockdev", "driver=file,node-name=f,filename=" + image,
                 "--blockdev", "driver=qcow2,node-name=disk,file=f",
                 "--nbd-server", "addr.type=unix,addr.path=" + socket,
-                "--export", "type=nbd,id=e,node-name=disk,name=disk,writable=on"));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        try {
+                "--export", "type=nbd,id=e,node-name=disk,name=disk,writable=on");
+        try (BenchDaemon d = BenchDaemon.start(daemon, args, image.getParent())) {
             String uri = "nbd+unix:///disk?socket=" + socket;
-            waitForExport(p, uri);
             double read = 0;
             double write = 0;
             for (int run = 0; run < 3; run++) {
@@ -64,25 +61,7 @@ public final class NbdBench {
                 write = Math.max(write, timed("nbdcopy", source.toString(), uri));
             }
             return new double[] {read, write};
-        } finally {
-            p.destroy();
-            p.waitFor();
         }
-    }
-
-    private static void waitForExport(Process daemon, String uri) throws Exception {
-        // Ready when nbdinfo can connect; each try is an answer, not a guess about time.
-        for (int i = 0; i < 200; i++) {
-            if (!daemon.isAlive()) {
-                throw new IOException("daemon exited: " + new String(daemon.getInputStream().readAllBytes()));
-            }
-            Process probe = new ProcessBuilder("nbdinfo", "--size", uri).redirectErrorStream(true).start();
-            if (probe.waitFor() == 0) {
-                return;
-            }
-            Thread.sleep(50); // a probe's retry interval, not synchronisation: the probe itself decides
-        }
-        throw new IOException("export never came up: " + uri);
     }
 
     private static double timed(String... cmd) throws Exception {
