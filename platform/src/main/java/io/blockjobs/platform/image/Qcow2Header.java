@@ -19,9 +19,6 @@ final class Qcow2Header {
     static final int EXT_END = 0;
     static final int EXT_BACKING_FORMAT = 0xe2792aca;
     static final int EXT_FEATURE_NAMES = 0x6803f857;
-    static final int EXT_BITMAPS = 0x23852875;
-    static final int EXT_CRYPTO = 0x0537be77;
-    static final int EXT_DATA_FILE = 0x44415441;
 
     static final long INCOMPAT_DIRTY = 1;
     static final long INCOMPAT_CORRUPT = 1 << 1;
@@ -166,10 +163,6 @@ final class Qcow2Header {
         return h;
     }
 
-    /** True if the header carries an extension of {@code type} that was kept. */
-    boolean hasExtension(int type) {
-        return keptExtensions.stream().anyMatch(e -> e.type() == type);
-    }
 
     /**
      * Encodes the header, its extensions and the backing file name.

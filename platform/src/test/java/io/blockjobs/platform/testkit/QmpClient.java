@@ -32,14 +32,13 @@ public final class QmpClient implements AutoCloseable {
     private final BlockingQueue<JsonNode> events = new LinkedBlockingQueue<>();
     private final List<JsonNode> seenEvents = new ArrayList<>();
     private final JsonNode greeting;
-    private final Thread reader;
 
     private QmpClient(Path socket) throws IOException {
         channel = SocketChannel.open(StandardProtocolFamily.UNIX);
         channel.connect(UnixDomainSocketAddress.of(socket));
         BufferedReader in = new BufferedReader(new InputStreamReader(Channels.newInputStream(channel), StandardCharsets.UTF_8));
         greeting = Qemu.JSON.readTree(in.readLine());
-        reader = Thread.ofVirtual().start(() -> {
+        Thread.ofVirtual().start(() -> {
             try {
                 String line;
                 while ((line = in.readLine()) != null) {
@@ -148,11 +147,6 @@ public final class QmpClient implements AutoCloseable {
         return seenEvents;
     }
 
-    /** True once the daemon has closed the connection and every message was read. */
-    public boolean awaitClosed() throws InterruptedException {
-        reader.join(TIMEOUT);
-        return !reader.isAlive();
-    }
 
     @Override
     public void close() throws IOException {
