@@ -11,6 +11,9 @@ import io.blockjobs.platform.qmp.CoreCommands;
 import io.blockjobs.platform.qmp.JobCommands;
 import io.blockjobs.platform.qmp.PluginCommands;
 import io.blockjobs.platform.qmp.TransactionCommand;
+import io.blockjobs.platform.qmp.WorkflowCommands;
+import io.blockjobs.platform.workflow.WorkflowEngine;
+import io.blockjobs.platform.workflow.WorkflowScheduler;
 import io.blockjobs.platform.plugin.PluginHost;
 import io.blockjobs.platform.qmp.QmpDispatcher;
 import io.blockjobs.platform.qmp.QmpServer;
@@ -34,6 +37,8 @@ final class Daemon {
     final QmpServer qmp;
     final NbdServer nbd;
     final PluginHost plugins;
+    final WorkflowEngine workflows;
+    final WorkflowScheduler schedules;
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final AtomicBoolean stopping = new AtomicBoolean();
 
@@ -51,6 +56,14 @@ final class Daemon {
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, version);
         PluginCommands.register(dispatcher, plugins);
         TransactionCommand.register(dispatcher, jobs, plugins);
+        workflows = new WorkflowEngine(events, dispatcher::execute, home().resolve("scripts"));
+        schedules = workflows.scheduler();
+        WorkflowCommands.register(dispatcher, workflows, schedules);
+    }
+
+    /** The distribution's folder (bin/, lib/, plugins/, scripts/), as the launcher tells it. */
+    static java.nio.file.Path home() {
+        return java.nio.file.Path.of(System.getProperty("blockjobs.home", "."));
     }
 
     /** Loads the plugins of a folder, on the main loop (PF4J wants one thread). */
@@ -76,6 +89,8 @@ final class Daemon {
         LOG.info("shutting down ({})", reason);
         events.publish("SHUTDOWN", Json.object().put("guest", false).put("reason", reason));
         try {
+            schedules.close();
+            workflows.close(); // cancels the workflows' jobs while QMP still runs
             jobs.close();
             nbd.close();
             graph.close();

@@ -1,0 +1,375 @@
+package io.blockjobs.platform.workflow;
+
+import io.blockjobs.platform.Json;
+import io.blockjobs.platform.event.Event;
+import java.io.ByteArrayOutputStream;
+import java.io.OutputStream;
+import java.nio.charset.StandardCharsets;
+import java.time.Instant;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Deque;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.graalvm.polyglot.Context;
+import org.graalvm.polyglot.PolyglotException;
+import org.graalvm.polyglot.ResourceLimits;
+import org.graalvm.polyglot.SandboxPolicy;
+import org.graalvm.polyglot.Source;
+import org.graalvm.polyglot.Value;
+import org.graalvm.polyglot.proxy.ProxyExecutable;
+import org.graalvm.polyglot.proxy.ProxyObject;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+import tools.jackson.databind.JsonNode;
+import tools.jackson.databind.node.ObjectNode;
+
+/**
+ * One run of a workflow: its own thread and sandboxed context, and a queue of tasks (QMP
+ * replies, events, timers) that only that thread hands to the script, since a context is used by
+ * one thread at a time. The run ends when the script's promise settles or when it is stopped
+ * (cancelled, over budget); then the jobs it started and that are still running are cancelled.
+ */
+final class WorkflowRun {
+    private static final Logger LOG = LoggerFactory.getLogger(WorkflowRun.class);
+    private static final int LOG_TAIL = 50;
+
+    /** How a run stands, by QMP's names. */
+    enum State {
+        RUNNING, COMPLETED, FAILED, CANCELLED;
+
+        String qmpName() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    /** Why a run was stopped from outside its script. */
+    record Stop(State state, String errorClass, String desc) {
+    }
+
+    final String id;
+    final String script;
+    final Optional<String> schedule;
+    final Instant started = Instant.now();
+    private final WorkflowEngine engine;
+    private final String source;
+    private final JsonNode args;
+    private final Instant deadline;
+    private final long statementLimit;
+    private final BlockingQueue<Runnable> tasks = new LinkedBlockingQueue<>();
+    private final Deque<String> logTail = new ArrayDeque<>();
+    private final List<String> jobs = new ArrayList<>();
+    private final AtomicInteger jobCounter = new AtomicInteger();
+    private final Thread thread;
+    private volatile Context context;
+    private volatile Value eventCallback;
+    private volatile Stop stop;
+    private volatile boolean settled;
+    private volatile State state = State.RUNNING;
+    private volatile Instant finished;
+    private volatile JsonNode result;
+    private volatile String errorClass;
+    private volatile String errorDesc;
+    private long allocatedAtStart;
+
+    WorkflowRun(WorkflowEngine engine, String id, String script, String source, JsonNode args,
+                Optional<String> schedule, long timeoutSeconds, long statementLimit) {
+        this.engine = engine;
+        this.id = id;
+        this.script = script;
+        this.source = source;
+        this.args = args;
+        this.schedule = schedule;
+        this.deadline = started.plusSeconds(timeoutSeconds);
+        this.statementLimit = statementLimit;
+        this.thread = Thread.ofPlatform().name("workflow-" + id).daemon().unstarted(this::main);
+    }
+
+    void start() {
+        thread.start();
+    }
+
+    State state() {
+        return state;
+    }
+
+    long threadId() {
+        return thread.threadId();
+    }
+
+    Instant deadline() {
+        return deadline;
+    }
+
+    long allocatedAtStart() {
+        return allocatedAtStart;
+    }
+
+    /** Waits for the run's thread to end, at most {@code limit}. */
+    void awaitEnd(java.time.Duration limit) {
+        try {
+            thread.join(limit);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** Hands an event to the script (events are delivered in the order they were published). */
+    void deliver(Event event) {
+        if (eventCallback != null && !settled) {
+            tasks.add(() -> {
+                if (eventCallback != null) {
+                    String timestamp = event.timestamp().toString();
+                    eventCallback.execute(event.name(), event.data() == null ? "" : Json.MAPPER.writeValueAsString(event.data()), timestamp);
+                }
+            });
+        }
+    }
+
+    /**
+     * Stops the run from another thread: a script waiting for something wakes, a script that is
+     * computing is cancelled where it stands. The first stop wins.
+     */
+    void stop(Stop why) {
+        synchronized (this) {
+            if (stop != null || settled) {
+                return;
+            }
+            stop = why;
+        }
+        thread.interrupt();
+        Context c = context;
+        if (c != null) {
+            Thread.ofPlatform().daemon().name("workflow-" + id + "-stop").start(() -> {
+                try {
+                    c.close(true); // cancels code that is executing; waits for it to unwind
+                } catch (RuntimeException e) {
+                    LOG.debug("closing workflow {}'s context", id, e);
+                }
+            });
+        }
+    }
+
+    private void main() {
+        allocatedAtStart = WorkflowEngine.allocatedBytes(thread.threadId());
+        try (Context c = Context.newBuilder("js")
+                .engine(engine.polyglot())
+                .sandbox(SandboxPolicy.CONSTRAINED)
+                .out(new LineOutput(this::log))
+                .err(new LineOutput(this::log))
+                .option("js.esm-eval-returns-exports", "true")
+                .resourceLimits(ResourceLimits.newBuilder().statementLimit(statementLimit, null).build())
+                .build()) {
+            context = c;
+            if (stop != null) {
+                return;
+            }
+            Value run = c.eval(Source.newBuilder("js", WorkflowEngine.prelude(), "bj.js").buildLiteral()).execute(new Bridge());
+            Value module = c.eval(Source.newBuilder("js", source, script)
+                    .mimeType("application/javascript+module").buildLiteral());
+            run.execute(module.getMember("default"), Json.MAPPER.writeValueAsString(args));
+            while (!settled && stop == null) {
+                Runnable task = tasks.poll(1, TimeUnit.SECONDS);
+                if (task != null && stop == null) {
+                    task.run();
+                }
+            }
+        } catch (InterruptedException e) {
+            // stopped while waiting: stop says why
+        } catch (PolyglotException e) {
+            failFromScript(e);
+        } catch (RuntimeException e) {
+            if (stop == null) {
+                LOG.warn("workflow {} failed in the host", id, e);
+                settle(State.FAILED, null, "GenericError", "workflow failed in the host: " + e);
+            }
+        } finally {
+            eventCallback = null;
+        }
+        Thread.interrupted(); // the stop's wake-up call has been heard; cancelling jobs must not see it
+        Stop why = stop;
+        if (!settled && why != null) {
+            cancelJobs();
+            settle(why.state(), null, why.errorClass(), why.desc());
+        } else if (!settled) {
+            settle(State.FAILED, null, "GenericError", "workflow ended without a result");
+        }
+    }
+
+    private void failFromScript(PolyglotException e) {
+        if (stop != null) {
+            return; // cancelled on purpose: stop says why
+        }
+        if (e.isResourceExhausted() || e.isCancelled()) {
+            stop = new Stop(State.FAILED, "GenericError", "the workflow exceeded its statement budget of "
+                    + statementLimit + " statements and was stopped");
+            return;
+        }
+        cancelJobs();
+        settle(State.FAILED, null, "GenericError", e.getMessage());
+    }
+
+    /** Cancels the jobs this run started that still exist; it does not wait for them to end. */
+    private void cancelJobs() {
+        List<String> ids;
+        synchronized (jobs) {
+            ids = List.copyOf(jobs);
+        }
+        for (String job : ids) {
+            try {
+                ObjectNode reply = engine.execute("job-cancel", Json.object().put("id", job)).get(10, TimeUnit.SECONDS);
+                if (!reply.has("error")) {
+                    log("cancelled job " + job);
+                }
+            } catch (Exception e) {
+                LOG.warn("workflow {}: cannot cancel job {}: {}", id, job, e.toString());
+            }
+        }
+    }
+
+    private void settle(State how, JsonNode value, String errClass, String desc) {
+        synchronized (this) {
+            if (settled) {
+                return;
+            }
+            settled = true;
+        }
+        result = value;
+        errorClass = errClass;
+        errorDesc = desc;
+        finished = Instant.now();
+        state = how;
+        engine.finished(this);
+    }
+
+    void log(String message) {
+        synchronized (logTail) {
+            if (logTail.size() == LOG_TAIL) {
+                logTail.removeFirst();
+            }
+            logTail.addLast(message);
+        }
+        LOG.info("workflow {}: {}", id, message);
+        engine.logged(this, message);
+    }
+
+    /** What {@code query-workflows} shows. */
+    public WorkflowInfo info() {
+        List<String> tail;
+        synchronized (logTail) {
+            tail = List.copyOf(logTail);
+        }
+        List<String> jobIds;
+        synchronized (jobs) {
+            jobIds = List.copyOf(jobs);
+        }
+        return new WorkflowInfo(id, script, state.qmpName(), started.toString(),
+                Optional.ofNullable(finished).map(Instant::toString), schedule, jobIds, tail,
+                Optional.ofNullable(result), error());
+    }
+
+    Optional<WorkflowError> error() {
+        return errorClass == null ? Optional.empty() : Optional.of(new WorkflowError(errorClass, errorDesc));
+    }
+
+    Optional<JsonNode> result() {
+        return Optional.ofNullable(result);
+    }
+
+    /** The host side of {@code bj.js}: functions of JSON strings and callbacks, nothing else. */
+    private final class Bridge implements ProxyObject {
+        private final Map<String, ProxyExecutable> members = Map.of(
+                "qmp", a -> {
+                    String command = a[0].asString();
+                    String json = a[1].asString();
+                    Value callback = a[2];
+                    JsonNode arguments = json.isEmpty() ? null : Json.MAPPER.readTree(json);
+                    engine.execute(command, arguments).thenAccept(reply -> tasks.add(() -> {
+                        if (reply.has("error")) {
+                            callback.execute(Json.MAPPER.writeValueAsString(reply.get("error")), null);
+                        } else {
+                            callback.execute(null, Json.MAPPER.writeValueAsString(reply.get("return")));
+                        }
+                    }));
+                    return null;
+                },
+                "subscribe", a -> {
+                    eventCallback = a[0];
+                    return null;
+                },
+                "newJobId", a -> id + "-job" + jobCounter.incrementAndGet(),
+                "jobStarted", a -> {
+                    synchronized (jobs) {
+                        jobs.add(a[0].asString());
+                    }
+                    return null;
+                },
+                "log", a -> {
+                    log(a[0].asString());
+                    return null;
+                },
+                "sleep", a -> {
+                    Value callback = a[1];
+                    long ms = Math.max(0, (long) a[0].asDouble());
+                    engine.timer().schedule(() -> tasks.add(() -> callback.execute()), ms, TimeUnit.MILLISECONDS);
+                    return null;
+                },
+                "id", a -> id,
+                "script", a -> script,
+                "finish", a -> {
+                    String json = a[0].asString();
+                    settle(State.COMPLETED, json.isEmpty() ? null : Json.MAPPER.readTree(json), null, null);
+                    return null;
+                },
+                "fail", a -> {
+                    cancelJobs();
+                    settle(State.FAILED, null, a[0].asString(), a[1].asString());
+                    return null;
+                });
+
+        @Override
+        public Object getMember(String key) {
+            return members.get(key);
+        }
+
+        @Override
+        public Object getMemberKeys() {
+            return members.keySet().toArray(new String[0]);
+        }
+
+        @Override
+        public boolean hasMember(String key) {
+            return members.containsKey(key);
+        }
+
+        @Override
+        public void putMember(String key, Value value) {
+            throw new UnsupportedOperationException("the host bridge is read-only");
+        }
+    }
+
+    /** Turns what a script prints ({@code console.log}, {@code print}) into log lines. */
+    private static final class LineOutput extends OutputStream {
+        private final java.util.function.Consumer<String> sink;
+        private final ByteArrayOutputStream line = new ByteArrayOutputStream();
+
+        LineOutput(java.util.function.Consumer<String> sink) {
+            this.sink = sink;
+        }
+
+        @Override
+        public synchronized void write(int b) {
+            if (b == '\n') {
+                sink.accept(line.toString(StandardCharsets.UTF_8));
+                line.reset();
+            } else if (line.size() < 8192) {
+                line.write(b);
+            }
+        }
+    }
+}
