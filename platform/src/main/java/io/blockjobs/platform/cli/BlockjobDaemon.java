@@ -47,7 +47,8 @@ public final class BlockjobDaemon {
     }
 
     private static final List<String> WITH_VALUE =
-            List.of("blockdev", "chardev", "monitor", "nbd-server", "export", "pidfile", "plugins");
+            List.of("blockdev", "chardev", "monitor", "nbd-server", "export", "pidfile", "plugins",
+                    "workflow-schedule");
 
     public static void main(String[] args) {
         List<Opt> opts;
@@ -204,6 +205,13 @@ public final class BlockjobDaemon {
                             throw new OptionException(o, reply.get("error").get("desc").asString());
                         }
                     }
+                    case "workflow-schedule" -> {
+                        ObjectNode w = KeyValue.parse(o.value(), null);
+                        JsonNode reply = daemon.dispatcher.executeKeyval("workflow-schedule", w).join();
+                        if (reply.has("error")) {
+                            throw new OptionException(o, reply.get("error").get("desc").asString());
+                        }
+                    }
                     case "pidfile" -> {
                         pidfile = Path.of(o.value());
                         Files.writeString(pidfile, ProcessHandle.current().pid() + "\n");
@@ -275,6 +283,8 @@ public final class BlockjobDaemon {
                   --monitor [chardev=]ID a QMP monitor on that socket
                   --nbd-server addr.type=unix,addr.path=PATH | addr.type=inet,addr.host=H,addr.port=P
                   --export type=nbd,id=ID,node-name=NODE[,name=NAME][,writable=on]
+                  --workflow-schedule name=NAME,script=SCRIPT,schedule=CRON[,args.KEY=VALUE...]
+                                         run a workflow unattended, e.g. schedule=0 2 * * *
                   --pidfile PATH         write the daemon's pid there
                   --plugins DIR          load job plugins from DIR
                   --help, -h             print this help

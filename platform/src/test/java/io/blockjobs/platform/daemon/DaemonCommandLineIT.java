@@ -112,6 +112,8 @@ class DaemonCommandLineIT {
             {"--blockdev", "driver=file,node-name=1bad,filename=" + base, "--blockdev"},
             {"--export", "type=nbd,id=e,node-name=nowhere", "--export"},
             {"--monitor", "chardev=nope", "--monitor"},
+            {"--workflow-schedule", "name=n,script=compact-chain.js,schedule=every day", "Invalid schedule 'every day'"},
+            {"--workflow-schedule", "name=n,script=nowhere.js,schedule=@daily", "nowhere.js': No such file"},
         };
         for (String[] c : cases) {
             try (DaemonProcess d = DaemonProcess.start(qmp, null, List.of(c[0], c[1],
@@ -124,6 +126,22 @@ class DaemonCommandLineIT {
     }
 
     @Test
+    void workflowSchedulesFromTheCommandLineRunUnattended() throws Exception {
+        Path script = dir.resolve("tick.js");
+        Files.writeString(script, "export default async function (bj, args) { return args.n + '!'; }");
+        try (DaemonProcess d = DaemonProcess.startWithMonitor(dir, List.of(
+                "--workflow-schedule", "name=tick,script=" + script + ",schedule=* * * * * *,args.n=3"));
+             QmpClient c = QmpClient.connect(d.qmpSocket)) {
+            JsonNode finished = c.awaitEvent("WORKFLOW_FINISHED", e -> e.get("id").asString().equals("tick-1"));
+            assertThat(finished.at("/data/result").asString()).isEqualTo("3!");
+            JsonNode schedule = c.ok("query-workflow-schedules").get(0);
+            assertThat(schedule.get("name").asString()).isEqualTo("tick");
+            assertThat(schedule.get("schedule").asString()).isEqualTo("* * * * * *");
+            assertThat(schedule.get("runs").asLong()).isPositive();
+        }
+    }
+
+    @Test
     void helpAndVersion() throws Exception {
         try (DaemonProcess d = DaemonProcess.start(null, null, List.of("--version"))) {
             assertThat(d.awaitExit()).isZero();
@@ -131,7 +149,7 @@ class DaemonCommandLineIT {
         }
         try (DaemonProcess d = DaemonProcess.start(null, null, List.of("--help"))) {
             assertThat(d.awaitExit()).isZero();
-            assertThat(d.stdout()).contains("--blockdev", "--nbd-server", "--export");
+            assertThat(d.stdout()).contains("--blockdev", "--nbd-server", "--export", "--workflow-schedule");
         }
     }
 

@@ -65,10 +65,18 @@ public final class DaemonProcess implements AutoCloseable {
 
     /** Starts the daemon with {@code args} as they are; returns once it has exited or said it is ready. */
     public static DaemonProcess start(Path qmpSocket, Path nbdSocket, List<String> args) throws IOException {
+        return start(qmpSocket, nbdSocket, args, java.util.Map.of());
+    }
+
+    /** Starts the daemon with {@code args} and extra environment variables (BLOCKJOBS_JAVA_OPTS, say). */
+    public static DaemonProcess start(Path qmpSocket, Path nbdSocket, List<String> args, java.util.Map<String, String> env)
+            throws IOException {
         List<String> cmd = new ArrayList<>();
         cmd.add(blockjobd().toString());
         cmd.addAll(args);
-        Process p = new ProcessBuilder(cmd).start();
+        ProcessBuilder pb = new ProcessBuilder(cmd);
+        pb.environment().putAll(env);
+        Process p = pb.start();
         return new DaemonProcess(p, qmpSocket, nbdSocket);
     }
 
@@ -77,13 +85,19 @@ public final class DaemonProcess implements AutoCloseable {
      * {@code dir/nbd.sock}, and then {@code extra} options.
      */
     public static DaemonProcess startWithMonitor(Path dir, List<String> extra) throws IOException {
+        return startWithMonitor(dir, extra, java.util.Map.of());
+    }
+
+    /** As {@link #startWithMonitor(Path, List)}, with extra environment variables. */
+    public static DaemonProcess startWithMonitor(Path dir, List<String> extra, java.util.Map<String, String> env)
+            throws IOException {
         Path qmp = dir.resolve("qmp.sock");
         Path nbd = dir.resolve("nbd.sock");
         List<String> args = new ArrayList<>(List.of("--chardev", "socket,id=mon0,path=" + qmp + ",server=on,wait=off",
                 "--monitor", "chardev=mon0",
                 "--nbd-server", "addr.type=unix,addr.path=" + nbd));
         args.addAll(extra); // options apply in order, as in QEMU: exports after the NBD server
-        DaemonProcess d = start(qmp, nbd, args);
+        DaemonProcess d = start(qmp, nbd, args, env);
         d.awaitReady();
         return d;
     }
