@@ -138,6 +138,33 @@ class WorkflowIT {
     }
 
     @Test
+    void activeCommitIsAwaitedReadyCompletedAndFinalized() throws Exception {
+        Path wf = script("active.js", """
+                export default async function (bj) {
+                  const seen = [];
+                  const stop = bj.events.on('JOB_STATUS_CHANGE', (e) => seen.push(e.data.status));
+                  const j = await bj.job('block-commit', { device: 'top', 'auto-finalize': false });
+                  await j.ready;
+                  await j.complete();
+                  await j.until('pending');
+                  await j.finalize();
+                  await j.done;
+                  stop();
+                  return { seen, status: j.status };
+                }
+                """);
+        JsonNode done = runToEnd(map("script", wf.toString()));
+        assertThat(done.get("state").asString()).as(done.toString()).isEqualTo("completed");
+        List<String> seen = new ArrayList<>();
+        done.at("/result/seen").forEach(n -> seen.add(n.asString()));
+        assertThat(seen).containsSubsequence("created", "running", "ready", "waiting", "pending", "concluded");
+        qmp.close();
+        qmp = null;
+        daemon.close();
+        assertThat(Qemu.identical(before, "raw", base, "qcow2")).as("the base holds the whole disk").isTrue();
+    }
+
+    @Test
     void compactChainCommitsTheOldestLayersIntoTheBase() throws Exception {
         JsonNode done = runToEnd(map("script", "compact-chain.js", "args", map("node", "top", "depth", 2)));
         assertThat(done.get("state").asString()).as(done.toString()).isEqualTo("completed");
