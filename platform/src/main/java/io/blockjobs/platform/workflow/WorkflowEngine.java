@@ -262,16 +262,17 @@ public final class WorkflowEngine implements AutoCloseable {
         }
     }
 
-    /** Stops every run (their jobs are cancelled) and the engine. */
+    /**
+     * Stops every run and the engine. It does not wait for the runs: it may be called on the main
+     * loop, which their last QMP commands would need; the job manager cancels their jobs.
+     */
     @Override
     public void close() {
         List<WorkflowRun> all = new ArrayList<>(running());
         for (WorkflowRun r : all) {
             r.stop(new WorkflowRun.Stop(WorkflowRun.State.CANCELLED, "GenericError", "the daemon is shutting down"));
         }
-        for (WorkflowRun r : all) {
-            r.awaitEnd(java.time.Duration.ofSeconds(10)); // their jobs get cancelled while QMP still runs
-        }
+
         try {
             subscription.close();
         } catch (Exception e) {

@@ -110,15 +110,6 @@ final class WorkflowRun {
         return allocatedAtStart;
     }
 
-    /** Waits for the run's thread to end, at most {@code limit}. */
-    void awaitEnd(java.time.Duration limit) {
-        try {
-            thread.join(limit);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
-    }
-
     /** Hands an event to the script (events are delivered in the order they were published). */
     void deliver(Event event) {
         if (eventCallback != null && !settled) {

@@ -259,6 +259,26 @@ class WorkflowIT {
     }
 
     @Test
+    void quitDuringAWorkflowStopsItAndLeavesTheChainIntact() throws Exception {
+        Path wf = script("slow.js", """
+                export default async function (bj) {
+                  const j = await bj.job('block-commit', { device: 'top', 'top-node': 'mid2', speed: 1048576 });
+                  await j.until('running');
+                  bj.log('running');
+                  await j.done;
+                }
+                """);
+        qmp.ok("workflow-run", map("script", wf.toString()));
+        qmp.awaitEvent("WORKFLOW_LOG", d -> d.get("message").asString().equals("running"));
+        qmp.ok("quit");
+        assertThat(daemon.awaitExit()).isZero();
+        qmp.close();
+        qmp = null;
+        assertThat(backingChain(top)).containsExactly("top.qcow2", "mid2.qcow2", "mid1.qcow2", "base.qcow2");
+        assertThat(Qemu.identical(before, "raw", top, "qcow2")).as("qemu-img compare").isTrue();
+    }
+
+    @Test
     void badRequestsGetClearErrors() throws Exception {
         assertThat(qmp.error("workflow-run", map("script", "no-such-script.js")).get("desc").asString())
                 .startsWith("Could not open '").endsWith("no-such-script.js': No such file or directory");
