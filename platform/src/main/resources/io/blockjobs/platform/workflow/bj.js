@@ -246,10 +246,21 @@
       result = Promise.reject(e);
     }
     result.then(
-      (value) => host.finish(value === undefined ? '' : JSON.stringify(value)),
-      (e) => host.fail(
-        e instanceof Error && typeof e.class === 'string' ? e.class : 'GenericError',
-        e instanceof Error ? `${e.name}: ${e.message}` : format(e)),
+      (value) => {
+        let json;
+        try {
+          json = value === undefined ? '' : JSON.stringify(value);
+        } catch (e) {
+          host.fail('GenericError', `the workflow's result cannot be written as JSON: ${e.message}`);
+          return;
+        }
+        host.finish(json === undefined ? '' : json);
+      },
+      (e) => {
+        if (e instanceof Error && typeof e.stack === 'string' && !(e instanceof QmpError)) host.log(e.stack);
+        const errorClass = e instanceof Error && typeof e.class === 'string' ? e.class : 'GenericError';
+        host.fail(errorClass, e instanceof Error ? `${e.name}: ${e.message}` : format(e));
+      },
     );
   }
 

@@ -289,6 +289,19 @@ class WorkflowIT {
         assertThat(syntax.at("/error/desc").asString()).contains("SyntaxError");
         JsonNode noExport = runToEnd(map("script", script("plain.js", "const x = 1;").toString()));
         assertThat(noExport.at("/error/desc").asString()).startsWith("the script has no default export function");
+        JsonNode cyclic = runToEnd(map("script", script("cyclic.js",
+                "export default async function () { const a = {}; a.a = a; return a; }").toString()));
+        assertThat(cyclic.at("/error/desc").asString()).startsWith("the workflow's result cannot be written as JSON");
+        JsonNode thrown = runToEnd(map("script", script("throws.js",
+                "export default async function () {\n  null.x;\n}").toString()));
+        assertThat(thrown.at("/error/desc").asString()).startsWith("TypeError: Cannot read property");
+        JsonNode thrownInfo = null;
+        for (JsonNode w : qmp.ok("query-workflows")) {
+            if (w.get("id").asString().equals(thrown.get("id").asString())) {
+                thrownInfo = w;
+            }
+        }
+        assertThat(thrownInfo.get("log").toString()).as("the stack says where").contains("throws.js:2");
         JsonNode missingArg = runToEnd(map("script", "compact-chain.js"));
         assertThat(missingArg.at("/error/desc").asString()).contains("needs the chain's active node");
     }
