@@ -9,7 +9,6 @@ import io.blockjobs.platform.testkit.QmpClient;
 import java.io.IOException;
 import java.io.InputStream;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -26,8 +25,11 @@ import tools.jackson.databind.JsonNode;
 
 /**
  * The client, {@code bin/blockjobs} from the distribution, run as a process against the real
- * daemon (on a qcow2 chain made by qemu-img): {@code qmp} and {@code events}. The test waits for
- * the client's output, its exit and QMP events, never for time.
+ * daemon: {@code qmp}, {@code events}, {@code jobs} (under a pseudo-terminal made by util-linux
+ * {@code script}, and on a pipe). Jobs run on a qcow2 chain made by qemu-img and
+ * are slowed down by {@code speed} until the client has shown them; the test then lets them
+ * finish, cancels them or makes them fail. It waits for the client's output, its exit and QMP
+ * events, never for time.
  */
 class ClientIT {
     private static final long MIB = 1 << 20;
@@ -147,7 +149,93 @@ class ClientIT {
         assertThat(closed.out()).contains(" SHUTDOWN ");
     }
 
+    // ---------------------------------------------------------------- jobs
+
+    @Test
+    void jobsOnATerminalRedrawsATableWithProgressUntilTheJobCompletes() throws Exception {
+        qmp.ok("block-stream", map("job-id", "stream0", "device", "top", "speed", MIB));
+        Client jobs = startOnTerminal("jobs");
+        jobs.awaitOutput(Pattern.compile("stream0 +stream +running .*B/s")); // shown, with a measured speed
+        qmp.ok("block-job-set-speed", map("device", "stream0", "speed", 0));
+        Client.Result r = jobs.finish();
+        assertThat(r.exit()).as(r.toString()).isZero();
+        assertThat(r.out()).contains("ID", "TYPE", "STATUS", "PROGRESS", "SPEED", "ETA")
+                .containsPattern("stream0 +stream +running +\\[#*-+] +\\d+% +\\d+(\\.\\d)? (B|KiB|MiB)/s")
+                .containsPattern("stream0 +stream +completed +\\[#{20}] 100%")
+                .contains("\u001b[2A"); // the two lines (header, job) redrawn in place
+    }
+
+    @Test
+    void jobsExitsOneWhenAJobIsCancelled() throws Exception {
+        startNull("c", MIB);
+        Client jobs = startOnTerminal("jobs");
+        jobs.awaitOutput(Pattern.compile("c +null +running"));
+        qmp.ok("job-cancel", map("id", "c"));
+        Client.Result r = jobs.finish();
+        assertThat(r.exit()).as(r.toString()).isEqualTo(1);
+        assertThat(r.out()).containsPattern("c +null +cancelled +\\[#*-+]");
+    }
+
+    @Test
+    void jobsExitsOneWhenAJobFails() throws Exception {
+        qmp.ok("blockdev-add", map("driver", "blkdebug", "node-name", "faulty", "image", "base",
+                "inject-error", List.of(map("event", "read_aio", "errno", 5, "sector", 16 * MIB / 512))));
+        qmp.ok("block-null", map("job-id", "f", "device", "faulty", "speed", MIB, "on-error", "report"));
+        Client jobs = startOnTerminal("jobs");
+        jobs.awaitOutput(Pattern.compile("f +null +running"));
+        qmp.ok("block-job-set-speed", map("device", "f", "speed", 0)); // on to the bad sector
+        Client.Result r = jobs.finish();
+        assertThat(r.exit()).as(r.toString()).isEqualTo(1);
+        assertThat(r.out()).containsPattern("f +null +failed +\\[#{10}-{10}]  50%").contains("error: Input/output error");
+    }
+
+    @Test
+    void jobsOnAPipePrintsALinePerStatusChange() throws Exception {
+        startNull("p", MIB);
+        Client jobs = start("jobs");
+        jobs.awaitOutput(Pattern.compile("p null running \\d+%\n"));
+        qmp.ok("block-job-set-speed", map("device", "p", "speed", 0));
+        Client.Result r = jobs.finish();
+        assertThat(r.exit()).as(r.toString()).isZero();
+        assertThat(r.out()).doesNotContain("\u001b");
+        List<String> lines = r.out().lines().toList();
+        assertThat(lines).allMatch(l -> l.matches("p null [a-z]+ \\d+%"));
+        List<String> statuses = lines.stream().map(l -> l.split(" ")[2]).toList();
+        assertThat(statuses).startsWith("running").endsWith("completed").doesNotHaveDuplicates()
+                .isSubsetOf("running", "waiting", "pending", "completed");
+        assertThat(lines.getLast()).isEqualTo("p null completed 100%");
+    }
+
+    @Test
+    void jobsWithNothingToShowOrOnlyConcludedJobs() throws Exception {
+        Client.Result none = run("jobs");
+        assertThat(none.exit()).isZero();
+        assertThat(none.out()).isEqualTo("no jobs\n");
+
+        // Jobs left concluded (no auto-dismiss): one done, one failed. --json: the list, once.
+        qmp.ok("blockdev-add", map("driver", "blkdebug", "node-name", "faulty", "image", "base",
+                "inject-error", List.of(map("event", "read_aio", "errno", 5))));
+        qmp.ok("block-null", map("job-id", "ok", "device", "top", "auto-dismiss", false));
+        qmp.awaitEvent("JOB_STATUS_CHANGE", d -> d.path("id").asString().equals("ok") && d.path("status").asString().equals("concluded"));
+        Client.Result done = run("--json", "jobs");
+        assertThat(done.exit()).as(done.toString()).isZero();
+        JsonNode list = Qemu.JSON.readTree(done.out());
+        assertThat(list.toString()).isEqualTo("[{\"id\":\"ok\",\"type\":\"null\",\"status\":\"concluded\",\"current-progress\":"
+                + 32 * MIB + ",\"total-progress\":" + 32 * MIB + ",\"speed\":0,\"outcome\":\"completed\"}]");
+
+        qmp.ok("block-null", map("job-id", "bad", "device", "faulty", "auto-dismiss", false));
+        qmp.awaitEvent("JOB_STATUS_CHANGE", d -> d.path("id").asString().equals("bad") && d.path("status").asString().equals("concluded"));
+        Client.Result failed = run("jobs");
+        assertThat(failed.exit()).as(failed.toString()).isEqualTo(1);
+        assertThat(failed.out()).isEqualTo("ok null completed 100%\nbad null failed 0% error: Input/output error\n");
+    }
+
     // ---------------------------------------------------------------- helpers
+
+    private void startNull(String id, long speed) throws IOException {
+        qmp.ok("block-null", map("job-id", id, "device", "top", "speed", speed));
+        qmp.awaitEvent("JOB_STATUS_CHANGE", d -> d.path("id").asString().equals(id) && d.path("status").asString().equals("running"));
+    }
 
     /**
      * Runs short jobs one after another (each awaited to its end) until {@code done}: events for a
@@ -181,6 +269,14 @@ class ClientIT {
         List<String> cmd = new ArrayList<>(List.of(clientLauncher().toString()));
         cmd.addAll(Arrays.asList(args));
         return launch(cmd, env);
+    }
+
+    /** Starts the client with {@code --socket} under a pseudo-terminal: {@code script -qefc CMD /dev/null}. */
+    private Client startOnTerminal(String... args) throws IOException {
+        List<String> cmd = new ArrayList<>(List.of(clientLauncher().toString(), "--socket", daemon.qmpSocket.toString()));
+        cmd.addAll(Arrays.asList(args));
+        String line = String.join(" ", cmd.stream().map(a -> "'" + a.replace("'", "'\\''") + "'").toList());
+        return launch(List.of("script", "-qefc", line, "/dev/null"), env -> env.put("TERM", "xterm"));
     }
 
     private Client launch(List<String> cmd, Consumer<Map<String, String>> env) throws IOException {
