@@ -22,16 +22,16 @@ import tools.jackson.databind.node.ObjectNode;
 /**
  * {@code blockjobs}: the client. Speaks QMP to a running {@code blockjobd} over its monitor
  * socket: one command ({@code qmp}), the event stream ({@code events}), a live view of the jobs
- * ({@code jobs}); and the built-in {@code demo}.
+ * ({@code jobs}), a workflow followed to its end ({@code run}); and the built-in {@code demo}.
  * Only its output goes to stdout; messages go to stderr as {@code blockjobs: ...}.
  */
 @Command(name = "blockjobs", mixinStandardHelpOptions = true, versionProvider = BlockjobsClient.VersionProvider.class,
         sortOptions = false,
-        description = "The blockjobs client: QMP commands, events and jobs of a running blockjobd.",
-        subcommands = {BlockjobsClient.QmpCall.class, BlockjobsClient.Events.class, JobsCommand.class,
+        description = "The blockjobs client: QMP commands, events, jobs and workflows of a running blockjobd.",
+        subcommands = {BlockjobsClient.QmpCall.class, BlockjobsClient.Events.class, JobsCommand.class, RunCommand.class,
                 BlockjobsClient.DemoCommand.class},
         footer = {"", "The socket is the one blockjobd serves QMP on (--chardev socket,path=PATH,... --monitor).",
-                "Exit status: 0 success; 1 a QMP error, or a job that failed or was cancelled;",
+                "Exit status: 0 success; 1 a QMP error, or a job or workflow that failed or was cancelled;",
                 "2 bad usage, bad JSON, or no connection to the daemon."})
 public final class BlockjobsClient implements Callable<Integer> {
 

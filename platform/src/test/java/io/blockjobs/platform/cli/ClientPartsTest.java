@@ -1,6 +1,7 @@
 package io.blockjobs.platform.cli;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.blockjobs.platform.Json;
 import java.util.List;
@@ -8,7 +9,7 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import tools.jackson.databind.JsonNode;
 
-/** The client's pieces that need no daemon: how a job's ending is told, the table. */
+/** The client's pieces that need no daemon: how a job's ending is told, the table, --arg values. */
 class ClientPartsTest {
     private static final long MS = TimeUnit.MILLISECONDS.toNanos(1);
 
@@ -143,5 +144,15 @@ class ClientPartsTest {
         assertThat(Terminal.duration(42)).isEqualTo("0:42");
         assertThat(Terminal.duration(3 * 3600 + 2 * 60 + 11)).isEqualTo("3:02:11");
         assertThat(Terminal.fit("abcdef", 4)).isEqualTo("abc~");
+    }
+
+    @Test
+    void argValuesAreJsonIfTheyParseElseStrings() throws Exception {
+        JsonNode args = RunCommand.arguments("{\"keep\": 3, \"n\": 0}",
+                List.of("n=42", "on=true", "name=disk0", "list=[1,2]", "path=/a/b=c", "empty=", "quoted=\"7\"", "half={x"));
+        assertThat(args.toString()).isEqualTo("{\"keep\":3,\"n\":42,\"on\":true,\"name\":\"disk0\",\"list\":[1,2],"
+                + "\"path\":\"/a/b=c\",\"empty\":\"\",\"quoted\":\"7\",\"half\":\"{x\"}");
+        assertThatThrownBy(() -> RunCommand.arguments(null, List.of("novalue"))).hasMessageContaining("KEY=VALUE");
+        assertThatThrownBy(() -> RunCommand.arguments("[1]", List.of())).hasMessageContaining("JSON object");
     }
 }
