@@ -82,7 +82,7 @@ final class Demo {
             }
             Thread.ofVirtual().start(() -> log.lines().forEach(l -> { }));
             System.out.println("blockjobd is serving top.qcow2; running block-null at 8 MiB/s over QMP:");
-            try (QmpConnection qmp = new QmpConnection(socket, Demo::show)) {
+            try (QmpConnection qmp = new QmpConnection(socket)) {
                 qmp.execute("block-null", Json.object().put("job-id", "demo").put("device", "top").put("speed", 8 * MIB));
                 while (true) {
                     JsonNode event = qmp.nextEvent();

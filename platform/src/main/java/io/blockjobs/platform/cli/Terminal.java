@@ -1,0 +1,120 @@
+package io.blockjobs.platform.cli;
+
+import com.sun.jna.Native;
+import com.sun.jna.Platform;
+import java.io.PrintStream;
+import java.util.List;
+import java.util.Locale;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * What the client needs of a terminal: whether stdout is one, a block of lines redrawn in place
+ * (ANSI cursor movement) with ordinary lines printed above it, and the formats of sizes, rates
+ * and durations.
+ */
+final class Terminal {
+    private static final Logger LOG = LoggerFactory.getLogger(Terminal.class);
+    private static final String CSI = "\033[";
+
+    private Terminal() {
+    }
+
+    /** True if stdout is a terminal that understands cursor movement. */
+    static boolean stdoutIsTerminal() {
+        return !"dumb".equals(System.getenv("TERM")) && LibC.terminal(1);
+    }
+
+    /** {@code isatty(3)} through JNA; without it, whether the JVM has a console. */
+    private static final class LibC {
+        private static final boolean AVAILABLE = register();
+
+        private static boolean register() {
+            try {
+                Native.register(LibC.class, Platform.C_LIBRARY_NAME);
+                return true;
+            } catch (Throwable t) {
+                LOG.debug("isatty unavailable: {}", t.toString());
+                return false;
+            }
+        }
+
+        private static native int isatty(int fd);
+
+        static boolean terminal(int fd) {
+            return AVAILABLE ? isatty(fd) == 1 : System.console() != null;
+        }
+    }
+
+    /**
+     * The last lines of the output, redrawn in place: {@link #show} replaces them,
+     * {@link #printAbove} prints a line above them (they are drawn again by the next show).
+     */
+    static final class LiveBlock {
+        private final PrintStream out;
+        private List<String> shown = List.of();
+
+        LiveBlock(PrintStream out) {
+            this.out = out;
+        }
+
+        void show(List<String> lines) {
+            StringBuilder b = new StringBuilder();
+            up(b);
+            for (String line : lines) {
+                b.append(line).append(CSI).append('K').append('\n');
+            }
+            b.append(CSI).append('J'); // anything left below from a taller block
+            out.print(b);
+            out.flush();
+            shown = List.copyOf(lines);
+        }
+
+        void printAbove(String line) {
+            StringBuilder b = new StringBuilder();
+            up(b);
+            b.append(CSI).append('J').append(line).append('\n');
+            out.print(b);
+            out.flush();
+            shown = List.of();
+        }
+
+        /** Back to the first column of the block's first line. */
+        private void up(StringBuilder b) {
+            b.append('\r');
+            if (!shown.isEmpty()) {
+                b.append(CSI).append(shown.size()).append('A');
+            }
+        }
+    }
+
+    /** {@code [#######-------------]}: {@code fraction} of {@code width} cells filled. */
+    static String bar(double fraction, int width) {
+        int filled = (int) Math.round(Math.max(0, Math.min(1, fraction)) * width);
+        return "[" + "#".repeat(filled) + "-".repeat(width - filled) + "]";
+    }
+
+    /** Bytes in binary units: {@code 512 B}, {@code 1.5 MiB}. */
+    static String bytes(double n) {
+        String[] units = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+        int u = 0;
+        while (n >= 1024 && u < units.length - 1) {
+            n /= 1024;
+            u++;
+        }
+        return u == 0 ? String.format(Locale.ROOT, "%.0f %s", n, units[u]) : String.format(Locale.ROOT, "%.1f %s", n, units[u]);
+    }
+
+    /** {@code 0:42}, {@code 12:05}, {@code 3:02:11}. */
+    static String duration(long seconds) {
+        long h = seconds / 3600;
+        long m = seconds / 60 % 60;
+        long s = seconds % 60;
+        return h > 0 ? String.format(Locale.ROOT, "%d:%02d:%02d", h, m, s) : String.format(Locale.ROOT, "%d:%02d", m, s);
+    }
+
+    /** {@code text} cut to {@code width} characters (the last one {@code ~} if it was cut). */
+    static String fit(String text, int width) {
+        return text.length() <= width ? text : text.substring(0, Math.max(0, width - 1)) + "~";
+    }
+}
