@@ -97,7 +97,7 @@ public final class QmpDispatcher implements AutoCloseable {
             return reply;
         } catch (CommandException e) {
             return error(e.errorClass(), e.getMessage());
-        } catch (Exception e) {
+        } catch (Exception | Error e) { // even an Error gets a reply: the client must not wait forever
             LOG.error("command {} failed unexpectedly", name, e);
             return error(ErrorClass.GENERIC_ERROR, name + " failed: " + e);
         }

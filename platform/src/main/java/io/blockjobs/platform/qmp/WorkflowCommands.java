@@ -19,7 +19,7 @@ public final class WorkflowCommands {
 
     /** {@code workflow-run}'s arguments: a script in the distribution's scripts/ or a path. */
     public record RunArgs(String script, Optional<JsonNode> args, Optional<String> id, Optional<Long> timeout,
-                          Optional<Long> maxStatements) {
+                          Optional<Long> maxStatements, Optional<Long> cpuTime) {
     }
 
     /** {@code workflow-run}'s reply. */
@@ -32,7 +32,7 @@ public final class WorkflowCommands {
 
     /** {@code workflow-schedule}'s arguments. */
     public record ScheduleArgs(String name, String script, String schedule, Optional<JsonNode> args,
-                               Optional<Long> timeout, Optional<Long> maxStatements) {
+                               Optional<Long> timeout, Optional<Long> maxStatements, Optional<Long> cpuTime) {
     }
 
     /** Arguments naming a schedule. */
@@ -59,7 +59,7 @@ public final class WorkflowCommands {
 
         d.register(QmpCommand.of("workflow-run", RunArgs.class, RunReply.class, a -> new RunReply(engine.start(
                 new WorkflowEngine.Request(a.script(), a.args().orElse(null), a.id(), a.timeout(), a.maxStatements(),
-                        Optional.empty())))));
+                        a.cpuTime(), Optional.empty())))));
         d.register(QmpCommand.of("query-workflows", Void.class, QmpTypes.listOf(WorkflowInfo.class), a -> engine.query()));
         d.register(QmpCommand.of("workflow-cancel", IdArgs.class, null, a -> {
             engine.cancel(a.id());
@@ -67,7 +67,7 @@ public final class WorkflowCommands {
         }));
         d.register(QmpCommand.of("workflow-schedule", ScheduleArgs.class, WorkflowScheduler.ScheduleInfo.class,
                 a -> scheduler.add(a.name(), a.schedule(), new WorkflowEngine.Request(a.script(), a.args().orElse(null),
-                        Optional.empty(), a.timeout(), a.maxStatements(), Optional.of(a.name())))));
+                        Optional.empty(), a.timeout(), a.maxStatements(), a.cpuTime(), Optional.of(a.name())))));
         d.register(QmpCommand.of("query-workflow-schedules", Void.class,
                 QmpTypes.listOf(WorkflowScheduler.ScheduleInfo.class), a -> scheduler.query()));
         d.register(QmpCommand.of("workflow-unschedule", NameArgs.class, null, a -> {

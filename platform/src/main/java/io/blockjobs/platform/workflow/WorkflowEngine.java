@@ -7,7 +7,6 @@ import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
 import java.lang.management.ManagementFactory;
-import java.lang.management.MemoryUsage;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.NoSuchFileException;
@@ -19,8 +18,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BiFunction;
@@ -44,6 +43,10 @@ public final class WorkflowEngine implements AutoCloseable {
     public static final long DEFAULT_STATEMENT_LIMIT = 50_000_000L;
     /** A day: long enough for a backup of a big disk, short enough that a stuck script ends. */
     public static final long DEFAULT_TIMEOUT_SECONDS = 24 * 3600L;
+    /** Orchestration needs little CPU; a script computing for five minutes is most likely stuck. */
+    public static final long DEFAULT_CPU_SECONDS = 300L;
+    private static final long MAX_TIMEOUT_SECONDS = 366 * 24 * 3600L;
+    private static final long MAX_SCRIPT_BYTES = 1 << 20;
     private static final int MAX_RUNNING = 32;
     private static final int KEEP_FINISHED = 100;
     private static final String PRELUDE = loadPrelude();
@@ -53,10 +56,14 @@ public final class WorkflowEngine implements AutoCloseable {
     private final Path scriptsDir;
     private final Map<String, WorkflowRun> runs = new LinkedHashMap<>();
     private final AtomicLong counter = new AtomicLong();
-    private final ScheduledExecutorService timer = Executors.newSingleThreadScheduledExecutor(
+    private final AtomicLong jobCounter = new AtomicLong();
+    private final ScheduledThreadPoolExecutor timer = new ScheduledThreadPoolExecutor(1,
             Thread.ofPlatform().name("workflow-timer").daemon().factory());
     private final AutoCloseable subscription;
+    private final Object polyglotLock = new Object();
     private Engine polyglot;
+    private volatile boolean closing;
+    private long lastGc;
 
     /**
      * @param events     the daemon's events: scripts see them, and workflow events go there
@@ -67,6 +74,7 @@ public final class WorkflowEngine implements AutoCloseable {
         this.events = events;
         this.qmp = qmp;
         this.scriptsDir = scriptsDir;
+        timer.setRemoveOnCancelPolicy(true);
         this.subscription = events.subscribe(e -> {
             if (!e.name().equals("WORKFLOW_LOG")) {
                 for (WorkflowRun r : running()) {
@@ -79,11 +87,14 @@ public final class WorkflowEngine implements AutoCloseable {
 
     /** What a run is asked to do. */
     public record Request(String script, JsonNode args, Optional<String> id, Optional<Long> timeoutSeconds,
-                          Optional<Long> statementLimit, Optional<String> schedule) {
+                          Optional<Long> statementLimit, Optional<Long> cpuSeconds, Optional<String> schedule) {
     }
 
-    /** Starts a run; returns its id. */
+    /** Starts a run; returns its id. The script runs on its own thread; this returns at once. */
     public String start(Request request) {
+        if (closing) {
+            throw new CommandException("The daemon is shutting down");
+        }
         String source = read(request.script());
         JsonNode args = request.args() == null || request.args().isNull() ? Json.object() : request.args();
         if (!args.isObject()) {
@@ -91,8 +102,12 @@ public final class WorkflowEngine implements AutoCloseable {
         }
         long timeout = request.timeoutSeconds().orElse(DEFAULT_TIMEOUT_SECONDS);
         long statements = request.statementLimit().orElse(DEFAULT_STATEMENT_LIMIT);
-        if (timeout <= 0 || statements <= 0) {
-            throw new CommandException("'timeout' and 'max-statements' must be positive");
+        long cpu = request.cpuSeconds().orElse(DEFAULT_CPU_SECONDS);
+        if (timeout <= 0 || timeout > MAX_TIMEOUT_SECONDS) {
+            throw new CommandException("'timeout' must be between 1 and " + MAX_TIMEOUT_SECONDS + " seconds");
+        }
+        if (statements <= 0 || cpu <= 0 || cpu > MAX_TIMEOUT_SECONDS) {
+            throw new CommandException("'max-statements' and 'cpu-time' must be positive");
         }
         WorkflowRun run;
         synchronized (this) {
@@ -107,12 +122,11 @@ public final class WorkflowEngine implements AutoCloseable {
             if (old != null && old.state() == WorkflowRun.State.RUNNING) {
                 throw new CommandException("Workflow '" + id + "' is already running");
             }
-            runs.remove(id);
-            run = new WorkflowRun(this, id, request.script(), source, args, request.schedule(), timeout, statements);
+            run = new WorkflowRun(this, id, request.script(), source, args, request.schedule(), timeout, statements, cpu);
+            runs.remove(id); // a finished run of the same id gives way, after the new one exists
             runs.put(id, run);
             trimFinished();
         }
-        polyglot(); // built on first use, by the caller, so a failure to build is the caller's error
         events.publish("WORKFLOW_STARTED", Json.object().put("id", run.id).put("script", run.script));
         run.start();
         return run.id;
@@ -175,34 +189,80 @@ public final class WorkflowEngine implements AutoCloseable {
         }
         Path path = script.contains("/") ? Path.of(script) : scriptsDir.resolve(script);
         try {
+            // Only a regular file of sensible size: a FIFO or a device would hold up the main loop.
+            var attributes = Files.readAttributes(path, java.nio.file.attribute.BasicFileAttributes.class);
+            if (!attributes.isRegularFile()) {
+                throw new CommandException("'" + path + "' is not a regular file");
+            }
+            if (attributes.size() > MAX_SCRIPT_BYTES) {
+                throw new CommandException("'" + path + "' is larger than " + (MAX_SCRIPT_BYTES >> 10) + " KiB; a workflow is a script, not data");
+            }
             return Files.readString(path);
         } catch (NoSuchFileException e) {
             throw new CommandException("Could not open '" + path + "': No such file or directory");
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | java.io.UncheckedIOException e) {
             throw new CommandException("Could not read '" + path + "': " + e.getMessage());
         }
     }
 
-    /** Stops runs past their wall-clock budget, and the run that fills the heap. */
+    /**
+     * Stops runs past their time or CPU budget, and the run that fills the heap: when the heap is
+     * more than half full, a GC tells garbage from what is kept (at most once a second); if it
+     * stays more than half full, the run that allocated most since the last such check, if that
+     * is more than an eighth of the heap, is stopped.
+     */
     private void watch() {
         try {
             Instant now = Instant.now();
-            MemoryUsage heap = ManagementFactory.getMemoryMXBean().getHeapMemoryUsage();
-            long max = heap.getMax() > 0 ? heap.getMax() : Runtime.getRuntime().maxMemory();
-            boolean heapHalfFull = heap.getUsed() > max / 2;
-            for (WorkflowRun r : running()) {
+            List<WorkflowRun> live = running();
+            for (WorkflowRun r : live) {
                 if (now.isAfter(r.deadline())) {
                     r.stop(new WorkflowRun.Stop(WorkflowRun.State.FAILED, "GenericError",
                             "the workflow exceeded its time budget and was stopped"));
-                } else if (heapHalfFull && allocatedBytes(r.threadId()) - r.allocatedAtStart() > max / 8) {
+                } else if (cpuTime(r.threadId()) > r.cpuNanos()) {
                     r.stop(new WorkflowRun.Stop(WorkflowRun.State.FAILED, "GenericError",
-                            "the workflow allocated more than " + (max / 8 >> 20)
-                                    + " MiB while the daemon's heap was more than half full, and was stopped"));
+                            "the workflow exceeded its CPU-time budget of " + TimeUnit.NANOSECONDS.toSeconds(r.cpuNanos())
+                                    + " s and was stopped"));
                 }
             }
-        } catch (RuntimeException e) {
-            LOG.warn("workflow watchdog", e);
+            long max = Runtime.getRuntime().maxMemory();
+            if (live.isEmpty() || heapUsed() <= max / 2 || System.nanoTime() - lastGc < TimeUnit.SECONDS.toNanos(1)) {
+                return;
+            }
+            WorkflowRun top = null;
+            long most = 0;
+            for (WorkflowRun r : live) {
+                long allocated = allocatedBytes(r.threadId()) - r.allocatedAtMark;
+                if (allocated > most) {
+                    most = allocated;
+                    top = r;
+                }
+            }
+            if (top == null || most <= max / 8) {
+                return;
+            }
+            System.gc(); // is it kept, or garbage?
+            lastGc = System.nanoTime();
+            for (WorkflowRun r : live) {
+                r.allocatedAtMark = allocatedBytes(r.threadId());
+            }
+            if (heapUsed() > max / 2) {
+                top.stop(new WorkflowRun.Stop(WorkflowRun.State.FAILED, "GenericError",
+                        "the workflow allocated " + (most >> 20) + " MiB and the daemon's heap stayed more than half full ("
+                                + (heapUsed() >> 20) + " of " + (max >> 20) + " MiB), so it was stopped"));
+            }
+        } catch (Throwable t) { // the watchdog must survive anything, or budgets stop being enforced
+            LOG.warn("workflow watchdog", t);
         }
+    }
+
+    private static long heapUsed() {
+        return ManagementFactory.getMemoryMXBean().getHeapMemoryUsage().getUsed();
+    }
+
+    private static long cpuTime(long threadId) {
+        long t = ManagementFactory.getThreadMXBean().getThreadCpuTime(threadId);
+        return Math.max(t, 0);
     }
 
     static long allocatedBytes(long threadId) {
@@ -214,16 +274,30 @@ public final class WorkflowEngine implements AutoCloseable {
 
     // --- called by runs ---
 
-    synchronized Engine polyglot() {
-        if (polyglot == null) {
+    /** The shared engine, built by the first run that needs it (on that run's thread, not QMP's). */
+    Engine polyglot() {
+        synchronized (polyglotLock) {
+            if (closing) {
+                throw new IllegalStateException("the daemon is shutting down");
+            }
+            if (polyglot == null) {
             polyglot = Engine.newBuilder("js")
                     .sandbox(SandboxPolicy.CONSTRAINED)
                     .out(OutputStream.nullOutputStream())
                     .err(OutputStream.nullOutputStream())
                     .option("engine.WarnInterpreterOnly", "false")
                     .build();
+            }
+            return polyglot;
         }
-        return polyglot;
+    }
+
+    boolean closing() {
+        return closing;
+    }
+
+    String newJobId(String runId) {
+        return runId + "-job" + jobCounter.incrementAndGet();
     }
 
     CompletableFuture<ObjectNode> execute(String command, JsonNode arguments) {
@@ -263,29 +337,35 @@ public final class WorkflowEngine implements AutoCloseable {
     }
 
     /**
-     * Stops every run and the engine. It does not wait for the runs: it may be called on the main
-     * loop, which their last QMP commands would need; the job manager cancels their jobs.
+     * Stops every run and the engine. Runs do not cancel their jobs now (this may run on the main
+     * loop, which their commands would need): the job manager cancels every job next.
      */
     @Override
     public void close() {
-        List<WorkflowRun> all = new ArrayList<>(running());
+        closing = true;
+        List<WorkflowRun> all = running();
         for (WorkflowRun r : all) {
             r.stop(new WorkflowRun.Stop(WorkflowRun.State.CANCELLED, "GenericError", "the daemon is shutting down"));
         }
-
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(5);
+        for (WorkflowRun r : all) { // their WORKFLOW_FINISHED reaches the monitors before they close
+            r.awaitEnd(Math.max(0, deadline - System.nanoTime()));
+        }
         try {
             subscription.close();
         } catch (Exception e) {
             LOG.debug("unsubscribing", e);
         }
         timer.shutdownNow();
-        synchronized (this) {
-            if (polyglot != null) {
-                try {
-                    polyglot.close(true);
-                } catch (RuntimeException e) {
-                    LOG.debug("closing the JavaScript engine", e);
-                }
+        Engine e;
+        synchronized (polyglotLock) {
+            e = polyglot;
+        }
+        if (e != null) {
+            try {
+                e.close(true);
+            } catch (RuntimeException ex) {
+                LOG.debug("closing the JavaScript engine", ex);
             }
         }
     }

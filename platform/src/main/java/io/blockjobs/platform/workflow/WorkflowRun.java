@@ -15,7 +15,7 @@ import java.util.Optional;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.ScheduledFuture;
 import org.graalvm.polyglot.Context;
 import org.graalvm.polyglot.PolyglotException;
 import org.graalvm.polyglot.ResourceLimits;
@@ -38,6 +38,8 @@ import tools.jackson.databind.node.ObjectNode;
 final class WorkflowRun {
     private static final Logger LOG = LoggerFactory.getLogger(WorkflowRun.class);
     private static final int LOG_TAIL = 50;
+    private static final int MAX_LOG_LINE = 4096;
+    private static final int MAX_LOG_LINES = 10_000;
 
     /** How a run stands, by QMP's names. */
     enum State {
@@ -61,10 +63,13 @@ final class WorkflowRun {
     private final JsonNode args;
     private final Instant deadline;
     private final long statementLimit;
+    private final long cpuNanos;
     private final BlockingQueue<Runnable> tasks = new LinkedBlockingQueue<>();
+    private final List<ScheduledFuture<?>> timers = new ArrayList<>();
+    private volatile boolean statementLimitHit;
+    private int logLines;
     private final Deque<String> logTail = new ArrayDeque<>();
     private final List<String> jobs = new ArrayList<>();
-    private final AtomicInteger jobCounter = new AtomicInteger();
     private final Thread thread;
     private volatile Context context;
     private volatile Value eventCallback;
@@ -75,10 +80,11 @@ final class WorkflowRun {
     private volatile JsonNode result;
     private volatile String errorClass;
     private volatile String errorDesc;
-    private long allocatedAtStart;
+    /** Allocation by the run's thread when the watchdog last confirmed the heap after a GC. */
+    volatile long allocatedAtMark;
 
     WorkflowRun(WorkflowEngine engine, String id, String script, String source, JsonNode args,
-                Optional<String> schedule, long timeoutSeconds, long statementLimit) {
+                Optional<String> schedule, long timeoutSeconds, long statementLimit, long cpuSeconds) {
         this.engine = engine;
         this.id = id;
         this.script = script;
@@ -87,6 +93,7 @@ final class WorkflowRun {
         this.schedule = schedule;
         this.deadline = started.plusSeconds(timeoutSeconds);
         this.statementLimit = statementLimit;
+        this.cpuNanos = TimeUnit.SECONDS.toNanos(cpuSeconds);
         this.thread = Thread.ofPlatform().name("workflow-" + id).daemon().unstarted(this::main);
     }
 
@@ -106,8 +113,17 @@ final class WorkflowRun {
         return deadline;
     }
 
-    long allocatedAtStart() {
-        return allocatedAtStart;
+    long cpuNanos() {
+        return cpuNanos;
+    }
+
+    /** Waits at most {@code nanos} for the run's thread to end. */
+    void awaitEnd(long nanos) {
+        try {
+            thread.join(java.time.Duration.ofNanos(nanos));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     /** Hands an event to the script (events are delivered in the order they were published). */
@@ -147,14 +163,41 @@ final class WorkflowRun {
     }
 
     private void main() {
-        allocatedAtStart = WorkflowEngine.allocatedBytes(thread.threadId());
+        try {
+            execute();
+        } catch (Throwable t) { // an Error in host code must still end the run
+            if (stop == null && !settled) {
+                LOG.warn("workflow {} failed in the host", id, t);
+                settle(State.FAILED, null, "GenericError", "workflow failed in the host: " + t);
+            }
+        } finally {
+            eventCallback = null;
+            synchronized (timers) {
+                timers.forEach(f -> f.cancel(false)); // a pending bj.sleep must not keep the script's heap alive
+                timers.clear();
+            }
+            tasks.clear();
+            context = null;
+            Thread.interrupted(); // the stop's wake-up call has been heard; cancelling jobs must not see it
+            Stop why = stop;
+            if (!settled && why != null) {
+                cancelJobs();
+                settle(why.state(), null, why.errorClass(), why.desc());
+            } else if (!settled) {
+                settle(State.FAILED, null, "GenericError", "workflow ended without a result");
+            }
+        }
+    }
+
+    private void execute() {
         try (Context c = Context.newBuilder("js")
                 .engine(engine.polyglot())
                 .sandbox(SandboxPolicy.CONSTRAINED)
                 .out(new LineOutput(this::log))
                 .err(new LineOutput(this::log))
                 .option("js.esm-eval-returns-exports", "true")
-                .resourceLimits(ResourceLimits.newBuilder().statementLimit(statementLimit, null).build())
+                .resourceLimits(ResourceLimits.newBuilder().statementLimit(statementLimit, null)
+                        .onLimit(e -> statementLimitHit = true).build())
                 .build()) {
             context = c;
             if (stop != null) {
@@ -174,39 +217,33 @@ final class WorkflowRun {
             // stopped while waiting: stop says why
         } catch (PolyglotException e) {
             failFromScript(e);
-        } catch (RuntimeException e) {
-            if (stop == null) {
-                LOG.warn("workflow {} failed in the host", id, e);
-                settle(State.FAILED, null, "GenericError", "workflow failed in the host: " + e);
-            }
-        } finally {
-            eventCallback = null;
-        }
-        Thread.interrupted(); // the stop's wake-up call has been heard; cancelling jobs must not see it
-        Stop why = stop;
-        if (!settled && why != null) {
-            cancelJobs();
-            settle(why.state(), null, why.errorClass(), why.desc());
-        } else if (!settled) {
-            settle(State.FAILED, null, "GenericError", "workflow ended without a result");
         }
     }
 
     private void failFromScript(PolyglotException e) {
         if (stop != null) {
-            return; // cancelled on purpose: stop says why
+            return; // stopped on purpose: stop says why
         }
-        if (e.isResourceExhausted() || e.isCancelled()) {
-            stop = new Stop(State.FAILED, "GenericError", "the workflow exceeded its statement budget of "
-                    + statementLimit + " statements and was stopped");
+        String why;
+        if (statementLimitHit) {
+            why = "the workflow exceeded its statement budget of " + statementLimit + " statements and was stopped";
+        } else if (e.isResourceExhausted()) {
+            why = "the workflow ran out of resources (" + e.getMessage() + ") and was stopped";
+        } else if (e.isCancelled()) {
+            why = "the workflow was cancelled";
+        } else {
+            cancelJobs();
+            settle(State.FAILED, null, "GenericError", e.getMessage());
             return;
         }
-        cancelJobs();
-        settle(State.FAILED, null, "GenericError", e.getMessage());
+        stop = new Stop(State.FAILED, "GenericError", why);
     }
 
     /** Cancels the jobs this run started that still exist; it does not wait for them to end. */
     private void cancelJobs() {
+        if (engine.closing()) {
+            return; // the daemon is stopping: it cancels every job itself, and its main loop is busy doing so
+        }
         List<String> ids;
         synchronized (jobs) {
             ids = List.copyOf(jobs);
@@ -238,8 +275,15 @@ final class WorkflowRun {
         engine.finished(this);
     }
 
-    void log(String message) {
+    void log(String line) {
+        String message = line.length() > MAX_LOG_LINE ? line.substring(0, MAX_LOG_LINE) + "..." : line;
         synchronized (logTail) {
+            if (++logLines > MAX_LOG_LINES) {
+                if (logLines == MAX_LOG_LINES + 1) {
+                    LOG.warn("workflow {} logged more than {} lines; the rest are dropped", id, MAX_LOG_LINES);
+                }
+                return;
+            }
             if (logTail.size() == LOG_TAIL) {
                 logTail.removeFirst();
             }
@@ -279,27 +323,30 @@ final class WorkflowRun {
                     String command = a[0].asString();
                     String json = a[1].asString();
                     Value callback = a[2];
+                    // bj.job names the job it starts: it is this run's once the daemon said yes
+                    String job = a.length > 3 && a[3].isString() ? a[3].asString() : null;
                     JsonNode arguments = json.isEmpty() ? null : Json.MAPPER.readTree(json);
-                    engine.execute(command, arguments).thenAccept(reply -> tasks.add(() -> {
-                        if (reply.has("error")) {
-                            callback.execute(Json.MAPPER.writeValueAsString(reply.get("error")), null);
-                        } else {
-                            callback.execute(null, Json.MAPPER.writeValueAsString(reply.get("return")));
+                    engine.execute(command, arguments).thenAccept(reply -> {
+                        if (job != null && !reply.has("error")) {
+                            synchronized (jobs) {
+                                jobs.add(job);
+                            }
                         }
-                    }));
+                        tasks.add(() -> {
+                            if (reply.has("error")) {
+                                callback.execute(Json.MAPPER.writeValueAsString(reply.get("error")), null);
+                            } else {
+                                callback.execute(null, Json.MAPPER.writeValueAsString(reply.get("return")));
+                            }
+                        });
+                    });
                     return null;
                 },
                 "subscribe", a -> {
                     eventCallback = a[0];
                     return null;
                 },
-                "newJobId", a -> id + "-job" + jobCounter.incrementAndGet(),
-                "jobStarted", a -> {
-                    synchronized (jobs) {
-                        jobs.add(a[0].asString());
-                    }
-                    return null;
-                },
+                "newJobId", a -> engine.newJobId(id),
                 "log", a -> {
                     log(a[0].asString());
                     return null;
@@ -307,7 +354,10 @@ final class WorkflowRun {
                 "sleep", a -> {
                     Value callback = a[1];
                     long ms = Math.max(0, (long) a[0].asDouble());
-                    engine.timer().schedule(() -> tasks.add(() -> callback.execute()), ms, TimeUnit.MILLISECONDS);
+                    synchronized (timers) {
+                        timers.removeIf(java.util.concurrent.Future::isDone);
+                        timers.add(engine.timer().schedule(() -> tasks.add(() -> callback.execute()), ms, TimeUnit.MILLISECONDS));
+                    }
                     return null;
                 },
                 "id", a -> id,

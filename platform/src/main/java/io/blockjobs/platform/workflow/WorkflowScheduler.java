@@ -7,6 +7,8 @@ import com.cronutils.model.time.ExecutionTime;
 import com.cronutils.parser.CronParser;
 import io.blockjobs.sdk.error.CommandException;
 import java.time.Duration;
+import java.time.ZoneId;
+import java.time.ZoneOffset;
 import java.time.ZonedDateTime;
 import java.util.List;
 import java.util.Map;
@@ -60,21 +62,27 @@ public final class WorkflowScheduler implements AutoCloseable {
             this.request = request;
         }
 
-        void arm() {
-            ZonedDateTime now = ZonedDateTime.now();
-            next = times.nextExecution(now).orElse(null);
+        /** Arms the timer for the first time after {@code from}. */
+        void arm(ZonedDateTime from) {
+            next = nextAfter(times, from);
             if (next == null) {
                 LOG.info("schedule {} has no further run", name);
                 return;
             }
-            long delay = Math.max(0, Duration.between(now, next).toMillis());
+            long delay = Math.max(0, Duration.between(ZonedDateTime.now(), next).toMillis());
             future = timer.schedule(this::fire, delay, TimeUnit.MILLISECONDS);
         }
 
         void fire() {
+            ZonedDateTime due = next;
             synchronized (WorkflowScheduler.this) {
                 if (entries.get(name) != this) {
                     return; // unscheduled meanwhile
+                }
+                if (ZonedDateTime.now().isBefore(due)) { // the timer ran early (the clock was set back): not yet
+                    long delay = Math.max(1, Duration.between(ZonedDateTime.now(), due).toMillis());
+                    future = timer.schedule(this::fire, delay, TimeUnit.MILLISECONDS);
+                    return;
                 }
             }
             try {
@@ -83,17 +91,32 @@ public final class WorkflowScheduler implements AutoCloseable {
                 } else {
                     String id = name + "-" + runs.incrementAndGet();
                     lastRun = engine.start(new WorkflowEngine.Request(request.script(), request.args(),
-                            Optional.of(id), request.timeoutSeconds(), request.statementLimit(), Optional.of(name)));
+                            Optional.of(id), request.timeoutSeconds(), request.statementLimit(), request.cpuSeconds(),
+                            Optional.of(name)));
                 }
-            } catch (RuntimeException e) {
-                LOG.warn("schedule {}: cannot start {}: {}", name, request.script(), e.getMessage());
+            } catch (Throwable e) { // a schedule must stay armed whatever one turn met
+                LOG.warn("schedule {}: cannot start {}: {}", name, request.script(), e.toString());
             }
             synchronized (WorkflowScheduler.this) {
                 if (entries.get(name) == this) {
-                    arm();
+                    ZonedDateTime now = ZonedDateTime.now();
+                    arm(now.isAfter(due) ? now : due);
                 }
             }
         }
+    }
+
+    /**
+     * The first time after {@code from} that the schedule names, read on the local wall clock as
+     * cron does: a time that a daylight-saving change skips runs right after the change (02:30
+     * becomes 03:30), and a time that it repeats runs once.
+     */
+    static ZonedDateTime nextAfter(ExecutionTime times, ZonedDateTime from) {
+        ZoneId zone = ZoneId.systemDefault();
+        ZonedDateTime wall = from.withZoneSameInstant(zone).toLocalDateTime().atZone(ZoneOffset.UTC);
+        return times.nextExecution(wall)
+                .map(t -> ZonedDateTime.ofLocal(t.toLocalDateTime(), zone, null))
+                .orElse(null);
     }
 
     public WorkflowScheduler(WorkflowEngine engine, ScheduledExecutorService timer) {
@@ -124,7 +147,7 @@ public final class WorkflowScheduler implements AutoCloseable {
         remove(name, false);
         Entry e = new Entry(name, schedule, times, request);
         entries.put(name, e);
-        e.arm();
+        e.arm(ZonedDateTime.now());
         return info(e);
     }
 

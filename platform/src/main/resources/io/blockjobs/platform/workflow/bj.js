@@ -20,7 +20,8 @@
     return { promise, resolve, reject };
   }
 
-  function qmp(command, args) {
+  // `job`: the id of the job this command starts (bj.job), which the run then owns.
+  function send(command, args, job) {
     if (typeof command !== 'string') {
       return Promise.reject(new TypeError('bj.qmp(command, args): command must be a string'));
     }
@@ -32,9 +33,11 @@
       } else {
         d.resolve(JSON.parse(result));
       }
-    });
+    }, job === undefined ? null : job);
     return d.promise;
   }
+
+  const qmp = (command, args) => send(command, args);
 
   // Event listeners: each is {name, match(data), fn(event)}; a listener returning true is removed.
   const listeners = new Set();
@@ -109,9 +112,11 @@
       const d = e.data;
       if (e.event === 'JOB_STATUS_CHANGE' && d.id === this.id) {
         this.status = d.status;
+        if (d.status === 'aborting') this._aborted = true;
         for (const w of this._waits.filter((w) => w.status === d.status)) w.resolve(this);
         this._waits = this._waits.filter((w) => w.status !== d.status);
         if (d.status === 'concluded' || d.status === 'null') this._finish();
+        if (d.status === 'null') this._unlisten();
         return;
       }
       if (d.device !== this.id) return;
@@ -133,19 +138,16 @@
     async _finish() {
       if (this._finished) return;
       this._finished = true;
-      this._unlisten();
       let outcome = this._outcome === undefined ? null : this._outcome;
-      if (this._outcome === undefined && this.status === 'concluded') {
+      if (this._outcome === undefined && this._aborted) {
         const info = (await qmp('query-jobs')).find((j) => j.id === this.id);
-        if (info !== undefined && info.error !== undefined) {
-          outcome = new QmpError('GenericError', `Job '${this.id}' failed: ${info.error}`);
-          this.error = info.error;
-        }
+        this.error = info !== undefined && info.error !== undefined ? info.error : 'aborted';
+        outcome = new QmpError('GenericError', `Job '${this.id}' failed: ${this.error}`);
       }
       const notReady = outcome || new QmpError('GenericError', `Job '${this.id}' ended without becoming ready`);
       this._ready.reject(notReady);
-      for (const w of this._waits) w.reject(notReady);
-      this._waits = [];
+      for (const w of this._waits.filter((w) => w.status !== 'null')) w.reject(notReady);
+      this._waits = this._waits.filter((w) => w.status === 'null');
       if (outcome === null) this._done.resolve(this); else this._done.reject(outcome);
     }
 
@@ -153,7 +155,7 @@
     until(status) {
       if (this.status === status) return Promise.resolve(this);
       const d = deferred();
-      if (this._finished) d.reject(new QmpError('GenericError', `Job '${this.id}' has ended`));
+      if (this._finished && status !== 'null') d.reject(new QmpError('GenericError', `Job '${this.id}' has ended`));
       else this._waits.push({ status, resolve: d.resolve, reject: d.reject });
       return d.promise;
     }
@@ -172,11 +174,11 @@
     const a = Object.assign({}, args);
     if (a['job-id'] === undefined) a['job-id'] = host.newJobId();
     const j = new Job(a['job-id'], command); // listens before the command runs: no event is missed
-    host.jobStarted(a['job-id']);
     try {
-      await qmp(command, a);
+      await send(command, a, a['job-id']);
     } catch (e) {
       j._unlisten();
+      j._finished = true;
       j._ready.reject(e);
       j._done.reject(e);
       throw e;

@@ -103,8 +103,8 @@ class WorkflowIT {
                   const s = await bj.job('block-stream', { device: 'top', 'base-node': 'mid1' });
                   bj.log('started', s.id);
                   await s.done;
-                  const c = await bj.job('block-commit', { device: 'top', 'top-node': 'mid1', 'base-node': 'base' });
-                  const completed = bj.events.next('BLOCK_JOB_COMPLETED', { device: c.id });
+                  const completed = bj.events.next('BLOCK_JOB_COMPLETED', { device: 'c1' });
+                  const c = await bj.job('block-commit', { 'job-id': 'c1', device: 'top', 'top-node': 'mid1', 'base-node': 'base' });
                   await c.done;
                   const event = await completed;
                   const chain = await bj.chain('top');
@@ -117,17 +117,18 @@ class WorkflowIT {
         assertThat(done.get("state").asString()).as(done.toString()).isEqualTo("completed");
         JsonNode result = done.get("result");
         assertThat(result.get("layers").toString()).isEqualTo("[\"top\",\"base\"]");
+        JsonNode info = qmp.ok("query-workflows").get(0);
         JsonNode streamEvent = qmp.seenEvents().stream()
                 .filter(e -> e.get("event").asString().equals("BLOCK_JOB_COMPLETED")
-                        && e.at("/data/device").asString().endsWith("-job1"))
+                        && e.at("/data/device").asString().equals(info.at("/jobs/0").asString()))
                 .findFirst().orElseThrow();
         assertThat(result.get("streamed").asLong()).isEqualTo(streamEvent.at("/data/len").asLong()).isPositive();
         assertThat(result.get("committedEvent").asString()).isEqualTo("BLOCK_JOB_COMPLETED");
         assertThat(result.get("greeting").asString()).isEqualTo("hello");
 
-        JsonNode info = qmp.ok("query-workflows").get(0);
-        assertThat(info.get("jobs").toString()).isEqualTo("[\"" + done.get("id").asString() + "-job1\",\""
-                + done.get("id").asString() + "-job2\"]");
+        assertThat(info.get("jobs")).hasSize(2);
+        assertThat(info.at("/jobs/0").asString()).startsWith(done.get("id").asString() + "-job");
+        assertThat(info.at("/jobs/1").asString()).isEqualTo("c1");
         assertThat(info.get("log").toString()).contains("started", "chain [\\\"top\\\",\\\"base\\\"]");
 
         qmp.close();
@@ -234,6 +235,25 @@ class WorkflowIT {
     }
 
     @Test
+    void aJobThatCouldNotStartIsNotTheWorkflowsToCancel() throws Exception {
+        qmp.ok("block-stream", map("job-id", "libvirt-job", "device", "top", "speed", MIB));
+        Path wf = script("collide.js", """
+                export default async function (bj) {
+                  await bj.job('block-null', { 'job-id': 'libvirt-job', device: 'base' });
+                }
+                """);
+        JsonNode done = runToEnd(map("script", wf.toString()));
+        assertThat(done.get("state").asString()).isEqualTo("failed");
+        assertThat(done.at("/error/desc").asString()).contains("libvirt-job");
+        JsonNode jobs = qmp.ok("query-jobs");
+        assertThat(jobs).hasSize(1);
+        assertThat(jobs.at("/0/id").asString()).isEqualTo("libvirt-job");
+        assertThat(jobs.at("/0/status").asString()).as("the client's job runs on").isEqualTo("running");
+        qmp.ok("job-cancel", map("id", "libvirt-job"));
+        qmp.awaitEvent("BLOCK_JOB_CANCELLED", d -> d.get("device").asString().equals("libvirt-job"));
+    }
+
+    @Test
     void cancellingAWorkflowCancelsItsRunningJob() throws Exception {
         Path wf = script("slow.js", """
                 export default async function (bj) {
@@ -245,9 +265,10 @@ class WorkflowIT {
                 """);
         String id = qmp.ok("workflow-run", map("script", wf.toString(), "id", "slow")).get("id").asString();
         assertThat(id).isEqualTo("slow");
-        qmp.awaitEvent("WORKFLOW_LOG", d -> d.get("message").asString().equals("running slow-job1"));
+        String job = qmp.awaitEvent("WORKFLOW_LOG", d -> d.get("message").asString().startsWith("running slow-job"))
+                .at("/data/message").asString().substring("running ".length());
         qmp.ok("workflow-cancel", map("id", "slow"));
-        qmp.awaitEvent("BLOCK_JOB_CANCELLED", d -> d.get("device").asString().equals("slow-job1"));
+        qmp.awaitEvent("BLOCK_JOB_CANCELLED", d -> d.get("device").asString().equals(job));
         JsonNode done = qmp.awaitEvent("WORKFLOW_FINISHED", d -> d.get("id").asString().equals("slow")).get("data");
         assertThat(done.get("state").asString()).isEqualTo("cancelled");
         assertThat(done.at("/error/desc").asString()).isEqualTo("cancelled by workflow-cancel");
@@ -268,9 +289,12 @@ class WorkflowIT {
                   await j.done;
                 }
                 """);
-        qmp.ok("workflow-run", map("script", wf.toString()));
+        String id = qmp.ok("workflow-run", map("script", wf.toString())).get("id").asString();
         qmp.awaitEvent("WORKFLOW_LOG", d -> d.get("message").asString().equals("running"));
         qmp.ok("quit");
+        JsonNode finished = qmp.awaitEvent("WORKFLOW_FINISHED", d -> d.get("id").asString().equals(id)).get("data");
+        assertThat(finished.get("state").asString()).isEqualTo("cancelled");
+        assertThat(finished.at("/error/desc").asString()).isEqualTo("the daemon is shutting down");
         assertThat(daemon.awaitExit()).isZero();
         qmp.close();
         qmp = null;
@@ -284,6 +308,12 @@ class WorkflowIT {
                 .startsWith("Could not open '").endsWith("no-such-script.js': No such file or directory");
         assertThat(qmp.error("workflow-run", map("script", "compact-chain.js", "args", List.of(1))).get("desc").asString())
                 .isEqualTo("'args' must be an object");
+        assertThat(qmp.error("workflow-run", map("script", "compact-chain.js", "timeout", Long.MAX_VALUE)).get("desc").asString())
+                .startsWith("'timeout' must be between 1 and ");
+        Path fifo = dir.resolve("fifo.js");
+        Qemu.run("mkfifo", fifo.toString()).ok();
+        assertThat(qmp.error("workflow-run", map("script", fifo.toString())).get("desc").asString())
+                .isEqualTo("'" + fifo + "' is not a regular file");
         JsonNode syntax = runToEnd(map("script", script("broken.js", "export default async function ( {").toString()));
         assertThat(syntax.get("state").asString()).isEqualTo("failed");
         assertThat(syntax.at("/error/desc").asString()).contains("SyntaxError");

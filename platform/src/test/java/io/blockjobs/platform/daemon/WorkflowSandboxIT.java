@@ -134,6 +134,8 @@ class WorkflowSandboxIT {
     void aHugeAllocationFailsTheScriptNotTheDaemon() throws Exception {
         JsonNode done = run("export default async function () { return new Array(2 ** 30).fill(7).length; }", map());
         assertThat(done.get("state").asString()).as(done.toString()).isEqualTo("failed");
+        assertThat(done.at("/error/desc").asString()).as("stopped by the memory rule, or out of memory, and said so")
+                .containsAnyOf("daemon's heap stayed more than half full", "ran out of resources");
     }
 
     @Test
@@ -145,6 +147,27 @@ class WorkflowSandboxIT {
                 }
                 """, map());
         assertThat(done.get("state").asString()).as(done.toString()).isEqualTo("failed");
-        assertThat(done.at("/error/desc").asString()).contains("while the daemon's heap was more than half full");
+        assertThat(done.at("/error/desc").asString()).contains("the daemon's heap stayed more than half full");
+    }
+
+    @Test
+    void garbageIsNotHoarding() throws Exception {
+        // Several times the heap in short-lived arrays, beside a hoarder's leftovers: completes.
+        JsonNode done = run("""
+                export default async function () {
+                  let n = 0;
+                  for (let i = 0; i < 600; i++) n += new Array(1 << 18).fill(i).length;
+                  return n;
+                }
+                """, map());
+        assertThat(done.get("state").asString()).as(done.toString()).isEqualTo("completed");
+        assertThat(done.get("result").asLong()).isEqualTo(600L << 18);
+    }
+
+    @Test
+    void computingWithoutEndIsStoppedByTheCpuBudget() throws Exception {
+        JsonNode done = run("export default async function () { for (;;) { [3, 1, 2].sort(); } }", map("cpu-time", 1));
+        assertThat(done.get("state").asString()).isEqualTo("failed");
+        assertThat(done.at("/error/desc").asString()).isEqualTo("the workflow exceeded its CPU-time budget of 1 s and was stopped");
     }
 }
