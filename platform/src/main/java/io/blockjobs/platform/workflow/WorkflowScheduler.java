@@ -64,7 +64,7 @@ public final class WorkflowScheduler implements AutoCloseable {
 
         /** Arms the timer for the first time after {@code from}. */
         void arm(ZonedDateTime from) {
-            next = nextAfter(times, from);
+            next = nextAfter(times, from, ZoneId.systemDefault());
             if (next == null) {
                 LOG.info("schedule {} has no further run", name);
                 return;
@@ -111,8 +111,7 @@ public final class WorkflowScheduler implements AutoCloseable {
      * cron does: a time that a daylight-saving change skips runs right after the change (02:30
      * becomes 03:30), and a time that it repeats runs once.
      */
-    static ZonedDateTime nextAfter(ExecutionTime times, ZonedDateTime from) {
-        ZoneId zone = ZoneId.systemDefault();
+    static ZonedDateTime nextAfter(ExecutionTime times, ZonedDateTime from, ZoneId zone) {
         ZonedDateTime wall = from.withZoneSameInstant(zone).toLocalDateTime().atZone(ZoneOffset.UTC);
         return times.nextExecution(wall)
                 .map(t -> ZonedDateTime.ofLocal(t.toLocalDateTime(), zone, null))
