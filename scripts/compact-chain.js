@@ -67,7 +67,7 @@ export default async function compactChain(bj, args) {
     bj.log('dry run: nothing changed');
     return { before: chain.length, after: chain.length, actions: [action] };
   }
-  const job = await bj.job(command, jobArgs);
+  const job = bj.job(command, jobArgs);
   await job.done;
   bj.log(`${command} ${job.id} done: ${job.len} bytes`);
   const after = await bj.chain(node);

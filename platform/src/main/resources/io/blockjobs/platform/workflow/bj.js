@@ -169,20 +169,23 @@
     setSpeed(speed) { return qmp('block-job-set-speed', { device: this.id, speed }); }
   }
 
-  /** Starts a job with a QMP job command (block-stream, block-commit, ...); resolves to its Job. */
-  async function job(command, args) {
+  /**
+   * Starts a job with a QMP job command (block-stream, block-commit, ...) and returns its Job at
+   * once; `job.started` settles when the daemon has answered, and if it refused, `started`,
+   * `ready` and `done` all reject with its QmpError.
+   */
+  function job(command, args) {
     const a = Object.assign({}, args);
     if (a['job-id'] === undefined) a['job-id'] = host.newJobId();
     const j = new Job(a['job-id'], command); // listens before the command runs: no event is missed
-    try {
-      await send(command, a, a['job-id']);
-    } catch (e) {
+    j.started = send(command, a, a['job-id']).then(() => j, (e) => {
       j._unlisten();
       j._finished = true;
       j._ready.reject(e);
       j._done.reject(e);
       throw e;
-    }
+    });
+    j.started.catch(() => {});
     return j;
   }
 

@@ -100,7 +100,7 @@ class WorkflowIT {
     void streamThenCommitInSequenceKeepTheGuestView() throws Exception {
         Path wf = script("stream-commit.js", """
                 export default async function (bj, args) {
-                  const s = await bj.job('block-stream', { device: 'top', 'base-node': 'mid1' });
+                  const s = bj.job('block-stream', { device: 'top', 'base-node': 'mid1' });
                   bj.log('started', s.id);
                   await s.done;
                   const completed = bj.events.next('BLOCK_JOB_COMPLETED', { device: 'c1' });
@@ -214,7 +214,8 @@ class WorkflowIT {
                 export default async function (bj) {
                   const seen = {};
                   try { await bj.qmp('no-such-command', {}); } catch (e) { seen.unknown = { name: e.name, class: e.class, message: e.message }; }
-                  try { await bj.job('block-stream', { device: 'nope' }); } catch (e) { seen.missing = { class: e.class, message: e.message }; }
+                  try { await bj.job('block-stream', { device: 'nope' }).started; } catch (e) { seen.missing = { class: e.class, message: e.message }; }
+                  try { await bj.job('block-stream', { device: 'nope' }).done; } catch (e) { seen.missingDone = e.class; }
                   bj.log(JSON.stringify(seen));
                   const j = await bj.job('block-null', { device: 'faulty' });
                   await j.done;
@@ -232,6 +233,7 @@ class WorkflowIT {
         assertThat(seen.at("/unknown/message").asString()).isEqualTo("The command no-such-command has not been found");
         assertThat(seen.at("/missing/class").asString()).isEqualTo(direct.get("class").asString());
         assertThat(seen.at("/missing/message").asString()).isEqualTo(direct.get("desc").asString());
+        assertThat(seen.at("/missingDone").asString()).as("done rejects too").isEqualTo(direct.get("class").asString());
     }
 
     @Test
@@ -239,7 +241,7 @@ class WorkflowIT {
         qmp.ok("block-stream", map("job-id", "libvirt-job", "device", "top", "speed", MIB));
         Path wf = script("collide.js", """
                 export default async function (bj) {
-                  await bj.job('block-null', { 'job-id': 'libvirt-job', device: 'base' });
+                  await bj.job('block-null', { 'job-id': 'libvirt-job', device: 'base' }).done;
                 }
                 """);
         JsonNode done = runToEnd(map("script", wf.toString()));
