@@ -105,7 +105,25 @@
       this._waits = [];
       this.ready = this._ready.promise;
       this.done = this._done.promise;
-      this._unlisten = events.on('*', (e) => this._event(e));
+      // Events that come before the daemon accepted the command wait here: they are this job's
+      // only if the command succeeds (its id may belong to another client's job).
+      this._early = [];
+      this._unlisten = events.on('*', (e) => (this._early !== null ? this._early.push(e) : this._event(e)));
+    }
+
+    _accepted() {
+      const early = this._early;
+      this._early = null;
+      for (const e of early) this._event(e);
+    }
+
+    _refused(e) {
+      this._early = null;
+      this._unlisten();
+      this._finished = true;
+      this._startError = e;
+      this._ready.reject(e);
+      this._done.reject(e);
     }
 
     _event(e) {
@@ -155,7 +173,8 @@
     until(status) {
       if (this.status === status) return Promise.resolve(this);
       const d = deferred();
-      if (this._finished && status !== 'null') d.reject(new QmpError('GenericError', `Job '${this.id}' has ended`));
+      if (this._startError !== undefined) d.reject(this._startError);
+      else if (this._finished && status !== 'null') d.reject(new QmpError('GenericError', `Job '${this.id}' has ended`));
       else this._waits.push({ status, resolve: d.resolve, reject: d.reject });
       return d.promise;
     }
@@ -178,11 +197,11 @@
     const a = Object.assign({}, args);
     if (a['job-id'] === undefined) a['job-id'] = host.newJobId();
     const j = new Job(a['job-id'], command); // listens before the command runs: no event is missed
-    j.started = send(command, a, a['job-id']).then(() => j, (e) => {
-      j._unlisten();
-      j._finished = true;
-      j._ready.reject(e);
-      j._done.reject(e);
+    j.started = send(command, a, a['job-id']).then(() => {
+      j._accepted();
+      return j;
+    }, (e) => {
+      j._refused(e);
       throw e;
     });
     j.started.catch(() => {});
