@@ -154,7 +154,8 @@ public final class BlockjobsClient implements Callable<Integer> {
     /** {@code blockjobs events}. */
     @Command(name = "events", mixinStandardHelpOptions = true, sortOptions = false,
             description = {"Prints QMP events as they come, one per line: TIME EVENT DATA (the event's JSON with --json).",
-                    "Ends after --count events, after an --until event, or when the daemon closes the connection (exit status 0)."})
+                    "Ends after --count events or an --until event (exit status 0; 2 if the daemon closes the connection first),",
+                    "or, without them, when the daemon closes the connection or the reader goes away (exit status 0)."})
     static final class Events implements Callable<Integer> {
         private static final DateTimeFormatter TIME = DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss.SSSSSS")
                 .withZone(ZoneId.systemDefault());
@@ -177,10 +178,17 @@ public final class BlockjobsClient implements Callable<Integer> {
                     try {
                         event = qmp.nextEvent();
                     } catch (QmpConnection.ClosedError e) {
-                        return 0;
+                        if (until == null && count == null) {
+                            return 0; // following until the daemon goes is what was asked
+                        }
+                        throw new ClientError("the daemon closed the connection before "
+                                + (until != null ? until : count + " events"), 2);
                     }
                     out.println(client.json ? event.toString() : human(event));
                     out.flush();
+                    if (out.checkError()) {
+                        return 0; // the reader went away (| head): nothing more to do
+                    }
                     if (event.path("event").asString().equals(until)) {
                         break;
                     }

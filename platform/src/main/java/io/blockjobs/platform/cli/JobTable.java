@@ -33,7 +33,7 @@ final class JobTable {
     /** The window over which speed is measured. */
     private static final long SPEED_WINDOW_NANOS = TimeUnit.SECONDS.toNanos(3);
     private static final int BAR = 20;
-    private static final String FORMAT = "%-12s %-8s %-9s %s %4s %11s %6s";
+    private static final int MIN_BAR = 10;
 
     enum Outcome {
         COMPLETED, FAILED, CANCELLED;
@@ -133,6 +133,15 @@ final class JobTable {
         return rows.values().stream().allMatch(Row::ended);
     }
 
+    /**
+     * True when no job will move without the operator: each has ended, or is ready (waiting for
+     * job-complete), paused or standby (waiting for job-resume).
+     */
+    boolean allEndedOrWaiting() {
+        return rows.values().stream().allMatch(r -> r.ended()
+                || r.status.equals("ready") || r.status.equals("paused") || r.status.equals("standby"));
+    }
+
     /** True if any job failed or was cancelled. */
     boolean anyFailed() {
         return rows.values().stream().anyMatch(r -> r.ended() && r.outcome != Outcome.COMPLETED);
@@ -213,18 +222,32 @@ final class JobTable {
         }
     }
 
-    /** The table: a header, then a line per job (and one for its error). */
+    /** The table for an 80-column terminal. */
     static List<String> table(Collection<Row> rows) {
+        return table(rows, 79);
+    }
+
+    /**
+     * The table: a header, then a line per job (and one for its error), within {@code width}
+     * columns: the ID column is as wide as the longest id (up to 24), and the bar gives way
+     * first when space is short.
+     */
+    static List<String> table(Collection<Row> rows, int width) {
+        int idWidth = Math.max(2, Math.min(24, rows.stream().mapToInt(r -> r.id.length()).max().orElse(2)));
+        // ID TYPE(8) STATUS(9) [BAR] PCT(4) SPEED(12) ETA(8), one space between columns
+        int fixed = idWidth + 1 + 8 + 1 + 9 + 1 + 2 + 1 + 4 + 1 + 12 + 1 + 8;
+        int bar = Math.max(MIN_BAR, Math.min(BAR, width - fixed));
+        String format = "%-" + idWidth + "s %-8s %-9s %s %4s %12s %8s";
         List<String> lines = new ArrayList<>();
-        lines.add(String.format(Locale.ROOT, FORMAT, "ID", "TYPE", "STATUS", String.format("%-" + (BAR + 2) + "s", "PROGRESS"),
-                "", "SPEED", "ETA"));
+        lines.add(String.format(Locale.ROOT, format, "ID", "TYPE", "STATUS", String.format("%-" + (bar + 2) + "s", "PROGRESS"),
+                "", "SPEED", "ETA").stripTrailing());
         for (Row r : rows) {
             long eta = r.eta();
-            lines.add(String.format(Locale.ROOT, FORMAT, Terminal.fit(r.id, 12), Terminal.fit(r.type, 8), r.label(),
-                    Terminal.bar(r.fraction(), BAR), r.percent() + "%",
+            lines.add(String.format(Locale.ROOT, format, Terminal.fit(r.id, idWidth), Terminal.fit(r.type, 8), r.label(),
+                    Terminal.bar(r.fraction(), bar), r.percent() + "%",
                     r.moving() && r.speed >= 0 ? Terminal.bytes(r.speed) + "/s" : "", eta >= 0 ? Terminal.duration(eta) : "").stripTrailing());
             if (r.outcome == Outcome.FAILED) {
-                lines.add(Terminal.fit("  error: " + r.error, 79));
+                lines.add(Terminal.fit("  error: " + r.error, width));
             }
         }
         return lines;

@@ -16,7 +16,8 @@ import tools.jackson.databind.JsonNode;
  * from the job events, so jobs that vanish on conclusion (auto-dismiss) are told right.
  */
 @Command(name = "jobs", mixinStandardHelpOptions = true, sortOptions = false,
-        description = {"Shows the daemon's jobs live (progress bar, percent, speed, ETA) until every job seen has ended.",
+        description = {"Shows the daemon's jobs live (progress bar, percent, speed, ETA) until every job seen has ended",
+                "or waits for the operator (ready for job-complete, or paused), as virsh blockjob --wait does.",
                 "On a terminal the table is redrawn in place; otherwise a line is printed per status change; "
                         + "with --json, the job list as JSON per change.",
                 "Exit status 0 if every job ended without error (or there were none), 1 if one failed or was cancelled."})
@@ -39,7 +40,7 @@ final class JobsCommand implements Callable<Integer> {
             View view = client.json ? new JsonView(out) : Terminal.stdoutIsTerminal() ? new TableView(out) : new LineView(out);
             view.show(table);
             long nextPoll = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(REFRESH_MILLIS);
-            while (!table.allEnded()) {
+            while (!table.allEndedOrWaiting()) {
                 long wait = TimeUnit.NANOSECONDS.toMillis(nextPoll - System.nanoTime());
                 JsonNode event = qmp.nextEvent(Math.max(0, wait)); // when the refresh is due, what has come first
                 if (event != null) {
@@ -47,7 +48,11 @@ final class JobsCommand implements Callable<Integer> {
                         view.show(table);
                     }
                 } else if (wait <= 0) {
-                    table.update(qmp.execute("query-jobs", null), System.nanoTime());
+                    try {
+                        table.update(qmp.execute("query-jobs", null), System.nanoTime());
+                    } catch (QmpConnection.ClosedError e) {
+                        continue; // the events that came before the end are still to be read
+                    }
                     view.show(table);
                     nextPoll = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(REFRESH_MILLIS);
                 }
@@ -62,6 +67,13 @@ final class JobsCommand implements Callable<Integer> {
                 // every job has ended: what we know will do
             }
             view.show(table);
+            for (JobTable.Row r : table.rows()) {
+                if (!r.ended()) {
+                    System.err.println("blockjobs: job " + r.id + " is " + r.status + " and waits for you: "
+                            + (r.status.equals("ready") ? "finish it with job-complete, or cancel it with job-cancel"
+                                    : "resume it with job-resume, or cancel it with job-cancel"));
+                }
+            }
             return table.anyFailed() ? 1 : 0;
         } catch (QmpConnection.ClosedError e) {
             throw new BlockjobsClient.ClientError("the daemon closed the connection before every job ended", 2);
@@ -83,7 +95,7 @@ final class JobsCommand implements Callable<Integer> {
 
         @Override
         public void show(JobTable table) {
-            block.show(JobTable.table(table.rows()));
+            block.show(JobTable.table(table.rows(), Terminal.columns() - 1));
         }
     }
 

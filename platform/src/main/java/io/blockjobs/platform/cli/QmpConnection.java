@@ -68,14 +68,34 @@ final class QmpConnection implements AutoCloseable {
     private final AtomicLong ids = new AtomicLong();
     private volatile boolean ended;
 
+    /** How long a monitor may take to greet: one that is busy with another client never does. */
+    static final long GREETING_SECONDS = 10;
+    /** How long a command may take; QMP commands return quickly (jobs run after the reply). */
+    static final long REPLY_SECONDS = 300;
+
     /** Connects to the monitor at {@code socket}, reads its greeting and negotiates capabilities. */
     QmpConnection(Path socket) throws IOException {
         this.channel = SocketChannel.open(StandardProtocolFamily.UNIX);
         try {
             channel.connect(UnixDomainSocketAddress.of(socket));
             this.in = new BufferedReader(new InputStreamReader(Channels.newInputStream(channel), StandardCharsets.UTF_8));
-            String greeting = in.readLine();
-            if (greeting == null || !greeting.contains("\"QMP\"")) {
+            CompletableFuture<String> greeting = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return in.readLine();
+                } catch (IOException e) {
+                    return null;
+                }
+            }, r -> Thread.ofVirtual().name("qmp-greeting").start(r));
+            String line;
+            try {
+                line = greeting.get(GREETING_SECONDS, TimeUnit.SECONDS);
+            } catch (java.util.concurrent.TimeoutException e) {
+                throw new IOException("no QMP greeting from " + socket + " within " + GREETING_SECONDS
+                        + " s: is it blockjobd's monitor, and is no other client holding it?");
+            } catch (InterruptedException | ExecutionException e) {
+                throw new IOException("no QMP greeting from " + socket + ": " + e);
+            }
+            if (line == null || !line.contains("\"QMP\"")) {
                 throw new IOException("not a QMP monitor: " + socket);
             }
         } catch (IOException e) {
@@ -108,7 +128,9 @@ final class QmpConnection implements AutoCloseable {
         }
         JsonNode message;
         try {
-            message = reply.get();
+            message = reply.get(REPLY_SECONDS, TimeUnit.SECONDS);
+        } catch (java.util.concurrent.TimeoutException e) {
+            throw new IOException("no reply to " + command + " within " + REPLY_SECONDS + " s: is the daemon stuck?");
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new InterruptedIOException(command + " interrupted");

@@ -1,6 +1,7 @@
 package io.blockjobs.platform.cli;
 
 import io.blockjobs.platform.Json;
+import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -52,8 +53,7 @@ final class RunCommand implements Callable<Integer> {
     @Option(names = "--timeout", paramLabel = "SECONDS", description = "how long the workflow may run")
     Integer timeout;
 
-    private volatile String runningId;
-    private volatile boolean cancelling;
+    private volatile boolean interrupted;
 
     @Override
     public Integer call() throws Exception {
@@ -70,23 +70,39 @@ final class RunCommand implements Callable<Integer> {
         }
         PrintStream out = System.out;
         try (QmpConnection qmp = client.connect()) {
-            onInterrupt(qmp);
+            onInterrupt();
             String wid;
             try {
                 wid = qmp.execute("workflow-run", request).path("id").asString();
             } catch (QmpConnection.QmpError e) {
                 return client.qmpError(e);
             }
-            runningId = wid;
             Follow follow = client.json ? null : new Follow(out, Terminal.stdoutIsTerminal());
+            // The daemon announces WORKFLOW_STARTED before it replies; events of an earlier run of
+            // the same id that were still on their way are not this run's.
+            boolean startSeen = false;
+            boolean cancelSent = false;
             long nextPoll = System.nanoTime();
             while (true) {
+                if (interrupted && !cancelSent) {
+                    cancelSent = true;
+                    say(follow, "blockjobs: cancelling workflow " + wid + " (Ctrl-C again to quit at once)");
+                    try {
+                        qmp.execute("workflow-cancel", Json.object().put("id", wid));
+                    } catch (QmpConnection.QmpError e) {
+                        say(follow, "blockjobs: workflow-cancel: " + e.desc()); // it has just finished, say
+                    }
+                }
                 long wait = TimeUnit.NANOSECONDS.toMillis(nextPoll - System.nanoTime());
-                JsonNode event = qmp.nextEvent(Math.max(0, wait)); // when the refresh is due, what has come first
+                JsonNode event = qmp.nextEvent(Math.max(0, Math.min(wait, JobsCommand.REFRESH_MILLIS)));
                 if (event == null) {
                     if (wait <= 0) {
                         if (follow != null) {
-                            follow.poll(qmp, wid);
+                            try {
+                                follow.poll(qmp, wid);
+                            } catch (QmpConnection.ClosedError e) {
+                                // events already received (WORKFLOW_FINISHED among them) still come first
+                            }
                         }
                         nextPoll = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(JobsCommand.REFRESH_MILLIS);
                     }
@@ -95,6 +111,12 @@ final class RunCommand implements Callable<Integer> {
                 String name = event.path("event").asString();
                 JsonNode data = event.path("data");
                 boolean ours = name.startsWith("WORKFLOW_") && data.path("id").asString().equals(wid);
+                if (ours && name.equals("WORKFLOW_STARTED")) {
+                    startSeen = true;
+                }
+                if (ours && !startSeen) {
+                    continue;
+                }
                 if (client.json) {
                     if (ours) {
                         out.println(event);
@@ -107,13 +129,26 @@ final class RunCommand implements Callable<Integer> {
                 }
                 if (ours && name.equals("WORKFLOW_FINISHED")) {
                     if (follow != null) {
-                        follow.poll(qmp, wid); // the jobs' last state
+                        try {
+                            follow.poll(qmp, wid); // the jobs' last state, if the daemon is still there to say
+                        } catch (IOException e) {
+                            LOG.debug("last poll: {}", e.toString());
+                        }
                     }
                     return finished(data, out);
                 }
             }
         } catch (QmpConnection.ClosedError e) {
             throw new BlockjobsClient.ClientError("the daemon closed the connection before the workflow finished", 2);
+        }
+    }
+
+    /** A message for the person at the terminal, above the live block so the next redraw keeps it. */
+    private static void say(Follow follow, String message) {
+        if (follow != null && follow.block != null) {
+            follow.block.printAbove(message);
+        } else {
+            System.err.println(message);
         }
     }
 
@@ -176,23 +211,17 @@ final class RunCommand implements Callable<Integer> {
         }
     }
 
-    /** Ctrl-C: the first asks the daemon to cancel the workflow, the second quits. */
-    private void onInterrupt(QmpConnection qmp) {
+    /**
+     * Ctrl-C: the first asks for the workflow to be cancelled (by the main loop, which owns the
+     * screen, even if the workflow's id has not come back yet), the second quits at once.
+     */
+    private void onInterrupt() {
         try {
             Signal.handle(new Signal("INT"), signal -> {
-                String wid = runningId;
-                if (wid == null || cancelling) {
+                if (interrupted) {
                     System.exit(130);
                 }
-                cancelling = true;
-                System.err.println("blockjobs: cancelling workflow " + wid + " (Ctrl-C again to quit at once)");
-                Thread.ofVirtual().start(() -> {
-                    try {
-                        qmp.execute("workflow-cancel", Json.object().put("id", wid));
-                    } catch (Exception e) {
-                        System.err.println("blockjobs: workflow-cancel: " + e.getMessage());
-                    }
-                });
+                interrupted = true;
             });
         } catch (IllegalArgumentException e) {
             LOG.debug("cannot handle SIGINT: {}", e.getMessage());
@@ -202,7 +231,7 @@ final class RunCommand implements Callable<Integer> {
     /** What a person sees: log lines, and below them a progress bar per job of the workflow. */
     private static final class Follow {
         private final PrintStream out;
-        private final Terminal.LiveBlock block;
+        final Terminal.LiveBlock block;
         private final JobsCommand.LineView lines;
         private final JobTable table = new JobTable();
         private final List<String> jobs = new ArrayList<>();
@@ -246,7 +275,7 @@ final class RunCommand implements Callable<Integer> {
         private void show() {
             List<JobTable.Row> rows = jobs.stream().map(table::row).filter(r -> r != null).toList();
             if (block != null) {
-                block.show(rows.isEmpty() ? List.of() : JobTable.table(rows));
+                block.show(rows.isEmpty() ? List.of() : JobTable.table(rows, Terminal.columns() - 1));
             } else {
                 lines.show(rows);
             }

@@ -41,8 +41,48 @@ final class Terminal {
 
         private static native int isatty(int fd);
 
+        private static native int ioctl(int fd, long request, short[] winsize);
+
+        private static final long TIOCGWINSZ = 0x5413; // Linux
+
         static boolean terminal(int fd) {
             return AVAILABLE ? isatty(fd) == 1 : System.console() != null;
+        }
+
+        /** {rows, columns} of the terminal on {@code fd}, or zeros if unknown. */
+        static int[] size(int fd) {
+            if (AVAILABLE && Platform.isLinux()) {
+                short[] ws = new short[4];
+                try {
+                    if (ioctl(fd, TIOCGWINSZ, ws) == 0) {
+                        return new int[] {Short.toUnsignedInt(ws[0]), Short.toUnsignedInt(ws[1])};
+                    }
+                } catch (Throwable t) { // UnsatisfiedLinkError and the like: fall back
+                    LOG.debug("TIOCGWINSZ unavailable: {}", t.toString());
+                }
+            }
+            return new int[] {0, 0};
+        }
+    }
+
+    /** Columns of stdout's terminal: its size, else $COLUMNS, else 80. */
+    static int columns() {
+        int c = LibC.size(1)[1];
+        return c > 0 ? c : envInt("COLUMNS", 80);
+    }
+
+    /** Rows of stdout's terminal: its size, else $LINES, else 24. */
+    static int rows() {
+        int r = LibC.size(1)[0];
+        return r > 0 ? r : envInt("LINES", 24);
+    }
+
+    private static int envInt(String name, int otherwise) {
+        try {
+            int v = Integer.parseInt(System.getenv().getOrDefault(name, ""));
+            return v > 0 ? v : otherwise;
+        } catch (NumberFormatException e) {
+            return otherwise;
         }
     }
 
@@ -58,19 +98,35 @@ final class Terminal {
             this.out = out;
         }
 
-        void show(List<String> lines) {
+        /**
+         * Replaces the block with {@code lines}, each cut to the terminal's width and the block to
+         * its height: a line that wrapped, or a block taller than the screen, would break the
+         * cursor arithmetic of the next redraw.
+         */
+        synchronized void show(List<String> lines) {
+            int width = Math.max(10, columns() - 1);
+            int height = Math.max(2, rows() - 1);
+            List<String> fitted = new java.util.ArrayList<>();
+            for (String line : lines) {
+                fitted.add(fit(line, width));
+            }
+            if (fitted.size() > height) {
+                int hidden = fitted.size() - (height - 1);
+                fitted = new java.util.ArrayList<>(fitted.subList(0, height - 1));
+                fitted.add(fit("... and " + hidden + " more lines (a taller terminal shows them)", width));
+            }
             StringBuilder b = new StringBuilder();
             up(b);
-            for (String line : lines) {
+            for (String line : fitted) {
                 b.append(line).append(CSI).append('K').append('\n');
             }
             b.append(CSI).append('J'); // anything left below from a taller block
             out.print(b);
             out.flush();
-            shown = List.copyOf(lines);
+            shown = List.copyOf(fitted);
         }
 
-        void printAbove(String line) {
+        synchronized void printAbove(String line) {
             StringBuilder b = new StringBuilder();
             up(b);
             b.append(CSI).append('J').append(line).append('\n');

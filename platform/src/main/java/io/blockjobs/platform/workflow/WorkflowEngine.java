@@ -119,7 +119,7 @@ public final class WorkflowEngine implements AutoCloseable {
                 throw new CommandException("Invalid workflow id ''");
             }
             WorkflowRun old = runs.get(id);
-            if (old != null && old.state() == WorkflowRun.State.RUNNING) {
+            if (old != null && (old.state() == WorkflowRun.State.RUNNING || !old.announced())) {
                 throw new CommandException("Workflow '" + id + "' is already running");
             }
             run = new WorkflowRun(this, id, request.script(), source, args, request.schedule(), timeout, statements, cpu);

@@ -75,6 +75,7 @@ final class WorkflowRun {
     private volatile Value eventCallback;
     private volatile Stop stop;
     private volatile boolean settled;
+    private volatile boolean announced;
     private volatile State state = State.RUNNING;
     private volatile Instant finished;
     private volatile JsonNode result;
@@ -273,6 +274,12 @@ final class WorkflowRun {
         finished = Instant.now();
         state = how;
         engine.finished(this);
+        announced = true;
+    }
+
+    /** True once WORKFLOW_FINISHED is out: only then may a new run take this id. */
+    boolean announced() {
+        return announced;
     }
 
     void log(String line) {

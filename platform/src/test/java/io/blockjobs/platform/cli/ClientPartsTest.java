@@ -116,9 +116,25 @@ class ClientPartsTest {
         assertThat(t.row("s").speed).isEqualTo(4.0 * mib);
         assertThat(t.row("s").eta()).isEqualTo(24);
         List<String> table = JobTable.table(t.rows());
-        assertThat(table.get(0)).startsWith("ID           TYPE     STATUS    PROGRESS");
-        assertThat(table.get(1)).isEqualTo("s            stream   running   [#-------------------]   4%   4.0 MiB/s   0:24");
+        assertThat(table.get(0)).startsWith("ID TYPE     STATUS    PROGRESS");
+        assertThat(table.get(1)).isEqualTo("s  stream   running   [#-------------------]   4%    4.0 MiB/s     0:24");
         assertThat(table).allMatch(l -> l.length() < 80);
+    }
+
+    @Test
+    void theTableFitsItsWidthWithLongIdsSlowSpeedsAndLongEtas() {
+        JobTable t = new JobTable();
+        long gib = 1L << 30;
+        t.update(jobs(job("libvirt-12-format", "running", 0, 100 * gib),
+                job("libvirt-12-storage", "running", 0, 100 * gib)), 0);
+        t.update(jobs(job("libvirt-12-format", "running", 1040000, 100 * gib),
+                job("libvirt-12-storage", "running", 1040000, 100 * gib)), 1000 * MS);
+        List<String> table = JobTable.table(t.rows(), 79);
+        assertThat(table.get(1)).startsWith("libvirt-12-format  ").contains("1015.6 KiB/s").endsWith("28:40:44");
+        assertThat(table.get(2)).startsWith("libvirt-12-storage ");
+        assertThat(table).allMatch(l -> l.length() <= 79);
+        assertThat(JobTable.table(t.rows(), 60)).as("the bar gives way, to a point").allMatch(l -> l.contains("[") || l.startsWith("ID"))
+                .anyMatch(l -> l.contains("[" + "-".repeat(10) + "]"));
     }
 
     @Test

@@ -294,7 +294,64 @@ class ClientIT {
         qmp.ok("workflow-cancel", map("id", "tty2"));
         Client.Result c = cancelled.finish();
         assertThat(c.exit()).as(c.toString()).isEqualTo(1);
-        assertThat(c.out() + c.err()).contains("cancelled");
+        assertThat(c.out() + c.err()).contains("blockjobs: workflow tty2 cancelled");
+    }
+
+    @Test
+    void runSaysSoWhenTheDaemonStopsTheWorkflow() throws Exception {
+        Path script = dir.resolve("slow.js");
+        Files.writeString(script, """
+                export default async function (bj) {
+                  await bj.job('block-null', { 'job-id': 'wq', device: 'top', speed: 1048576 }).done;
+                }
+                """);
+        Client run = start("run", script.toString(), "--id", "q");
+        qmp.awaitEvent("JOB_STATUS_CHANGE", d -> d.path("id").asString().equals("wq") && d.path("status").asString().equals("running"));
+        qmp.ok("quit");
+        Client.Result r = run.finish();
+        assertThat(r.exit()).as(r.toString()).isEqualTo(1);
+        assertThat(r.err()).contains("blockjobs: workflow q cancelled");
+    }
+
+    @Test
+    void eventsUntilSaysSoWhenTheDaemonGoesFirst() throws Exception {
+        Client until = start("events", "--until", "NEVER_SENT");
+        runJobsUntil(() -> !until.out().isEmpty()); // it is connected
+        qmp.ok("quit");
+        Client.Result r = until.finish();
+        assertThat(r.exit()).as(r.toString()).isEqualTo(2);
+        assertThat(r.err()).contains("the daemon closed the connection before NEVER_SENT");
+    }
+
+    @Test
+    void eventsEndsWhenItsReaderGoesAway() throws Exception {
+        Process p = new ProcessBuilder(clientLauncher().toString(), "--socket", daemon.qmpSocket.toString(), "events")
+                .redirectError(ProcessBuilder.Redirect.DISCARD).start();
+        var reader = new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8));
+        var first = java.util.concurrent.CompletableFuture.supplyAsync(() -> {
+            try {
+                return reader.readLine();
+            } catch (IOException e) {
+                return null;
+            }
+        });
+        runJobsUntil(first::isDone);
+        assertThat(first.join()).contains("JOB_STATUS_CHANGE");
+        p.getInputStream().close(); // as `blockjobs events | head -1` does
+        runJobsUntil(() -> !p.isAlive());
+        assertThat(p.waitFor()).isZero();
+    }
+
+    @Test
+    void jobsReturnsWhenTheJobsWaitForTheOperator() throws Exception {
+        qmp.ok("block-commit", map("job-id", "ac", "device", "top"));
+        qmp.awaitEvent("BLOCK_JOB_READY", d -> d.path("device").asString().equals("ac"));
+        Client.Result r = run("jobs");
+        assertThat(r.exit()).as(r.toString()).isZero();
+        assertThat(r.out()).contains("ac commit ready 100%");
+        assertThat(r.err()).contains("job ac is ready and waits for you: finish it with job-complete");
+        qmp.ok("job-cancel", map("id", "ac"));
+        qmp.awaitEvent("BLOCK_JOB_CANCELLED", d -> d.path("device").asString().equals("ac"));
     }
 
     // ---------------------------------------------------------------- helpers
