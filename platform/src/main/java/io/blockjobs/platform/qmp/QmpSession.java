@@ -9,6 +9,7 @@ import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.SimpleChannelInboundHandler;
 import java.nio.charset.StandardCharsets;
 import java.util.Iterator;
+import java.util.concurrent.CompletableFuture;
 import java.util.Set;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -50,18 +51,18 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
     @Override
     protected void channelRead0(ChannelHandlerContext ctx, QmpFrameDecoder.Frame frame) {
         if (frame.error() != null) {
-            send(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, frame.error()));
+            reply(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, frame.error()), null);
             return;
         }
         JsonNode request;
         try {
             request = Json.MAPPER.readTree(frame.text());
         } catch (JacksonException e) {
-            send(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "JSON parse error, " + e.getOriginalMessage()));
+            reply(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "JSON parse error, " + e.getOriginalMessage()), null);
             return;
         }
         if (request == null || !request.isObject()) {
-            send(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "QMP input must be a JSON object"));
+            reply(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "QMP input must be a JSON object"), null);
             return;
         }
         JsonNode id = request.get("id");
@@ -89,15 +90,12 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
         if (++inFlight >= MAX_IN_FLIGHT) {
             ctx.channel().config().setAutoRead(false); // back-pressure: read more once replies go out
         }
-        dispatcher.execute(command, arguments).whenComplete((result, failure) -> {
-            ObjectNode out = failure == null ? result
-                    : QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "internal error: " + failure);
-            reply(ctx, out, id);
-            ctx.executor().execute(() -> {
-                if (--inFlight < MAX_IN_FLIGHT) {
-                    ctx.channel().config().setAutoRead(true);
-                }
-            });
+        CompletableFuture<ObjectNode> result = dispatcher.execute(command, arguments).handle((out, failure) ->
+                failure == null ? out : QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "internal error: " + failure));
+        inOrder(ctx, result, id).thenRun(() -> {
+            if (--inFlight < MAX_IN_FLIGHT) { // on the event loop, after the reply went out
+                ctx.channel().config().setAutoRead(true);
+            }
         });
     }
 
@@ -155,6 +153,9 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
         return ok;
     }
 
+    /** The last reply in line; replies leave in the order of their requests. */
+    private CompletableFuture<Void> replies = CompletableFuture.completedFuture(null);
+
     private void sendEvent(ChannelHandlerContext ctx, Event event) {
         ObjectNode message = Json.object();
         message.put("event", event.name());
@@ -167,10 +168,26 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
     }
 
     private void reply(ChannelHandlerContext ctx, ObjectNode reply, JsonNode id) {
-        if (id != null) {
-            reply.set("id", id);
-        }
-        send(ctx, reply);
+        inOrder(ctx, CompletableFuture.completedFuture(reply), id);
+    }
+
+    /**
+     * Sends a reply once every earlier request's reply has gone out: QMP answers in the order it
+     * was asked, even when a later answer (an error found at once) is ready first. Called and
+     * completed on the channel's event loop, which alone touches {@code replies}.
+     */
+    private CompletableFuture<Void> inOrder(ChannelHandlerContext ctx, CompletableFuture<ObjectNode> reply, JsonNode id) {
+        replies = replies.thenCombine(reply, (previous, out) -> out).thenAcceptAsync(out -> {
+            if (id != null) {
+                out.set("id", id);
+            }
+            try {
+                send(ctx, out);
+            } catch (RuntimeException e) { // one reply that cannot be written must not stop the rest
+                LOG.warn("cannot send a QMP reply: {}", e.toString());
+            }
+        }, ctx.executor());
+        return replies;
     }
 
     private static void send(ChannelHandlerContext ctx, ObjectNode message) {

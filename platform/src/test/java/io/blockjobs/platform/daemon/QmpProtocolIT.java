@@ -125,6 +125,16 @@ class QmpProtocolIT {
             assertThat(c.nextReply().get("id").asInt()).isEqualTo(2);
             c.sendRaw("{\"execute\":\"query-version\",\"id\":\"}{\\\"\"}\n"); // braces inside a string
             assertThat(c.nextReply().get("id").asString()).isEqualTo("}{\"");
+            // An error found at once waits for the reply before it: answers come in the order asked.
+            StringBuilder batch = new StringBuilder();
+            for (int i = 0; i < 20; i++) {
+                batch.append("{\"execute\":\"query-qmp-schema\",\"id\":").append(2 * i).append('}');
+                batch.append("{\"execute\":\"query-version\",\"arguments\":[],\"id\":").append(2 * i + 1).append('}');
+            }
+            c.sendRaw(batch.toString());
+            for (int i = 0; i < 40; i++) {
+                assertThat(c.nextReply().get("id").asInt()).isEqualTo(i);
+            }
         }
     }
 
