@@ -4,7 +4,6 @@ import io.blockjobs.platform.workflow.WorkflowEngine;
 import io.blockjobs.platform.workflow.WorkflowError;
 import io.blockjobs.platform.workflow.WorkflowInfo;
 import io.blockjobs.platform.workflow.WorkflowScheduler;
-import java.util.List;
 import java.util.Optional;
 import tools.jackson.databind.JsonNode;
 

@@ -71,6 +71,19 @@ class WorkflowIT {
         }
     }
 
+    /** Stops the daemon, so qemu-img may open the images. */
+    private void stopDaemon() throws Exception {
+        qmp.close();
+        qmp = null;
+        daemon.close();
+    }
+
+    /** The chain {@code top} names (file names, top first), and the guest's view unchanged by the workflow. */
+    private void assertChainAndGuestView(String... files) {
+        assertThat(backingChain(top)).containsExactly(files);
+        assertThat(Qemu.identical(before, "raw", top, "qcow2")).as("qemu-img compare").isTrue();
+    }
+
     private Path script(String name, String text) throws Exception {
         Path p = dir.resolve(name);
         Files.writeString(p, text);
@@ -131,11 +144,8 @@ class WorkflowIT {
         assertThat(info.at("/jobs/1").asString()).isEqualTo("c1");
         assertThat(info.get("log").toString()).contains("started", "chain [\\\"top\\\",\\\"base\\\"]");
 
-        qmp.close();
-        qmp = null;
-        daemon.close();
-        assertThat(backingChain(top)).containsExactly("top.qcow2", "base.qcow2");
-        assertThat(Qemu.identical(before, "raw", top, "qcow2")).as("qemu-img compare").isTrue();
+        stopDaemon();
+        assertChainAndGuestView("top.qcow2", "base.qcow2");
     }
 
     @Test
@@ -159,9 +169,7 @@ class WorkflowIT {
         List<String> seen = new ArrayList<>();
         done.at("/result/seen").forEach(n -> seen.add(n.asString()));
         assertThat(seen).containsSubsequence("created", "running", "ready", "waiting", "pending", "concluded");
-        qmp.close();
-        qmp = null;
-        daemon.close();
+        stopDaemon();
         assertThat(Qemu.identical(before, "raw", base, "qcow2")).as("the base holds the whole disk").isTrue();
     }
 
@@ -185,11 +193,8 @@ class WorkflowIT {
         JsonNode again = runToEnd(map("script", "compact-chain.js", "args", map("node", "top", "depth", 2)));
         assertThat(again.at("/result/actions").size()).isZero();
 
-        qmp.close();
-        qmp = null;
-        daemon.close();
-        assertThat(backingChain(top)).containsExactly("top.qcow2", "base.qcow2");
-        assertThat(Qemu.identical(before, "raw", top, "qcow2")).as("qemu-img compare").isTrue();
+        stopDaemon();
+        assertChainAndGuestView("top.qcow2", "base.qcow2");
     }
 
     @Test
@@ -198,11 +203,8 @@ class WorkflowIT {
         assertThat(done.get("state").asString()).as(done.toString()).isEqualTo("completed");
         assertThat(done.at("/result/actions/0/command").asString()).isEqualTo("block-stream");
         assertThat(done.at("/result/actions/0/arguments/base-node").asString()).isEqualTo("mid1");
-        qmp.close();
-        qmp = null;
-        daemon.close();
-        assertThat(backingChain(top)).containsExactly("top.qcow2", "mid1.qcow2", "base.qcow2");
-        assertThat(Qemu.identical(before, "raw", top, "qcow2")).as("qemu-img compare").isTrue();
+        stopDaemon();
+        assertChainAndGuestView("top.qcow2", "mid1.qcow2", "base.qcow2");
     }
 
     @Test
@@ -300,8 +302,7 @@ class WorkflowIT {
         assertThat(daemon.awaitExit()).isZero();
         qmp.close();
         qmp = null;
-        assertThat(backingChain(top)).containsExactly("top.qcow2", "mid2.qcow2", "mid1.qcow2", "base.qcow2");
-        assertThat(Qemu.identical(before, "raw", top, "qcow2")).as("qemu-img compare").isTrue();
+        assertChainAndGuestView("top.qcow2", "mid2.qcow2", "mid1.qcow2", "base.qcow2");
     }
 
     @Test
