@@ -30,7 +30,8 @@ final class Daemon {
     private static final Logger LOG = LoggerFactory.getLogger(Daemon.class);
 
     final EventBus events = new EventBus();
-    final BlockGraph graph = new BlockGraph();
+    final io.blockjobs.platform.graph.DriverRegistry drivers = new io.blockjobs.platform.graph.DriverRegistry();
+    final BlockGraph graph = new BlockGraph(drivers);
     final QmpDispatcher dispatcher = new QmpDispatcher();
     final JobManager jobs = new JobManager(events, graph, dispatcher::callOnMainLoop);
     final EventLoopGroup group = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
@@ -44,6 +45,8 @@ final class Daemon {
 
     Daemon() {
         String version = Version.get();
+        io.blockjobs.platform.image.ImageDrivers.all().forEach(d -> drivers.register(d, "built-in"));
+        io.blockjobs.platform.graph.FilterDrivers.all(graph).forEach(d -> drivers.register(d, "built-in"));
         qmp = new QmpServer(group, dispatcher, events, CoreCommands.greeting(version));
         nbd = new NbdServer(group, graph, events);
         CoreCommands.register(dispatcher, version, () -> dispatcher.onMainLoop(() -> {
@@ -51,11 +54,12 @@ final class Daemon {
             return null;
         }));
         BlockCommands.register(dispatcher, graph, jobs);
+        io.blockjobs.platform.qmp.GraphQueryCommands.register(dispatcher, graph);
         JobCommands.register(dispatcher, jobs);
         NbdCommands.register(dispatcher, nbd);
-        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, version);
+        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, drivers, version);
         PluginCommands.register(dispatcher, plugins);
-        TransactionCommand.register(dispatcher, jobs, plugins);
+        TransactionCommand.register(dispatcher, jobs, plugins, graph);
         workflows = new WorkflowEngine(events, dispatcher::execute, home().resolve("scripts"));
         schedules = workflows.scheduler();
         WorkflowCommands.register(dispatcher, workflows, schedules);

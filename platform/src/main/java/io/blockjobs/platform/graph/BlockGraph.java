@@ -1,55 +1,101 @@
 package io.blockjobs.platform.graph;
 
-import io.blockjobs.platform.image.BlkdebugNode;
-import io.blockjobs.platform.image.FileNode;
 import io.blockjobs.platform.image.ImageException;
 import io.blockjobs.platform.image.Images;
-import io.blockjobs.platform.image.Qcow2CreateOptions;
-import io.blockjobs.platform.image.Qcow2Node;
-import io.blockjobs.platform.image.RawNode;
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.WriteHook;
+import io.blockjobs.sdk.driver.BlockDriver;
+import io.blockjobs.sdk.driver.ChildRole;
+import io.blockjobs.sdk.driver.DriverContext;
+import io.blockjobs.sdk.driver.DriverNode;
+import io.blockjobs.sdk.driver.DriverOptions;
+import io.blockjobs.sdk.driver.OpenFlags;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.error.ErrorClass;
 import java.io.IOException;
-import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HashSet;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.regex.Pattern;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import tools.jackson.databind.JsonNode;
+import tools.jackson.databind.node.JsonNodeFactory;
+import tools.jackson.databind.node.ObjectNode;
 
 /**
- * The node graph. Every method is called with the graph's monitor held (QMP commands run one at
- * a time, as under QEMU's big lock); I/O through nodes does not touch the graph.
+ * The node graph: named nodes, the edges between them (with QEMU's roles and permissions), the
+ * root edges of exports and jobs, the driver registry and user-created objects. Structural
+ * methods are called on the daemon's main loop (QMP commands run one at a time, as under QEMU's
+ * big lock) and hold the graph's monitor; I/O through nodes does not touch the graph.
+ *
+ * <p>Every change that adds, moves or removes an edge is checked against QEMU's permission rules
+ * afterwards and undone if it conflicts, with QEMU's message.
  */
 public final class BlockGraph implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(BlockGraph.class);
     private static final Pattern NODE_NAME = Pattern.compile("[A-Za-z][A-Za-z0-9_.-]{0,30}");
+    /** The job filters only jobs insert; they never appear in {@code BlockdevDriver}. */
+    private static final Set<String> JOB_FILTERS = Set.of("commit_top", "mirror_top", "copy-before-write");
+
+    /** Who holds a root edge: QEMU's BlockBackend owner or block job, as messages and the graph dump name it. */
+    public record RootUser(String kind, String name, String description) {
+        /** An export's user: QEMU's exports' BlockBackends have no name. */
+        public static RootUser export(String id) {
+            return new RootUser("block-backend", "", "an unnamed block device");
+        }
+
+        /** A job's user. */
+        public static RootUser job(String type, String id) {
+            return new RootUser("block-job", id, type + " job '" + id + "'");
+        }
+    }
 
     private final Map<String, GraphNode> nodes = new LinkedHashMap<>();
-    private final List<BlockBackend> backends = new CopyOnWriteArrayList<>();
+    private final List<Edge> roots = new CopyOnWriteArrayList<>();
+    private final Map<Edge, RootUser> rootUsers = new IdentityHashMap<>();
+    private final Map<Edge, List<Object>> frozenBy = new IdentityHashMap<>();
+    private final Set<GraphNode> neverFreeze = new HashSet<>();
+    private final Set<GraphNode> writesUnchanged = new HashSet<>();
+    private final Map<String, Object> objects = new LinkedHashMap<>();
+    private final DriverRegistry drivers;
     private int generated;
+
+    public BlockGraph(DriverRegistry drivers) {
+        this.drivers = drivers;
+    }
+
+    public DriverRegistry drivers() {
+        return drivers;
+    }
+
+    // ---- opening nodes ---------------------------------------------------------------------------
 
     /** QMP {@code blockdev-add}: opens a node (and its inline children) from QEMU's options. */
     public synchronized GraphNode add(JsonNode options) {
         List<GraphNode> opened = new ArrayList<>();
         try {
-            return open(new Options(options, ""), true, opened);
+            GraphNode node = open(new Options(options, ""), null, true, opened, new HashSet<>());
+            refreshPermissions();
+            return node;
         } catch (RuntimeException e) {
             closeAll(opened);
             throw e;
         }
     }
 
-    private GraphNode open(Options o, boolean monitorOwned, List<GraphNode> opened) {
-        String driver = o.string("driver");
+    private GraphNode open(Options o, NodeOptions parent, boolean monitorOwned, List<GraphNode> opened,
+                           Set<Path> chain) {
+        String driverName = o.string("driver");
         String name = o.optString("node-name");
         if (name == null) {
             if (monitorOwned) {
@@ -59,163 +105,181 @@ public final class BlockGraph implements AutoCloseable {
         } else {
             checkNewName(name);
         }
-        boolean readOnly = o.bool("read-only", false);
-        o.ignore("auto-read-only", "discard", "detect-zeroes", "cache", "force-share");
-        GraphNode node = switch (driver) {
-            case "file" -> openFile(o, name, readOnly, monitorOwned);
-            case "raw" -> {
-                GraphNode file = child(o, "file", readOnly, opened);
-                if (!(file.node() instanceof FileNode fn)) {
-                    throw new CommandException("raw needs a 'file' node as its file child");
-                }
-                o.checkAllUsed();
-                yield new GraphNode(name, new RawNode(fn), monitorOwned, file, null);
-            }
-            case "qcow2" -> openQcow2(o, name, readOnly, monitorOwned, opened);
-            case "blkdebug" -> openBlkdebug(o, name, readOnly, monitorOwned, opened);
-            default -> throw new CommandException("Parameter 'driver' does not accept value '" + driver + "'");
-        };
+        BlockDriver driver = JOB_FILTERS.contains(driverName) ? null : drivers.get(driverName);
+        if (driver == null) {
+            throw new CommandException("Parameter '" + o.prefix() + "driver' does not accept value '" + driverName + "'");
+        }
+        NodeOptions nodeOptions = NodeOptions.read(o, parent);
+        GraphNode node = new GraphNode(name, driverName, monitorOwned, nodeOptions);
         nodes.put(name, node);
-        opened.add(node);
+        Opening ctx = new Opening(node, o, opened, chain);
+        DriverNode driverNode;
+        try {
+            driverNode = driver.open(ctx);
+            o.checkAllUsed();
+        } catch (IOException e) {
+            ctx.abandon(null);
+            throw new CommandException(message(e));
+        } catch (RuntimeException e) {
+            ctx.abandon(null);
+            throw e;
+        }
+        node.attachDriver(driverNode);
+        if (driverName.equals("copy-on-read")) {
+            writesUnchanged.add(node);
+        }
+        opened.add(node); // after its children: closing in reverse closes parents first
         return node;
     }
 
-    private GraphNode openFile(Options o, String name, boolean readOnly, boolean monitorOwned) {
-        String filename = o.string("filename");
-        o.ignore("aio", "locking", "aio-max-batch", "drop-cache", "x-check-cache-dropped", "pr-manager");
-        o.checkAllUsed();
-        try {
-            FileNode file = FileNode.open(Path.of(filename), !readOnly);
-            return new GraphNode(name, file, monitorOwned, null, null);
-        } catch (IOException e) {
-            throw new CommandException("Could not open '" + filename + "': " + reason(e, filename));
-        }
-    }
+    /** What a driver sees while it opens one node. */
+    private final class Opening implements DriverContext {
+        private final GraphNode node;
+        private final Options options;
+        private final List<GraphNode> opened;
+        private final Set<Path> chain;
+        private final List<Edge> attached = new ArrayList<>();
 
-    private GraphNode openQcow2(Options o, String name, boolean readOnly, boolean monitorOwned, List<GraphNode> opened) {
-        GraphNode file = child(o, "file", readOnly, opened);
-        if (!(file.node() instanceof FileNode fn)) {
-            throw new CommandException("qcow2 needs a 'file' node as its file child");
+        Opening(GraphNode node, Options options, List<GraphNode> opened, Set<Path> chain) {
+            this.node = node;
+            this.options = options;
+            this.opened = opened;
+            this.chain = chain;
         }
-        if (!readOnly && fn.isReadOnly()) {
-            throw new CommandException("Node '" + file.name() + "' is read-only; open '" + name + "' with read-only=on");
+
+        @Override
+        public String nodeName() {
+            return node.name();
         }
-        boolean backingGiven = o.has("backing") || o.raw("backing") != null;
-        JsonNode backingRef = o.raw("backing");
-        GraphNode explicitBacking = null;
-        if (backingRef != null && !backingRef.isNull()) {
-            explicitBacking = ref(backingRef, "backing", true, opened);
+
+        @Override
+        public DriverOptions options() {
+            return options;
         }
-        o.ignore("lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other",
-                "overlap-check", "cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
-                "cache-clean-interval", "discard-no-unref");
-        o.checkAllUsed();
-        GraphNode[] found = new GraphNode[1];
-        Path image = fn.path();
-        try {
-            Qcow2Node qcow2 = Qcow2Node.open(fn, !readOnly, (backingName, backingFormat) -> {
-                if (backingGiven) {
-                    return null; // given (or null): the header's name is not followed
+
+        @Override
+        public boolean readOnly() {
+            return node.options().readOnly();
+        }
+
+        @Override
+        public OpenFlags flags() {
+            NodeOptions n = node.options();
+            return new OpenFlags(n.readOnly(), n.autoReadOnly(), n.forceShare(), n.cacheDirect());
+        }
+
+        @Override
+        public BlockNode child(String key, ChildRole role) {
+            JsonNode ref = options.raw(key);
+            if (ref == null || ref.isNull()) {
+                throw options.missing(key);
+            }
+            return attach(key, role, ref(ref, key));
+        }
+
+        @Override
+        public Optional<BlockNode> optionalChild(String key, ChildRole role) {
+            JsonNode ref = options.raw(key);
+            if (ref == null || ref.isNull()) {
+                return Optional.empty();
+            }
+            return Optional.of(attach(key, role, ref(ref, key)));
+        }
+
+        @Override
+        public Optional<BlockNode> backing(String recordedName, String recordedFormat) {
+            JsonNode ref = options.raw("backing");
+            if (ref != null) {
+                if (ref.isNull()) {
+                    return Optional.empty(); // backing: null: the header's name is not followed
                 }
-                found[0] = openBackingChain(Images.resolveBacking(image, backingName), backingFormat, opened,
-                        new HashSet<>(Set.of(image.toRealPath())));
-                return found[0].node();
-            }, false);
-            GraphNode backing = explicitBacking != null ? explicitBacking : found[0];
-            if (backing != null) {
-                qcow2.setBackingNode(backing.node());
+                return Optional.of(attach("backing", ChildRole.COW, ref(ref, "backing")));
             }
-            return new GraphNode(name, qcow2, monitorOwned, file, backing);
-        } catch (IOException e) {
-            throw new CommandException(reason(e, image.toString()));
+            if (recordedName == null) {
+                return Optional.empty();
+            }
+            Edge file = node.child("file");
+            Path overlay = Path.of(file != null ? file.filename() : node.name());
+            try {
+                Path path = Images.resolveBacking(overlay, recordedName);
+                GraphNode backing = openImage(path, recordedFormat, NodeOptions.inherited(node.options(), true),
+                        opened, chain(overlay));
+                return Optional.of(attach("backing", ChildRole.COW, backing));
+            } catch (IOException e) {
+                throw new CommandException(overlay + ": could not open backing file '" + recordedName + "': "
+                        + message(e));
+            }
+        }
+
+        private Set<Path> chain(Path overlay) {
+            try {
+                chain.add(overlay.toRealPath());
+            } catch (IOException e) {
+                // not a local file: nothing to loop on
+            }
+            return chain;
+        }
+
+        @Override
+        public <T> T object(String id, Class<T> type) {
+            Object o = objects.get(id);
+            if (!type.isInstance(o)) {
+                throw new CommandException("No " + objectTypeName(type) + " object with id '" + id + "'");
+            }
+            return type.cast(o);
+        }
+
+        private GraphNode ref(JsonNode ref, String key) {
+            if (ref.isString()) {
+                return require(ref.asString());
+            }
+            if (ref.isObject()) {
+                return open(new Options(ref, options.prefix() + key + "."), node.options(), false, opened, chain);
+            }
+            throw new CommandException("Invalid parameter type for '" + options.prefix() + key
+                    + "', expected: string or object");
+        }
+
+        private Edge attach(String key, ChildRole role, GraphNode child) {
+            Edge e = new Edge(node, key, role, child);
+            node.children.add(e);
+            child.parents.add(0, e);
+            attached.add(e);
+            return e;
+        }
+
+        /** A failed open: the node goes, its edges to children that stay go with it. */
+        void abandon(Throwable cause) {
+            for (Edge e : attached) {
+                e.child().parents.remove(e);
+            }
+            node.children.clear();
+            nodes.remove(node.name());
         }
     }
 
-    /** QEMU's {@code blkdebug} filter, subset: {@code image} and {@code inject-error}, for fault tests. */
-    private GraphNode openBlkdebug(Options o, String name, boolean readOnly, boolean monitorOwned, List<GraphNode> opened) {
-        GraphNode image = child(o, "image", readOnly, opened);
-        List<BlkdebugNode.Rule> rules = new ArrayList<>();
-        JsonNode inject = o.raw("inject-error");
-        if (inject != null) {
-            if (!inject.isArray()) {
-                throw o.type("inject-error", "array");
-            }
-            for (int i = 0; i < inject.size(); i++) {
-                Options r = new Options(inject.get(i), "inject-error[" + i + "].");
-                String event = r.string("event");
-                String iotype = r.optString("iotype");
-                if (iotype == null) {
-                    iotype = event.startsWith("read") ? "read" : event.startsWith("write") ? "write" : null;
-                }
-                Long sector = r.optInteger("sector");
-                Long errno = r.optInteger("errno");
-                boolean once = r.bool("once", false);
-                r.ignore("state", "immediately");
-                r.checkAllUsed();
-                rules.add(new BlkdebugNode.Rule(iotype, sector == null ? -1 : sector, errno == null ? 5 : errno.intValue(), once));
-            }
-        }
-        o.ignore("config", "align", "set-state", "max-transfer", "opt-write-zero", "max-write-zero",
-                "opt-discard", "max-discard", "take-child-perms", "unshare-child-perms");
-        o.checkAllUsed();
-        return new GraphNode(name, new BlkdebugNode(image.node(), rules), monitorOwned, image, null);
-    }
-
-    /** Opens a backing chain from the images' own names, read-only, with generated node names. */
-    private GraphNode openBackingChain(Path path, String format, List<GraphNode> opened, Set<Path> seen) throws IOException {
+    /**
+     * Opens an image file as QEMU opens a backing file named in a header: a {@code file} node and
+     * a format node over it (probed if {@code format} is null), with generated names.
+     */
+    private GraphNode openImage(Path path, String format, NodeOptions options, List<GraphNode> opened, Set<Path> chain)
+            throws IOException {
         Path real;
         try {
             real = path.toRealPath();
-        } catch (java.nio.file.NoSuchFileException e) {
+        } catch (NoSuchFileException e) {
             throw new ImageException(path.toString(), "no such file");
         }
-        if (!seen.add(real)) {
+        if (chain.contains(real)) {
             throw new ImageException(path.toString(), "backing chain loops: this image is already part of it");
         }
-        FileNode fn = FileNode.open(path, false);
-        GraphNode file = new GraphNode(generateName(), fn, false, null, null);
-        nodes.put(file.name(), file);
-        opened.add(file);
-        String fmt = format != null ? format : Images.probe(fn);
-        GraphNode node;
-        if (fmt.equals("raw")) {
-            node = new GraphNode(generateName(), new RawNode(fn), false, file, null);
-        } else if (fmt.equals("qcow2")) {
-            GraphNode[] below = new GraphNode[1];
-            Qcow2Node q = Qcow2Node.open(fn, false, (n, f) -> {
-                below[0] = openBackingChain(Images.resolveBacking(path, n), f, opened, seen);
-                return below[0].node();
-            }, false);
-            node = new GraphNode(generateName(), q, false, file, below[0]);
-        } else {
-            throw new ImageException(path.toString(), "unsupported image format '" + fmt + "'");
-        }
-        nodes.put(node.name(), node);
-        opened.add(node);
-        return node;
-    }
-
-    private GraphNode child(Options o, String key, boolean readOnly, List<GraphNode> opened) {
-        JsonNode ref = o.raw(key);
-        if (ref == null || ref.isNull()) {
-            throw o.missing(key);
-        }
-        return ref(ref, key, readOnly, opened);
-    }
-
-    /** A BlockdevRef: the name of an existing node, or inline options for a new one. */
-    private GraphNode ref(JsonNode ref, String key, boolean readOnly, List<GraphNode> opened) {
-        if (ref.isString()) {
-            return require(ref.asString());
-        }
-        if (ref.isObject()) {
-            Options inline = new Options(ref, key + ".");
-            if (readOnly && !inline.has("read-only")) {
-                ((tools.jackson.databind.node.ObjectNode) ref).put("read-only", true);
-            }
-            return open(new Options(ref, key + "."), false, opened);
-        }
-        throw new CommandException("Invalid parameter type for '" + key + "', expected: string or object");
+        ObjectNode fileOptions = JsonNodeFactory.instance.objectNode().put("driver", "file").put("filename", path.toString());
+        GraphNode file = open(new Options(fileOptions, "file."), options, false, opened, chain);
+        String fmt = format != null ? format : Images.probe(file);
+        ObjectNode formatOptions = JsonNodeFactory.instance.objectNode().put("driver", fmt).put("file", file.name());
+        Set<Path> below = new HashSet<>(chain);
+        below.add(real);
+        return open(new Options(formatOptions, ""), options, false, opened, below);
     }
 
     /** The node with this name, or QEMU's error. */
@@ -235,115 +299,269 @@ public final class BlockGraph implements AutoCloseable {
         return new ArrayList<>(nodes.values());
     }
 
-    /** QMP {@code blockdev-del}. */
-    public synchronized void delete(String name) {
+    /** Root edges (exports', jobs'), oldest first. */
+    public synchronized List<Edge> roots() {
+        return new ArrayList<>(roots);
+    }
+
+    /** Who holds a root edge. */
+    public synchronized RootUser rootUser(Edge root) {
+        return rootUsers.get(root);
+    }
+
+    // ---- objects -----------------------------------------------------------------------------------
+
+    /** Adds a user-created object ({@code --object}, {@code object-add}). */
+    public synchronized void addObject(String id, Object object) {
+        if (objects.containsKey(id)) {
+            throw new CommandException("attempt to add duplicate property '" + id + "' to object (type 'container')");
+        }
+        objects.put(id, object);
+    }
+
+    /** Removes an object; {@code inUse} says whether a node still uses it. */
+    public synchronized Object removeObject(String id) {
+        Object o = objects.get(id);
+        if (o == null) {
+            throw new CommandException("object '" + id + "' not found");
+        }
+        objects.remove(id);
+        return o;
+    }
+
+    public synchronized Object object(String id) {
+        return objects.get(id);
+    }
+
+    public synchronized Map<String, Object> objects() {
+        return new LinkedHashMap<>(objects);
+    }
+
+    private static String objectTypeName(Class<?> type) {
+        return type.getSimpleName().replaceAll("([a-z])([A-Z])", "$1-$2").toLowerCase(java.util.Locale.ROOT);
+    }
+
+    // ---- deleting ------------------------------------------------------------------------------------
+
+    /**
+     * QMP {@code blockdev-del}, with QEMU's checks in QEMU's order: a user such as an export
+     * ("Node x is in use"), an op blocker (a job, or a parent using the node as its backing
+     * file), ownership, then any other parent ("Block device x is in use").
+     *
+     * @param blocker the op blocker's message for a node name, or null (jobs' claims)
+     */
+    public synchronized void delete(String name, java.util.function.Function<String, String> blocker) {
         GraphNode n = nodes.get(name);
         if (n == null) {
             throw new CommandException("Failed to find node with node-name='" + name + "'");
         }
+        for (Edge e : n.parents) {
+            if (e.isRoot() && e.name().equals("root")) {
+                throw new CommandException("Node " + name + " is in use");
+            }
+        }
+        String blocked = blocker.apply(name);
+        if (blocked != null) {
+            throw new CommandException(blocked);
+        }
+        for (Edge e : n.parents) {
+            if (!e.isRoot() && e.name().equals("backing")) {
+                throw new CommandException("Node '" + name + "' is busy: node is used as backing hd of '"
+                        + e.parent().name() + "'");
+            }
+        }
         if (!n.monitorOwned()) {
             throw new CommandException("Node " + name + " is not owned by the monitor");
         }
-        String user = userOf(n);
-        if (user != null) {
-            throw new CommandException("Node '" + name + "' is busy: " + user);
+        if (!n.parents.isEmpty()) {
+            throw new CommandException("Block device " + name + " is in use");
         }
         release(n);
     }
 
-    /** Who uses the node, in words, or null if nobody does. */
-    private String userOf(GraphNode n) {
-        for (GraphNode p : nodes.values()) {
-            if (p.file() == n) {
-                return "node is used as file of '" + p.name() + "'";
-            }
-            if (p.backing() == n) {
-                return "node is used as backing hd of '" + p.name() + "'";
-            }
-        }
-        for (BlockBackend b : backends) {
-            if (b.root() == n) {
-                return "node is in use by " + b.owner();
-            }
-        }
-        return null;
-    }
-
     private void release(GraphNode n) {
         nodes.remove(n.name());
+        neverFreeze.remove(n);
+        writesUnchanged.remove(n);
+        n.markClosed();
         try {
-            n.node().close();
+            n.driverNode().close();
         } catch (IOException e) {
             LOG.warn("closing node {}: {}", n.name(), e.getMessage());
         }
-        for (GraphNode child : new GraphNode[] {n.file(), n.backing()}) {
-            if (child != null && !child.monitorOwned() && nodes.containsValue(child) && userOf(child) == null) {
+        for (Edge e : n.children) {
+            GraphNode child = e.child();
+            child.parents.remove(e);
+            frozenBy.remove(e);
+            if (!child.monitorOwned() && nodes.get(child.name()) == child && child.parents.isEmpty()) {
                 release(child);
+            }
+        }
+        n.children.clear();
+    }
+
+    /** Closes every node that lost its last parent and belongs to no one (after chain edits). */
+    public synchronized void releaseUnused() {
+        boolean again = true;
+        while (again) {
+            again = false;
+            for (GraphNode n : new ArrayList<>(nodes.values())) {
+                if (!n.monitorOwned() && n.parents.isEmpty()) {
+                    release(n);
+                    again = true;
+                }
             }
         }
     }
 
-    /** A backend on {@code node} for an export or job; it follows snapshots. */
-    public synchronized BlockBackend attach(String owner, GraphNode node) {
-        BlockBackend b = new BlockBackend(owner, node);
-        backends.add(b);
-        return b;
+    // ---- root edges ----------------------------------------------------------------------------------
+
+    /**
+     * Attaches a user (an export, a job) to a node: a root edge taking {@code perm} and sharing
+     * {@code shared}, refused with QEMU's message if it conflicts with the node's other users.
+     *
+     * @param waitsOnDrain whether the user's requests wait while a drain covers the node (an
+     *                     export's do; a job's own never do)
+     */
+    public synchronized Edge attachRoot(RootUser user, String edgeName, GraphNode node, int perm, int shared,
+                                        boolean waitsOnDrain) {
+        Edge e = new Edge(user.description(), edgeName, node, perm, shared, waitsOnDrain);
+        rootUsers.put(e, user);
+        roots.add(e);
+        node.parents.add(0, e);
+        try {
+            refreshPermissions();
+        } catch (RuntimeException ex) {
+            detach(e);
+            throw ex;
+        }
+        return e;
     }
 
-    public synchronized void detach(BlockBackend backend) {
-        backends.remove(backend);
+    /** Detaches a root edge. */
+    public synchronized void detachRoot(Edge e) {
+        detach(e);
+        refreshPermissionsQuietly();
     }
+
+    private void detach(Edge e) {
+        roots.remove(e);
+        rootUsers.remove(e);
+        frozenBy.remove(e);
+        e.child().parents.remove(e);
+    }
+
+    /** Changes what a root edge takes and shares, refused (and left as it was) on a conflict. */
+    public synchronized void setRootPermissions(Edge e, int perm, int shared) {
+        int oldPerm = e.perm();
+        int oldShared = e.shared();
+        e.setPermissions(perm, shared);
+        try {
+            refreshPermissions();
+        } catch (RuntimeException ex) {
+            e.setPermissions(oldPerm, oldShared);
+            refreshPermissionsQuietly();
+            throw ex;
+        }
+    }
+
+    // ---- reopen ----------------------------------------------------------------------------------------
+
+    /**
+     * Makes a node writable (QEMU's reopen, as commit does with its base): its file and filtered
+     * children first, then the node.
+     */
+    public synchronized void reopenReadWrite(GraphNode n) throws IOException {
+        if (!n.isReadOnly()) {
+            return;
+        }
+        for (Edge e : n.children) {
+            if (e.role() == ChildRole.STORAGE || e.role() == ChildRole.FILTERED || e.role() == ChildRole.DATA) {
+                reopenReadWrite(e.child());
+            }
+        }
+        n.driverNode().reopenReadWrite();
+        n.setReadOnly(false);
+        refreshPermissionsQuietly();
+    }
+
+    // ---- snapshots -------------------------------------------------------------------------------------
 
     /**
      * QMP {@code blockdev-snapshot}: {@code overlay} (no backing yet, unused) goes on top of
      * {@code node}; everything that used {@code node} now uses {@code overlay}.
      */
-    public synchronized void snapshot(String nodeName, String overlayName) {
+    public synchronized Undo snapshot(String nodeName, String overlayName) {
         GraphNode node = require(nodeName);
         GraphNode overlay = require(overlayName);
-        for (GraphNode n = node; n != null; n = n.backing()) {
+        for (GraphNode n = node; n != null; n = n.chainNext()) {
             if (n == overlay) {
                 throw new CommandException("The overlay '" + overlayName + "' is part of the backing chain of '"
                         + nodeName + "'; choose a new, unused node as the overlay");
             }
         }
-        if (!(overlay.node() instanceof Qcow2Node q)) {
+        if (!overlay.driverNode().supportsBacking()) {
             throw new CommandException("The overlay does not support backing images");
         }
-        if (overlay.backing() != null) {
+        if (overlay.backingNode() != null) {
             throw new CommandException("The overlay already has a backing image");
         }
-        if (userOf(overlay) != null) {
+        if (!overlay.parents.isEmpty()) {
             throw new CommandException("The overlay is already in use");
         }
-        if (overlay.node().isReadOnly()) {
+        if (overlay.isReadOnly()) {
             throw new CommandException("The overlay is read-only");
         }
-        append(node, overlay, q);
+        return append(node, overlay);
     }
 
-    private void append(GraphNode node, GraphNode overlay, Qcow2Node q) {
-        for (GraphNode p : nodes.values()) {
-            if (p != overlay && p.backing() == node && p.node() instanceof Qcow2Node pq) {
-                pq.setBackingNode(overlay.node());
-                p.setBacking(overlay);
+    /** Puts {@code overlay} above {@code node}: its parents move up, then the backing link. */
+    private Undo append(GraphNode node, GraphNode overlay) {
+        for (Edge e : node.parents) {
+            if (frozen(e)) {
+                throw new CommandException("Cannot change frozen '" + e.name() + "' link from '"
+                        + e.parent().name() + "' to '" + node.name() + "'");
             }
         }
-        for (BlockBackend b : backends) {
-            if (b.root() == node) {
-                b.setRoot(overlay);
-            }
+        List<Edge> moved = new ArrayList<>(node.parents);
+        Edge backing = new Edge(overlay, "backing", ChildRole.COW, node);
+        try (AutoCloseable drained = drain(node)) {
+            moveParents(moved, node, overlay);
+            overlay.children.add(backing);
+            node.parents.add(0, backing);
+            overlay.driverNode().setBacking(backing);
+            refreshPermissions();
+        } catch (RuntimeException e) {
+            unappend(node, overlay, backing, moved);
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
         }
-        q.setBackingNode(node.node());
-        overlay.setBacking(node);
+        return () -> {
+            synchronized (BlockGraph.this) {
+                try (AutoCloseable drained = drain(overlay)) {
+                    unappend(node, overlay, backing, moved);
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            }
+        };
+    }
+
+    private void unappend(GraphNode node, GraphNode overlay, Edge backing, List<Edge> moved) {
+        overlay.driverNode().setBacking(null);
+        overlay.children.remove(backing);
+        node.parents.remove(backing);
+        moveParents(moved, overlay, node);
+        refreshPermissionsQuietly();
     }
 
     /**
      * QMP {@code blockdev-snapshot-sync}: creates a qcow2 overlay file whose backing file is the
      * node's image, opens it and puts it on top.
      */
-    public synchronized GraphNode snapshotSync(String nodeName, String snapshotFile, String snapshotNodeName,
-                                               String format, boolean existing) {
+    public synchronized Undo snapshotSync(String nodeName, String snapshotFile, String snapshotNodeName,
+                                          String format, boolean existing) {
         GraphNode node = require(nodeName);
         if (!"qcow2".equals(format)) {
             throw new CommandException("Format '" + format + "' is not supported for snapshots; use qcow2");
@@ -354,128 +572,443 @@ public final class BlockGraph implements AutoCloseable {
         Path file = Path.of(snapshotFile);
         try {
             if (!existing) {
-                String backingFile = node.node().filename();
-                Images.createQcow2(file, Qcow2CreateOptions.of(node.node().size())
-                        .withBacking(Path.of(backingFile).toAbsolutePath().toString(), node.driver()));
-            } else if (!Files.exists(file)) {
+                GraphNode image = node.skipFilters();
+                Images.createQcow2(file, io.blockjobs.platform.image.Qcow2CreateOptions.of(node.size())
+                        .withBacking(Path.of(image.filename()).toAbsolutePath().toString(), image.driver()));
+            } else if (!java.nio.file.Files.exists(file)) {
                 throw new CommandException("Could not open '" + snapshotFile + "': No such file or directory");
             }
         } catch (IOException e) {
-            throw new CommandException("Could not create '" + snapshotFile + "': " + reason(e, snapshotFile));
+            throw new CommandException("Could not create '" + snapshotFile + "': " + message(e));
         }
+        ObjectNode o = JsonNodeFactory.instance.objectNode().put("driver", "qcow2");
+        if (snapshotNodeName != null) {
+            o.put("node-name", snapshotNodeName);
+        }
+        o.putObject("file").put("driver", "file").put("filename", snapshotFile);
+        o.putNull("backing");
         List<GraphNode> opened = new ArrayList<>();
         try {
-            FileNode fn = FileNode.open(file, true);
-            GraphNode fileNode = new GraphNode(generateName(), fn, false, null, null);
-            nodes.put(fileNode.name(), fileNode);
-            opened.add(fileNode);
-            Qcow2Node q = Qcow2Node.open(fn, true, (n, f) -> null, false);
-            GraphNode overlay = new GraphNode(snapshotNodeName != null ? snapshotNodeName : generateName(),
-                    q, false, fileNode, null);
-            nodes.put(overlay.name(), overlay);
-            opened.add(overlay);
-            append(node, overlay, q);
-            return overlay;
-        } catch (IOException | RuntimeException e) {
+            GraphNode overlay = open(new Options(o, ""), NodeOptions.inherited(node.options(), false), false, opened,
+                    new HashSet<>());
+            Undo unappend = append(node, overlay);
+            releaseUnused(); // an overlay over a node nobody uses goes at once, as in QEMU
+            return () -> {
+                synchronized (BlockGraph.this) {
+                    if (nodes.get(overlay.name()) == overlay) {
+                        unappend.undo();
+                        releaseUnused();
+                    }
+                }
+            };
+        } catch (RuntimeException e) {
             closeAll(opened);
-            throw e instanceof CommandException ce ? ce : new CommandException(reason(e, snapshotFile));
+            throw e;
         }
+    }
+
+    // ---- chain edits (jobs) -------------------------------------------------------------------------------
+
+    /** Undoes one graph edit of a job, if its transaction aborts. */
+    @FunctionalInterface
+    public interface Undo {
+        void undo();
     }
 
     /**
      * Makes {@code backingName} (or nothing) the backing of {@code overlayName}: the overlay's
-     * header first, durably; then the graph; then layers nobody uses any more are closed.
+     * header first, durably; then the graph. Layers nobody uses any more stay open until
+     * {@link #releaseUnused()}, so the edit can be undone.
+     *
+     * @param owner the job doing the edit: links it froze itself may change
      */
-    public synchronized void setBacking(String overlayName, String backingName, String backingFile) {
+    public synchronized Undo setBacking(Object owner, String overlayName, String backingName, String backingFile,
+                                        boolean maskProtocol) {
         GraphNode overlay = require(overlayName);
         GraphNode backing = backingName == null ? null : require(backingName);
-        if (!(overlay.node() instanceof Qcow2Node q)) {
+        DriverNode driver = overlay.driverNode();
+        if (!driver.supportsBacking()) {
             throw new CommandException("'" + overlayName + "' (" + overlay.driver() + ") cannot have a backing file");
         }
-        String name = backing == null ? null : backingFile != null ? backingFile : backing.node().filename();
-        String format = null;
-        for (GraphNode f = backing; f != null; f = f.file()) { // a filter's format is its image's
-            format = f.driver();
-            if (!(f.node() instanceof BlkdebugNode) && !(f.node() instanceof WriteTrackingFilter)) {
-                break;
-            }
+        Edge edge = overlay.child("backing");
+        GraphNode old = edge == null ? null : edge.child();
+        if (edge != null && frozenByOthers(edge, owner)) {
+            throw new CommandException("Cannot change frozen 'backing' link from '" + overlayName + "' to '"
+                    + old.name() + "'");
         }
+        String oldName = headerName(old);
+        String oldFormat = headerFormat(old, false);
+        String name = backing == null ? null : backingFile != null ? backingFile : headerName(backing);
+        String format = headerFormat(backing, maskProtocol);
         try {
-            q.replaceBacking(backing == null ? null : backing.node(), name, format);
+            driver.changeBackingFile(name, format);
         } catch (IOException e) {
             throw new CommandException("could not change the backing file of '" + overlayName + "': " + e.getMessage());
         }
-        GraphNode old = overlay.backing();
-        overlay.setBacking(backing);
-        for (GraphNode n = old; n != null && n != backing; ) {
-            GraphNode next = n.backing();
-            if (!n.monitorOwned() && nodes.containsValue(n) && userOf(n) == null) {
-                release(n);
+        relinkBacking(overlay, backing);
+        refreshPermissionsQuietly();
+        return () -> {
+            synchronized (BlockGraph.this) {
+                try {
+                    driver.changeBackingFile(oldName, oldFormat);
+                } catch (IOException e) {
+                    LOG.warn("could not restore the backing file of {}: {}", overlayName, e.getMessage());
+                }
+                relinkBacking(overlay, old);
+                refreshPermissionsQuietly();
             }
-            n = next;
+        };
+    }
+
+    private void relinkBacking(GraphNode overlay, GraphNode backing) {
+        Edge edge = overlay.child("backing");
+        try (AutoCloseable drained = drain(overlay)) {
+            if (backing == null) {
+                if (edge != null) {
+                    overlay.driverNode().setBacking(null);
+                    overlay.children.remove(edge);
+                    edge.child().parents.remove(edge);
+                    frozenBy.remove(edge);
+                }
+            } else if (edge == null) {
+                Edge e = new Edge(overlay, "backing", ChildRole.COW, backing);
+                overlay.children.add(e);
+                backing.parents.add(0, e);
+                overlay.driverNode().setBacking(e);
+            } else if (edge.child() != backing) {
+                edge.child().parents.remove(edge);
+                edge.setChild(backing);
+                backing.parents.add(0, edge);
+            }
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** The name a header records for a backing node: its image's file name. */
+    private static String headerName(GraphNode n) {
+        return n == null ? null : n.skipFilters().filename();
+    }
+
+    /** The format a header records: the image's driver; a protocol driver is masked as raw if asked. */
+    private static String headerFormat(GraphNode n, boolean maskProtocol) {
+        if (n == null) {
+            return null;
+        }
+        GraphNode image = n.skipFilters();
+        boolean protocol = image.file() == null && image.children.isEmpty();
+        return maskProtocol && protocol ? "raw" : image.driver();
+    }
+
+    /** Moves every user of {@code from} (its parents, roots included) to {@code to}: a switch-over. */
+    public synchronized Undo replaceUsers(String from, String to, Set<Edge> keep) {
+        GraphNode f = require(from);
+        GraphNode t = require(to);
+        List<Edge> moved = new ArrayList<>();
+        for (Edge e : f.parents) {
+            if (!keep.contains(e) && e.parent() != t) {
+                moved.add(e);
+            }
+        }
+        try (AutoCloseable drained = drain(f)) {
+            moveParents(moved, f, t);
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+        refreshPermissionsQuietly();
+        return () -> {
+            synchronized (BlockGraph.this) {
+                moveParents(moved, t, f);
+                refreshPermissionsQuietly();
+            }
+        };
+    }
+
+    private static void moveParents(List<Edge> edges, GraphNode from, GraphNode to) {
+        for (Edge e : edges) {
+            from.parents.remove(e);
+            e.setChild(to);
+            to.parents.add(0, e);
         }
     }
 
     /**
-     * Puts a write-tracking filter above {@code nodeName}; every backend on the node except
-     * {@code keep} (the job's own) now goes through it.
+     * Puts a filter node above {@code nodeName}: a registered filter driver opened with
+     * {@code options} (and {@code file} set to the node), or a job filter that only forwards.
+     * Every parent of the node except {@code keep} moves to the filter; {@code hooks} run around
+     * every write through it.
      */
-    public synchronized io.blockjobs.sdk.job.WriteTracker insertTracker(String nodeName, String filterName,
-                                                                       java.util.Collection<BlockBackend> keep) {
+    public synchronized GraphNode insertFilter(String nodeName, String driver, String filterName,
+                                               Map<String, Object> options, List<WriteHook> hooks, Set<Edge> keep,
+                                               boolean mayFreeze) {
         GraphNode node = require(nodeName);
         String name = filterName != null ? filterName : generateName();
         if (filterName != null) {
             checkNewName(filterName);
         }
-        GraphNode[] self = new GraphNode[1];
-        WriteTrackingFilter filter = new WriteTrackingFilter(name, node.node(), () -> drainUsersOf(self[0]));
-        GraphNode f = new GraphNode(name, filter, false, node, null);
-        self[0] = f;
-        nodes.put(name, f);
-        for (BlockBackend b : backends) {
-            if (b.root() == node && !keep.contains(b)) {
-                b.setRoot(f);
+        GraphNode filter;
+        List<GraphNode> opened = new ArrayList<>();
+        if (JOB_FILTERS.contains(driver)) {
+            filter = new GraphNode(name, driver, false, NodeOptions.inherited(node.options(), node.isReadOnly()));
+            String childName = driver.equals("copy-before-write") ? "file" : "backing";
+            Edge e = new Edge(filter, childName, ChildRole.FILTERED, node);
+            filter.children.add(e);
+            node.parents.add(0, e);
+            filter.attachDriver(new ForwardingFilter(driver, childName, e));
+            nodes.put(name, filter);
+            opened.add(filter);
+        } else {
+            ObjectNode o = io.blockjobs.platform.Json.MAPPER.valueToTree(options);
+            o.put("driver", driver).put("node-name", name).put("file", nodeName);
+            filter = open(new Options(o, ""), NodeOptions.inherited(node.options(), node.isReadOnly()), false, opened,
+                    new HashSet<>());
+            if (!filter.isFilter()) {
+                closeAll(opened);
+                throw new CommandException("'" + driver + "' is not a filter driver");
             }
+        }
+        hooks.forEach(filter::addHook);
+        if (!mayFreeze) {
+            neverFreeze.add(filter);
+        }
+        Edge own = filter.filteredEdge();
+        List<Edge> moved = new ArrayList<>();
+        for (Edge e : node.parents) {
+            if (e != own && !keep.contains(e)) {
+                moved.add(e);
+            }
+        }
+        try (AutoCloseable drained = drain(node)) {
+            moveParents(moved, node, filter);
+            refreshPermissions();
+        } catch (RuntimeException e) {
+            moveParents(moved, filter, node);
+            closeAll(opened);
+            refreshPermissionsQuietly();
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
         }
         return filter;
     }
 
-    /** Drains every backend on {@code node} until the returned handle is closed (same thread). */
-    private AutoCloseable drainUsersOf(GraphNode node) {
-        List<BlockBackend> drained = new ArrayList<>();
-        for (BlockBackend b : backends) {
-            if (b.root() == node) {
-                b.drain();
-                drained.add(b);
-            }
-        }
-        return () -> drained.forEach(BlockBackend::undrain);
-    }
-
-    /** Moves every backend on {@code from} to {@code to}. */
-    public synchronized void replaceUsers(String from, String to) {
-        GraphNode f = require(from);
-        GraphNode t = require(to);
-        for (BlockBackend b : backends) {
-            if (b.root() == f) {
-                b.setRoot(t);
-            }
-        }
-    }
-
-    /** Removes a tracking filter; its backends go to the node beneath. */
+    /** Removes a filter node; its users go to the node beneath. Nothing happens if it is gone. */
     public synchronized void removeFilter(String filterName) {
         GraphNode f = nodes.get(filterName);
-        if (f == null || !(f.node() instanceof WriteTrackingFilter)) {
+        if (f == null || !f.isFilter()) {
             return;
         }
-        for (BlockBackend b : backends) {
-            if (b.root() == f) {
-                b.setRoot(f.file());
+        GraphNode below = f.filteredEdge().child();
+        try (AutoCloseable drained = drain(f)) {
+            moveParents(new ArrayList<>(f.parents), f, below);
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+        release(f);
+        refreshPermissionsQuietly();
+    }
+
+    // ---- drain -----------------------------------------------------------------------------------------------
+
+    /**
+     * Begins a drain of {@code node}: users that reach it from above (exports) hold new requests
+     * and the requests in flight end; jobs' own requests go on. Close the handle on any thread to
+     * end it; drains nest.
+     */
+    public AutoCloseable drain(GraphNode node) {
+        List<Edge.Gate> gates = new ArrayList<>();
+        synchronized (this) {
+            for (Edge r : roots) {
+                if (r.gate() != null && r.child().subtree().contains(node)) {
+                    gates.add(r.gate());
+                }
             }
         }
-        nodes.remove(filterName);
+        gates.forEach(Edge.Gate::close);
+        gates.forEach(Edge.Gate::awaitIdle);
+        boolean[] ended = new boolean[1];
+        return () -> {
+            synchronized (ended) {
+                if (ended[0]) {
+                    return;
+                }
+                ended[0] = true;
+            }
+            gates.forEach(Edge.Gate::open);
+        };
     }
+
+    // ---- frozen backing links ------------------------------------------------------------------------------
+
+    /**
+     * Freezes the links from {@code top} down to {@code base} (exclusive; null: to the end), as
+     * QEMU's {@code bdrv_freeze_backing_chain}: refused if a link is frozen already, or leads to a
+     * node that may never be frozen (a commit's filter). Returns the handle that unfreezes.
+     */
+    public synchronized AutoCloseable freeze(Object owner, String topName, String baseName) {
+        GraphNode top = require(topName);
+        GraphNode base = baseName == null ? null : require(baseName);
+        List<Edge> links = new ArrayList<>();
+        for (GraphNode i = top; i != null && i != base; ) {
+            Edge link = i.filteredEdge() != null ? i.filteredEdge() : i.child("backing");
+            if (link == null) {
+                break;
+            }
+            if (frozen(link)) {
+                throw new CommandException("Cannot change '" + link.name() + "' link from '" + i.name() + "' to '"
+                        + link.child().name() + "'");
+            }
+            links.add(link);
+            i = link.child();
+        }
+        for (Edge link : links) {
+            if (neverFreeze.contains(link.child())) {
+                throw new CommandException("Cannot freeze '" + link.name() + "' link to '" + link.child().name() + "'");
+            }
+        }
+        for (Edge link : links) {
+            frozenBy.computeIfAbsent(link, k -> new ArrayList<>()).add(owner);
+            link.freeze();
+        }
+        return () -> {
+            synchronized (BlockGraph.this) {
+                for (Edge link : links) {
+                    List<Object> by = frozenBy.get(link);
+                    if (by != null) {
+                        by.remove(owner);
+                        if (by.isEmpty()) {
+                            frozenBy.remove(link);
+                        }
+                    }
+                    link.unfreeze();
+                }
+            }
+        };
+    }
+
+    private boolean frozen(Edge e) {
+        List<Object> by = frozenBy.get(e);
+        return by != null && !by.isEmpty();
+    }
+
+    private boolean frozenByOthers(Edge e, Object owner) {
+        List<Object> by = frozenBy.get(e);
+        return by != null && by.stream().anyMatch(o -> o != owner);
+    }
+
+    /** Marks a node that no backing link to may be frozen (QEMU's {@code never_freeze}). */
+    public synchronized void setNeverFreeze(GraphNode node) {
+        neverFreeze.add(node);
+    }
+
+    // ---- permissions ---------------------------------------------------------------------------------------
+
+    private void refreshPermissionsQuietly() {
+        try {
+            refreshPermissions();
+        } catch (RuntimeException e) {
+            LOG.warn("permissions after a graph change: {}", e.getMessage());
+        }
+    }
+
+    /**
+     * Recomputes what every child edge takes and shares from its parent's users, as QEMU's
+     * {@code bdrv_default_perms}, then checks every node: each user's permissions must be shared
+     * by every other user, and a read-only node takes no writer.
+     *
+     * @throws CommandException with QEMU's message for the first conflict
+     */
+    void refreshPermissions() {
+        Map<GraphNode, int[]> cumulative = new HashMap<>();
+        for (GraphNode n : nodes.values()) {
+            cumulativeOf(n, cumulative);
+        }
+        for (GraphNode n : nodes.values()) {
+            List<Edge> ps = n.parents;
+            for (Edge a : ps) {
+                for (Edge b : ps) {
+                    if (a != b && (b.perm() & ~a.shared()) != 0) {
+                        throw new CommandException("Permission conflict on node '" + n.name() + "': permissions '"
+                                + Perm.words(b.perm() & ~a.shared()) + "' are both required by "
+                                + b.userDescription() + " (uses node '" + n.name() + "' as '" + b.name()
+                                + "' child) and unshared by " + a.userDescription() + " (uses node '" + n.name()
+                                + "' as '" + a.name() + "' child).");
+                    }
+                }
+            }
+            int perm = cumulative.get(n)[0];
+            if (n.isReadOnly() && (perm & (Perm.WRITE.bit() | Perm.WRITE_UNCHANGED.bit())) != 0) {
+                throw new CommandException("Block node is read-only");
+            }
+        }
+    }
+
+    /** {perm, shared} that the node's users take and share in all, computing parents first. */
+    private int[] cumulativeOf(GraphNode n, Map<GraphNode, int[]> memo) {
+        int[] known = memo.get(n);
+        if (known != null) {
+            return known;
+        }
+        memo.put(n, new int[] {0, Perm.ALL}); // a cycle would stop here
+        int perm = 0;
+        int shared = Perm.ALL;
+        for (Edge e : n.parents) {
+            if (!e.isRoot()) {
+                int[] p = cumulativeOf(e.parent(), memo);
+                childPermissions(e, p[0], p[1]);
+            }
+            perm |= e.perm();
+            shared &= e.shared();
+        }
+        int[] result = {perm, shared};
+        memo.put(n, result);
+        return result;
+    }
+
+    /** Sets a child edge's permissions from its parent's users, by the child's role. */
+    private void childPermissions(Edge e, int perm, int shared) {
+        int write = Perm.WRITE.bit();
+        int resize = Perm.RESIZE.bit();
+        int read = Perm.CONSISTENT_READ.bit();
+        int unchanged = Perm.WRITE_UNCHANGED.bit();
+        GraphNode parent = e.parent();
+        boolean writable = !parent.isReadOnly();
+        int nperm;
+        int nshared;
+        switch (e.role()) {
+            case FILTERED -> {
+                switch (parent.driver()) {
+                    case "commit_top" -> { // nothing reads or writes through it: it takes nothing
+                        nperm = 0;
+                        nshared = Perm.ALL;
+                    }
+                    case "mirror_top" -> { // forwards clients' writes; the job reads the node itself
+                        nperm = perm & ~read;
+                        nshared = shared;
+                    }
+                    default -> {
+                        nperm = perm;
+                        nshared = shared;
+                    }
+                }
+                if (writesUnchanged.contains(parent) && writable) {
+                    nperm |= unchanged; // copy-on-read writes what it read
+                    nshared |= unchanged;
+                }
+            }
+            case COW -> {
+                nperm = perm & read;
+                nshared = ((shared & write) != 0 ? write | resize : 0) | read | unchanged;
+            }
+            default -> { // STORAGE, DATA: metadata and data are written whenever the parent is writable
+                nperm = perm | read | (writable ? write | resize : 0);
+                nshared = shared & ~(write | resize);
+            }
+        }
+        e.setPermissions(nperm, nshared);
+    }
+
+    // ---- names and closing ------------------------------------------------------------------------------
 
     private void checkNewName(String name) {
         if (!NODE_NAME.matcher(name).matches()) {
@@ -497,16 +1030,23 @@ public final class BlockGraph implements AutoCloseable {
     private void closeAll(List<GraphNode> opened) {
         for (int i = opened.size() - 1; i >= 0; i--) {
             GraphNode n = opened.get(i);
+            if (nodes.get(n.name()) != n) {
+                continue;
+            }
             nodes.remove(n.name());
+            n.markClosed();
+            for (Edge e : n.children) {
+                e.child().parents.remove(e);
+            }
             try {
-                n.node().close();
+                n.driverNode().close();
             } catch (IOException e) {
                 LOG.warn("closing {}: {}", n.name(), e.getMessage());
             }
         }
     }
 
-    private static String reason(Exception e, String file) {
+    static String message(Exception e) {
         String m = e.getMessage();
         return m == null ? e.toString() : m;
     }
@@ -519,15 +1059,16 @@ public final class BlockGraph implements AutoCloseable {
         while (!order.isEmpty()) {
             boolean progress = false;
             for (GraphNode n : new ArrayList<>(order)) {
-                boolean used = order.stream().anyMatch(p -> p != n && (p.file() == n || p.backing() == n));
+                boolean used = n.parents.stream().anyMatch(e -> !e.isRoot() && order.contains(e.parent()));
                 if (!used) {
                     try {
-                        n.node().flush();
+                        n.driverNode().flush();
                     } catch (IOException e) {
                         LOG.warn("flushing {}: {}", n.name(), e.getMessage());
                     }
+                    n.markClosed();
                     try {
-                        n.node().close();
+                        n.driverNode().close();
                     } catch (IOException e) {
                         LOG.warn("closing {}: {}", n.name(), e.getMessage());
                     }
@@ -540,6 +1081,7 @@ public final class BlockGraph implements AutoCloseable {
             }
         }
         nodes.clear();
-        backends.clear();
+        roots.clear();
+        rootUsers.clear();
     }
 }

@@ -1,80 +1,705 @@
 package io.blockjobs.platform.graph;
 
+import io.blockjobs.sdk.block.BlockIoException;
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.Errno;
+import io.blockjobs.sdk.block.RequestFlag;
+import io.blockjobs.sdk.block.SerialisedRange;
+import io.blockjobs.sdk.block.WriteHook;
+import io.blockjobs.sdk.block.WriteRequest;
+import io.blockjobs.sdk.driver.DriverNode;
+import io.blockjobs.sdk.driver.Limits;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.List;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.CopyOnWriteArrayList;
 
 /**
- * A named node of the graph: its driver's {@link BlockNode} and its children. Nodes added by
- * {@code blockdev-add} belong to the monitor; nodes opened on the way (inline children, backing
- * files found in headers) get generated names and go when their last parent goes.
+ * A named node of the graph and its request entry point. Every request to the node, whoever
+ * sends it (an export, a job, the node's parent), passes here: it is checked against the node's
+ * size and mode, tracked by range ({@link RequestTracker}), run through the node's write hooks,
+ * aligned to what the driver needs and split at its largest transfer, and counted. The driver
+ * ({@link DriverNode}) sees only what passed.
+ *
+ * <p>Nodes added by {@code blockdev-add} belong to the monitor; nodes opened on the way (inline
+ * children, backing files found in headers, jobs' filters) get generated names and go when
+ * their last parent goes.
  */
-public final class GraphNode {
-    private final String name;
-    private final BlockNode node;
-    private final boolean monitorOwned;
-    private final GraphNode file;
-    private volatile GraphNode backing;
+public final class GraphNode implements BlockNode {
+    private static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(1 << 20).asReadOnlyBuffer();
 
-    GraphNode(String name, BlockNode node, boolean monitorOwned, GraphNode file, GraphNode backing) {
+    private final String name;
+    private final String driverName;
+    private final boolean monitorOwned;
+    private final NodeOptions options;
+    private final RequestTracker requests = new RequestTracker();
+    private final BlockStats stats = new BlockStats();
+    private final List<WriteHook> hooks = new CopyOnWriteArrayList<>();
+    final List<Edge> children = new CopyOnWriteArrayList<>();
+    final List<Edge> parents = new CopyOnWriteArrayList<>(); // newest first, as QEMU's list
+    private volatile DriverNode driver;
+    private volatile Limits limits = new Limits(1, 0, 64 * 1024);
+    private volatile boolean readOnly;
+    private volatile boolean closed;
+
+    GraphNode(String name, String driverName, boolean monitorOwned, NodeOptions options) {
         this.name = name;
-        this.node = node;
+        this.driverName = driverName;
         this.monitorOwned = monitorOwned;
-        this.file = file;
-        this.backing = backing;
+        this.options = options;
+        this.readOnly = options.readOnly();
+    }
+
+    void attachDriver(DriverNode node) {
+        this.driver = node;
+        this.limits = node.limits();
+        this.readOnly = readOnly || node.isReadOnly();
     }
 
     public String name() {
         return name;
     }
 
-    public BlockNode node() {
-        return node;
+    @Override
+    public String nodeName() {
+        return name;
     }
 
-    public String driver() {
-        return node.driver();
+    /** The driver's implementation of this node (for the graph and the platform's own drivers). */
+    public DriverNode driverNode() {
+        return driver;
     }
 
     public boolean monitorOwned() {
         return monitorOwned;
     }
 
-    /** The protocol child of a format node, or null. */
+    public NodeOptions options() {
+        return options;
+    }
+
+    public Limits limits() {
+        return limits;
+    }
+
+    public BlockStats stats() {
+        return stats;
+    }
+
+    /** The child edges, in the order the driver attached them. */
+    public List<Edge> children() {
+        return List.copyOf(children);
+    }
+
+    /** The edges that point to this node, newest first. */
+    public List<Edge> parents() {
+        return List.copyOf(parents);
+    }
+
+    /** The child edge named {@code childName}, or null. */
+    public Edge child(String childName) {
+        for (Edge e : children) {
+            if (e.name().equals(childName)) {
+                return e;
+            }
+        }
+        return null;
+    }
+
+    /** The node of the child named {@code childName}, or null. */
+    public GraphNode childNode(String childName) {
+        Edge e = child(childName);
+        return e == null ? null : e.child();
+    }
+
+    /** Whether this node forwards requests to one child it filters (a property of its driver). */
+    public boolean isFilter() {
+        return driver.filteredChild().isPresent();
+    }
+
+    /** The child a filter forwards to, or null for other nodes. */
+    public Edge filteredEdge() {
+        Optional<String> f = driver.filteredChild();
+        return f.isEmpty() ? null : child(f.get());
+    }
+
+    /** The protocol child of a format node ({@code file}), or null. */
     public GraphNode file() {
-        return file;
+        return childNode("file");
     }
 
-    /** The backing child, or null. */
-    public GraphNode backing() {
-        return backing;
-    }
-
-    void setBacking(GraphNode backing) {
-        this.backing = backing;
+    /** The node's backing child itself (not walked through filters), or null. */
+    public GraphNode backingNode() {
+        return childNode("backing");
     }
 
     /**
-     * The next layer down the chain: the backing child, or for a filter (blkdebug, a job's
-     * write tracker) the backing of the node it filters, as the filter's reads see it.
+     * The next layer down the chain. A filter and the node it filters are one layer: a filter's
+     * next layer is its child's. A format node's next layer is its backing child.
      */
     public GraphNode chainNext() {
-        if (backing != null) {
-            return backing;
+        Edge f = filteredEdge();
+        if (f != null) {
+            return f.child().chainNext();
         }
-        boolean filter = node instanceof io.blockjobs.platform.image.BlkdebugNode || node instanceof WriteTrackingFilter;
-        return filter && file != null ? file.backing() : null;
+        return backingNode();
     }
 
-    /** Length of the backing chain below this node. */
+    /** The node a filter stack stands for: below every filter from here. */
+    public GraphNode skipFilters() {
+        GraphNode n = this;
+        for (Edge f = n.filteredEdge(); f != null; f = n.filteredEdge()) {
+            n = f.child();
+        }
+        return n;
+    }
+
+    /** Number of layers below this one. */
     public int backingDepth() {
         int depth = 0;
-        for (GraphNode b = backing; b != null; b = b.backing()) {
+        for (GraphNode b = chainNext(); b != null; b = b.chainNext()) {
             depth++;
         }
         return depth;
     }
 
+    /** Adds a hook run around every write to this node, after those already there. */
+    public void addHook(WriteHook hook) {
+        hooks.add(hook);
+    }
+
+    public void removeHook(WriteHook hook) {
+        hooks.remove(hook);
+    }
+
+    void setReadOnly(boolean readOnly) {
+        this.readOnly = readOnly;
+    }
+
+    void markClosed() {
+        closed = true;
+    }
+
+    /** Requests in flight on this node now. */
+    int requestsInFlight() {
+        return requests.inFlight();
+    }
+
+    /** Waits until no request is in flight on this node. */
+    void awaitIdle() {
+        requests.awaitIdle();
+    }
+
+    // ---- BlockNode: the entry point --------------------------------------------------------------
+
+    @Override
+    public String driver() {
+        return driverName;
+    }
+
+    @Override
+    public String filename() {
+        return driver.filename();
+    }
+
+    @Override
+    public long size() throws IOException {
+        return driver.size();
+    }
+
+    @Override
+    public boolean isReadOnly() {
+        return readOnly;
+    }
+
+    @Override
+    public int clusterSize() {
+        return driver.clusterSize();
+    }
+
+    @Override
+    public Optional<BlockNode> backing() {
+        return Optional.ofNullable(chainNext());
+    }
+
+    @Override
+    public void read(long offset, ByteBuffer dst) throws IOException {
+        int length = dst.remaining();
+        check(offset, length, false, BlockStats.Kind.READ);
+        long start = System.nanoTime();
+        boolean ok = false;
+        RequestTracker.Tracked t = requests.begin(offset, length, false);
+        try {
+            readAligned(offset, dst);
+            ok = true;
+        } finally {
+            requests.end(t);
+            stats.done(BlockStats.Kind.READ, length, start, ok);
+        }
+    }
+
+    @Override
+    public void write(long offset, ByteBuffer src) throws IOException {
+        write(offset, src, RequestFlag.NONE);
+    }
+
+    @Override
+    public void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+        int length = src.remaining();
+        check(offset, length, true, BlockStats.Kind.WRITE);
+        if (options.detectZeroes() != NodeOptions.DetectZeroes.OFF && isZero(src)) {
+            Set<RequestFlag> zf = EnumSet.noneOf(RequestFlag.class);
+            zf.addAll(flags);
+            if (options.detectZeroes() == NodeOptions.DetectZeroes.UNMAP) {
+                zf.add(RequestFlag.MAY_UNMAP);
+            }
+            src.position(src.limit());
+            zeroes(offset, length, zf, BlockStats.Kind.WRITE);
+            return;
+        }
+        boolean unaligned = !aligned(offset, length);
+        WriteRequest request = new WriteRequest(WriteRequest.Kind.WRITE, offset, length, flags);
+        long start = System.nanoTime();
+        boolean ok = false;
+        RequestTracker.Tracked t = unaligned ? beginPadded(offset, length) : requests.begin(offset, length, false);
+        try {
+            before(request);
+            try {
+                writeAligned(offset, src, flags);
+                ok = true;
+            } finally {
+                after(request, ok);
+            }
+        } finally {
+            requests.end(t);
+            stats.done(BlockStats.Kind.WRITE, length, start, ok);
+            if (ok) {
+                stats.wrote(offset + length);
+            }
+        }
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
+        writeZeroes(offset, length, mayUnmap ? Set.of(RequestFlag.MAY_UNMAP) : RequestFlag.NONE);
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length, Set<RequestFlag> flags) throws IOException {
+        check(offset, length, true, BlockStats.Kind.WRITE);
+        zeroes(offset, length, flags, BlockStats.Kind.WRITE);
+    }
+
+    private void zeroes(long offset, long length, Set<RequestFlag> flags, BlockStats.Kind kind) throws IOException {
+        Set<RequestFlag> f = flags;
+        if (!options.discardUnmap() && f.contains(RequestFlag.MAY_UNMAP)) {
+            f = EnumSet.copyOf(f);
+            f.remove(RequestFlag.MAY_UNMAP); // discard=ignore: zeroes keep their storage
+        }
+        WriteRequest request = new WriteRequest(WriteRequest.Kind.WRITE_ZEROES, offset, length, f);
+        long start = System.nanoTime();
+        boolean ok = false;
+        boolean unaligned = !aligned(offset, length);
+        RequestTracker.Tracked t = unaligned ? beginPadded(offset, length) : requests.begin(offset, length, false);
+        try {
+            before(request);
+            try {
+                zeroesAligned(offset, length, f);
+                ok = true;
+            } finally {
+                after(request, ok);
+            }
+        } finally {
+            requests.end(t);
+            stats.done(kind, length, start, ok);
+            if (ok) {
+                stats.wrote(offset + length);
+            }
+        }
+    }
+
+    @Override
+    public void discard(long offset, long length) throws IOException {
+        check(offset, length, true, BlockStats.Kind.UNMAP);
+        long start = System.nanoTime();
+        if (!options.discardUnmap()) {
+            stats.done(BlockStats.Kind.UNMAP, length, start, true); // discard=ignore: accepted, dropped
+            return;
+        }
+        // Discards are advisory: the unaligned head and tail are dropped, as QEMU does.
+        int align = limits.requestAlignment();
+        long first = ceil(offset, align);
+        long last = Math.max(first, floor(offset + length, align));
+        if (offset + length == size()) {
+            last = offset + length;
+        }
+        WriteRequest request = new WriteRequest(WriteRequest.Kind.DISCARD, offset, length, RequestFlag.NONE);
+        boolean ok = false;
+        RequestTracker.Tracked t = requests.begin(offset, length, false);
+        try {
+            before(request);
+            try {
+                int max = maxChunk();
+                for (long pos = first; pos < last; ) {
+                    long n = Math.min(max, last - pos);
+                    driver.discard(pos, n);
+                    pos += n;
+                }
+                ok = true;
+            } finally {
+                after(request, ok);
+            }
+        } finally {
+            requests.end(t);
+            stats.done(BlockStats.Kind.UNMAP, length, start, ok);
+        }
+    }
+
+    @Override
+    public void writeUnallocated(long offset, ByteBuffer src) throws IOException {
+        int length = src.remaining();
+        check(offset, length, true, BlockStats.Kind.WRITE);
+        long start = System.nanoTime();
+        boolean ok = false;
+        RequestTracker.Tracked t = requests.begin(offset, length, false);
+        try {
+            driver.writeUnallocated(offset, src); // leaves the data as it reads: no hooks, as QEMU's copy-on-read
+            ok = true;
+        } finally {
+            requests.end(t);
+            stats.done(BlockStats.Kind.WRITE, length, start, ok);
+        }
+    }
+
+    @Override
+    public void unallocate(long offset, long length) throws IOException {
+        check(offset, length, true, BlockStats.Kind.UNMAP);
+        long start = System.nanoTime();
+        boolean ok = false;
+        RequestTracker.Tracked t = requests.begin(offset, length, false);
+        try {
+            driver.unallocate(offset, length); // the data now comes from below, unchanged
+            ok = true;
+        } finally {
+            requests.end(t);
+            stats.done(BlockStats.Kind.UNMAP, length, start, ok);
+        }
+    }
+
+    @Override
+    public void flush() throws IOException {
+        checkOpen();
+        long start = System.nanoTime();
+        boolean ok = false;
+        try {
+            if (!options.noFlush()) {
+                driver.flush();
+            }
+            ok = true;
+        } finally {
+            stats.done(BlockStats.Kind.FLUSH, 0, start, ok);
+        }
+    }
+
+    @Override
+    public BlockStatus blockStatus(long offset, long maxLength) throws IOException {
+        checkOpen();
+        long size = size();
+        if (offset < 0 || offset >= size || maxLength <= 0) {
+            throw new BlockIoException(Errno.EINVAL, name + ": block status at offset " + offset
+                    + " is outside the " + size + "-byte node");
+        }
+        return driver.blockStatus(offset, Math.min(maxLength, size - offset));
+    }
+
+    @Override
+    public SerialisedRange serialise(long offset, long length) throws IOException {
+        check(offset, length, false, BlockStats.Kind.READ);
+        int align = limits.requestAlignment();
+        long first = floor(offset, align);
+        long end = ceil(offset + length, align);
+        RequestTracker.Tracked t = requests.begin(first, end - first, true);
+        return new Held(t, offset, length);
+    }
+
+    /** A serialising request's range: I/O inside it goes to the driver without waiting for itself. */
+    private final class Held implements SerialisedRange {
+        private final RequestTracker.Tracked tracked;
+        private final long offset;
+        private final long length;
+        private boolean closed;
+
+        Held(RequestTracker.Tracked tracked, long offset, long length) {
+            this.tracked = tracked;
+            this.offset = offset;
+            this.length = length;
+        }
+
+        @Override
+        public long offset() {
+            return offset;
+        }
+
+        @Override
+        public long length() {
+            return length;
+        }
+
+        private void inside(long o, long n) throws IOException {
+            if (o < offset || o + n > offset + length) {
+                throw new BlockIoException(Errno.EINVAL, name + ": request [" + o + ", +" + n
+                        + ") is outside the serialised range [" + offset + ", +" + length + ")");
+            }
+        }
+
+        @Override
+        public void read(long o, ByteBuffer dst) throws IOException {
+            inside(o, dst.remaining());
+            long start = System.nanoTime();
+            int n = dst.remaining();
+            boolean ok = false;
+            try {
+                readAligned(o, dst);
+                ok = true;
+            } finally {
+                stats.done(BlockStats.Kind.READ, n, start, ok);
+            }
+        }
+
+        @Override
+        public void write(long o, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+            int n = src.remaining();
+            inside(o, n);
+            check(o, n, true, BlockStats.Kind.WRITE);
+            WriteRequest request = new WriteRequest(WriteRequest.Kind.WRITE, o, n, flags);
+            long start = System.nanoTime();
+            boolean ok = false;
+            try {
+                before(request);
+                try {
+                    writeAligned(o, src, flags);
+                    ok = true;
+                } finally {
+                    after(request, ok);
+                }
+            } finally {
+                stats.done(BlockStats.Kind.WRITE, n, start, ok);
+            }
+        }
+
+        @Override
+        public synchronized void close() {
+            if (!closed) {
+                closed = true;
+                requests.end(tracked);
+            }
+        }
+    }
+
+    @Override
+    public void close() throws IOException {
+        // the graph closes nodes (BlockGraph.release)
+    }
+
     @Override
     public String toString() {
         return name;
+    }
+
+    // ---- the path to the driver ----------------------------------------------------------------
+
+    private void check(long offset, long length, boolean write, BlockStats.Kind kind) throws IOException {
+        checkOpen();
+        if (write && readOnly) {
+            stats.invalid(kind);
+            throw new BlockIoException(Errno.EPERM, name + ": Block node is read-only");
+        }
+        long size = driver.size();
+        if (offset < 0 || length < 0 || offset + length > size) {
+            stats.invalid(kind);
+            throw new BlockIoException(Errno.EINVAL, filename() + ": request [" + offset + ", +" + length
+                    + ") is past the end of the " + size + "-byte image");
+        }
+    }
+
+    private void checkOpen() throws IOException {
+        if (closed) {
+            throw new BlockIoException(Errno.EIO, name + ": the node was closed");
+        }
+    }
+
+    private void before(WriteRequest request) throws IOException {
+        for (WriteHook h : hooks) {
+            h.before(request);
+        }
+    }
+
+    private void after(WriteRequest request, boolean ok) {
+        for (WriteHook h : hooks) {
+            h.after(request, ok);
+        }
+    }
+
+    private boolean aligned(long offset, long length) {
+        int align = limits.requestAlignment();
+        return align == 1 || ((offset | length) & (align - 1)) == 0;
+    }
+
+    /** A write that pads to the alignment reads around itself: it serialises its aligned range. */
+    private RequestTracker.Tracked beginPadded(long offset, long length) {
+        int align = limits.requestAlignment();
+        long first = floor(offset, align);
+        long end = ceil(offset + length, align);
+        return requests.begin(first, end - first, true);
+    }
+
+    private int maxChunk() {
+        int max = limits.maxTransfer();
+        return max == 0 ? 1 << 30 : max;
+    }
+
+    private void readAligned(long offset, ByteBuffer dst) throws IOException {
+        int length = dst.remaining();
+        int align = limits.requestAlignment();
+        if (aligned(offset, length)) {
+            readSplit(offset, dst);
+            return;
+        }
+        long first = floor(offset, align);
+        long end = ceil(offset + length, align);
+        ByteBuffer bounce = ByteBuffer.allocate(Math.toIntExact(end - first));
+        readSplit(first, bounce);
+        bounce.position((int) (offset - first)).limit((int) (offset - first) + length);
+        dst.put(bounce);
+    }
+
+    private void readSplit(long offset, ByteBuffer dst) throws IOException {
+        int max = maxChunk();
+        if (dst.remaining() <= max) {
+            driver.read(offset, dst);
+            return;
+        }
+        long pos = offset;
+        while (dst.hasRemaining()) {
+            int n = Math.min(max, dst.remaining());
+            ByteBuffer part = dst.slice(dst.position(), n);
+            driver.read(pos, part);
+            dst.position(dst.position() + n);
+            pos += n;
+        }
+    }
+
+    private void writeAligned(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+        int length = src.remaining();
+        if (aligned(offset, length)) {
+            writeSplit(offset, src, flags);
+            return;
+        }
+        int align = limits.requestAlignment();
+        long first = floor(offset, align);
+        long end = ceil(offset + length, align);
+        ByteBuffer bounce = ByteBuffer.allocate(Math.toIntExact(end - first));
+        // Read the head and tail blocks the write only partly covers (read-modify-write).
+        readSplit(first, bounce.slice(0, align));
+        if (end - first > align) {
+            readSplit(end - align, bounce.slice((int) (end - align - first), align));
+        }
+        bounce.position((int) (offset - first));
+        bounce.put(src);
+        bounce.clear();
+        writeSplit(first, bounce, flags);
+    }
+
+    private void writeSplit(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+        int max = maxChunk();
+        if (src.remaining() <= max) {
+            driver.write(offset, src, flags);
+            return;
+        }
+        long pos = offset;
+        while (src.hasRemaining()) {
+            int n = Math.min(max, src.remaining());
+            ByteBuffer part = src.slice(src.position(), n);
+            driver.write(pos, part, flags);
+            src.position(src.position() + n);
+            pos += n;
+        }
+    }
+
+    private void zeroesAligned(long offset, long length, Set<RequestFlag> flags) throws IOException {
+        int align = limits.requestAlignment();
+        long first = ceil(offset, align);
+        long last = floor(offset + length, align);
+        if (first >= last) { // within one block: write zero buffers
+            writeZeroBuffer(offset, length, flags);
+            return;
+        }
+        if (offset < first) {
+            writeZeroBuffer(offset, first - offset, flags);
+        }
+        int max = maxChunk();
+        for (long pos = first; pos < last; ) {
+            long n = Math.min(max, last - pos);
+            driver.writeZeroes(pos, n, flags);
+            pos += n;
+        }
+        if (last < offset + length) {
+            writeZeroBuffer(last, offset + length - last, flags);
+        }
+    }
+
+    private void writeZeroBuffer(long offset, long length, Set<RequestFlag> flags) throws IOException {
+        if (flags.contains(RequestFlag.NO_FALLBACK)) {
+            throw new BlockIoException(Errno.ENOTSUP, name + ": cannot write unaligned zeroes without a fallback");
+        }
+        Set<RequestFlag> plain = flags.contains(RequestFlag.FUA) ? Set.of(RequestFlag.FUA) : RequestFlag.NONE;
+        for (long pos = offset; pos < offset + length; ) {
+            int n = (int) Math.min(ZEROES.capacity(), offset + length - pos);
+            writeAligned(pos, ZEROES.duplicate().limit(n), plain);
+            pos += n;
+        }
+    }
+
+    private static boolean isZero(ByteBuffer src) {
+        ByteBuffer b = src.duplicate();
+        while (b.hasRemaining()) {
+            int n = Math.min(b.remaining(), ZEROES.capacity());
+            ByteBuffer part = b.slice(b.position(), n);
+            if (part.mismatch(ZEROES.duplicate().limit(n)) != -1) {
+                return false;
+            }
+            b.position(b.position() + n);
+        }
+        return true;
+    }
+
+    private static long floor(long v, int align) {
+        return v & -align;
+    }
+
+    private static long ceil(long v, int align) {
+        return (v + align - 1) & -align;
+    }
+
+    /** Every node below and including this one, children before parents. */
+    List<GraphNode> subtree() {
+        List<GraphNode> out = new ArrayList<>();
+        collect(this, out);
+        return out;
+    }
+
+    private static void collect(GraphNode n, List<GraphNode> out) {
+        if (out.contains(n)) {
+            return;
+        }
+        for (Edge e : n.children) {
+            collect(e.child(), out);
+        }
+        out.add(n);
     }
 }

@@ -1,8 +1,11 @@
 package io.blockjobs.platform.graph;
 
+import io.blockjobs.sdk.driver.DriverOptions;
 import io.blockjobs.sdk.error.CommandException;
+import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.Iterator;
+import java.util.List;
 import java.util.Set;
 import tools.jackson.databind.JsonNode;
 import tools.jackson.databind.node.ObjectNode;
@@ -11,7 +14,7 @@ import tools.jackson.databind.node.ObjectNode;
  * Reads a QEMU options object (QMP JSON, or the command line's {@code key=value} strings) with
  * QEMU's messages for missing, mistyped and unexpected members.
  */
-public final class Options {
+public final class Options implements DriverOptions {
     private final ObjectNode node;
     private final String prefix;
     private final Set<String> used = new HashSet<>();
@@ -25,6 +28,7 @@ public final class Options {
         this.prefix = prefix;
     }
 
+    @Override
     public boolean has(String key) {
         used.add(key);
         JsonNode v = node.get(key);
@@ -37,6 +41,7 @@ public final class Options {
         return node.get(key);
     }
 
+    @Override
     public String string(String key) {
         String v = optString(key);
         if (v == null) {
@@ -45,6 +50,7 @@ public final class Options {
         return v;
     }
 
+    @Override
     public String optString(String key) {
         JsonNode v = raw(key);
         if (v == null || v.isNull()) {
@@ -56,6 +62,7 @@ public final class Options {
         return v.asString();
     }
 
+    @Override
     public boolean bool(String key, boolean dflt) {
         JsonNode v = raw(key);
         if (v == null || v.isNull()) {
@@ -78,6 +85,7 @@ public final class Options {
         throw type(key, "boolean");
     }
 
+    @Override
     public long integer(String key) {
         Long v = optInteger(key);
         if (v == null) {
@@ -86,6 +94,7 @@ public final class Options {
         return v;
     }
 
+    @Override
     public Long optInteger(String key) {
         JsonNode v = raw(key);
         if (v == null || v.isNull()) {
@@ -100,7 +109,58 @@ public final class Options {
         throw type(key, "integer");
     }
 
+    /** The options object itself (its members are not marked used). */
+    public ObjectNode json() {
+        return node;
+    }
+
+    /** The prefix members are named with in messages ({@code file.}). */
+    public String prefix() {
+        return prefix;
+    }
+
+    @Override
+    public List<DriverOptions> objects(String key) {
+        JsonNode v = raw(key);
+        List<DriverOptions> out = new ArrayList<>();
+        if (v == null || v.isNull()) {
+            return out;
+        }
+        if (!v.isArray()) {
+            throw type(key, "array");
+        }
+        for (int i = 0; i < v.size(); i++) {
+            out.add(new Options(v.get(i), prefix + key + "[" + i + "]."));
+        }
+        return out;
+    }
+
+    @Override
+    public List<String> strings(String key) {
+        JsonNode v = raw(key);
+        List<String> out = new ArrayList<>();
+        if (v == null || v.isNull()) {
+            return out;
+        }
+        if (!v.isArray()) {
+            throw type(key, "array");
+        }
+        for (int i = 0; i < v.size(); i++) {
+            if (!v.get(i).isString()) {
+                throw type(key + "[" + i + "]", "string");
+            }
+            out.add(v.get(i).asString());
+        }
+        return out;
+    }
+
+    @Override
+    public RuntimeException invalid(String key, String message) {
+        return new CommandException(message);
+    }
+
     /** A nested options object. */
+    @Override
     public Options object(String key) {
         JsonNode v = raw(key);
         if (v == null) {
@@ -113,6 +173,7 @@ public final class Options {
     }
 
     /** Marks members QEMU accepts that have no effect here. */
+    @Override
     public void ignore(String... keys) {
         for (String k : keys) {
             used.add(k);
@@ -120,6 +181,7 @@ public final class Options {
     }
 
     /** Refuses members nobody read, as QEMU does. */
+    @Override
     public void checkAllUsed() {
         for (Iterator<String> it = node.propertyNames().iterator(); it.hasNext(); ) {
             String k = it.next();

@@ -1,7 +1,10 @@
 package io.blockjobs.platform.image;
 
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockIoException;
 import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.Errno;
+import io.blockjobs.sdk.driver.DriverNode;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.List;
@@ -13,7 +16,7 @@ import java.util.concurrent.CopyOnWriteArrayList;
  * fail as configured ({@code inject-error}: which kind of request, which sector, which errno,
  * once or always), with the error text QEMU reports for that errno.
  */
-public final class BlkdebugNode implements BlockNode {
+public final class BlkdebugNode implements DriverNode {
 
     /** One {@code inject-error} rule: {@code sector} -1 matches any request. */
     public record Rule(String iotype, long sector, int errno, boolean once) {
@@ -35,12 +38,8 @@ public final class BlkdebugNode implements BlockNode {
                 if (r.once()) {
                     rules.remove(r);
                 }
-                throw new IOException(switch (r.errno()) {
-                    case 28 -> "No space left on device";
-                    case 1 -> "Operation not permitted";
-                    case 22 -> "Invalid argument";
-                    default -> "Input/output error";
-                });
+                Errno errno = Errno.ofCode(r.errno());
+                throw new BlockIoException(errno, errno.message());
             }
         }
     }
@@ -48,6 +47,11 @@ public final class BlkdebugNode implements BlockNode {
     @Override
     public String driver() {
         return "blkdebug";
+    }
+
+    @Override
+    public Optional<String> filteredChild() {
+        return Optional.of("image");
     }
 
     @Override

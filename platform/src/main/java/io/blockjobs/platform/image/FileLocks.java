@@ -79,6 +79,23 @@ final class FileLocks {
             return file.channel;
         }
 
+        /**
+         * A channel on the same file that bypasses the page cache ({@code O_DIRECT}), opened on
+         * first use and closed with the file's last claim: closing it earlier would drop the
+         * process's locks.
+         */
+        FileChannel directChannel(Path path) throws IOException {
+            synchronized (FileLocks.class) {
+                if (file.directChannel == null) {
+                    file.directChannel = file.writableChannel
+                            ? FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE,
+                                    com.sun.nio.file.ExtendedOpenOption.DIRECT)
+                            : FileChannel.open(path, StandardOpenOption.READ, com.sun.nio.file.ExtendedOpenOption.DIRECT);
+                }
+                return file.directChannel;
+            }
+        }
+
         /** Punches a hole in the file (see {@link HolePunch}); false if it could not. */
         boolean punchHole(long offset, long length, String path) {
             synchronized (FileLocks.class) {
@@ -112,6 +129,9 @@ final class FileLocks {
                 file.claims.remove(this);
                 if (file.claims.isEmpty()) {
                     OPEN.remove(file.key);
+                    if (file.directChannel != null) {
+                        file.directChannel.close();
+                    }
                     file.channel.close(); // drops every lock of this process on the file
                     HolePunch.closeFd(file.punchFd);
                 } else {
@@ -130,6 +150,8 @@ final class FileLocks {
         // A second descriptor for fallocate, opened on first use and closed with the channel:
         // closing any descriptor of the file would drop the process's locks on it.
         volatile int punchFd = -2;
+        // The O_DIRECT descriptor of cache.direct=on nodes, for the same reason kept to the end.
+        FileChannel directChannel;
 
         SharedFile(Object key, FileChannel channel, boolean writableChannel) {
             this.key = key;

@@ -1,31 +1,62 @@
 package io.blockjobs.platform.image;
 
-import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockIoException;
 import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.Errno;
+import io.blockjobs.sdk.block.RequestFlag;
+import io.blockjobs.sdk.driver.DriverNode;
+import io.blockjobs.sdk.driver.Limits;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.EnumSet;
+import java.util.Set;
 
 /**
  * The {@code file} protocol driver: positional I/O on a host file, holding QEMU-compatible
  * image locks while open. Reads past the end of the file return zeroes, as in QEMU.
+ *
+ * <p>With {@code cache.direct=on} requests bypass the page cache ({@code O_DIRECT}): the node's
+ * request alignment is then the file system's block size, and the graph pads every request to it.
  */
-public final class FileNode implements BlockNode {
+public final class FileNode implements DriverNode {
 
-    /** Shared read-only zeroes for write-zeroes and padding; never written to. */
-    static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(1 << 20).asReadOnlyBuffer();
+    /** Shared read-only zeroes for write-zeroes and padding; aligned for direct I/O; never written to. */
+    static final ByteBuffer ZEROES = ByteBuffer.allocateDirect((1 << 20) + 65536).alignedSlice(65536)
+            .limit(1 << 20).slice().asReadOnlyBuffer();
+
+    /**
+     * How a file is opened ({@code BlockdevOptionsFile} and the generic node options).
+     *
+     * @param readWrite    open for writing
+     * @param autoReadOnly fall back to read-only if the file cannot be written
+     * @param direct       {@code cache.direct}: bypass the page cache
+     * @param locking      {@code locking}: take QEMU's image locks ({@code auto}/{@code on}) or not
+     * @param forceShare   share every permission with other users (read-only opens only)
+     */
+    public record Mode(boolean readWrite, boolean autoReadOnly, boolean direct, boolean locking, boolean forceShare) {
+        /** A plain open, as {@code qemu-img} does one. */
+        public static Mode of(boolean readWrite) {
+            return new Mode(readWrite, false, false, true, false);
+        }
+    }
 
     private final Path path;
+    private final Mode mode;
     private volatile boolean readOnly;
     private final FileLocks.Claim claim;
     private final FileChannel channel;
+    private final int alignment;
 
-    private FileNode(Path path, boolean readOnly, FileLocks.Claim claim) {
+    private FileNode(Path path, Mode mode, boolean readOnly, FileLocks.Claim claim, FileChannel channel, int alignment) {
         this.path = path;
+        this.mode = mode;
         this.readOnly = readOnly;
         this.claim = claim;
-        this.channel = claim.channel();
+        this.channel = channel;
+        this.alignment = alignment;
     }
 
     /**
@@ -34,12 +65,47 @@ public final class FileNode implements BlockNode {
      * @throws ImageLockedException if another user holds a conflicting lock
      */
     public static FileNode open(Path path, boolean readWrite) throws IOException {
-        var claim = FileLocks.claim(path, readWrite ? FileLocks.READ_WRITE : FileLocks.READ, FileLocks.UNSHARED);
-        return new FileNode(path, !readWrite, claim);
+        return open(path, Mode.of(readWrite));
+    }
+
+    /** Opens {@code path} as {@code mode} says. */
+    public static FileNode open(Path path, Mode mode) throws IOException {
+        boolean write = mode.readWrite();
+        if (write && mode.autoReadOnly() && !Files.isWritable(path) && Files.exists(path)) {
+            write = false; // auto-read-only: a file we may not write opens read-only
+        }
+        Set<FileLocks.Perm> held = !mode.locking() ? Set.of() : write ? FileLocks.READ_WRITE : FileLocks.READ;
+        Set<FileLocks.Perm> unshared = !mode.locking() || mode.forceShare() ? Set.of() : FileLocks.UNSHARED;
+        FileLocks.Claim claim;
+        try {
+            claim = FileLocks.claim(path, held, unshared);
+        } catch (ImageException e) {
+            if (write && mode.autoReadOnly() && e.getMessage().contains("permission denied")) {
+                return open(path, new Mode(false, false, mode.direct(), mode.locking(), mode.forceShare()));
+            }
+            throw e;
+        }
+        try {
+            FileChannel channel = claim.channel();
+            int alignment = 1;
+            if (mode.direct()) {
+                channel = claim.directChannel(path);
+                alignment = (int) Math.max(512, Files.getFileStore(path).getBlockSize());
+            }
+            return new FileNode(path, mode, !write, claim, channel, alignment);
+        } catch (IOException | RuntimeException e) {
+            claim.release();
+            throw new ImageException(path.toString(), "cannot open with cache.direct=on: " + e.getMessage(), e);
+        }
     }
 
     public Path path() {
         return path;
+    }
+
+    /** Whether the node bypasses the page cache. */
+    public boolean direct() {
+        return mode.direct();
     }
 
     @Override
@@ -63,41 +129,88 @@ public final class FileNode implements BlockNode {
     }
 
     @Override
+    public Limits limits() {
+        return new Limits(alignment, 0, clusterSize());
+    }
+
+    @Override
     public void read(long offset, ByteBuffer dst) throws IOException {
         checkOffset(offset);
+        if (alignment > 1 && dst.isDirect() && dst.alignmentOffset(dst.position(), alignment) != 0) {
+            ByteBuffer bounce = ByteBuffer.allocate(dst.remaining()); // the JDK aligns heap buffers itself
+            read(offset, bounce);
+            dst.put(bounce.flip());
+            return;
+        }
         long pos = offset;
-        while (dst.hasRemaining()) {
-            int n = channel.read(dst, pos);
-            if (n < 0) { // past the end of the file: zeroes
-                while (dst.hasRemaining()) {
-                    dst.put((byte) 0);
+        try {
+            while (dst.hasRemaining()) {
+                int n = channel.read(dst, pos);
+                if (n < 0 || (n < dst.remaining() && alignment > 1 && pos + n >= channel.size())) {
+                    fillZeroes(dst); // past the end of the file
+                    return;
                 }
-                return;
+                pos += n;
             }
-            pos += n;
+        } catch (IOException e) {
+            throw failure("read", offset, e);
         }
     }
 
     @Override
     public void write(long offset, ByteBuffer src) throws IOException {
+        write(offset, src, RequestFlag.NONE);
+    }
+
+    @Override
+    public void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
         checkWritable();
         checkOffset(offset);
+        if (alignment > 1 && src.isDirect() && src.alignmentOffset(src.position(), alignment) != 0) {
+            ByteBuffer bounce = ByteBuffer.allocate(src.remaining());
+            bounce.put(src).flip();
+            write(offset, bounce, flags);
+            return;
+        }
         long pos = offset;
-        while (src.hasRemaining()) {
-            pos += channel.write(src, pos);
+        try {
+            while (src.hasRemaining()) {
+                pos += channel.write(src, pos);
+            }
+            if (flags.contains(RequestFlag.FUA)) {
+                channel.force(false);
+            }
+        } catch (IOException e) {
+            throw failure("write", offset, e);
         }
     }
 
     @Override
     public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
+        writeZeroes(offset, length, mayUnmap ? EnumSet.of(RequestFlag.MAY_UNMAP) : RequestFlag.NONE);
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length, Set<RequestFlag> flags) throws IOException {
         checkWritable();
+        // As QEMU's file-posix: an unmapping write-zeroes punches a hole (reads zeroes after).
+        if (flags.contains(RequestFlag.MAY_UNMAP) && offset + length <= channel.size()
+                && claim.punchHole(offset, length, path.toString())) {
+            return;
+        }
+        if (flags.contains(RequestFlag.NO_FALLBACK)) {
+            throw new BlockIoException(Errno.ENOTSUP, path + ": cannot write zeroes without writing zero buffers");
+        }
         long pos = offset;
         long end = offset + length;
         while (pos < end) {
             ByteBuffer zero = ZEROES.duplicate();
             zero.limit((int) Math.min(zero.capacity(), end - pos));
-            write(pos, zero);
+            write(pos, zero, RequestFlag.NONE);
             pos += zero.limit();
+        }
+        if (flags.contains(RequestFlag.FUA)) {
+            flush();
         }
     }
 
@@ -110,14 +223,21 @@ public final class FileNode implements BlockNode {
     @Override
     public void flush() throws IOException {
         if (!readOnly) {
-            channel.force(false);
+            try {
+                channel.force(false);
+            } catch (IOException e) {
+                throw failure("flush", 0, e);
+            }
         }
     }
 
     /** Reopens the file for writing, taking the write locks QEMU would take (QEMU's reopen). */
+    @Override
     public void reopenReadWrite() throws IOException {
         if (readOnly) {
-            claim.change(FileLocks.READ_WRITE, FileLocks.UNSHARED, path.toString());
+            if (mode.locking()) {
+                claim.change(FileLocks.READ_WRITE, mode.forceShare() ? Set.of() : FileLocks.UNSHARED, path.toString());
+            }
             readOnly = false;
         }
     }
@@ -128,7 +248,7 @@ public final class FileNode implements BlockNode {
         if (length < channel.size()) {
             channel.truncate(length);
         } else if (length > channel.size()) {
-            channel.write(ByteBuffer.allocate(1), length - 1); // sparse extension
+            claim.channel().write(ByteBuffer.allocate(1), length - 1); // sparse extension
         }
     }
 
@@ -142,15 +262,38 @@ public final class FileNode implements BlockNode {
         claim.release();
     }
 
+    private static void fillZeroes(ByteBuffer dst) {
+        ByteBuffer zero = ZEROES.duplicate();
+        while (dst.hasRemaining()) {
+            zero.clear().limit(Math.min(zero.capacity(), dst.remaining()));
+            dst.put(zero);
+        }
+    }
+
+    /** An I/O failure with its errno: the JDK reports the OS error only in the message. */
+    private IOException failure(String what, long offset, IOException e) {
+        if (e instanceof BlockIoException) {
+            return e;
+        }
+        String m = String.valueOf(e.getMessage());
+        Errno errno = m.contains("No space left") ? Errno.ENOSPC
+                : m.contains("Disk quota exceeded") ? Errno.ENOSPC
+                : m.contains("File too large") ? Errno.EFBIG
+                : m.contains("Read-only file system") ? Errno.EROFS
+                : m.contains("Invalid argument") ? Errno.EINVAL
+                : Errno.EIO;
+        return new BlockIoException(errno, path + ": " + what + " at offset " + offset + " failed: " + errno.message(), e);
+    }
+
     private void checkOffset(long offset) throws IOException {
         if (offset < 0) {
-            throw new ImageException(path.toString(), "negative offset " + offset + " (damaged metadata?)");
+            throw new BlockIoException(Errno.EINVAL, path + ": negative offset " + offset + " (damaged metadata?)");
         }
     }
 
     private void checkWritable() throws IOException {
         if (readOnly) {
-            throw new ImageException(path.toString(), "is open read-only");
+            throw new BlockIoException(Errno.EPERM, path + ": is open read-only");
         }
     }
 

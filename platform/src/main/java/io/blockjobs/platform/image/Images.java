@@ -55,7 +55,7 @@ public final class Images {
     }
 
     /** The format of an image by its content: qcow2 by its magic, raw otherwise. */
-    public static String probe(FileNode file) throws IOException {
+    public static String probe(BlockNode file) throws IOException {
         ByteBuffer magic = ByteBuffer.allocate(4);
         file.read(0, magic);
         return file.size() >= 4 && magic.getInt(0) == Qcow2Header.MAGIC ? "qcow2" : "raw";

@@ -4,6 +4,9 @@ import com.github.benmanes.caffeine.cache.Cache;
 import com.github.benmanes.caffeine.cache.Caffeine;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.Errno;
+import io.blockjobs.sdk.driver.DriverNode;
+import io.blockjobs.sdk.driver.Limits;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
@@ -31,7 +34,7 @@ import java.util.zip.Inflater;
  * (durably) before it is referenced and released only after it is no longer referenced; a new L2
  * table is durable before the L1 entry points to it. See {@link Qcow2Refcounts}.
  */
-public final class Qcow2Node implements BlockNode {
+public final class Qcow2Node implements DriverNode {
 
     static final long OFFSET_MASK = 0x00ff_ffff_ffff_fe00L;
     static final long COPIED = 1L << 63;
@@ -53,7 +56,7 @@ public final class Qcow2Node implements BlockNode {
 
     private enum Kind { UNALLOCATED, ZERO_PLAIN, ZERO_ALLOC, NORMAL, COMPRESSED }
 
-    private final FileNode file;
+    private final BlockNode file;
     private final String name;
     private final Qcow2Header header;
     private volatile boolean readOnly;
@@ -73,7 +76,7 @@ public final class Qcow2Node implements BlockNode {
     private volatile boolean closed;
     private boolean ownsChildren = true;
 
-    private Qcow2Node(FileNode file, Qcow2Header header, boolean readOnly, AtomicLongArray l1, long[] refcountTable) throws IOException {
+    private Qcow2Node(BlockNode file, Qcow2Header header, boolean readOnly, AtomicLongArray l1, long[] refcountTable) throws IOException {
         this.file = file;
         this.name = file.filename();
         this.header = header;
@@ -104,7 +107,7 @@ public final class Qcow2Node implements BlockNode {
      *
      * @throws ImageException if the image is damaged or uses a feature this driver lacks
      */
-    public static Qcow2Node open(FileNode file, boolean readWrite, BackingOpener backingOpener) throws IOException {
+    public static Qcow2Node open(BlockNode file, boolean readWrite, BackingOpener backingOpener) throws IOException {
         return open(file, readWrite, backingOpener, true);
     }
 
@@ -113,7 +116,7 @@ public final class Qcow2Node implements BlockNode {
      * file and backing nodes open when it closes: their owner (the block graph) closes them.
      * {@code backingOpener} may return null for an image whose backing is left out.
      */
-    public static Qcow2Node open(FileNode file, boolean readWrite, BackingOpener backingOpener, boolean ownsChildren)
+    public static Qcow2Node open(BlockNode file, boolean readWrite, BackingOpener backingOpener, boolean ownsChildren)
             throws IOException {
         String name = file.filename();
         long fileSize = file.size();
@@ -180,7 +183,7 @@ public final class Qcow2Node implements BlockNode {
         }
     }
 
-    private static long[] readL1(FileNode file, Qcow2Header h, long fileSize) throws IOException {
+    private static long[] readL1(BlockNode file, Qcow2Header h, long fileSize) throws IOException {
         String name = file.filename();
         if (h.l1Size < 0 || h.l1TableOffset < 0) {
             throw new ImageException(name, "invalid L1 table (size " + h.l1Size + ", offset " + h.l1TableOffset + ")");
@@ -220,7 +223,7 @@ public final class Qcow2Node implements BlockNode {
         return l1;
     }
 
-    private static long[] readRefcountTable(FileNode file, Qcow2Header h, long fileSize) throws IOException {
+    private static long[] readRefcountTable(BlockNode file, Qcow2Header h, long fileSize) throws IOException {
         long cluster = 1L << h.clusterBits;
         if (h.refcountTableClusters <= 0 || h.refcountTableOffset <= 0 || (h.refcountTableOffset & (cluster - 1)) != 0
                 || h.refcountTableOffset + h.refcountTableClusters * cluster > fileSize) {
@@ -306,8 +309,13 @@ public final class Qcow2Node implements BlockNode {
         return Optional.ofNullable(backing);
     }
 
+    @Override
+    public Limits limits() {
+        return new Limits(1, 0, clusterSize);
+    }
+
     /** The protocol node beneath this image. */
-    public FileNode file() {
+    public BlockNode file() {
         return file;
     }
 
@@ -525,7 +533,9 @@ public final class Qcow2Node implements BlockNode {
             return;
         }
         checkFeatures(name, header, true);
-        file.reopenReadWrite();
+        if (file instanceof DriverNode standalone) {
+            standalone.reopenReadWrite(); // in the graph, the graph reopens the file node first
+        }
         Lock meta = refcounts.lock();
         meta.lock();
         try {
@@ -682,9 +692,25 @@ public final class Qcow2Node implements BlockNode {
      * switches reads to {@code newBacking}. The caller closes the old backing node.
      */
     public void replaceBacking(BlockNode newBacking, String backingName, String backingFormat) throws IOException {
+        changeBackingFile(backingName, backingFormat);
+        backing = newBacking;
+    }
+
+    @Override
+    public boolean supportsBacking() {
+        return true;
+    }
+
+    @Override
+    public void setBacking(BlockNode newBacking) {
+        backing = newBacking;
+    }
+
+    @Override
+    public void changeBackingFile(String backingName, String backingFormat) throws IOException {
         checkOpen();
         if (readOnly) {
-            throw new ImageException(name, "is open read-only; cannot change its backing file");
+            throw new ImageException(Errno.EPERM, name, "is open read-only; cannot change its backing file");
         }
         Lock meta = refcounts.lock();
         meta.lock();
@@ -692,7 +718,6 @@ public final class Qcow2Node implements BlockNode {
             header.backingFile = backingName;
             header.backingFormat = backingName == null ? null : backingFormat;
             writeHeader();
-            backing = newBacking;
         } finally {
             meta.unlock();
         }
@@ -948,10 +973,10 @@ public final class Qcow2Node implements BlockNode {
     private void checkRequest(long offset, long length, boolean write) throws IOException {
         checkOpen();
         if (write && readOnly) {
-            throw new ImageException(name, "is open read-only");
+            throw new ImageException(Errno.EPERM, name, "is open read-only");
         }
         if (offset < 0 || length < 0 || offset + length > header.size) {
-            throw new ImageException(name, "request [" + offset + ", +" + length
+            throw new ImageException(Errno.EINVAL, name, "request [" + offset + ", +" + length
                     + ") is past the end of the " + header.size + "-byte image");
         }
     }

@@ -25,7 +25,7 @@ import java.util.concurrent.locks.ReentrantLock;
  */
 final class Qcow2Refcounts {
 
-    private final FileNode file;
+    private final io.blockjobs.sdk.block.BlockNode file;
     private final Qcow2Header header;
     private final String name;
     private final int clusterBits;
@@ -45,7 +45,7 @@ final class Qcow2Refcounts {
     private int poolBatch = 8;
     private final int maxPoolBatch;
 
-    Qcow2Refcounts(FileNode file, Qcow2Header header, long[] table) throws IOException {
+    Qcow2Refcounts(io.blockjobs.sdk.block.BlockNode file, Qcow2Header header, long[] table) throws IOException {
         this.file = file;
         this.header = header;
         this.name = file.filename();
@@ -67,7 +67,7 @@ final class Qcow2Refcounts {
     }
 
     /** Reads the refcount table named by the header. */
-    static long[] readTable(FileNode file, Qcow2Header h) throws IOException {
+    static long[] readTable(io.blockjobs.sdk.block.BlockNode file, Qcow2Header h) throws IOException {
         long bytes = (long) h.refcountTableClusters << h.clusterBits;
         if (bytes > (64L << 20)) {
             throw new ImageException(file.filename(), "refcount table of " + h.refcountTableClusters

@@ -2,20 +2,30 @@ package io.blockjobs.platform.image;
 
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.Errno;
+import io.blockjobs.sdk.block.RequestFlag;
+import io.blockjobs.sdk.driver.DriverNode;
+import io.blockjobs.sdk.driver.Limits;
+import java.util.Set;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 
 /** The {@code raw} format driver: the guest's disk is the file, byte for byte. */
-public final class RawNode implements BlockNode {
+public final class RawNode implements DriverNode {
 
-    private final FileNode file;
+    private final BlockNode file;
 
-    public RawNode(FileNode file) {
+    public RawNode(BlockNode file) {
         this.file = file;
     }
 
-    public FileNode file() {
+    public BlockNode file() {
         return file;
+    }
+
+    @Override
+    public Limits limits() {
+        return new Limits(1, 0, clusterSize());
     }
 
     @Override
@@ -51,14 +61,29 @@ public final class RawNode implements BlockNode {
     }
 
     @Override
+    public void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+        checkRange(offset, src.remaining());
+        file.write(offset, src, flags);
+    }
+
+    @Override
     public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
         checkRange(offset, length);
         file.writeZeroes(offset, length, mayUnmap);
     }
 
-    /** Reopens the file for writing. */
+    @Override
+    public void writeZeroes(long offset, long length, Set<RequestFlag> flags) throws IOException {
+        checkRange(offset, length);
+        file.writeZeroes(offset, length, flags);
+    }
+
+    /** Reopens the file for writing (in the graph, the graph reopens the file node first). */
+    @Override
     public void reopenReadWrite() throws IOException {
-        file.reopenReadWrite();
+        if (file instanceof DriverNode standalone) {
+            standalone.reopenReadWrite();
+        }
     }
 
     @Override
@@ -87,13 +112,13 @@ public final class RawNode implements BlockNode {
     private void checkRange(long offset, long length) throws IOException {
         long size = size();
         if (offset < 0 || length < 0 || offset + length > size) {
-            throw new ImageException(filename(), "request [" + offset + ", +" + length
+            throw new ImageException(Errno.EINVAL, filename(), "request [" + offset + ", +" + length
                     + ") is past the end of the " + size + "-byte image");
         }
     }
 
     @Override
     public String toString() {
-        return "raw:" + file.path();
+        return "raw:" + file.filename();
     }
 }

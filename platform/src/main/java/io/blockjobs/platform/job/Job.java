@@ -2,7 +2,6 @@ package io.blockjobs.platform.job;
 
 import io.blockjobs.platform.Json;
 import io.blockjobs.platform.event.EventBus;
-import io.blockjobs.platform.graph.BlockBackend;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.job.ErrorAction;
 import io.blockjobs.sdk.job.JobBody;
@@ -34,7 +33,14 @@ public final class Job implements JobContext {
     private final OnError onError;
     private final JobBody body;
     private final Logger log;
-    final List<BlockBackend> claims = new ArrayList<>();
+    private final java.util.concurrent.Executor threads;
+    private final List<CopierImpl> copiers = new java.util.concurrent.CopyOnWriteArrayList<>();
+    /** What the job holds in the graph until it ends: root edges, frozen links, filters. */
+    final JobResources resources = new JobResources();
+    /** The job's transaction; a lone job has one of its own. */
+    volatile JobTxn txn;
+    /** Who the job's frozen links and graph edits belong to. */
+    volatile Object owner;
 
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition changed = lock.newCondition();
@@ -53,7 +59,8 @@ public final class Job implements JobContext {
     private String ioStatus = "ok";
 
     Job(String id, String type, EventBus events, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
-        long speed, OnError onError, JobBody body) {
+        long speed, OnError onError, JobBody body, java.util.concurrent.Executor threads) {
+        this.threads = threads;
         this.id = id;
         this.type = type;
         this.events = events;
@@ -186,7 +193,8 @@ public final class Job implements JobContext {
         try {
             checkVerb(JobVerb.CANCEL);
             boolean ready = status == JobStatus.READY || status == JobStatus.STANDBY;
-            softCancel = !force && ready;
+            boolean forced = body == null || body.cancel(force);
+            softCancel = !forced && ready;
             cancelled = true;
             if (userPaused) { // cancelling a paused job resumes it
                 userPaused = false;
@@ -230,10 +238,22 @@ public final class Job implements JobContext {
         lock.lock();
         try {
             checkVerb(JobVerb.COMPLETE);
-            if (body == null || !body.completable()) {
+            if (body == null || cancelled) {
                 throw new CommandException("The active block job '" + id + "' cannot be completed");
             }
+            body.complete(this);
             completeRequested = true;
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Another member of the transaction failed: this one ends as cancelled. */
+    void markCancelledByTxn() {
+        lock.lock();
+        try {
+            cancelled = true;
             changed.signalAll();
         } finally {
             lock.unlock();
@@ -271,6 +291,19 @@ public final class Job implements JobContext {
 
     @Override
     public void pausePoint() {
+        boolean pausing;
+        lock.lock();
+        try {
+            pausing = pauseCount > 0 && !cancelled;
+        } finally {
+            lock.unlock();
+        }
+        if (pausing) {
+            copiers.forEach(CopierImpl::awaitIdle); // in-flight work settles before the job reports paused
+            if (body != null) {
+                body.pause();
+            }
+        }
         lock.lock();
         try {
             if (cancelled && !softCancel) {
@@ -298,6 +331,25 @@ public final class Job implements JobContext {
         } finally {
             lock.unlock();
         }
+        if (pausing && body != null) {
+            body.resume();
+        }
+    }
+
+    @Override
+    public io.blockjobs.sdk.job.Copier copier(int maxInFlight, int bufferSize) {
+        CopierImpl c = new CopierImpl(this, threads, maxInFlight, bufferSize);
+        copiers.add(c);
+        return c;
+    }
+
+    void forget(CopierImpl c) {
+        copiers.remove(c);
+    }
+
+    /** Waits for every copier's work in flight (the job failed or ended). */
+    void settleCopiers() {
+        copiers.forEach(CopierImpl::awaitIdle);
     }
 
     @Override
@@ -361,7 +413,7 @@ public final class Job implements JobContext {
 
     @Override
     public ErrorAction onIoError(IOException e, boolean read) throws IOException {
-        boolean noSpace = String.valueOf(e.getMessage()).contains("No space left");
+        boolean noSpace = io.blockjobs.sdk.block.Errno.of(e) == io.blockjobs.sdk.block.Errno.ENOSPC;
         OnError policy = onError;
         String action = switch (policy) {
             case REPORT -> "report";

@@ -1,24 +1,32 @@
 package io.blockjobs.platform.job;
 
+import io.blockjobs.platform.Json;
 import io.blockjobs.platform.event.EventBus;
-import io.blockjobs.platform.graph.BlockBackend;
 import io.blockjobs.platform.graph.BlockGraph;
+import io.blockjobs.platform.graph.Edge;
 import io.blockjobs.platform.graph.GraphNode;
+import io.blockjobs.platform.graph.Perm;
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.error.ErrorClass;
 import io.blockjobs.sdk.job.ChainLink;
+import io.blockjobs.sdk.job.FilterSpec;
+import io.blockjobs.sdk.job.GraphEdit;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
 import io.blockjobs.sdk.job.JobCancelledException;
 import io.blockjobs.sdk.job.JobCommand;
 import io.blockjobs.sdk.job.JobSetup;
 import io.blockjobs.sdk.job.OnError;
+import io.blockjobs.sdk.job.WriteTracker;
+import java.io.IOException;
 import java.util.ArrayList;
-import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.regex.Pattern;
@@ -28,12 +36,20 @@ import org.slf4j.LoggerFactory;
 /**
  * The registry of jobs. It walks each job through QEMU's lifecycle: created, running (paused,
  * ready, standby), waiting, pending, then concluded, or aborting on failure or cancel; it
- * announces the block-job events, holds the nodes a job claimed (op blockers) until the job
- * ends, and keeps the job until it is dismissed.
+ * announces the block-job events, holds the nodes a job uses (permissions and op blockers)
+ * until the job's graph edits are done, and keeps the job until it is dismissed.
+ *
+ * <p>Every job belongs to a transaction ({@link JobTxn}), a lone job to one of its own, as in
+ * QEMU's {@code job.c}: when every member has done its work, every member prepares; if all
+ * prepared, all commit, otherwise all abort. A member that fails or is cancelled while it runs
+ * cancels the others, and then all abort.
  */
 public final class JobManager implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(JobManager.class);
     private static final Pattern ID = Pattern.compile("[A-Za-z][A-Za-z0-9_.-]{0,127}");
+    private static final int READ = Perm.CONSISTENT_READ.bit();
+    private static final int WRITE = Perm.WRITE.bit();
+    private static final int UNCHANGED = Perm.WRITE_UNCHANGED.bit();
 
     /** A job's work without a context (such as blockdev-create's). */
     @FunctionalInterface
@@ -51,7 +67,7 @@ public final class JobManager implements AutoCloseable {
     private final BlockGraph graph;
     private final MainLoop mainLoop;
     private final Map<String, Job> jobs = new LinkedHashMap<>();
-    private final Map<GraphNode, Job> claimedNodes = new HashMap<>();
+    private final Map<GraphNode, Job> claimedNodes = new java.util.HashMap<>();
     private final ExecutorService threads = Executors.newVirtualThreadPerTaskExecutor();
 
     public JobManager(EventBus events, BlockGraph graph, MainLoop mainLoop) {
@@ -63,6 +79,7 @@ public final class JobManager implements AutoCloseable {
     /** Starts a job that is not a block job (blockdev-create's {@code create}). */
     public Job start(String id, String type, boolean autoFinalize, boolean autoDismiss, Body body) {
         Job job = register(id, type, false, autoFinalize, autoDismiss, 0, OnError.REPORT, null);
+        job.txn = new JobTxn(List.of(job));
         launch(job, () -> body.run(job));
         return job;
     }
@@ -76,6 +93,10 @@ public final class JobManager implements AutoCloseable {
             this.job = job;
             this.run = run;
         }
+
+        public Job job() {
+            return job;
+        }
     }
 
     /** Starts a block job from a plugin's command, on the main loop. */
@@ -86,8 +107,9 @@ public final class JobManager implements AutoCloseable {
     }
 
     /**
-     * Prepares a block job: checks its id and speed, runs its factory (which claims nodes) and
-     * registers it. Undo with {@link #discard} if a later step of a transaction fails.
+     * Prepares a block job: checks its id and speed, runs its factory (which uses nodes, puts in
+     * filters and freezes links) and registers it. Undo with {@link #discard} if a later step of
+     * a transaction fails.
      */
     public <A extends JobArgs> Prepared prepare(JobCommand<A> command, A args) {
         String id = args.jobId().orElse(args.device());
@@ -98,70 +120,144 @@ public final class JobManager implements AutoCloseable {
         synchronized (this) {
             checkNewId(id);
         }
-        List<BlockBackend> claims = new ArrayList<>();
-        JobSetup setup = new JobSetup() {
-            @Override
-            public BlockNode claim(String nodeName) {
-                return JobManager.this.claim(id, command.jobType(), nodeName, claims);
-            }
-
-            @Override
-            public BlockNode claimWritable(String nodeName) {
-                BlockNode node = claim(nodeName);
-                try {
-                    if (node instanceof io.blockjobs.platform.image.Qcow2Node q) {
-                        q.reopenReadWrite();
-                    } else if (node instanceof io.blockjobs.platform.image.RawNode r) {
-                        r.reopenReadWrite();
-                    } else if (node.isReadOnly()) {
-                        throw new CommandException("Node '" + nodeName + "' is read-only");
-                    }
-                } catch (java.io.IOException e) {
-                    throw new CommandException("Could not reopen '" + nodeName + "' for writing: " + e.getMessage());
-                }
-                return node;
-            }
-
-            @Override
-            public io.blockjobs.sdk.job.WriteTracker trackWrites(String nodeName, String filterNodeName) {
-                return graph.insertTracker(nodeName, filterNodeName, claims);
-            }
-
-            @Override
-            public List<ChainLink> chain(String nodeName) {
-                GraphNode top = graph.find(nodeName);
-                if (top == null) {
-                    throw new CommandException(ErrorClass.DEVICE_NOT_FOUND, "Device '" + nodeName + "' not found");
-                }
-                List<ChainLink> links = new ArrayList<>();
-                for (GraphNode g = top; g != null; g = g.chainNext()) {
-                    links.add(new ChainLink(g.name(), g.node(), g.node().filename(), g.driver()));
-                }
-                return links;
-            }
-        };
+        JobResources held = new JobResources();
+        Object owner = held; // frozen links and edits are the job's own
+        JobSetup setup = new Setup(id, command.jobType(), held, owner);
         JobBody body;
         try {
             body = command.factory().prepare(args, setup);
         } catch (RuntimeException e) {
-            release(claims);
+            release(held);
             throw e;
         }
         Job job = register(id, command.jobType(), true, args.autoFinalize().orElse(true),
                 args.autoDismiss().orElse(true), speed, args.onError().orElse(OnError.REPORT), body);
         synchronized (this) {
-            job.claims.addAll(claims);
-            for (BlockBackend b : claims) {
-                claimedNodes.put(b.root(), job);
+            job.resources.edges.addAll(held.edges);
+            job.resources.used.addAll(held.used);
+            job.resources.frozen.addAll(held.frozen);
+            job.resources.filters.addAll(held.filters);
+            for (GraphNode n : held.used) {
+                claimedNodes.put(n, job);
             }
         }
+        job.owner = owner;
         return new Prepared(job, () -> launch(job, () -> body.run(job)));
+    }
+
+    /** What a job's factory may do, on the main loop. */
+    private final class Setup implements JobSetup {
+        private final String id;
+        private final String type;
+        private final JobResources held;
+        private final Object owner;
+
+        Setup(String id, String type, JobResources held, Object owner) {
+            this.id = id;
+            this.type = type;
+            this.held = held;
+            this.owner = owner;
+        }
+
+        @Override
+        public BlockNode use(String nodeName, String role, Set<BlockPermission> perm, Set<BlockPermission> shared) {
+            return JobManager.this.use(id, type, nodeName, role, mask(perm), mask(shared), held);
+        }
+
+        @Override
+        public BlockNode claim(String nodeName) {
+            return JobManager.this.use(id, type, nodeName, "intermediate node", 0, READ | UNCHANGED, held);
+        }
+
+        @Override
+        public BlockNode claimWritable(String nodeName) {
+            reopenReadWrite(nodeName);
+            return JobManager.this.use(id, type, nodeName, "root", READ | WRITE, READ | UNCHANGED, held);
+        }
+
+        @Override
+        public void reopenReadWrite(String nodeName) {
+            GraphNode node = requireDevice(nodeName);
+            try {
+                graph.reopenReadWrite(node);
+            } catch (IOException | UnsupportedOperationException e) {
+                throw new CommandException("Could not reopen '" + nodeName + "' for writing: " + e.getMessage());
+            }
+        }
+
+        @Override
+        public List<ChainLink> chain(String nodeName) {
+            GraphNode top = requireDevice(nodeName);
+            List<ChainLink> links = new ArrayList<>();
+            for (GraphNode g = top; g != null; g = g.chainNext()) {
+                GraphNode image = g.skipFilters();
+                links.add(new ChainLink(g.name(), g, image.filename(), image.driver()));
+            }
+            return links;
+        }
+
+        @Override
+        public WriteTracker trackWrites(String nodeName, String filterNodeName) {
+            DirtyTracker tracker = new DirtyTracker();
+            GraphNode f = graph.insertFilter(nodeName, "mirror_top", filterNodeName, Map.of(), List.of(tracker),
+                    Set.copyOf(held.edges), true);
+            held.filters.add(f.name());
+            tracker.attach(f, graph);
+            return tracker;
+        }
+
+        @Override
+        public BlockNode insertFilter(String nodeName, FilterSpec filter) {
+            GraphNode f = graph.insertFilter(nodeName, filter.driver(), filter.nodeName(), filter.options(),
+                    filter.hooks(), Set.copyOf(held.edges), !filter.driver().equals("commit_top"));
+            held.filters.add(f.name());
+            return f;
+        }
+
+        @Override
+        public void freezeBackingChain(String topNode, String baseNode) {
+            held.frozen.add(graph.freeze(owner, topNode, baseNode));
+        }
+    }
+
+    private static int mask(Set<BlockPermission> perms) {
+        int m = 0;
+        for (BlockPermission p : perms) {
+            m |= Perm.valueOf(p.name()).bit();
+        }
+        return m;
+    }
+
+    private GraphNode requireDevice(String nodeName) {
+        GraphNode node = graph.find(nodeName);
+        if (node == null) {
+            throw new CommandException(ErrorClass.DEVICE_NOT_FOUND, "Device '" + nodeName + "' not found");
+        }
+        return node;
+    }
+
+    /** The job uses a node: an op blocker for other jobs and a root edge with its permissions. */
+    private synchronized BlockNode use(String jobId, String type, String nodeName, String role, int perm, int shared,
+                                       JobResources held) {
+        GraphNode node = requireDevice(nodeName);
+        Job holder = claimedNodes.get(node);
+        if (holder != null || held.used.contains(node)) {
+            String holderType = holder != null ? holder.type() : type;
+            throw new CommandException("Node '" + nodeName + "' is busy: block device is in use by block job: " + holderType);
+        }
+        BlockGraph.RootUser user = role.equals("root") ? BlockGraph.RootUser.export(jobId)
+                : BlockGraph.RootUser.job(type, jobId);
+        Edge edge = graph.attachRoot(user, role, node, perm, shared, false);
+        held.edges.add(edge);
+        held.used.add(node);
+        return edge;
     }
 
     /** Forgets prepared jobs that will not start (a transaction failed): their nodes are free again. */
     public void discard(List<Prepared> prepared) {
-        for (Prepared p : prepared) {
-            release(p.job.claims);
+        for (int i = prepared.size() - 1; i >= 0; i--) {
+            Prepared p = prepared.get(i);
+            release(p.job.resources);
             synchronized (this) {
                 jobs.remove(p.job.id());
             }
@@ -169,85 +265,30 @@ public final class JobManager implements AutoCloseable {
     }
 
     /**
-     * Starts prepared jobs. With {@code grouped}, as QEMU's {@code completion-mode: grouped}:
-     * they finish together, and if one fails or is cancelled the others are cancelled.
+     * Starts prepared jobs. With {@code grouped}, as QEMU's {@code completion-mode: grouped},
+     * they share one transaction: they finalize together, and if one fails or is cancelled the
+     * others are cancelled. Otherwise each has a transaction of its own.
      */
     public void startAll(List<Prepared> prepared, boolean grouped) {
-        if (grouped && prepared.size() > 1) {
-            Group group = new Group(prepared.stream().map(p -> p.job).toList());
-            prepared.forEach(p -> groups.put(p.job, group));
+        if (grouped) {
+            JobTxn txn = new JobTxn(prepared.stream().map(p -> p.job).toList());
+            prepared.forEach(p -> p.job.txn = txn);
+        } else {
+            prepared.forEach(p -> p.job.txn = new JobTxn(List.of(p.job)));
         }
         prepared.forEach(p -> p.run.run());
     }
 
-    /** Jobs of a grouped transaction. */
-    private final class Group {
-        final List<Job> members;
-        int done;
-        boolean aborted;
-
-        Group(List<Job> members) {
-            this.members = members;
+    private synchronized void release(JobResources held) {
+        for (GraphNode n : held.used) {
+            claimedNodes.remove(n);
         }
-
-        /** A member finished its work: waits for the others; false if the group was aborted. */
-        synchronized boolean finishedAndWait() throws InterruptedException {
-            done++;
-            notifyAll();
-            while (done < members.size() && !aborted) {
-                wait();
-            }
-            return !aborted;
-        }
-
-        /** A member failed or was cancelled: cancel the others. */
-        void abort(Job failed) {
-            synchronized (this) {
-                if (aborted) {
-                    return;
-                }
-                aborted = true;
-                notifyAll();
-            }
-            for (Job j : members) {
-                if (j != failed && JobVerb.CANCEL.allowedIn(j.status())) {
-                    try {
-                        j.cancel(true);
-                    } catch (RuntimeException e) {
-                        LOG.debug("group cancel of {}: {}", j.id(), e.getMessage());
-                    }
-                }
-            }
-        }
-    }
-
-    private final Map<Job, Group> groups = new java.util.concurrent.ConcurrentHashMap<>();
-
-    private synchronized BlockNode claim(String jobId, String type, String nodeName, List<BlockBackend> claims) {
-        GraphNode node = graph.find(nodeName);
-        if (node == null) {
-            throw new CommandException(ErrorClass.DEVICE_NOT_FOUND, "Device '" + nodeName + "' not found");
-        }
-        Job holder = claimedNodes.get(node);
-        if (holder != null || claims.stream().anyMatch(b -> b.root() == node)) {
-            String holderType = holder != null ? holder.type() : type;
-            throw new CommandException("Node '" + nodeName + "' is busy: block device is in use by block job: " + holderType);
-        }
-        BlockBackend backend = graph.attach("block job '" + jobId + "'", node);
-        claims.add(backend);
-        return node.node();
-    }
-
-    private synchronized void release(List<BlockBackend> claims) {
-        for (BlockBackend b : claims) {
-            graph.detach(b);
-            claimedNodes.values().removeIf(j -> j.claims.contains(b));
-        }
+        held.release(graph);
     }
 
     private void checkNewId(String id) {
         if (id == null || !ID.matcher(id).matches()) {
-            throw new CommandException("Invalid job ID '" + id + "'");
+            throw new CommandException("Invalid job ID '" + (id == null ? "" : id) + "'");
         }
         if (jobs.containsKey(id)) {
             throw new CommandException("Job ID '" + id + "' already in use");
@@ -259,7 +300,7 @@ public final class JobManager implements AutoCloseable {
         Job job;
         synchronized (this) {
             checkNewId(id);
-            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onError, body);
+            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onError, body, threads);
             jobs.put(id, job);
         }
         return job;
@@ -275,113 +316,232 @@ public final class JobManager implements AutoCloseable {
         threads.submit(() -> runToEnd(job, work));
     }
 
+    /** The job's thread: its work, then its part in the transaction. */
     private void runToEnd(Job job, Work work) {
+        String error = null;
+        boolean cancelled = false;
         try {
             work.run();
-            if (job.cancelled() && !job.softCancelled()) {
-                throw new JobCancelledException();
-            }
-            job.transition(JobStatus.WAITING);
-            Group group = groups.get(job);
-            if (group != null && !group.finishedAndWait()) {
-                throw new JobCancelledException(); // another member failed
-            }
-            job.transition(JobStatus.PENDING);
-            if (job.autoFinalize()) {
-                finalizeNow(job);
-            } else if (job.blockJob()) {
-                events.publish("BLOCK_JOB_PENDING", io.blockjobs.platform.Json.object()
-                        .put("type", job.type()).put("id", job.id()));
-            }
+            cancelled = job.cancelled() && !job.softCancelled();
         } catch (JobCancelledException e) {
-            abort(job, null);
+            cancelled = true;
         } catch (Exception | Error e) {
-            String message = e.getMessage() == null ? e.toString() : e.getMessage();
-            LOG.info("job {} failed: {}", job.id(), message);
-            abort(job, message);
+            error = e.getMessage() == null ? e.toString() : e.getMessage();
+            LOG.info("job {} failed: {}", job.id(), error);
         }
+        job.settleCopiers();
+        completed(job, error, cancelled);
     }
 
-    /** The graph edits jobs make when they finalize or abort. */
-    private final io.blockjobs.sdk.job.GraphEdit edit = new io.blockjobs.sdk.job.GraphEdit() {
-        @Override
-        public void setBacking(String overlayNode, String backingNode, String backingFile) {
-            graph.setBacking(overlayNode, backingNode, backingFile);
-        }
-
-        @Override
-        public void replaceUsers(String fromNode, String toNode) {
-            graph.replaceUsers(fromNode, toNode);
-        }
-
-        @Override
-        public void removeFilter(String filterNodeName) {
-            graph.removeFilter(filterNodeName);
-        }
-    };
-
-    private void abort(Job job, String error) {
-        JobBody abortedBody = job.body();
-        if (abortedBody != null) {
-            try {
-                mainLoop.call(() -> {
-                    abortedBody.abort(edit);
-                    return null;
-                });
-            } catch (Exception e) {
-                LOG.warn("job {}: undoing its graph changes failed: {}", job.id(), e.getMessage());
-            }
-        }
-        Group group = groups.remove(job);
-        if (group != null) {
-            group.abort(job);
-        }
-        if (job.status() != JobStatus.ABORTING) {
-            job.transition(JobStatus.ABORTING);
-        }
-        release(job.claims);
-        if (error != null) {
-            job.fail(error);
-        }
-        if (job.blockJob()) {
-            var data = job.blockJobEventData();
+    /** QEMU's {@code job_completed}: the job's run ended. */
+    private void completed(Job job, String error, boolean cancelled) {
+        JobTxn txn = job.txn;
+        boolean abort;
+        synchronized (txn) {
             if (error != null) {
-                events.publish("BLOCK_JOB_COMPLETED", data.put("error", error));
+                job.fail(error);
+            }
+            txn.runEnded(job);
+            if (txn.aborting) {
+                return; // the member that failed first aborts everyone
+            }
+            abort = error != null || cancelled;
+            if (abort) {
+                txn.aborting = true;
             } else {
-                events.publish("BLOCK_JOB_CANCELLED", data);
+                job.transition(JobStatus.WAITING);
+                if (!txn.allRunsEnded()) {
+                    return; // the last member to finish goes on
+                }
             }
         }
-        conclude(job);
+        if (abort) {
+            abortTxn(txn, job);
+        } else {
+            allWaiting(txn);
+        }
     }
 
-    private void finalizeNow(Job job) {
-        release(job.claims);
-        JobBody body = job.body();
-        if (body != null) {
-            try {
-                mainLoop.call(() -> {
-                    if (job.softCancelled()) {
-                        body.abort(edit); // cancelled after ready: completed, without a switch-over
-                    } else {
-                        body.commit(edit);
-                    }
-                    return null;
-                });
-            } catch (Exception e) {
-                String message = e.getMessage() == null ? e.toString() : e.getMessage();
-                LOG.info("job {} failed to finalize: {}", job.id(), message);
-                abort(job, message);
+    /** Every member did its work: all become pending, then finalize unless one waits for job-finalize. */
+    private void allWaiting(JobTxn txn) {
+        for (Job m : txn.members) {
+            m.transition(JobStatus.PENDING);
+        }
+        if (txn.members.stream().allMatch(Job::autoFinalize)) {
+            finalizeTxn(txn);
+            return;
+        }
+        for (Job m : txn.members) {
+            if (m.blockJob() && !m.autoFinalize()) {
+                events.publish("BLOCK_JOB_PENDING", Json.object().put("type", m.type()).put("id", m.id()));
+            }
+        }
+    }
+
+    /** QEMU's {@code job_do_finalize}: prepare every member; commit all, or abort all if one failed. */
+    private void finalizeTxn(JobTxn txn) {
+        synchronized (txn) {
+            if (txn.finalizing) {
                 return;
             }
+            txn.finalizing = true;
         }
-        if (job.blockJob()) {
-            events.publish("BLOCK_JOB_COMPLETED", job.blockJobEventData());
+        Job failed = null;
+        for (Job m : txn.members) {
+            JobBody body = m.body();
+            if (body == null || m.softCancelled()) {
+                continue; // a soft-cancelled job finishes without its switch-over
+            }
+            try {
+                onMainLoop(() -> body.prepare(edit(m)));
+            } catch (Exception e) {
+                String message = e.getMessage() == null ? e.toString() : e.getMessage();
+                LOG.info("job {} failed to prepare: {}", m.id(), message);
+                m.fail(message);
+                failed = m;
+                break;
+            }
         }
-        conclude(job);
+        if (failed != null) {
+            synchronized (txn) {
+                txn.aborting = true;
+            }
+            for (Job m : txn.members) {
+                if (m != failed) {
+                    m.markCancelledByTxn();
+                }
+            }
+            abortMembers(txn);
+            return;
+        }
+        for (Job m : txn.members) {
+            JobBody body = m.body();
+            if (body != null) {
+                try {
+                    onMainLoop(() -> {
+                        if (m.softCancelled()) {
+                            body.abort(edit(m));
+                        } else {
+                            body.commit(edit(m));
+                        }
+                    });
+                } catch (Exception e) {
+                    LOG.warn("job {}: commit failed after prepare: {}", m.id(), e.getMessage());
+                }
+            }
+        }
+        for (Job m : txn.members) {
+            clean(m);
+            if (m.blockJob()) {
+                events.publish("BLOCK_JOB_COMPLETED", m.blockJobEventData());
+            }
+            conclude(m);
+        }
+    }
+
+    /** QEMU's {@code job_completed_txn_abort}: cancel the others, wait for their runs, then abort all. */
+    private void abortTxn(JobTxn txn, Job culprit) {
+        for (Job m : txn.members) {
+            if (m != culprit && JobVerb.CANCEL.allowedIn(m.status()) && !txn.hasRunEnded(m)) {
+                m.markCancelledByTxn();
+                try {
+                    m.cancel(true);
+                } catch (RuntimeException e) {
+                    LOG.debug("transaction cancel of {}: {}", m.id(), e.getMessage());
+                }
+            } else if (m != culprit) {
+                m.markCancelledByTxn();
+            }
+        }
+        txn.awaitAllRunsEnded();
+        abortMembers(txn);
+    }
+
+    private void abortMembers(JobTxn txn) {
+        for (Job m : txn.members) {
+            if (m.status() != JobStatus.ABORTING) {
+                m.transition(JobStatus.ABORTING);
+            }
+            JobBody body = m.body();
+            if (body != null) {
+                try {
+                    onMainLoop(() -> {
+                        body.abort(edit(m));
+                        m.resources.undoEdits();
+                    });
+                } catch (Exception e) {
+                    LOG.warn("job {}: undoing its graph changes failed: {}", m.id(), e.getMessage());
+                }
+            }
+            clean(m);
+            if (m.blockJob()) {
+                var data = m.blockJobEventData();
+                String error = m.error();
+                if (error != null) {
+                    events.publish("BLOCK_JOB_COMPLETED", data.put("error", error));
+                } else {
+                    events.publish("BLOCK_JOB_CANCELLED", data);
+                }
+            }
+            conclude(m);
+        }
+    }
+
+    /** QEMU's {@code .clean}, then what the job held goes, after its graph edits. */
+    private void clean(Job m) {
+        JobBody body = m.body();
+        try {
+            onMainLoop(() -> {
+                if (body != null) {
+                    body.clean();
+                }
+                release(m.resources);
+            });
+        } catch (Exception e) {
+            LOG.warn("job {}: clean failed: {}", m.id(), e.getMessage());
+        }
+    }
+
+    private interface MainLoopTask {
+        void run() throws Exception;
+    }
+
+    private void onMainLoop(MainLoopTask task) throws Exception {
+        mainLoop.call(() -> {
+            task.run();
+            return null;
+        });
+    }
+
+    /** The graph edits a job makes when it finalizes or aborts, recorded to undo. */
+    private GraphEdit edit(Job job) {
+        Object owner = job.owner != null ? job.owner : job;
+        Set<Edge> own = new HashSet<>(job.resources.edges);
+        return new GraphEdit() {
+            @Override
+            public void setBacking(String overlayNode, String backingNode, String backingFile) {
+                setBacking(overlayNode, backingNode, backingFile, false);
+            }
+
+            @Override
+            public void setBacking(String overlayNode, String backingNode, String backingFile, boolean maskProtocol) {
+                job.resources.edits.add(graph.setBacking(owner, overlayNode, backingNode, backingFile, maskProtocol));
+            }
+
+            @Override
+            public void replaceUsers(String fromNode, String toNode) {
+                job.resources.edits.add(graph.replaceUsers(fromNode, toNode, own));
+            }
+
+            @Override
+            public void removeFilter(String filterNodeName) {
+                graph.removeFilter(filterNodeName);
+                job.resources.filters.remove(filterNodeName);
+            }
+        };
     }
 
     private void conclude(Job job) {
-        groups.remove(job);
         job.transition(JobStatus.CONCLUDED);
         if (job.autoDismiss()) {
             dismissNow(job);
@@ -431,12 +591,19 @@ public final class JobManager implements AutoCloseable {
         job.complete();
     }
 
-    /** Cancel; in {@code pending} (waiting for job-finalize) the job aborts at once. */
+    /** Cancel; in {@code pending} (waiting for job-finalize) the transaction aborts at once. */
     public void cancel(Job job, boolean force) {
         boolean pending = job.status() == JobStatus.PENDING;
         job.cancel(force);
         if (pending) {
-            abort(job, null);
+            JobTxn txn = job.txn;
+            synchronized (txn) {
+                if (txn.aborting || txn.finalizing) {
+                    return;
+                }
+                txn.aborting = true;
+            }
+            abortTxn(txn, job);
         }
     }
 
@@ -452,9 +619,16 @@ public final class JobManager implements AutoCloseable {
         finalizeJob(get(id));
     }
 
+    /** {@code job-finalize}: finalizes the job's whole transaction, as QEMU does. */
     public void finalizeJob(Job job) {
         job.checkVerb(JobVerb.FINALIZE);
-        finalizeNow(job);
+        JobTxn txn = job.txn;
+        synchronized (txn) {
+            if (!txn.members.stream().allMatch(m -> m.status() == JobStatus.PENDING)) {
+                return; // the others are still running: they finalize together when the last is done
+            }
+        }
+        finalizeTxn(txn);
     }
 
     public void dismiss(String id) {
@@ -485,7 +659,7 @@ public final class JobManager implements AutoCloseable {
         return () -> drained.forEach(Job::resumeInternal);
     }
 
-    /** QEMU's op blocker for graph changes: refused while a job holds the node. */
+    /** QEMU's op blocker for graph changes: refused while a job uses the node. */
     public synchronized void checkNotClaimed(String nodeName) {
         GraphNode node = graph.find(nodeName);
         Job holder = node == null ? null : claimedNodes.get(node);
@@ -493,6 +667,14 @@ public final class JobManager implements AutoCloseable {
             throw new CommandException("Node '" + nodeName + "' is busy: block device is in use by block job: "
                     + holder.type());
         }
+    }
+
+    /** The op blocker's message for a node a job uses, or null. */
+    public synchronized String blocker(String nodeName) {
+        GraphNode node = graph.find(nodeName);
+        Job holder = node == null ? null : claimedNodes.get(node);
+        return holder == null ? null
+                : "Node '" + nodeName + "' is busy: block device is in use by block job: " + holder.type();
     }
 
     /** Every job, in creation order. */

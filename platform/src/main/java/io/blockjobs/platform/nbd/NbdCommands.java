@@ -76,7 +76,7 @@ public final class NbdCommands {
         }));
         d.register(QmpCommand.of("query-block-exports", Void.class, io.blockjobs.platform.qmp.QmpTypes.listOf(ExportInfo.class), a ->
                 server.exports().stream()
-                        .map(e -> new ExportInfo("nbd", e.id(), e.backend().root().name(), false)).toList()));
+                        .map(e -> new ExportInfo("nbd", e.id(), e.backend().child().name(), false)).toList()));
     }
 
     /** A SocketAddress in QEMU's flat form ({@code type, path}) or legacy form ({@code type, data}). */

@@ -4,6 +4,7 @@ import static io.blockjobs.platform.nbd.Nbd.*;
 
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.RequestFlag;
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.handler.codec.ByteToMessageDecoder;
@@ -29,6 +30,7 @@ import org.slf4j.LoggerFactory;
  * </pre>
  */
 final class NbdConnection extends ByteToMessageDecoder {
+    private static final java.util.Set<RequestFlag> FUA = java.util.Set.of(RequestFlag.FUA);
     private static final Logger LOG = LoggerFactory.getLogger(NbdConnection.class);
     private static final int MAX_OPTION = 64 * 1024;
     private static final int MAX_IN_FLIGHT = 64;
@@ -195,7 +197,7 @@ final class NbdConnection extends ByteToMessageDecoder {
         }
         long exportSize;
         try {
-            exportSize = e.backend().node().size();
+            exportSize = e.backend().size();
         } catch (IOException ex) {
             optionError(ctx, option, REP_ERR_INVALID, "export '" + name + "' is unavailable: " + ex.getMessage());
             return;
@@ -271,7 +273,7 @@ final class NbdConnection extends ByteToMessageDecoder {
 
     private boolean enter(ChannelHandlerContext ctx, NbdExport e) {
         try {
-            size = e.backend().node().size();
+            size = e.backend().size();
         } catch (IOException ex) {
             close(ctx, "export unavailable: " + ex.getMessage());
             return false;
@@ -362,13 +364,8 @@ final class NbdConnection extends ByteToMessageDecoder {
         }
         io.execute(() -> {
             try {
-                // The node is chosen inside the backend, so a graph change waits for this request.
-                export.backend().io(node -> {
-                    serve(ctx, node, flags, type, cookie, offset, length, payload);
-                    return null;
-                });
-            } catch (IOException e) {
-                error(ctx, cookie, EIO, e.getMessage());
+                // The export's root edge goes to whatever node it points to now; a drain holds it.
+                serve(ctx, export.backend(), flags, type, cookie, offset, length, payload);
             } finally {
                 if (payload != null) {
                     payload.release();
@@ -403,10 +400,7 @@ final class NbdConnection extends ByteToMessageDecoder {
                         error(ctx, cookie, ENOSPC, "write past the end of the export");
                         return;
                     }
-                    node.write(offset, payload.nioBuffer());
-                    if ((flags & CMD_FLAG_FUA) != 0) {
-                        node.flush();
-                    }
+                    node.write(offset, payload.nioBuffer(), (flags & CMD_FLAG_FUA) != 0 ? FUA : RequestFlag.NONE);
                     done(ctx, cookie);
                 }
                 case CMD_WRITE_ZEROES, CMD_TRIM -> {
@@ -420,15 +414,21 @@ final class NbdConnection extends ByteToMessageDecoder {
                     }
                     if (type == CMD_TRIM) {
                         node.discard(offset, length);
-                    } else {
-                        if ((flags & CMD_FLAG_FAST_ZERO) != 0) {
-                            error(ctx, cookie, ENOTSUP, "fast zero is not supported");
-                            return;
+                        if ((flags & CMD_FLAG_FUA) != 0) {
+                            node.flush();
                         }
-                        node.writeZeroes(offset, length, (flags & CMD_FLAG_NO_HOLE) == 0);
-                    }
-                    if ((flags & CMD_FLAG_FUA) != 0) {
-                        node.flush();
+                    } else {
+                        java.util.Set<RequestFlag> zf = java.util.EnumSet.noneOf(RequestFlag.class);
+                        if ((flags & CMD_FLAG_NO_HOLE) == 0) {
+                            zf.add(RequestFlag.MAY_UNMAP);
+                        }
+                        if ((flags & CMD_FLAG_FAST_ZERO) != 0) {
+                            zf.add(RequestFlag.NO_FALLBACK);
+                        }
+                        if ((flags & CMD_FLAG_FUA) != 0) {
+                            zf.add(RequestFlag.FUA);
+                        }
+                        node.writeZeroes(offset, length, zf);
                     }
                     done(ctx, cookie);
                 }

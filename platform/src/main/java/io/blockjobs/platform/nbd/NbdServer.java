@@ -2,7 +2,8 @@ package io.blockjobs.platform.nbd;
 
 import io.blockjobs.platform.event.EventBus;
 import io.blockjobs.platform.graph.BlockGraph;
-import io.blockjobs.platform.graph.BlockBackend;
+import io.blockjobs.platform.graph.Edge;
+import io.blockjobs.platform.graph.Perm;
 import io.blockjobs.platform.Json;
 import io.blockjobs.sdk.error.CommandException;
 import io.netty.bootstrap.ServerBootstrap;
@@ -123,10 +124,12 @@ public final class NbdServer implements AutoCloseable {
             throw new CommandException("NBD server already has export named '" + exportName + "'");
         }
         var node = graph.require(nodeName);
-        if (writable && node.node().isReadOnly()) {
+        if (writable && node.isReadOnly()) {
             throw new CommandException("Cannot export read-only node '" + nodeName + "' as writable");
         }
-        BlockBackend backend = graph.attach("export '" + id + "'", node);
+        // QEMU's exports take consistent read (and write) and share everything.
+        int perm = Perm.CONSISTENT_READ.bit() | (writable ? Perm.WRITE.bit() : 0);
+        Edge backend = graph.attachRoot(BlockGraph.RootUser.export(id), "root", node, perm, Perm.ALL, true);
         NbdExport export = new NbdExport(id, exportName, description, backend, writable);
         byId.put(id, export);
         byName.put(exportName, export);
@@ -155,7 +158,7 @@ public final class NbdServer implements AutoCloseable {
         users.forEach(ch -> ch.close().syncUninterruptibly());
         byId.remove(id);
         byName.remove(export.name());
-        graph.detach(export.backend());
+        graph.detachRoot(export.backend());
         events.publish("BLOCK_EXPORT_DELETED", Json.object().put("id", id));
     }
 

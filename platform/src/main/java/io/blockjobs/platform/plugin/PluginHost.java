@@ -34,18 +34,34 @@ public final class PluginHost {
     public interface CommandSink {
         void add(JobCommand<?> command);
 
+        void addCommand(io.blockjobs.sdk.plugin.Command<?> command);
+
         void remove(String name);
+    }
+
+    /** What one started plugin contributed, to withdraw when it goes. */
+    private record Contributions(List<JobCommand<?>> jobCommands, List<io.blockjobs.sdk.plugin.Command<?>> commands,
+                                 List<String> drivers) {
+        List<String> commandNames() {
+            List<String> names = new ArrayList<>();
+            jobCommands.forEach(c -> names.add(c.name()));
+            commands.forEach(c -> names.add(c.name()));
+            return names;
+        }
     }
 
     private final PluginManager manager;
     private final CommandSink dispatcher;
     private final JobManager jobs;
-    private final Map<String, List<JobCommand<?>>> commands = new LinkedHashMap<>();
+    private final io.blockjobs.platform.graph.DriverRegistry drivers;
+    private final Map<String, Contributions> contributed = new LinkedHashMap<>();
     private final Map<String, String> failures = new LinkedHashMap<>(); // path -> reason
 
-    public PluginHost(CommandSink dispatcher, JobManager jobs, String systemVersion) {
+    public PluginHost(CommandSink dispatcher, JobManager jobs, io.blockjobs.platform.graph.DriverRegistry drivers,
+                      String systemVersion) {
         this.dispatcher = dispatcher;
         this.jobs = jobs;
+        this.drivers = drivers;
         this.manager = new DefaultPluginManager(List.of());
         this.manager.setSystemVersion(systemVersion.replace("-SNAPSHOT", ""));
     }
@@ -92,26 +108,45 @@ public final class PluginHost {
             if (state != PluginState.STARTED) {
                 throw new IllegalStateException("it did not start (state " + state + ")");
             }
-            List<JobCommand<?>> added = new ArrayList<>();
+            List<JobCommand<?>> jobCommands = new ArrayList<>();
+            List<io.blockjobs.sdk.plugin.Command<?>> plain = new ArrayList<>();
+            List<io.blockjobs.sdk.driver.BlockDriver> blockDrivers = new ArrayList<>();
             for (JobType type : manager.getExtensions(JobType.class, id)) {
-                added.addAll(type.commands());
+                jobCommands.addAll(type.commands());
             }
-            if (added.isEmpty()) {
-                throw new IllegalStateException("it contributes no job type (is META-INF/extensions.idx missing?)");
+            for (io.blockjobs.sdk.plugin.BlockjobsPlugin p : manager.getExtensions(
+                    io.blockjobs.sdk.plugin.BlockjobsPlugin.class, id)) {
+                jobCommands.addAll(p.jobCommands());
+                plain.addAll(p.commands());
+                blockDrivers.addAll(p.blockDrivers());
+            }
+            if (jobCommands.isEmpty() && plain.isEmpty() && blockDrivers.isEmpty()) {
+                throw new IllegalStateException("it contributes nothing (is META-INF/extensions.idx missing?)");
             }
             List<String> registered = new ArrayList<>();
+            List<String> registeredDrivers = new ArrayList<>();
             try {
-                for (JobCommand<?> c : added) {
+                for (JobCommand<?> c : jobCommands) {
                     dispatcher.add(c);
                     registered.add(c.name());
                 }
+                for (io.blockjobs.sdk.plugin.Command<?> c : plain) {
+                    dispatcher.addCommand(c);
+                    registered.add(c.name());
+                }
+                for (io.blockjobs.sdk.driver.BlockDriver d : blockDrivers) {
+                    drivers.register(d, id);
+                    registeredDrivers.add(d.name());
+                }
             } catch (IllegalStateException e) {
                 registered.forEach(dispatcher::remove);
-                throw new IllegalStateException("a command it adds exists already: " + e.getMessage());
+                registeredDrivers.forEach(drivers::unregister);
+                throw new IllegalStateException("something it adds exists already: " + e.getMessage());
             }
-            commands.put(id, added);
+            contributed.put(id, new Contributions(jobCommands, plain, registeredDrivers));
             failures.remove(jar.toString());
-            LOG.info("plugin {} {} started: {}", id, manager.getPlugin(id).getDescriptor().getVersion(), registered);
+            LOG.info("plugin {} {} started: commands {}, drivers {}", id,
+                    manager.getPlugin(id).getDescriptor().getVersion(), registered, registeredDrivers);
             return id;
         } catch (RuntimeException e) {
             failures.put(jar.toString(), reason(e));
@@ -126,7 +161,8 @@ public final class PluginHost {
 
     /** The job command a plugin contributed under {@code name}, for transaction actions. */
     public Optional<JobCommand<?>> jobCommand(String name) {
-        return commands.values().stream().flatMap(List::stream).filter(c -> c.name().equals(name)).findFirst();
+        return contributed.values().stream().flatMap(c -> c.jobCommands().stream())
+                .filter(c -> c.name().equals(name)).findFirst();
     }
 
     /** QMP {@code plugin-unload}: refused while a job of the plugin's types exists. */
@@ -135,15 +171,16 @@ public final class PluginHost {
         if (w == null) {
             throw new CommandException("Plugin '" + id + "' is not loaded");
         }
-        List<JobCommand<?>> cs = commands.getOrDefault(id, List.of());
+        Contributions cs = contributed.getOrDefault(id, new Contributions(List.of(), List.of(), List.of()));
         Set<String> types = new TreeSet<>();
-        cs.forEach(c -> types.add(c.jobType()));
+        cs.jobCommands().forEach(c -> types.add(c.jobType()));
         String job = jobs.jobOfType(types);
         if (job != null) {
             throw new CommandException("Plugin '" + id + "' has job '" + job + "'; cancel or dismiss it first");
         }
-        cs.forEach(c -> dispatcher.remove(c.name()));
-        commands.remove(id); // drop every extension reference before the class loader goes
+        cs.commandNames().forEach(dispatcher::remove);
+        cs.drivers().forEach(drivers::unregister);
+        contributed.remove(id); // drop every extension reference before the class loader goes
         manager.stopPlugin(id);
         if (!manager.unloadPlugin(id)) {
             throw new CommandException("Plugin '" + id + "' could not be unloaded");
@@ -155,7 +192,8 @@ public final class PluginHost {
     public List<PluginInfo> query() {
         List<PluginInfo> out = new ArrayList<>();
         for (PluginWrapper w : manager.getPlugins()) {
-            List<String> names = commands.getOrDefault(w.getPluginId(), List.of()).stream().map(JobCommand::name).toList();
+            Contributions c = contributed.get(w.getPluginId());
+            List<String> names = c == null ? List.of() : c.commandNames();
             out.add(new PluginInfo(w.getPluginId(), w.getDescriptor().getVersion(),
                     w.getPluginState().toString().toLowerCase(java.util.Locale.ROOT), w.getPluginPath().toString(),
                     names, Optional.empty()));

@@ -80,7 +80,7 @@ public final class BlockCommands {
             return null;
         }));
         d.register(QmpCommand.of("blockdev-del", NodeNameArgs.class, null, a -> {
-            graph.delete(a.nodeName());
+            graph.delete(a.nodeName(), jobs::blocker);
             return null;
         }));
         d.register(QmpCommand.of("blockdev-create", CreateArgs.class, null, a -> {
@@ -89,20 +89,11 @@ public final class BlockCommands {
             return null;
         }));
         d.register(QmpCommand.of("blockdev-snapshot", SnapshotArgs.class, null, a -> {
-            jobs.checkNotClaimed(a.node());
-            try (AutoCloseable drained = jobs.drain()) {
-                graph.snapshot(a.node(), a.overlay());
-            }
+            snapshot(graph, jobs, a);
             return null;
         }));
         d.register(QmpCommand.of("blockdev-snapshot-sync", SnapshotSyncArgs.class, null, a -> {
-            String node = a.nodeName().or(a::device).orElseThrow(
-                    () -> new CommandException("Cannot find device='' nor node-name=''"));
-            jobs.checkNotClaimed(node);
-            try (AutoCloseable drained = jobs.drain()) {
-                graph.snapshotSync(node, a.snapshotFile(), a.snapshotNodeName().orElse(null),
-                        a.format().orElse("qcow2"), a.mode().orElse(SnapshotMode.ABSOLUTE_PATHS) == SnapshotMode.EXISTING);
-            }
+            snapshotSync(graph, jobs, a);
             return null;
         }));
         d.register(QmpCommand.of("query-named-block-nodes", QueryNodesArgs.class, QmpTypes.listOf(BlockDeviceInfo.class), a -> {
@@ -113,6 +104,33 @@ public final class BlockCommands {
             }
             return out;
         }));
+    }
+
+    /** {@code blockdev-snapshot}, as a command or a transaction action; returns its undo. */
+    static BlockGraph.Undo snapshot(BlockGraph graph, JobManager jobs, SnapshotArgs a) {
+        jobs.checkNotClaimed(a.node());
+        try (AutoCloseable drained = jobs.drain()) {
+            return graph.snapshot(a.node(), a.overlay());
+        } catch (RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
+
+    /** {@code blockdev-snapshot-sync}, as a command or a transaction action; returns its undo. */
+    static BlockGraph.Undo snapshotSync(BlockGraph graph, JobManager jobs, SnapshotSyncArgs a) {
+        String node = a.nodeName().or(a::device).orElseThrow(
+                () -> new CommandException("Cannot find device='' nor node-name=''"));
+        jobs.checkNotClaimed(node);
+        try (AutoCloseable drained = jobs.drain()) {
+            return graph.snapshotSync(node, a.snapshotFile(), a.snapshotNodeName().orElse(null),
+                    a.format().orElse("qcow2"), a.mode().orElse(SnapshotMode.ABSOLUTE_PATHS) == SnapshotMode.EXISTING);
+        } catch (RuntimeException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     /**
@@ -143,7 +161,7 @@ public final class BlockCommands {
                     throw new CommandException("blockdev-create needs 'file' to name an existing file node");
                 }
                 GraphNode fileNode = graph.require(fileRef.asString());
-                if (!(fileNode.node() instanceof FileNode fn) || fn.isReadOnly()) {
+                if (!(fileNode.driverNode() instanceof FileNode fn) || fn.isReadOnly()) {
                     throw new CommandException("Node '" + fileNode.name() + "' must be a writable 'file' node");
                 }
                 long size = o.integer("size");
@@ -199,41 +217,45 @@ public final class BlockCommands {
     }
 
     static BlockDeviceInfo info(GraphNode n, boolean flat) {
-        BlockNode node = n.node();
         ImageInfo image = imageInfo(n, !flat);
-        Optional<String> backingFile = Optional.ofNullable(n.backing()).map(b -> b.node().filename());
-        return new BlockDeviceInfo(node.filename(), n.name(), node.isReadOnly(), n.driver(), backingFile,
-                n.backingDepth(), true, false, "off", 0, 0, 0, 0, 0, 0, image, new CacheInfo(true, false, false), 0);
+        GraphNode image0 = n.skipFilters();
+        GraphNode backing = n.isFilter() ? null : n.backingNode();
+        Optional<String> backingFile = Optional.ofNullable(backing).map(b -> b.skipFilters().filename());
+        var o = n.options();
+        return new BlockDeviceInfo(image0.filename(), n.name(), n.isReadOnly(), n.driver(), backingFile,
+                n.backingDepth(), true, false, o.detectZeroesName(), 0, 0, 0, 0, 0, 0, image,
+                new CacheInfo(true, o.cacheDirect(), o.noFlush()), 0);
     }
 
     private static ImageInfo imageInfo(GraphNode n, boolean withBacking) {
-        BlockNode node = n.node();
         long size;
         try {
-            size = node.size();
+            size = n.size();
         } catch (IOException e) {
             size = 0;
         }
+        GraphNode image = n.skipFilters();
         Optional<Long> actual = Optional.empty();
         try {
-            actual = Optional.of(Files.size(Path.of(node.filename())));
-        } catch (IOException e) {
+            actual = Optional.of(Files.size(Path.of(image.filename())));
+        } catch (IOException | RuntimeException e) {
             // not a local file
         }
         Optional<Integer> cluster = Optional.empty();
         Optional<String> backingName = Optional.empty();
         Optional<String> backingFormat = Optional.empty();
         Optional<Boolean> dirty = Optional.empty();
-        if (node instanceof Qcow2Node q) {
+        if (n.driverNode() instanceof Qcow2Node q) {
             cluster = Optional.of(q.clusterSize());
             backingName = Optional.ofNullable(q.backingFileName());
             backingFormat = Optional.ofNullable(q.backingFormat());
             dirty = Optional.of(false);
         }
-        Optional<String> fullBacking = Optional.ofNullable(n.backing()).map(b -> b.node().filename());
-        Optional<ImageInfo> backingImage = withBacking && n.backing() != null
-                ? Optional.of(imageInfo(n.backing(), true)) : Optional.empty();
-        return new ImageInfo(node.filename(), n.driver(), dirty, actual, size, cluster, backingName, fullBacking,
+        GraphNode next = n.chainNext();
+        Optional<String> fullBacking = Optional.ofNullable(next).map(b -> b.skipFilters().filename());
+        Optional<ImageInfo> backingImage = withBacking && next != null
+                ? Optional.of(imageInfo(next, true)) : Optional.empty();
+        return new ImageInfo(image.filename(), n.driver(), dirty, actual, size, cluster, backingName, fullBacking,
                 backingFormat, backingImage);
     }
 }

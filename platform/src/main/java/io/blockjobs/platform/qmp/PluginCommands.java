@@ -32,6 +32,11 @@ public final class PluginCommands {
             }
 
             @Override
+            public void addCommand(io.blockjobs.sdk.plugin.Command<?> command) {
+                d.register(plainCommand(command));
+            }
+
+            @Override
             public void remove(String name) {
                 d.unregister(name);
             }
@@ -43,6 +48,10 @@ public final class PluginCommands {
             jobs.startBlockJob(c, args);
             return null;
         });
+    }
+
+    private static <A> QmpCommand<A> plainCommand(io.blockjobs.sdk.plugin.Command<A> c) {
+        return QmpCommand.of(c.name(), c.arguments(), c.returns(), args -> c.handler().run(args));
     }
 
     public static void register(QmpDispatcher d, PluginHost host) {

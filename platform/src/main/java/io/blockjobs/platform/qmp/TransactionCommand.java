@@ -1,6 +1,7 @@
 package io.blockjobs.platform.qmp;
 
 import io.blockjobs.platform.Json;
+import io.blockjobs.platform.graph.BlockGraph;
 import io.blockjobs.platform.job.JobManager;
 import io.blockjobs.platform.plugin.PluginHost;
 import io.blockjobs.sdk.error.CommandException;
@@ -9,14 +10,20 @@ import io.blockjobs.sdk.job.JobCommand;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 import tools.jackson.databind.JsonNode;
 
 /**
- * QMP {@code transaction}: all actions are prepared (arguments checked, nodes claimed) before any
- * starts; if one cannot be prepared, none starts. Actions are {@code abort} and any job
- * command a plugin adds (backup and bitmap actions arrive with their issues).
+ * QMP {@code transaction}, as QEMU's {@code qmp_transaction}: every action is prepared in order;
+ * if one fails, those prepared are aborted, newest first, and only the first error is returned;
+ * otherwise all commit. Every action is cleaned up last. Actions: {@code abort},
+ * {@code blockdev-snapshot}, {@code blockdev-snapshot-sync}, and (a blockjobs extension) any job
+ * command a plugin adds; the jobs start together when the transaction commits.
  */
 public final class TransactionCommand {
+    private static final Logger LOG = LoggerFactory.getLogger(TransactionCommand.class);
+
     private TransactionCommand() {
     }
 
@@ -37,34 +44,128 @@ public final class TransactionCommand {
         INDIVIDUAL, GROUPED
     }
 
-    public static void register(QmpDispatcher d, JobManager jobs, PluginHost plugins) {
+    /** One action's part in a transaction (QEMU's {@code TransactionActionDrv}). */
+    interface TxnAction {
+        /** Checks and does the action so that it can still be undone. */
+        void prepare();
+
+        /** Every action prepared: make it final. */
+        default void commit() {
+        }
+
+        /** Another action failed: undo {@link #prepare}. */
+        default void abort() {
+        }
+
+        /** After commit or abort. */
+        default void clean() {
+        }
+    }
+
+    public static void register(QmpDispatcher d, JobManager jobs, PluginHost plugins, BlockGraph graph) {
         d.register(QmpCommand.of("transaction", Args.class, null, a -> {
             boolean grouped = a.properties().flatMap(Properties::completionMode).orElse(CompletionMode.INDIVIDUAL)
                     == CompletionMode.GROUPED;
-            List<JobManager.Prepared> prepared = new ArrayList<>();
+            List<JobManager.Prepared> starting = new ArrayList<>();
+            List<TxnAction> actions = new ArrayList<>();
+            for (int i = 0; i < a.actions().size(); i++) {
+                actions.add(action(a.actions().get(i), "actions[" + i + "].data", jobs, plugins, graph, starting));
+            }
+            List<TxnAction> prepared = new ArrayList<>();
             try {
-                for (int i = 0; i < a.actions().size(); i++) {
-                    Action action = a.actions().get(i);
-                    if (action.type().equals("abort")) {
-                        throw new CommandException("Transaction aborted using Abort action");
-                    }
-                    JobCommand<?> command = plugins.jobCommand(action.type()).orElseThrow(() -> new CommandException(
-                            "Parameter 'actions[" + prepared.size() + "].type' does not accept value '" + action.type() + "'"));
-                    prepared.add(prepare(jobs, command, action.data().orElse(Json.object()), "actions[" + i + "].data"));
+                for (TxnAction action : actions) {
+                    action.prepare();
+                    prepared.add(action);
                 }
             } catch (RuntimeException e) {
-                jobs.discard(prepared);
+                for (int i = prepared.size() - 1; i >= 0; i--) {
+                    try {
+                        prepared.get(i).abort();
+                    } catch (RuntimeException ae) {
+                        LOG.warn("transaction abort: {}", ae.getMessage());
+                    }
+                }
+                prepared.forEach(TxnAction::clean);
                 throw e;
             }
-            jobs.startAll(prepared, grouped);
+            prepared.forEach(TxnAction::commit);
+            jobs.startAll(starting, grouped);
+            prepared.forEach(TxnAction::clean);
             return null;
         }));
     }
 
-    private static <A extends JobArgs> JobManager.Prepared prepare(JobManager jobs, JobCommand<A> command,
-                                                                   JsonNode data, String path) {
-        JsonNode checked = QmpTypes.check(data, command.arguments(), path, false);
-        A args = Json.MAPPER.treeToValue(checked, command.arguments());
-        return jobs.prepare(command, args);
+    private static TxnAction action(Action action, String path, JobManager jobs, PluginHost plugins, BlockGraph graph,
+                                    List<JobManager.Prepared> starting) {
+        JsonNode data = action.data().orElse(Json.object());
+        switch (action.type()) {
+            case "abort" -> {
+                return () -> {
+                    throw new CommandException("Transaction aborted using Abort action");
+                };
+            }
+            case "blockdev-snapshot" -> {
+                BlockCommands.SnapshotArgs args = args(data, BlockCommands.SnapshotArgs.class, path);
+                return undoable(() -> BlockCommands.snapshot(graph, jobs, args));
+            }
+            case "blockdev-snapshot-sync" -> {
+                BlockCommands.SnapshotSyncArgs args = args(data, BlockCommands.SnapshotSyncArgs.class, path);
+                return undoable(() -> BlockCommands.snapshotSync(graph, jobs, args));
+            }
+            default -> {
+                JobCommand<?> command = plugins.jobCommand(action.type()).orElseThrow(() -> new CommandException(
+                        "Parameter 'type' does not accept value '" + action.type() + "'"));
+                return jobAction(jobs, command, data, path, starting);
+            }
+        }
+    }
+
+    /** An action whose prepare returns its own undo. */
+    private static TxnAction undoable(java.util.function.Supplier<BlockGraph.Undo> prepare) {
+        return new TxnAction() {
+            private BlockGraph.Undo undo;
+
+            @Override
+            public void prepare() {
+                undo = prepare.get();
+            }
+
+            @Override
+            public void abort() {
+                if (undo != null) {
+                    undo.undo();
+                }
+            }
+        };
+    }
+
+    private static <A extends JobArgs> TxnAction jobAction(JobManager jobs, JobCommand<A> command, JsonNode data,
+                                                           String path, List<JobManager.Prepared> starting) {
+        A args = args(data, command.arguments(), path);
+        return new TxnAction() {
+            private JobManager.Prepared prepared;
+
+            @Override
+            public void prepare() {
+                prepared = jobs.prepare(command, args);
+            }
+
+            @Override
+            public void commit() {
+                starting.add(prepared);
+            }
+
+            @Override
+            public void abort() {
+                if (prepared != null) {
+                    jobs.discard(List.of(prepared));
+                }
+            }
+        };
+    }
+
+    private static <T> T args(JsonNode data, Class<T> type, String path) {
+        JsonNode checked = QmpTypes.check(data, type, path, false);
+        return Json.MAPPER.treeToValue(checked, type);
     }
 }

@@ -3,15 +3,20 @@ package io.blockjobs.sdk.block;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.Optional;
+import java.util.Set;
 
 /**
- * A node of the block graph: a protocol node (a file) or a format node (an image such as
- * {@code raw} or {@code qcow2}) with, possibly, a backing node beneath it.
+ * A node of the block graph as its users see it: a protocol node (a file), a format node (an
+ * image such as {@code raw} or {@code qcow2}) with, possibly, a backing node beneath it, or a
+ * filter. The nodes the platform hands to jobs and drivers are the graph's request entry
+ * points: every request through them is tracked, passes the node's write hooks and is counted
+ * in its statistics.
  *
  * <p>Every I/O method may be called from many threads at once; requests that overlap are not
- * ordered against each other (a job that needs ordering takes it from the platform). A request
- * that returns normally has been applied; it is durable after the next {@link #flush()}.
- * Errors are {@link IOException}s whose message names the image and the problem.
+ * ordered against each other unless one is serialising ({@link #serialise}). A request that
+ * returns normally has been applied; it is durable after the next {@link #flush()} (or at once
+ * with {@link RequestFlag#FUA}). Errors are {@link IOException}s whose message names the image
+ * and the problem; a {@link BlockIoException} carries the {@link Errno}.
  */
 public interface BlockNode extends AutoCloseable {
 
@@ -20,6 +25,14 @@ public interface BlockNode extends AutoCloseable {
 
     /** The file name of the image (for a format node, its file's name). */
     String filename();
+
+    /**
+     * The node's name in the graph (QEMU's {@code node-name}, or one the graph generated); nodes
+     * outside the graph answer their file name.
+     */
+    default String nodeName() {
+        return filename();
+    }
 
     /** The virtual size in bytes: what a guest sees as the disk's size. */
     long size() throws IOException;
@@ -52,10 +65,37 @@ public interface BlockNode extends AutoCloseable {
     void write(long offset, ByteBuffer src) throws IOException;
 
     /**
+     * Writes with request flags: {@link RequestFlag#FUA} makes the data durable before the call
+     * returns. Nodes that cannot do better write, then flush.
+     */
+    default void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+        write(offset, src);
+        if (flags.contains(RequestFlag.FUA)) {
+            flush();
+        }
+    }
+
+    /**
      * Makes a range read as zeroes, without writing zero buffers where the format can record
      * it. {@code mayUnmap} lets the node release the storage behind the range.
      */
     void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException;
+
+    /**
+     * Makes a range read as zeroes, with request flags: {@link RequestFlag#MAY_UNMAP} as above,
+     * {@link RequestFlag#FUA}, and {@link RequestFlag#NO_FALLBACK}, which fails the request with
+     * {@link Errno#ENOTSUP} rather than writing zero buffers (this default cannot tell, so it
+     * refuses every such request).
+     */
+    default void writeZeroes(long offset, long length, Set<RequestFlag> flags) throws IOException {
+        if (flags.contains(RequestFlag.NO_FALLBACK)) {
+            throw new BlockIoException(Errno.ENOTSUP, filename() + ": cannot write zeroes without a fallback");
+        }
+        writeZeroes(offset, length, flags.contains(RequestFlag.MAY_UNMAP));
+        if (flags.contains(RequestFlag.FUA)) {
+            flush();
+        }
+    }
 
     /**
      * Tells the node the range's contents are no longer needed, as QEMU's discard does: the
@@ -88,6 +128,18 @@ public interface BlockNode extends AutoCloseable {
 
     /** Makes every request that returned before this call durable. */
     void flush() throws IOException;
+
+    /**
+     * Takes a serialising request over a range (QEMU's {@code bdrv_make_request_serialising}):
+     * waits for the overlapping requests in flight, then holds new overlapping requests off until
+     * the returned range is closed. Copy-before-write, mirror operations and checkpoints use it so
+     * that "the data as it was" is exact.
+     *
+     * @throws UnsupportedOperationException on nodes outside the graph
+     */
+    default SerialisedRange serialise(long offset, long length) throws IOException {
+        throw new UnsupportedOperationException(driver() + " nodes outside the graph cannot serialise requests");
+    }
 
     /**
      * The status of this layer alone from {@code offset} on, over at most {@code maxLength}

@@ -1,8 +1,9 @@
 package io.blockjobs.sdk.job;
 
 /**
- * Changes to the backing chain a job makes when it finalizes ({@link JobBody#commit}), on the
- * daemon's main loop: the header is rewritten durably first, then the graph follows.
+ * Changes to the graph a job makes when it finalizes ({@link JobBody#prepare}), on the daemon's
+ * main loop: a header is rewritten durably first, then the graph follows. The platform records
+ * each edit and undoes it if the job's transaction aborts.
  */
 public interface GraphEdit {
 
@@ -12,6 +13,15 @@ public interface GraphEdit {
      * as QEMU writes it). Layers left without users are closed.
      */
     void setBacking(String overlayNode, String backingNode, String backingFile);
+
+    /**
+     * As {@link #setBacking(String, String, String)}; with {@code maskProtocol} a protocol driver
+     * recorded as the backing format is recorded as {@code raw} instead (QEMU's
+     * {@code backing-mask-protocol}).
+     */
+    default void setBacking(String overlayNode, String backingNode, String backingFile, boolean maskProtocol) {
+        setBacking(overlayNode, backingNode, backingFile);
+    }
 
     /** Moves the users of {@code fromNode} (exports, parents) to {@code toNode}: the switch-over. */
     void replaceUsers(String fromNode, String toNode);

@@ -5,7 +5,7 @@ import org.slf4j.Logger;
 
 /**
  * The platform's side of a running job, handed to {@link JobBody#run}. All methods are called
- * on the job's own thread.
+ * on the job's own thread, except {@link #id()}, which any thread may call.
  */
 public interface JobContext {
 
@@ -40,6 +40,12 @@ public interface JobContext {
      * @param read whether the failed request was a read (else a write)
      */
     ErrorAction onIoError(IOException error, boolean read) throws IOException;
+
+    /**
+     * A copier with up to {@code maxInFlight} copies at once, each of at most {@code bufferSize}
+     * bytes; its buffers are allocated once. Close it before {@link JobBody#run} returns.
+     */
+    Copier copier(int maxInFlight, int bufferSize);
 
     /** A logger named after the job. */
     Logger log();

@@ -8,7 +8,24 @@ import io.blockjobs.sdk.block.BlockNode;
  */
 public interface JobSetup {
     /**
-     * The node named {@code nodeName}, claimed for this job.
+     * The node named {@code nodeName}, used by this job as QEMU's jobs use nodes: the job takes
+     * {@code perm} on it and lets others take only {@code shared}, and no other job may use the
+     * node until this one ends (QEMU's op blocker). I/O through the returned node is the job's
+     * own: a drain never holds it.
+     *
+     * @param role how messages name the use: QEMU's {@code main node}, {@code intermediate node},
+     *             {@code base}, {@code source}, {@code target}; {@code root} for an anonymous
+     *             block device, as QEMU's commit uses for its base and top
+     * @throws io.blockjobs.sdk.error.CommandException if there is no such node, another job uses
+     *         it, or the permissions conflict with another user's (QEMU's message)
+     */
+    BlockNode use(String nodeName, String role, java.util.Set<io.blockjobs.sdk.block.BlockPermission> perm,
+                  java.util.Set<io.blockjobs.sdk.block.BlockPermission> shared);
+
+    /**
+     * The node named {@code nodeName}, claimed for this job: read by it, and not written by
+     * anyone else ({@link #use} as an {@code intermediate node} taking nothing and sharing
+     * consistent read and unchanged writes).
      *
      * @throws io.blockjobs.sdk.error.CommandException if no such node exists, or another job
      *         already holds it (QEMU's op blocker)
@@ -17,9 +34,13 @@ public interface JobSetup {
 
     /**
      * Claims {@code nodeName} for writing: a backing layer opened read-only is reopened
-     * read-write for the job (and stays so), as QEMU's commit reopens its base.
+     * read-write for the job (and stays so), as QEMU's commit reopens its base. The job takes
+     * consistent read and write and shares consistent read and unchanged writes.
      */
     BlockNode claimWritable(String nodeName);
+
+    /** Reopens a node read-write for the job (QEMU's reopen), as {@link #claimWritable} does. */
+    void reopenReadWrite(String nodeName);
 
     /**
      * The backing chain from {@code nodeName} down, the node itself first.
@@ -35,4 +56,25 @@ public interface JobSetup {
      * @param filterNodeName the filter's node name, or null for a generated one
      */
     WriteTracker trackWrites(String nodeName, String filterNodeName);
+
+    /**
+     * Puts a filter node above {@code nodeName}: every parent of the node (exports, overlays)
+     * except this job now goes through the filter, which shows in {@code query-named-block-nodes}.
+     * Returns the filter as the job sees it; I/O through it runs its hooks. Removed by
+     * {@link GraphEdit#removeFilter} (the platform also removes it if the job ends without).
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if the name is taken or a user of the node
+     *         cannot accept the filter
+     */
+    io.blockjobs.sdk.block.BlockNode insertFilter(String nodeName, FilterSpec filter);
+
+    /**
+     * Freezes the backing links from {@code topNode} down to {@code baseNode} (exclusive; null:
+     * to the end of the chain), walking through filters, until the job ends: nothing may change
+     * them meanwhile, as QEMU's {@code bdrv_freeze_backing_chain}.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException with QEMU's message if a link is frozen
+     *         already by another job, or leads to a node that may never be frozen
+     */
+    void freezeBackingChain(String topNode, String baseNode);
 }

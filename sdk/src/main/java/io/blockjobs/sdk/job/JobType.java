@@ -4,9 +4,10 @@ import java.util.List;
 import org.pf4j.ExtensionPoint;
 
 /**
- * The extension point a job plugin implements (annotate the class with PF4J's
- * {@code @Extension}). The platform reads its commands once, when the plugin starts, and adds
- * them to QMP; they disappear when the plugin is unloaded.
+ * The first extension point for job plugins, kept so that plugins written for it still load;
+ * new plugins implement {@link io.blockjobs.sdk.plugin.BlockjobsPlugin}, which can also
+ * contribute drivers and plain commands. The platform reads its commands once, when the plugin
+ * starts, and adds them to QMP; they disappear when the plugin is unloaded.
  */
 public interface JobType extends ExtensionPoint {
 

@@ -22,8 +22,9 @@ public interface WriteTracker {
     boolean awaitDirty(long millis) throws InterruptedException;
 
     /**
-     * Holds off new writes and waits for those in flight, until closed (for the switch-over).
-     * Close it on the thread that opened it.
+     * Holds off new client requests and waits for those in flight, until closed (a drain, for
+     * the switch-over). The job's own requests still pass. Any thread may close it, once: the
+     * job's thread begins it for the last copy, the main loop ends it after the switch-over.
      */
     AutoCloseable blockWrites();
 }

@@ -68,6 +68,35 @@ public final class JobHarness {
             }
 
             @Override
+            public BlockNode use(String name, String role, java.util.Set<io.blockjobs.sdk.block.BlockPermission> perm,
+                                 java.util.Set<io.blockjobs.sdk.block.BlockPermission> shared) {
+                return claim(name);
+            }
+
+            @Override
+            public void reopenReadWrite(String name) {
+                if (!nodes.containsKey(name)) {
+                    throw new CommandException("Device '" + name + "' not found");
+                }
+            }
+
+            @Override
+            public BlockNode insertFilter(String name, io.blockjobs.sdk.job.FilterSpec filter) {
+                BlockNode below = nodes.get(name);
+                if (below == null) {
+                    throw new CommandException("Device '" + name + "' not found");
+                }
+                String filterName = filter.nodeName() != null ? filter.nodeName() : name + "-filter";
+                BlockNode f = new HarnessFilter(filterName, below, filter.driver().equals("copy-on-read"));
+                nodes.put(filterName, f);
+                return f;
+            }
+
+            @Override
+            public void freezeBackingChain(String top, String base) {
+            }
+
+            @Override
             public WriteTracker trackWrites(String name, String filterNodeName) {
                 return new WriteTracker() { // no clients write in the harness
                     @Override
@@ -189,6 +218,139 @@ public final class JobHarness {
         @Override
         public Logger log() {
             return LoggerFactory.getLogger("harness");
+        }
+
+        @Override
+        public io.blockjobs.sdk.job.Copier copier(int maxInFlight, int bufferSize) {
+            Context ctx = this;
+            return new io.blockjobs.sdk.job.Copier() { // copies at once, on the job's thread
+                private IOException ignored;
+
+                @Override
+                public void copy(long offset, int length, Read read, Write write) throws IOException {
+                    java.nio.ByteBuffer buffer = java.nio.ByteBuffer.allocate(length);
+                    while (true) {
+                        boolean reading = read != null;
+                        try {
+                            buffer.clear();
+                            if (read != null) {
+                                read.read(offset, buffer);
+                                buffer.flip();
+                            }
+                            reading = false;
+                            write.write(offset, buffer);
+                            return;
+                        } catch (IOException e) {
+                            if (ctx.onIoError(e, reading) == ErrorAction.IGNORE) {
+                                if (ignored == null) {
+                                    ignored = e;
+                                }
+                                return;
+                            }
+                        }
+                    }
+                }
+
+                @Override
+                public void drain() {
+                }
+
+                @Override
+                public IOException ignoredError() {
+                    return ignored;
+                }
+
+                @Override
+                public void close() {
+                }
+            };
+        }
+    }
+
+    /** A filter above a harness node: forwards, and for copy-on-read writes what it read up. */
+    private static final class HarnessFilter implements BlockNode {
+        private final String name;
+        private final BlockNode below;
+        private final boolean copyOnRead;
+
+        HarnessFilter(String name, BlockNode below, boolean copyOnRead) {
+            this.name = name;
+            this.below = below;
+            this.copyOnRead = copyOnRead;
+        }
+
+        @Override
+        public String driver() {
+            return copyOnRead ? "copy-on-read" : "filter";
+        }
+
+        @Override
+        public String filename() {
+            return below.filename();
+        }
+
+        @Override
+        public String nodeName() {
+            return name;
+        }
+
+        @Override
+        public long size() throws IOException {
+            return below.size();
+        }
+
+        @Override
+        public boolean isReadOnly() {
+            return below.isReadOnly();
+        }
+
+        @Override
+        public int clusterSize() {
+            return below.clusterSize();
+        }
+
+        @Override
+        public java.util.Optional<BlockNode> backing() {
+            return below.backing();
+        }
+
+        @Override
+        public void read(long offset, java.nio.ByteBuffer dst) throws IOException {
+            java.nio.ByteBuffer copy = dst.duplicate();
+            below.read(offset, dst);
+            if (copyOnRead && !below.blockStatus(offset, copy.remaining()).allocated()) {
+                copy.limit(dst.position());
+                below.writeUnallocated(offset, copy);
+            }
+        }
+
+        @Override
+        public void write(long offset, java.nio.ByteBuffer src) throws IOException {
+            below.write(offset, src);
+        }
+
+        @Override
+        public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
+            below.writeZeroes(offset, length, mayUnmap);
+        }
+
+        @Override
+        public void discard(long offset, long length) throws IOException {
+            below.discard(offset, length);
+        }
+
+        @Override
+        public void flush() throws IOException {
+            below.flush();
+        }
+
+        @Override
+        public io.blockjobs.sdk.block.BlockStatus blockStatus(long offset, long maxLength) throws IOException {
+            return below.blockStatus(offset, maxLength);
+        }
+
+        @Override
+        public void close() {
         }
     }
 }

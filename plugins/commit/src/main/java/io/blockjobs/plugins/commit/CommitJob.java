@@ -1,30 +1,38 @@
 package io.blockjobs.plugins.commit;
 
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.job.ChainLink;
 import io.blockjobs.sdk.job.Chains;
+import io.blockjobs.sdk.job.Copier;
+import io.blockjobs.sdk.job.FilterSpec;
 import io.blockjobs.sdk.job.GraphEdit;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
 import io.blockjobs.sdk.job.JobCommand;
 import io.blockjobs.sdk.job.JobContext;
 import io.blockjobs.sdk.job.JobSetup;
-import io.blockjobs.sdk.job.JobType;
 import io.blockjobs.sdk.job.OnError;
 import io.blockjobs.sdk.job.WriteTracker;
+import io.blockjobs.sdk.plugin.BlockjobsPlugin;
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.EnumSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import org.pf4j.Extension;
 
 /**
  * QMP {@code block-commit}, intermediate commit: copies every range that lives in {@code top} or
  * a layer between it and {@code base} down into {@code base}, then makes {@code base} the backing
  * of {@code top}'s overlay, dropping the committed layers; active commit when {@code top} is
- * the active layer (see {@link #prepareActive}).
+ * the active layer (see {@link #prepareActive}). As QEMU does, an intermediate commit puts a
+ * {@code commit_top} filter above {@code top} (named by {@code filter-node-name}), and freezes
+ * the backing links from it down to the base while it runs.
  *
  * <p>{@code x-safe: true} (a blockjobs extension) makes the commit safe for the layers left
  * behind: before a range of the base is overwritten, its old contents are copied up into the
@@ -34,8 +42,11 @@ import org.pf4j.Extension;
  * layers release each range once it is durable in the base (see {@link Reclaimer}).
  */
 @Extension
-public final class CommitJob implements JobType {
+public final class CommitJob implements BlockjobsPlugin {
     static final int CHUNK = 512 * 1024;
+    static final int IN_FLIGHT = 8;
+    private static final Set<BlockPermission> NONE = EnumSet.noneOf(BlockPermission.class);
+    private static final Set<BlockPermission> ALL = EnumSet.allOf(BlockPermission.class);
 
     /** {@code block-commit}'s arguments, as QEMU names them. */
     public record Args(Optional<String> jobId, String device, Optional<String> top, Optional<String> topNode,
@@ -47,7 +58,7 @@ public final class CommitJob implements JobType {
     }
 
     @Override
-    public List<JobCommand<?>> commands() {
+    public List<JobCommand<?>> jobCommands() {
         return List.of(new JobCommand<>("block-commit", "commit", Args.class, CommitJob::prepare));
     }
 
@@ -79,24 +90,13 @@ public final class CommitJob implements JobType {
         if (top == 0) {
             return prepareActive(a, setup, chain, base);
         }
-        BlockNode topLayer = chain.get(top).node();
-        BlockNode baseLayer = setup.claimWritable(chain.get(base).nodeName());
         boolean safe = a.xSafe().orElse(false);
         boolean reclaim = a.xReclaim().orElse(false);
         if (safe && reclaim) {
             throw new CommandException("x-safe and x-reclaim cannot be used together");
         }
-        List<BlockNode> committed = new java.util.ArrayList<>();
-        for (int i = top; i < base; i++) {
-            if (safe && i == base - 1 || reclaim) {
-                committed.add(setup.claimWritable(chain.get(i).nodeName())); // written by the job
-            } else {
-                committed.add(setup.claim(chain.get(i).nodeName()));
-            }
-        }
-        BlockNode aboveBase = chain.get(base - 1).node();
         try {
-            if (baseLayer.size() < topLayer.size()) {
+            if (chain.get(base).node().size() < chain.get(top).node().size()) {
                 throw new CommandException("'" + chain.get(base).nodeName() + "' is smaller than '"
                         + chain.get(top).nodeName() + "'; resizing the base is not supported");
             }
@@ -104,28 +104,61 @@ public final class CommitJob implements JobType {
             throw new CommandException(e.getMessage());
         }
         String overlay = chain.get(top - 1).nodeName();
+        String topName = chain.get(top).nodeName();
         String baseName = chain.get(base).nodeName();
+        BlockNode filter = setup.insertFilter(topName,
+                new FilterSpec("commit_top", a.filterNodeName().orElse(null), Map.of(), List.of()));
+        setup.use(a.device(), "main node", NONE, ALL);
+        List<BlockNode> layers = new java.util.ArrayList<>();
+        List<BlockNode> committed = new java.util.ArrayList<>();
+        BlockNode aboveBase = null;
+        for (int i = top; i < base; i++) {
+            String name = chain.get(i).nodeName();
+            boolean written = reclaim || safe && i == base - 1; // the job gives up or keeps data in these
+            if (written) {
+                setup.reopenReadWrite(name);
+            }
+            BlockNode layer = setup.use(name, "intermediate node",
+                    written ? EnumSet.of(BlockPermission.WRITE_UNCHANGED) : NONE,
+                    EnumSet.of(BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
+            layers.add(layer);
+            if (reclaim) {
+                committed.add(layer);
+            }
+            if (i == base - 1) {
+                aboveBase = layer;
+            }
+        }
+        setup.freezeBackingChain(filter.nodeName(), baseName);
+        setup.reopenReadWrite(baseName);
+        BlockNode baseLayer = setup.use(baseName, "root",
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE),
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED));
+        BlockNode topLayer = layers.get(0);
+        BlockNode keepOld = safe ? aboveBase : null;
         String backingFile = a.backingFile().orElse(null);
-        int layers = base - top; // layers [top, base) are copied
+        boolean mask = a.backingMaskProtocol().orElse(false);
+        int count = base - top; // layers [top, base) are copied
         return new JobBody() {
             @Override
             public void run(JobContext ctx) throws Exception {
-                copyDown(ctx, topLayer, baseLayer, layers, safe ? aboveBase : null, reclaim ? committed : List.of());
+                copyDown(ctx, topLayer, baseLayer, count, keepOld, committed, -1);
             }
 
             @Override
-            public void commit(GraphEdit edit) {
-                edit.setBacking(overlay, baseName, backingFile);
+            public void prepare(GraphEdit edit) {
+                edit.setBacking(overlay, baseName, backingFile, mask);
             }
         };
     }
 
     /**
      * Active commit: the top is the active layer, written by clients while the job runs. The job
-     * copies everything above the base down, then keeps copying what clients write (through a
-     * write-tracking filter) and says {@code ready}; on {@code job-complete} it copies the last
-     * writes with clients held off and switches them over to the base. A cancel after
-     * {@code ready} leaves the chain as it was, the data in both.
+     * puts a {@code mirror_top} filter above it that marks what clients write, copies everything
+     * above the base down, keeps copying what clients write and says {@code ready}; on
+     * {@code job-complete} it holds clients off (a drain it begins on its own thread), copies the
+     * last writes, and the switch-over moves the clients to the base, after which the main loop
+     * ends the drain. A cancel after {@code ready} leaves the chain as it was, the data in both.
      */
     static JobBody prepareActive(Args a, JobSetup setup, List<ChainLink> chain, int base) {
         if (a.backingFile().isPresent()) {
@@ -134,13 +167,22 @@ public final class CommitJob implements JobType {
         if (a.xSafe().orElse(false)) {
             throw new CommandException("x-safe is not supported for an active commit");
         }
-        BlockNode topLayer = setup.claim(chain.get(0).nodeName());
-        BlockNode baseLayer = setup.claimWritable(chain.get(base).nodeName());
-        for (int i = 1; i < base; i++) {
-            setup.claim(chain.get(i).nodeName());
-        }
-        WriteTracker tracker = setup.trackWrites(chain.get(0).nodeName(), a.filterNodeName().orElse(null));
+        String topName = chain.get(0).nodeName();
         String baseName = chain.get(base).nodeName();
+        WriteTracker tracker = setup.trackWrites(topName, a.filterNodeName().orElse(null));
+        setup.use(tracker.filterNodeName(), "main node", EnumSet.of(BlockPermission.CONSISTENT_READ),
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
+        BlockNode topLayer = setup.use(topName, "source", NONE,
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
+        for (int i = 1; i < base; i++) {
+            setup.use(chain.get(i).nodeName(), "intermediate node", NONE,
+                    EnumSet.of(BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
+        }
+        setup.freezeBackingChain(tracker.filterNodeName(), baseName);
+        setup.reopenReadWrite(baseName);
+        BlockNode baseLayer = setup.use(baseName, "root", EnumSet.of(BlockPermission.WRITE),
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
+        AutoCloseable[] drained = new AutoCloseable[1];
         return new JobBody() {
             @Override
             public boolean completable() {
@@ -149,12 +191,23 @@ public final class CommitJob implements JobType {
 
             @Override
             public void run(JobContext ctx) throws Exception {
-                copyDown(ctx, topLayer, baseLayer, base, null, List.of());
+                long size = topLayer.size();
+                long toCopy = allocatedAbove(topLayer, base, size);
+                ctx.progress(0, toCopy);
+                long[] done = {0, toCopy};
+                copyDown(ctx, topLayer, baseLayer, base, null, List.of(), toCopy);
+                done[0] = toCopy;
                 boolean ready = false;
                 while (true) {
                     List<WriteTracker.Range> dirty = tracker.takeDirty();
                     for (WriteTracker.Range r : dirty) {
+                        done[1] += r.length(); // what clients wrote is more work, as QEMU counts it
+                    }
+                    ctx.progress(done[0], done[1]);
+                    for (WriteTracker.Range r : dirty) {
                         copyRange(ctx, topLayer, baseLayer, r.offset(), r.length());
+                        done[0] += r.length();
+                        ctx.progress(done[0], done[1]);
                     }
                     if (dirty.isEmpty()) {
                         if (!ready) {
@@ -163,41 +216,66 @@ public final class CommitJob implements JobType {
                             ready = true;
                         }
                         if (ctx.completeRequested()) {
-                            return; // the last writes are copied at the switch-over
+                            break;
                         }
                         tracker.awaitDirty(100); // as QEMU's mirror, wake at least every 100 ms
                     }
                     ctx.pausePoint();
                 }
+                // The switch-over: clients wait from here until the main loop has moved them.
+                drained[0] = tracker.blockWrites();
+                for (WriteTracker.Range r : tracker.takeDirty()) {
+                    copyRange(null, topLayer, baseLayer, r.offset(), r.length());
+                    done[0] += r.length();
+                    done[1] += r.length();
+                }
+                ctx.progress(done[0], done[1]);
+                baseLayer.flush();
             }
 
             @Override
-            public void commit(GraphEdit edit) throws Exception {
-                try (AutoCloseable held = tracker.blockWrites()) {
-                    for (WriteTracker.Range r : tracker.takeDirty()) {
-                        copyRange(null, topLayer, baseLayer, r.offset(), r.length());
-                    }
-                    baseLayer.flush();
-                    edit.replaceUsers(tracker.filterNodeName(), baseName);
-                }
+            public void prepare(GraphEdit edit) throws Exception {
+                edit.replaceUsers(tracker.filterNodeName(), baseName);
                 edit.removeFilter(tracker.filterNodeName());
+                endDrain();
             }
 
             @Override
             public void abort(GraphEdit edit) {
-                // A soft cancel after ready leaves a point-in-time copy in the base: copy the last writes.
-                try (AutoCloseable held = tracker.blockWrites()) {
-                    for (WriteTracker.Range r : tracker.takeDirty()) {
-                        copyRange(null, topLayer, baseLayer, r.offset(), r.length());
+                edit.removeFilter(tracker.filterNodeName()); // a soft cancel: clients stay on the top
+                endDrain();
+            }
+
+            @Override
+            public void clean() {
+                endDrain();
+            }
+
+            private void endDrain() {
+                AutoCloseable d = drained[0];
+                drained[0] = null;
+                if (d != null) {
+                    try {
+                        d.close();
+                    } catch (Exception e) {
+                        // ending a drain does not fail
                     }
-                    baseLayer.flush();
-                } catch (Exception e) {
-                    // a failed or cancelled job leaves the base as far as it got
-                } finally {
-                    edit.removeFilter(tracker.filterNodeName());
                 }
             }
         };
+    }
+
+    /** Bytes of the top's view that live above the base: what an active commit has to copy first. */
+    static long allocatedAbove(BlockNode top, int layers, long size) throws IOException {
+        long total = 0;
+        for (long offset = 0; offset < size; ) {
+            BlockStatus where = top.chainStatus(offset, size - offset);
+            if (where.allocated() && where.depth() < layers) {
+                total += where.length();
+            }
+            offset += where.length();
+        }
+        return total;
     }
 
     /** Copies one range of the top's view into the base ({@code ctx} null: no throttling). */
@@ -218,54 +296,68 @@ public final class CommitJob implements JobType {
     }
 
     /**
-     * Copies down every range whose data lives in one of the {@code layers} layers from top.
-     * With {@code keepOld} (safe commit), the base's old contents of each range are first copied
-     * up, durably, into {@code keepOld} (the layer right above the base) wherever that layer does
-     * not hold the range itself: every intermediate image stays a valid delta over the base.
+     * Copies down every range whose data lives in one of the {@code layers} layers from top,
+     * several at once. With {@code keepOld} (safe commit), the base's old contents of each range
+     * are first copied up, durably, into {@code keepOld} (the layer right above the base) wherever
+     * that layer does not hold the range itself: every intermediate image stays a valid delta
+     * over the base. Progress counts, as QEMU's do, the whole disk for an intermediate commit
+     * ({@code toCopy} -1) or the bytes to copy for an active one.
      */
     static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
-                         List<BlockNode> reclaim) throws IOException {
-        Reclaimer reclaimer = new Reclaimer(base, reclaim);
+                         List<BlockNode> reclaim, long toCopy) throws IOException {
         long size = top.size();
+        boolean countAll = toCopy < 0;
+        long total = countAll ? size : toCopy;
         int chunk = Math.max(CHUNK, top.clusterSize());
-        ByteBuffer buffer = ByteBuffer.allocateDirect(chunk);
-        ByteBuffer old = keepOld == null ? null : ByteBuffer.allocateDirect(chunk);
         long offset = 0;
-        ctx.progress(0, size);
-        while (offset < size) {
-            ctx.pausePoint();
-            BlockStatus where = top.chainStatus(offset, Math.min(chunk - offset % chunk, size - offset));
-            long length = where.length();
-            if (where.allocated() && where.depth() < layers) {
-                boolean reading = true;
-                try {
+        long done = 0;
+        ctx.progress(0, total);
+        try (Copier copier = ctx.copier(IN_FLIGHT, chunk)) {
+            Reclaimer reclaimer = new Reclaimer(base, reclaim, copier);
+            while (offset < size) {
+                ctx.pausePoint();
+                BlockStatus where = top.chainStatus(offset, Math.min(chunk - offset % chunk, size - offset));
+                long length = where.length();
+                if (where.allocated() && where.depth() < layers) {
+                    long at = offset;
+                    int n = (int) length;
                     if (keepOld != null) {
-                        old.clear().limit((int) length);
-                        base.read(offset, old);
-                        keepOld.writeUnallocated(offset, old.flip());
-                        keepOld.flush(); // the old data is safe before the base changes
-                    }
-                    if (where.zero()) {
-                        reading = false;
-                        base.writeZeroes(offset, length, true);
+                        copier.copy(at, n, null, (o, b) -> {
+                            ByteBuffer old = ByteBuffer.allocate(n);
+                            base.read(o, old);
+                            keepOld.writeUnallocated(o, old.flip());
+                            keepOld.flush(); // the old data is safe before the base changes
+                            copyOne(top, base, where.zero(), o, n);
+                        });
+                    } else if (where.zero()) {
+                        copier.copy(at, n, null, (o, b) -> base.writeZeroes(o, n, true));
                     } else {
-                        buffer.clear().limit((int) length);
-                        top.read(offset, buffer);
-                        reading = false;
-                        base.write(offset, buffer.flip());
+                        copier.copy(at, n, top::read, base::write);
                     }
                     reclaimer.copied(offset, length);
                     ctx.throttle(length);
-                } catch (IOException e) {
-                    ctx.onIoError(e, reading); // report rethrows; stop and ignore retry, as QEMU's commit does
-                    continue;
+                    if (!countAll) {
+                        done += length;
+                    }
                 }
+                offset += length;
+                ctx.progress(countAll ? offset : done, total);
             }
-            offset += length;
-            ctx.progress(offset, size);
+            copier.drain();
+            base.flush(); // durable before the chain changes
+            reclaimer.release();
         }
-        base.flush(); // durable before the chain changes
-        reclaimer.release();
+    }
+
+    private static void copyOne(BlockNode top, BlockNode base, boolean zero, long offset, int length)
+            throws IOException {
+        if (zero) {
+            base.writeZeroes(offset, length, true);
+        } else {
+            ByteBuffer data = ByteBuffer.allocate(length);
+            top.read(offset, data);
+            base.write(offset, data.flip());
+        }
     }
 
     /**
@@ -277,12 +369,14 @@ public final class CommitJob implements JobType {
         private static final long BATCH = 8L << 20;
         private final BlockNode base;
         private final List<BlockNode> layers;
+        private final Copier copier;
         private final List<long[]> pending = new java.util.ArrayList<>();
         private long pendingBytes;
 
-        Reclaimer(BlockNode base, List<BlockNode> layers) {
+        Reclaimer(BlockNode base, List<BlockNode> layers, Copier copier) {
             this.base = base;
             this.layers = layers;
+            this.copier = copier;
         }
 
         void copied(long offset, long length) throws IOException {
@@ -300,6 +394,7 @@ public final class CommitJob implements JobType {
             if (pending.isEmpty()) {
                 return;
             }
+            copier.drain(); // the copies of the batch have landed
             base.flush(); // the data is safe in the base before the layers let it go
             // Bottom layer first: a layer above still holds the data until its own turn, so the
             // view from the top never falls through to an older copy, whenever the job stops.

@@ -1,34 +1,41 @@
 package io.blockjobs.plugins.stream;
 
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.job.ChainLink;
 import io.blockjobs.sdk.job.Chains;
-import io.blockjobs.sdk.job.ErrorAction;
+import io.blockjobs.sdk.job.Copier;
+import io.blockjobs.sdk.job.FilterSpec;
 import io.blockjobs.sdk.job.GraphEdit;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
 import io.blockjobs.sdk.job.JobCommand;
 import io.blockjobs.sdk.job.JobContext;
 import io.blockjobs.sdk.job.JobSetup;
-import io.blockjobs.sdk.job.JobType;
 import io.blockjobs.sdk.job.OnError;
+import io.blockjobs.sdk.plugin.BlockjobsPlugin;
 import java.io.IOException;
-import java.nio.ByteBuffer;
+import java.util.EnumSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
+import java.util.Set;
 import org.pf4j.Extension;
 
 /**
  * QMP {@code block-stream}: copies into {@code device} every range that lives in a layer between
  * it and the base, then makes the base (or nothing) its backing. {@code device} may be an
- * intermediate layer. Copies go through copy-on-read ({@link BlockNode#writeUnallocated}), so a
- * client's write to the device while the job runs always wins over copied data.
+ * intermediate layer. As in QEMU 6 and later, the job puts a {@code copy-on-read} filter above
+ * the device (named by {@code filter-node-name}) and reads through it: the filter copies what it
+ * reads up into the device without overwriting what a client wrote there meanwhile, and clients'
+ * reads through it copy up too.
  */
 @Extension
-public final class StreamJob implements JobType {
+public final class StreamJob implements BlockjobsPlugin {
     static final int CHUNK = 512 * 1024;
+    static final int IN_FLIGHT = 8;
 
     /** {@code block-stream}'s arguments, as QEMU names them. */
     public record Args(Optional<String> jobId, String device, Optional<String> base, Optional<String> baseNode,
@@ -38,14 +45,17 @@ public final class StreamJob implements JobType {
     }
 
     @Override
-    public List<JobCommand<?>> commands() {
+    public List<JobCommand<?>> jobCommands() {
         return List.of(new JobCommand<>("block-stream", "stream", Args.class, StreamJob::prepare));
     }
 
     static JobBody prepare(Args a, JobSetup setup) {
         List<ChainLink> chain = setup.chain(a.device());
-        if (a.bottom().isPresent() && (a.base().isPresent() || a.baseNode().isPresent())) {
-            throw new CommandException("'bottom' and 'base'/'base-node' cannot be specified at the same time");
+        if (a.bottom().isPresent() && a.baseNode().isPresent()) {
+            throw new CommandException("'bottom' and 'base-node' cannot be specified at the same time");
+        }
+        if (a.bottom().isPresent() && a.base().isPresent()) {
+            throw new CommandException("'bottom' and 'base' cannot be specified at the same time");
         }
         int base = Chains.find(chain, 0, "base-node", a.baseNode().orElse(null), "base", a.base().orElse(null));
         if (a.bottom().isPresent()) {
@@ -56,65 +66,71 @@ public final class StreamJob implements JobType {
             throw new CommandException("backing file specified, but streaming the entire chain");
         }
         int end = base < 0 ? chain.size() : base; // layers [1, end) are copied
-        BlockNode device = setup.claimWritable(a.device());
-        for (int i = 1; i < end; i++) {
-            setup.claim(chain.get(i).nodeName());
-        }
         String deviceName = a.device();
         String baseName = base < 0 ? null : chain.get(base).nodeName();
+        String bottomName = end - 1 >= 1 ? chain.get(end - 1).nodeName() : null;
+
+        setup.reopenReadWrite(deviceName);
+        Map<String, Object> corOptions = bottomName == null ? Map.of() : Map.of("bottom", bottomName);
+        BlockNode filter = setup.insertFilter(deviceName,
+                new FilterSpec("copy-on-read", a.filterNodeName().orElse(null), corOptions, List.of()));
+        String filterName = filter.nodeName();
+        Set<BlockPermission> all = EnumSet.allOf(BlockPermission.class);
+        Set<BlockPermission> none = EnumSet.noneOf(BlockPermission.class);
+        BlockNode reader = setup.use(filterName, "main node", EnumSet.of(BlockPermission.CONSISTENT_READ), all);
+        BlockNode device = setup.use(deviceName, "active node", none,
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
+        for (int i = 1; i < end; i++) {
+            setup.use(chain.get(i).nodeName(), "intermediate node", none,
+                    EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED));
+        }
+        setup.freezeBackingChain(filterName, baseName);
         String backingFile = a.backingFile().orElse(null);
+        boolean mask = a.backingMaskProtocol().orElse(false);
         int layers = end - 1;
         return new JobBody() {
             @Override
             public void run(JobContext ctx) throws Exception {
-                stream(ctx, device, layers);
+                stream(ctx, device, reader, layers);
             }
 
             @Override
-            public void commit(GraphEdit edit) {
-                edit.setBacking(deviceName, baseName, backingFile);
+            public void prepare(GraphEdit edit) {
+                edit.setBacking(deviceName, baseName, backingFile, mask);
             }
         };
     }
 
-    /** Copies up every range whose data lives in one of the {@code layers} layers below the device. */
-    static void stream(JobContext ctx, BlockNode device, int layers) throws IOException {
+    /**
+     * Copies up every range whose data lives in one of the {@code layers} layers below the
+     * device, by reading it through the copy-on-read filter ({@code reader}).
+     */
+    static void stream(JobContext ctx, BlockNode device, BlockNode reader, int layers) throws IOException {
         long size = device.size();
         int chunk = Math.max(CHUNK, device.clusterSize());
-        ByteBuffer buffer = ByteBuffer.allocateDirect(chunk);
         long offset = 0;
-        IOException ignored = null;
         ctx.progress(0, size);
-        while (offset < size) {
-            ctx.pausePoint();
-            long want = Math.min(chunk - offset % chunk, size - offset);
-            BlockStatus here = device.blockStatus(offset, want);
-            long length = here.length();
-            if (!here.allocated()) {
-                BlockStatus where = device.chainStatus(offset, want);
-                length = where.length();
-                if (where.allocated() && where.depth() >= 1 && where.depth() <= layers) {
-                    buffer.clear().limit((int) length);
-                    boolean reading = true;
-                    try {
-                        device.read(offset, buffer);
-                        reading = false;
-                        buffer.flip();
-                        device.writeUnallocated(offset, buffer);
+        try (Copier copier = ctx.copier(IN_FLIGHT, chunk)) {
+            while (offset < size) {
+                ctx.pausePoint();
+                long want = Math.min(chunk - offset % chunk, size - offset);
+                BlockStatus here = device.blockStatus(offset, want);
+                long length = here.length();
+                if (!here.allocated()) {
+                    BlockStatus where = device.chainStatus(offset, want);
+                    length = where.length();
+                    if (where.allocated() && where.depth() >= 1 && where.depth() <= layers) {
+                        copier.copy(offset, (int) length, reader::read, (o, b) -> { }); // the filter writes
                         ctx.throttle(length);
-                    } catch (IOException e) {
-                        if (ctx.onIoError(e, reading) == ErrorAction.RETRY) {
-                            continue;
-                        }
-                        ignored = e; // as QEMU: go on, then fail and keep the backing file
                     }
                 }
+                offset += length;
+                ctx.progress(offset, size);
             }
-            offset += length;
-            ctx.progress(offset, size);
-        }
-        if (ignored != null) {
-            throw ignored;
+            copier.drain();
+            if (copier.ignoredError() != null) {
+                throw copier.ignoredError(); // as QEMU: go on, then fail and keep the backing file
+            }
         }
     }
 }
