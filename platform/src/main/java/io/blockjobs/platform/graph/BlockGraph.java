@@ -95,9 +95,17 @@ public final class BlockGraph implements AutoCloseable {
 
     private GraphNode open(Options o, NodeOptions parent, boolean monitorOwned, List<GraphNode> opened,
                            Set<Path> chain) {
+        return open(o, parent, monitorOwned, opened, chain, null);
+    }
+
+    /** Opens a node; {@code generatedName}, if given, is the name the graph chose for it. */
+    private GraphNode open(Options o, NodeOptions parent, boolean monitorOwned, List<GraphNode> opened,
+                           Set<Path> chain, String generatedName) {
         String driverName = o.string("driver");
-        String name = o.optString("node-name");
-        if (name == null) {
+        String name = generatedName != null ? generatedName : o.optString("node-name");
+        if (generatedName != null) {
+            o.ignore("node-name");
+        } else if (name == null) {
             if (monitorOwned) {
                 throw o.missing("node-name"); // QEMU: blockdev-add needs a node-name
             }
@@ -759,9 +767,12 @@ public final class BlockGraph implements AutoCloseable {
             opened.add(filter);
         } else {
             ObjectNode o = io.blockjobs.platform.Json.MAPPER.valueToTree(options);
-            o.put("driver", driver).put("node-name", name).put("file", nodeName);
+            o.put("driver", driver).put("file", nodeName);
+            if (filterName != null) {
+                o.put("node-name", filterName);
+            }
             filter = open(new Options(o, ""), NodeOptions.inherited(node.options(), node.isReadOnly()), false, opened,
-                    new HashSet<>());
+                    new HashSet<>(), filterName == null ? name : null);
             if (!filter.isFilter()) {
                 closeAll(opened);
                 throw new CommandException("'" + driver + "' is not a filter driver");

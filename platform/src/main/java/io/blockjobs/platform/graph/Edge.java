@@ -138,6 +138,19 @@ public final class Edge implements BlockNode {
         }
     }
 
+    /** A user's requests stay inside the node, as QEMU's {@code blk_check_byte_request}. */
+    private void inside(long offset, long length, BlockStats.Kind kind) throws IOException {
+        if (parent != null) {
+            return; // a parent driver knows its child's extent (a format's file grows)
+        }
+        long size = child.size();
+        if (offset < 0 || length < 0 || offset > size - length) {
+            child.countInvalid(kind);
+            throw new BlockIoException(Errno.EINVAL, child.filename() + ": request [" + offset + ", +" + length
+                    + ") is past the end of the " + size + "-byte image");
+        }
+    }
+
     private void needs(int mask, String what) throws IOException {
         if ((perm & mask) == 0) {
             throw new BlockIoException(Errno.EPERM, child.name() + ": " + what + " without the permission to ("
@@ -182,6 +195,7 @@ public final class Edge implements BlockNode {
 
     @Override
     public void read(long offset, ByteBuffer dst) throws IOException {
+        inside(offset, dst.remaining(), BlockStats.Kind.READ);
         GraphNode n = enter();
         try {
             n.read(offset, dst);
@@ -198,6 +212,7 @@ public final class Edge implements BlockNode {
     @Override
     public void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
         needs(Perm.WRITE.bit(), "write");
+        inside(offset, src.remaining(), BlockStats.Kind.WRITE);
         GraphNode n = enter();
         try {
             n.write(offset, src, flags);
@@ -214,6 +229,7 @@ public final class Edge implements BlockNode {
     @Override
     public void writeZeroes(long offset, long length, Set<RequestFlag> flags) throws IOException {
         needs(Perm.WRITE.bit(), "write zeroes");
+        inside(offset, length, BlockStats.Kind.WRITE);
         GraphNode n = enter();
         try {
             n.writeZeroes(offset, length, flags);
@@ -225,6 +241,7 @@ public final class Edge implements BlockNode {
     @Override
     public void discard(long offset, long length) throws IOException {
         needs(Perm.WRITE.bit(), "discard");
+        inside(offset, length, BlockStats.Kind.UNMAP);
         GraphNode n = enter();
         try {
             n.discard(offset, length);

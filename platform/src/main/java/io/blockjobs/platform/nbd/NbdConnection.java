@@ -534,18 +534,17 @@ final class NbdConnection extends ByteToMessageDecoder {
         ctx.writeAndFlush(b);
     }
 
+    /** The NBD error for a failed request, by its errno (QEMU's {@code system_errno_to_nbd_errno}). */
     private static int errno(IOException e) {
-        String m = String.valueOf(e.getMessage());
-        if (m.contains("No space left")) {
-            return ENOSPC;
-        }
-        if (m.contains("read-only")) {
-            return EPERM;
-        }
-        if (m.contains("past the end")) {
-            return EINVAL;
-        }
-        return EIO;
+        return switch (io.blockjobs.sdk.block.Errno.of(e)) {
+            case EPERM, EACCES, EROFS -> EPERM;
+            case EIO -> EIO;
+            case ENOMEM -> ENOMEM;
+            case ENOSPC, EFBIG -> ENOSPC;
+            case ENOTSUP -> ENOTSUP;
+            case ESHUTDOWN -> ESHUTDOWN;
+            default -> EINVAL;
+        };
     }
 
     private void close(ChannelHandlerContext ctx, String why) {
