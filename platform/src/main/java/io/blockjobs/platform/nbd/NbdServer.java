@@ -62,7 +62,7 @@ public final class NbdServer implements AutoCloseable {
                     return;
                 }
                 clients.add(ch);
-                ch.pipeline().addLast(new NbdConnection(NbdServer.this, io));
+                NbdHandshakeHandler.addTo(ch.pipeline(), NbdServer.this::lookup, NbdServer.this::exports, io);
             }
         };
         ServerBootstrap b = new ServerBootstrap().group(group).childHandler(init);
@@ -144,7 +144,7 @@ public final class NbdServer implements AutoCloseable {
         }
         List<Channel> users = new ArrayList<>();
         for (Channel ch : clients) {
-            NbdConnection c = ch.pipeline().get(NbdConnection.class);
+            NbdTransmissionHandler c = ch.pipeline().get(NbdTransmissionHandler.class);
             if (c != null && c.export() == export) {
                 users.add(ch);
             }
