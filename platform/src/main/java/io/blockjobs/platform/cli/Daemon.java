@@ -30,8 +30,8 @@ final class Daemon {
     private static final Logger LOG = LoggerFactory.getLogger(Daemon.class);
 
     final EventBus events = new EventBus();
-    final io.blockjobs.platform.graph.DriverRegistry drivers = new io.blockjobs.platform.graph.DriverRegistry();
-    final BlockGraph graph = new BlockGraph(drivers);
+    final BlockGraph graph = BlockGraph.withBuiltInDrivers();
+    final io.blockjobs.platform.graph.DriverRegistry drivers = graph.drivers();
     final QmpDispatcher dispatcher = new QmpDispatcher();
     final JobManager jobs = new JobManager(events, graph, dispatcher::callOnMainLoop);
     final EventLoopGroup group = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
@@ -45,8 +45,6 @@ final class Daemon {
 
     Daemon() {
         String version = Version.get();
-        io.blockjobs.platform.image.ImageDrivers.all().forEach(d -> drivers.register(d, "built-in"));
-        io.blockjobs.platform.graph.FilterDrivers.all(graph).forEach(d -> drivers.register(d, "built-in"));
         qmp = new QmpServer(group, dispatcher, events, CoreCommands.greeting(version));
         nbd = new NbdServer(group, graph, events);
         CoreCommands.register(dispatcher, version, () -> dispatcher.onMainLoop(() -> {

@@ -74,6 +74,15 @@ public final class BlockGraph implements AutoCloseable {
         this.drivers = drivers;
     }
 
+    /** A graph whose registry holds the built-in drivers (image drivers and the graph's filters). */
+    public static BlockGraph withBuiltInDrivers() {
+        DriverRegistry registry = new DriverRegistry();
+        BlockGraph graph = new BlockGraph(registry);
+        io.blockjobs.platform.image.ImageDrivers.all().forEach(d -> registry.register(d, "built-in"));
+        FilterDrivers.all(graph).forEach(d -> registry.register(d, "built-in"));
+        return graph;
+    }
+
     public DriverRegistry drivers() {
         return drivers;
     }
@@ -531,7 +540,12 @@ public final class BlockGraph implements AutoCloseable {
                         + e.parent().name() + "' to '" + node.name() + "'");
             }
         }
-        List<Edge> moved = new ArrayList<>(node.parents);
+        List<Edge> moved = new ArrayList<>();
+        for (Edge e : node.parents) {
+            if (!e.staysAtNode()) {
+                moved.add(e);
+            }
+        }
         Edge backing = new Edge(overlay, "backing", ChildRole.COW, node);
         try (AutoCloseable drained = drain(node)) {
             moveParents(moved, node, overlay);
@@ -785,7 +799,7 @@ public final class BlockGraph implements AutoCloseable {
         Edge own = filter.filteredEdge();
         List<Edge> moved = new ArrayList<>();
         for (Edge e : node.parents) {
-            if (e != own && !keep.contains(e)) {
+            if (e != own && !keep.contains(e) && !e.staysAtNode()) {
                 moved.add(e);
             }
         }

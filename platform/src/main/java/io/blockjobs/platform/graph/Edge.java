@@ -105,6 +105,11 @@ public final class Edge implements BlockNode {
         return parent == null;
     }
 
+    /** A job's own edge stays at its node when an overlay goes on top (QEMU's {@code stay_at_node}). */
+    boolean staysAtNode() {
+        return parent == null && gate == null;
+    }
+
     /** How QEMU's messages name the parent: {@code node 'top'}, {@code an unnamed block device}. */
     String userDescription() {
         return parent != null ? "node '" + parent.name() + "'" : user;

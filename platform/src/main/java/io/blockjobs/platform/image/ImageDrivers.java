@@ -54,6 +54,7 @@ public final class ImageDrivers {
             throw new CommandException("Parameter 'aio' does not accept value '" + aio + "'");
         }
         o.ignore("aio-max-batch", "drop-cache", "x-check-cache-dropped", "pr-manager");
+        o.checkAllUsed(); // QEMU refuses unknown members before it touches the file
         OpenFlags f = ctx.flags();
         try {
             return FileNode.open(Path.of(filename), new FileNode.Mode(!f.readOnly(), f.autoReadOnly(), f.cacheDirect(),

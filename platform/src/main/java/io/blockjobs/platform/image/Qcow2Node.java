@@ -5,6 +5,7 @@ import com.github.benmanes.caffeine.cache.Caffeine;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.block.Errno;
+import io.blockjobs.sdk.block.RequestFlag;
 import io.blockjobs.sdk.driver.DriverNode;
 import io.blockjobs.sdk.driver.Limits;
 import java.io.IOException;
@@ -552,6 +553,30 @@ public final class Qcow2Node implements DriverNode {
     @Override
     public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
         checkRequest(offset, length, true);
+        zeroRange(offset, length, mayUnmap);
+    }
+
+    /**
+     * With {@link RequestFlag#NO_FALLBACK} only whole clusters of a version 3 image are zeroed (by
+     * their L2 entries); anything else fails with {@link Errno#ENOTSUP}, having done nothing.
+     */
+    @Override
+    public void writeZeroes(long offset, long length, java.util.Set<RequestFlag> flags) throws IOException {
+        checkRequest(offset, length, true);
+        if (flags.contains(RequestFlag.NO_FALLBACK)) {
+            boolean whole = (offset & (clusterSize - 1)) == 0
+                    && ((offset + length) & (clusterSize - 1)) == 0 || offset + length == header.size;
+            if (header.version < 3 || !whole) {
+                throw new ImageException(Errno.ENOTSUP, name, "fast zero is not supported");
+            }
+        }
+        zeroRange(offset, length, flags.contains(RequestFlag.MAY_UNMAP));
+        if (flags.contains(RequestFlag.FUA)) {
+            flush();
+        }
+    }
+
+    private void zeroRange(long offset, long length, boolean mayUnmap) throws IOException {
         long pos = offset;
         long end = offset + length;
         while (pos < end) {

@@ -116,37 +116,51 @@ final class CopierImpl implements Copier {
         }
     }
 
-    /** Applies the error policy to failed copies, on the job's thread: retries them, skips them, or throws. */
+    /**
+     * Applies the error policy to failed copies, on the job's thread: retries them, skips them, or
+     * throws. Copies that failed together (several in flight hit one fault) share one decision
+     * and one {@code BLOCK_JOB_ERROR}: a {@code stop} pauses the job once, and the job's resume
+     * retries them all.
+     */
     private void handleFailures() throws IOException {
         while (true) {
-            Failure f;
             lock.lock();
             try {
                 if (failures.isEmpty()) {
                     return;
                 }
-                f = failures.remove(0);
             } finally {
                 lock.unlock();
             }
             // Let the rest settle first: a stop pauses the job, and nothing may be in flight then.
             awaitIdle();
-            ErrorAction action = job.onIoError(f.error(), f.reading());
-            if (action == ErrorAction.RETRY) {
-                ByteBuffer buffer;
-                lock.lock();
-                try {
-                    while (free.isEmpty()) {
-                        changed.awaitUninterruptibly();
+            List<Failure> batch;
+            lock.lock();
+            try {
+                batch = new ArrayList<>(failures);
+                failures.clear();
+            } finally {
+                lock.unlock();
+            }
+            Failure first = batch.get(0);
+            ErrorAction action = job.onIoError(first.error(), first.reading());
+            for (Failure f : batch) {
+                if (action == ErrorAction.RETRY) {
+                    ByteBuffer buffer;
+                    lock.lock();
+                    try {
+                        while (free.isEmpty()) {
+                            changed.awaitUninterruptibly();
+                        }
+                        buffer = free.removeFirst();
+                        inFlight++;
+                    } finally {
+                        lock.unlock();
                     }
-                    buffer = free.removeFirst();
-                    inFlight++;
-                } finally {
-                    lock.unlock();
+                    submit(f.op(), buffer);
+                } else if (ignored == null) {
+                    ignored = f.error();
                 }
-                submit(f.op(), buffer);
-            } else if (ignored == null) {
-                ignored = f.error();
             }
         }
     }

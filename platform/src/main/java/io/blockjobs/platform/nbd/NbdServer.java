@@ -63,7 +63,7 @@ public final class NbdServer implements AutoCloseable {
                     return;
                 }
                 clients.add(ch);
-                ch.pipeline().addLast(new NbdConnection(NbdServer.this, io));
+                NbdHandshakeHandler.addTo(ch.pipeline(), NbdServer.this::lookup, NbdServer.this::exports, io);
             }
         };
         ServerBootstrap b = new ServerBootstrap().group(group).childHandler(init);
@@ -127,9 +127,10 @@ public final class NbdServer implements AutoCloseable {
         if (writable && node.isReadOnly()) {
             throw new CommandException("Cannot export read-only node '" + nodeName + "' as writable");
         }
-        // QEMU's exports take consistent read (and write) and share everything.
+        // QEMU's exports take consistent read (and write) and share everything but resize.
         int perm = Perm.CONSISTENT_READ.bit() | (writable ? Perm.WRITE.bit() : 0);
-        Edge backend = graph.attachRoot(BlockGraph.RootUser.export(id), "root", node, perm, Perm.ALL, true);
+        Edge backend = graph.attachRoot(BlockGraph.RootUser.export(id), "root", node, perm,
+                Perm.ALL & ~Perm.RESIZE.bit(), true);
         NbdExport export = new NbdExport(id, exportName, description, backend, writable);
         byId.put(id, export);
         byName.put(exportName, export);
@@ -147,7 +148,7 @@ public final class NbdServer implements AutoCloseable {
         }
         List<Channel> users = new ArrayList<>();
         for (Channel ch : clients) {
-            NbdConnection c = ch.pipeline().get(NbdConnection.class);
+            NbdTransmissionHandler c = ch.pipeline().get(NbdTransmissionHandler.class);
             if (c != null && c.export() == export) {
                 users.add(ch);
             }

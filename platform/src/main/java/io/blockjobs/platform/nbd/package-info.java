@@ -1,5 +1,14 @@
 /**
  * The NBD server (Netty): fixed newstyle handshake, structured replies, the
  * {@code base:allocation} meta context, and the QMP commands that manage it.
+ *
+ * <p>Shape, as Netty's codecs: wire messages are records ({@link io.blockjobs.platform.nbd.NbdRequest},
+ * {@link io.blockjobs.platform.nbd.NbdReply}, {@link io.blockjobs.platform.nbd.NbdOption},
+ * {@link io.blockjobs.platform.nbd.NbdOptionReply}); each direction has a decoder and an encoder,
+ * for the server and (the inverse pair) for a client; a client's pipeline starts as option decoder,
+ * option reply encoder and {@link io.blockjobs.platform.nbd.NbdHandshakeHandler}, which on
+ * {@code NBD_OPT_GO} gives way to request decoder, reply encoder and
+ * {@link io.blockjobs.platform.nbd.NbdTransmissionHandler}. Every call into the block layer goes
+ * through {@link io.blockjobs.platform.nbd.NbdExportIo}.
  */
 package io.blockjobs.platform.nbd;

@@ -1,0 +1,98 @@
+package io.blockjobs.platform.nbd;
+
+import static io.blockjobs.platform.nbd.Nbd.CMD_WRITE;
+import static io.blockjobs.platform.nbd.Nbd.REQUEST_MAGIC;
+
+import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.handler.codec.ByteToMessageDecoder;
+import io.netty.handler.codec.CorruptedFrameException;
+import java.util.List;
+
+/**
+ * Decodes transmission-phase requests (the server's side; {@link NbdRequestEncoder} is the inverse)
+ * into {@link NbdRequest}s. Every field is big-endian:
+ *
+ * <pre>
+ * offset size field
+ *      0    4 magic   0x25609513 (NBD_REQUEST_MAGIC)
+ *      4    2 flags   NBD_CMD_FLAG_*: FUA 0x1, NO_HOLE 0x2, DF 0x4, REQ_ONE 0x8, FAST_ZERO 0x10
+ *      6    2 type    NBD_CMD_*: READ 0, WRITE 1, DISC 2, FLUSH 3, TRIM 4, CACHE 5,
+ *                     WRITE_ZEROES 6, BLOCK_STATUS 7
+ *      8    8 cookie  echoed in the reply
+ *     16    8 offset
+ *     24    4 length
+ *     28    * data    length bytes, for NBD_CMD_WRITE only
+ * </pre>
+ *
+ * <p>For example a read of 4 KiB at 1 MiB, cookie 7 (28 bytes, no data):
+ *
+ * <pre>
+ * 25 60 95 13 | 00 00 | 00 00 | 00 00 00 00 00 00 00 07 | 00 00 00 00 00 10 00 00 | 00 00 10 00
+ * </pre>
+ *
+ * <p>A write's data is a retained slice of the received bytes (no copy); the request owns it. A
+ * write longer than {@code maxPayload} is never buffered: the decoder fails with an
+ * {@link NbdRequestTooLargeException} (which names the cookie, so the handler can answer it) as
+ * soon as the header is in, and so does a bad magic with a {@link CorruptedFrameException}. Either
+ * way the stream cannot be resynchronised, and the decoder discards every later byte.
+ */
+final class NbdRequestDecoder extends ByteToMessageDecoder {
+    /** Length of the fixed part. */
+    static final int HEADER = 28;
+
+    private final int maxPayload;
+    private boolean failed;
+
+    /** @param maxPayload the longest write accepted, in bytes */
+    NbdRequestDecoder(int maxPayload) {
+        this.maxPayload = maxPayload;
+    }
+
+    @Override
+    protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
+        if (failed) {
+            in.skipBytes(in.readableBytes());
+            return;
+        }
+        if (in.readableBytes() < HEADER) {
+            return;
+        }
+        int base = in.readerIndex();
+        int magic = in.getInt(base);
+        int flags = in.getUnsignedShort(base + 4);
+        int type = in.getUnsignedShort(base + 6);
+        long cookie = in.getLong(base + 8);
+        long offset = in.getLong(base + 16);
+        long length = in.getUnsignedInt(base + 24);
+        if (magic != REQUEST_MAGIC) {
+            fail(in);
+            throw new CorruptedFrameException(String.format("bad request magic 0x%08x", magic));
+        }
+        ByteBuf data = Unpooled.EMPTY_BUFFER;
+        if (type == CMD_WRITE) {
+            if (length > maxPayload) {
+                fail(in);
+                throw new NbdRequestTooLargeException(type, cookie, length, maxPayload);
+            }
+            if (in.readableBytes() < HEADER + length) {
+                return;
+            }
+            data = in.skipBytes(HEADER).readRetainedSlice((int) length);
+        } else {
+            in.skipBytes(HEADER);
+        }
+        out.add(new NbdRequest(flags, type, cookie, offset, length, data));
+    }
+
+    private void fail(ByteBuf in) {
+        failed = true;
+        in.skipBytes(in.readableBytes());
+    }
+
+    /** Bytes held for an incomplete request (for tests: never more than one request's worth). */
+    int buffered() {
+        return actualReadableBytes();
+    }
+}
