@@ -89,7 +89,7 @@ final class Daemon {
             return;
         }
         LOG.info("shutting down ({})", reason);
-        events.publish("SHUTDOWN", Json.object().put("guest", false).put("reason", reason));
+        events.publish(new io.blockjobs.platform.event.QmpEvent.Shutdown(false, reason));
         try {
             schedules.close();
             workflows.close(); // cancels the workflows' jobs while QMP still runs

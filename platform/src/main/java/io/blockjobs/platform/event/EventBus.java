@@ -1,5 +1,6 @@
 package io.blockjobs.platform.event;
 
+import io.blockjobs.platform.Json;
 import java.time.Instant;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.function.Consumer;
@@ -20,14 +21,16 @@ public final class EventBus {
     }
 
     /** Publishes an event now. */
-    public synchronized void publish(String name, ObjectNode data) {
-        Event event = new Event(name, data, Instant.now());
+    public synchronized void publish(QmpEvent event) {
+        String name = QmpEvent.nameOf(event.getClass());
+        ObjectNode data = Json.MAPPER.valueToTree(event);
+        Event e = new Event(name, data, Instant.now(), event);
         LOG.debug("event {} {}", name, data);
         for (Consumer<Event> s : subscribers) {
             try {
-                s.accept(event);
-            } catch (RuntimeException e) {
-                LOG.warn("event subscriber failed on {}", name, e);
+                s.accept(e);
+            } catch (RuntimeException ex) {
+                LOG.warn("event subscriber failed on {}", name, ex);
             }
         }
     }

@@ -2,6 +2,7 @@ package io.blockjobs.platform.job;
 
 import io.blockjobs.platform.Json;
 import io.blockjobs.platform.event.EventBus;
+import io.blockjobs.platform.event.QmpEvent;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.job.ErrorAction;
 import io.blockjobs.sdk.job.JobBody;
@@ -114,7 +115,7 @@ public final class Job implements JobContext {
                 throw new IllegalStateException("job " + id + ": " + status + " cannot become " + next);
             }
             status = next;
-            events.publish("JOB_STATUS_CHANGE", Json.object().put("status", next.qmpName()).put("id", id));
+            events.publish(new QmpEvent.JobStatusChange(next.qmpName(), id));
             changed.signalAll();
         } finally {
             lock.unlock();
@@ -394,7 +395,7 @@ public final class Job implements JobContext {
         try {
             if (status == JobStatus.RUNNING) {
                 transition(JobStatus.READY);
-                events.publish("BLOCK_JOB_READY", blockJobEventData());
+                events.publish(new QmpEvent.BlockJobReady(type, id, length, offset, speed));
             }
         } finally {
             lock.unlock();
@@ -421,8 +422,7 @@ public final class Job implements JobContext {
             case STOP -> "stop";
             case ENOSPC, AUTO -> noSpace ? "stop" : "report";
         };
-        events.publish("BLOCK_JOB_ERROR", Json.object().put("device", id)
-                .put("operation", read ? "read" : "write").put("action", action));
+        events.publish(new QmpEvent.BlockJobError(id, read ? "read" : "write", action));
         switch (action) {
             case "ignore" -> {
                 return ErrorAction.IGNORE;
@@ -452,11 +452,21 @@ public final class Job implements JobContext {
 
     // ---- reporting -------------------------------------------------------------------------------
 
-    ObjectNode blockJobEventData() {
+    /** {@code BLOCK_JOB_COMPLETED}, with {@code error} if the job failed (null: it did not). */
+    QmpEvent.BlockJobCompleted completedEvent(String error) {
         lock.lock();
         try {
-            return Json.object().put("type", type).put("device", id).put("len", length).put("offset", offset)
-                    .put("speed", speed);
+            return new QmpEvent.BlockJobCompleted(type, id, length, offset, speed, java.util.Optional.ofNullable(error));
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** {@code BLOCK_JOB_CANCELLED}. */
+    QmpEvent.BlockJobCancelled cancelledEvent() {
+        lock.lock();
+        try {
+            return new QmpEvent.BlockJobCancelled(type, id, length, offset, speed);
         } finally {
             lock.unlock();
         }

@@ -2,6 +2,7 @@ package io.blockjobs.platform.job;
 
 import io.blockjobs.platform.Json;
 import io.blockjobs.platform.event.EventBus;
+import io.blockjobs.platform.event.QmpEvent;
 import io.blockjobs.platform.graph.BlockGraph;
 import io.blockjobs.platform.graph.Edge;
 import io.blockjobs.platform.graph.GraphNode;
@@ -373,7 +374,7 @@ public final class JobManager implements AutoCloseable {
         }
         for (Job m : txn.members) {
             if (m.blockJob() && !m.autoFinalize()) {
-                events.publish("BLOCK_JOB_PENDING", Json.object().put("type", m.type()).put("id", m.id()));
+                events.publish(new QmpEvent.BlockJobPending(m.type(), m.id()));
             }
         }
     }
@@ -433,7 +434,7 @@ public final class JobManager implements AutoCloseable {
         for (Job m : txn.members) {
             clean(m);
             if (m.blockJob()) {
-                events.publish("BLOCK_JOB_COMPLETED", m.blockJobEventData());
+                events.publish(m.completedEvent(null));
             }
             conclude(m);
         }
@@ -475,13 +476,8 @@ public final class JobManager implements AutoCloseable {
             }
             clean(m);
             if (m.blockJob()) {
-                var data = m.blockJobEventData();
                 String error = m.error();
-                if (error != null) {
-                    events.publish("BLOCK_JOB_COMPLETED", data.put("error", error));
-                } else {
-                    events.publish("BLOCK_JOB_CANCELLED", data);
-                }
+                events.publish(error != null ? m.completedEvent(error) : m.cancelledEvent());
             }
             conclude(m);
         }

@@ -44,7 +44,6 @@ public final class NbdCommands {
     }
 
     public static void register(QmpDispatcher d, NbdServer server) {
-        CoreCommands.declareEvent("BLOCK_EXPORT_DELETED", ExportDelArgs.class);
         d.register(QmpCommand.of("nbd-server-start", ServerStartArgs.class, null, a -> {
             if (a.tlsCreds().isPresent() || a.tlsAuthz().isPresent()) {
                 throw new CommandException("TLS is not supported by this NBD server");

@@ -160,7 +160,7 @@ public final class NbdServer implements AutoCloseable {
         byId.remove(id);
         byName.remove(export.name());
         graph.detachRoot(export.backend());
-        events.publish("BLOCK_EXPORT_DELETED", Json.object().put("id", id));
+        events.publish(new io.blockjobs.platform.event.QmpEvent.BlockExportDeleted(id));
     }
 
     NbdExport lookup(String name) {

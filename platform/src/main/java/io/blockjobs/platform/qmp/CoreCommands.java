@@ -36,16 +36,16 @@ public final class CoreCommands {
         return g;
     }
 
-    /** Events whose payloads the schema describes; null for none. */
-    private static final Map<String, Class<?>> EVENTS = new LinkedHashMap<>();
-
-    /** Declares an event for {@code query-qmp-schema}. */
-    public static synchronized void declareEvent(String name, Class<?> data) {
-        EVENTS.put(name, data);
+    /** The events {@code query-qmp-schema} lists: every typed event, with its payload. */
+    private static Map<String, Class<?>> events() {
+        Map<String, Class<?>> events = new LinkedHashMap<>();
+        for (Class<? extends io.blockjobs.platform.event.QmpEvent> t : io.blockjobs.platform.event.QmpEvent.types()) {
+            events.put(io.blockjobs.platform.event.QmpEvent.nameOf(t), t);
+        }
+        return events;
     }
 
     public static void register(QmpDispatcher d, String version, Runnable quit) {
-        declareEvent("SHUTDOWN", ShutdownData.class);
         d.register(QmpCommand.of("query-version", Void.class, VersionInfo.class,
                 a -> new VersionInfo(QEMU_VERSION, "blockjobs " + version)));
         d.register(QmpCommand.of("query-commands", Void.class, QmpTypes.listOf(CommandInfo.class), a -> {
@@ -55,17 +55,11 @@ public final class CoreCommands {
             return list;
         }));
         d.register(QmpCommand.of("query-qmp-schema", Void.class, QmpTypes.listOf(tools.jackson.databind.JsonNode.class), a -> {
-            synchronized (CoreCommands.class) {
-                return QmpSchema.of(d.commands(), EVENTS);
-            }
+            return QmpSchema.of(d.commands(), events());
         }));
         d.register(QmpCommand.of("quit", Void.class, null, a -> {
             quit.run();
             return null;
         }));
-    }
-
-    /** {@code SHUTDOWN}'s payload. */
-    public record ShutdownData(boolean guest, String reason) {
     }
 }

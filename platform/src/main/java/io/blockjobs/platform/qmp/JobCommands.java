@@ -29,13 +29,6 @@ public final class JobCommands {
     }
 
     public static void register(QmpDispatcher d, JobManager jobs) {
-        CoreCommands.declareEvent("JOB_STATUS_CHANGE", StatusChange.class);
-        CoreCommands.declareEvent("BLOCK_JOB_COMPLETED", BlockJobEvent.class);
-        CoreCommands.declareEvent("BLOCK_JOB_CANCELLED", BlockJobEvent.class);
-        CoreCommands.declareEvent("BLOCK_JOB_READY", BlockJobEvent.class);
-        CoreCommands.declareEvent("BLOCK_JOB_PENDING", JobIdArgs.class);
-        CoreCommands.declareEvent("BLOCK_JOB_ERROR", ErrorEvent.class);
-
         d.register(QmpCommand.of("query-jobs", Void.class, QmpTypes.listOf(Job.JobInfo.class),
                 a -> jobs.all().stream().map(Job::info).toList()));
         d.register(QmpCommand.of("query-block-jobs", Void.class, QmpTypes.listOf(Job.BlockJobInfo.class),
@@ -67,17 +60,5 @@ public final class JobCommands {
     private static Object done(Runnable r) {
         r.run();
         return null;
-    }
-
-    /** {@code JOB_STATUS_CHANGE}'s payload. */
-    public record StatusChange(String id, String status) {
-    }
-
-    /** {@code BLOCK_JOB_COMPLETED}/{@code CANCELLED}/{@code READY}'s payload. */
-    public record BlockJobEvent(String type, String device, long len, long offset, long speed, Optional<String> error) {
-    }
-
-    /** {@code BLOCK_JOB_ERROR}'s payload. */
-    public record ErrorEvent(String device, String operation, String action) {
     }
 }

@@ -38,24 +38,7 @@ public final class WorkflowCommands {
     public record NameArgs(String name) {
     }
 
-    /** {@code WORKFLOW_STARTED}'s payload. */
-    public record StartedEvent(String id, String script) {
-    }
-
-    /** {@code WORKFLOW_LOG}'s payload. */
-    public record LogEvent(String id, String message) {
-    }
-
-    /** {@code WORKFLOW_FINISHED}'s payload. */
-    public record FinishedEvent(String id, String script, String state, Optional<JsonNode> result,
-                                Optional<WorkflowError> error) {
-    }
-
     public static void register(QmpDispatcher d, WorkflowEngine engine, WorkflowScheduler scheduler) {
-        CoreCommands.declareEvent("WORKFLOW_STARTED", StartedEvent.class);
-        CoreCommands.declareEvent("WORKFLOW_LOG", LogEvent.class);
-        CoreCommands.declareEvent("WORKFLOW_FINISHED", FinishedEvent.class);
-
         d.register(QmpCommand.of("workflow-run", RunArgs.class, RunReply.class, a -> new RunReply(engine.start(
                 new WorkflowEngine.Request(a.script(), a.args().orElse(null), a.id(), a.timeout(), a.maxStatements(),
                         a.cpuTime(), Optional.empty())))));

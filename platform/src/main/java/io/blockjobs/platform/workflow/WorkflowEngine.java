@@ -2,6 +2,7 @@ package io.blockjobs.platform.workflow;
 
 import io.blockjobs.platform.Json;
 import io.blockjobs.platform.event.EventBus;
+import io.blockjobs.platform.event.QmpEvent;
 import io.blockjobs.sdk.error.CommandException;
 import java.io.IOException;
 import java.io.InputStream;
@@ -126,7 +127,7 @@ public final class WorkflowEngine implements AutoCloseable {
             runs.put(id, run);
             trimFinished();
         }
-        events.publish("WORKFLOW_STARTED", Json.object().put("id", run.id).put("script", run.script));
+        events.publish(new QmpEvent.WorkflowStarted(run.id, run.script));
         run.start();
         return run.id;
     }
@@ -308,16 +309,15 @@ public final class WorkflowEngine implements AutoCloseable {
     }
 
     void logged(WorkflowRun run, String message) {
-        events.publish("WORKFLOW_LOG", Json.object().put("id", run.id).put("message", message));
+        events.publish(new QmpEvent.WorkflowLog(run.id, message));
     }
 
     void finished(WorkflowRun run) {
-        ObjectNode data = Json.object().put("id", run.id).put("script", run.script).put("state", run.state().qmpName());
-        run.result().ifPresent(r -> data.set("result", r));
-        run.error().ifPresent(e -> data.set("error", Json.MAPPER.valueToTree(e)));
         LOG.info("workflow {} ({}) {}{}", run.id, run.script, run.state().qmpName(),
                 run.error().map(e -> ": " + e.desc()).orElse(""));
-        events.publish("WORKFLOW_FINISHED", data);
+        events.publish(new QmpEvent.WorkflowFinished(run.id, run.script, run.state().qmpName(),
+                run.result().map(r -> (tools.jackson.databind.JsonNode) r),
+                run.error().map(e -> new QmpEvent.ErrorInfo(e.errorClass(), e.desc()))));
     }
 
     static String prelude() {

@@ -1,0 +1,103 @@
+package io.blockjobs.platform.event;
+
+import com.fasterxml.jackson.annotation.JsonProperty;
+import java.lang.annotation.ElementType;
+import java.lang.annotation.Retention;
+import java.lang.annotation.RetentionPolicy;
+import java.lang.annotation.Target;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import tools.jackson.databind.JsonNode;
+
+/**
+ * Every event the daemon emits, as QEMU names and shapes it. Each is a record whose components
+ * are the event's {@code data}, serialised by Jackson; its QMP name is on its {@link Name}. The
+ * set is sealed, so {@code query-qmp-schema}'s event list is generated from these very types
+ * ({@link #types()}) and a subscriber can switch over them exhaustively.
+ */
+public sealed interface QmpEvent {
+
+    /** The event's name as QMP spells it. */
+    @Retention(RetentionPolicy.RUNTIME)
+    @Target(ElementType.TYPE)
+    @interface Name {
+        String value();
+    }
+
+    /** The QMP name of an event type. */
+    static String nameOf(Class<? extends QmpEvent> type) {
+        return type.getAnnotation(Name.class).value();
+    }
+
+    /** Every event type, in the order they are declared here. */
+    @SuppressWarnings("unchecked")
+    static List<Class<? extends QmpEvent>> types() {
+        List<Class<? extends QmpEvent>> out = new ArrayList<>();
+        for (Class<?> c : QmpEvent.class.getPermittedSubclasses()) {
+            out.add((Class<? extends QmpEvent>) c);
+        }
+        return out;
+    }
+
+    /** A job's status changed ({@code JobStatus} as QMP spells it). */
+    @Name("JOB_STATUS_CHANGE")
+    record JobStatusChange(String status, String id) implements QmpEvent {
+    }
+
+    /** A block job ended: finished, or failed with {@code error}. */
+    @Name("BLOCK_JOB_COMPLETED")
+    record BlockJobCompleted(String type, String device, long len, long offset, long speed, Optional<String> error)
+            implements QmpEvent {
+    }
+
+    /** A block job was cancelled. */
+    @Name("BLOCK_JOB_CANCELLED")
+    record BlockJobCancelled(String type, String device, long len, long offset, long speed) implements QmpEvent {
+    }
+
+    /** A converging job has converged and accepts {@code job-complete}. */
+    @Name("BLOCK_JOB_READY")
+    record BlockJobReady(String type, String device, long len, long offset, long speed) implements QmpEvent {
+    }
+
+    /** A block job waits for {@code job-finalize}. */
+    @Name("BLOCK_JOB_PENDING")
+    record BlockJobPending(String type, String id) implements QmpEvent {
+    }
+
+    /** A block job met an I/O error and did {@code action} about it. */
+    @Name("BLOCK_JOB_ERROR")
+    record BlockJobError(String device, String operation, String action) implements QmpEvent {
+    }
+
+    /** An export is gone. */
+    @Name("BLOCK_EXPORT_DELETED")
+    record BlockExportDeleted(String id) implements QmpEvent {
+    }
+
+    /** The daemon is stopping. */
+    @Name("SHUTDOWN")
+    record Shutdown(boolean guest, String reason) implements QmpEvent {
+    }
+
+    /** A workflow run started. */
+    @Name("WORKFLOW_STARTED")
+    record WorkflowStarted(String id, String script) implements QmpEvent {
+    }
+
+    /** A workflow run logged a line. */
+    @Name("WORKFLOW_LOG")
+    record WorkflowLog(String id, String message) implements QmpEvent {
+    }
+
+    /** A workflow run ended: completed with its {@code result}, failed with {@code error}, or cancelled. */
+    @Name("WORKFLOW_FINISHED")
+    record WorkflowFinished(String id, String script, String state, Optional<JsonNode> result,
+                            Optional<ErrorInfo> error) implements QmpEvent {
+    }
+
+    /** A QMP error as a payload member. */
+    record ErrorInfo(@JsonProperty("class") String errorClass, String desc) {
+    }
+}
