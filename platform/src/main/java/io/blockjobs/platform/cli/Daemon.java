@@ -50,7 +50,7 @@ final class Daemon {
         CoreCommands.register(dispatcher, version, () -> dispatcher.onMainLoop(() -> {
             shutdown("host-qmp-quit");
             return null;
-        }));
+        }), drivers);
         BlockCommands.register(dispatcher, graph, jobs);
         io.blockjobs.platform.qmp.GraphQueryCommands.register(dispatcher, graph);
         JobCommands.register(dispatcher, jobs);

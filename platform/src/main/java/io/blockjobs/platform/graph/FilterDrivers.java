@@ -26,6 +26,12 @@ public final class FilterDrivers {
             }
 
             @Override
+            public List<io.blockjobs.sdk.driver.OptionSpec> options() {
+                return List.of(io.blockjobs.sdk.driver.OptionSpec.required("file", "BlockdevRef"),
+                        io.blockjobs.sdk.driver.OptionSpec.optional("bottom", "str"));
+            }
+
+            @Override
             public DriverNode open(DriverContext ctx) {
                 String bottom = ctx.options().optString("bottom");
                 GraphNode bottomNode = bottom == null ? null : graph.require(bottom);

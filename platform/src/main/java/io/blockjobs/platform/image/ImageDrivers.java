@@ -32,6 +32,11 @@ public final class ImageDrivers {
         public DriverNode open(DriverContext context) throws IOException {
             return opener.open(context);
         }
+
+        @Override
+        public List<io.blockjobs.sdk.driver.OptionSpec> options() {
+            return DriverSchemas.of(name);
+        }
     }
 
     @FunctionalInterface

@@ -46,6 +46,12 @@ public final class CoreCommands {
     }
 
     public static void register(QmpDispatcher d, String version, Runnable quit) {
+        register(d, version, quit, null);
+    }
+
+    /** As above; {@code drivers} makes {@code query-qmp-schema} list the registered block drivers. */
+    public static void register(QmpDispatcher d, String version, Runnable quit,
+                                io.blockjobs.platform.graph.DriverRegistry drivers) {
         d.register(QmpCommand.of("query-version", Void.class, VersionInfo.class,
                 a -> new VersionInfo(QEMU_VERSION, "blockjobs " + version)));
         d.register(QmpCommand.of("query-commands", Void.class, QmpTypes.listOf(CommandInfo.class), a -> {
@@ -55,7 +61,13 @@ public final class CoreCommands {
             return list;
         }));
         d.register(QmpCommand.of("query-qmp-schema", Void.class, QmpTypes.listOf(tools.jackson.databind.JsonNode.class), a -> {
-            return QmpSchema.of(d.commands(), events());
+            Map<String, List<io.blockjobs.sdk.driver.OptionSpec>> variants = new LinkedHashMap<>();
+            if (drivers != null) {
+                for (String name : drivers.names()) {
+                    variants.put(name, drivers.get(name).options());
+                }
+            }
+            return QmpSchema.of(d.commands(), events(), variants);
         }));
         d.register(QmpCommand.of("quit", Void.class, null, a -> {
             quit.run();

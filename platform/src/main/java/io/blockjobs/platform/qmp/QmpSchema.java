@@ -23,6 +23,15 @@ final class QmpSchema {
     private int counter;
 
     static List<ObjectNode> of(List<QmpCommand<?>> commands, Map<String, Class<?>> events) {
+        return of(commands, events, Map.of());
+    }
+
+    /**
+     * The schema; {@code drivers} (registered driver names and their options) make
+     * {@code blockdev-add}'s argument QEMU's {@code BlockdevOptions} union, one variant a driver.
+     */
+    static List<ObjectNode> of(List<QmpCommand<?>> commands, Map<String, Class<?>> events,
+                               Map<String, List<io.blockjobs.sdk.driver.OptionSpec>> drivers) {
         QmpSchema s = new QmpSchema();
         s.builtin("str", "string");
         s.builtin("int", "int");
@@ -33,7 +42,11 @@ final class QmpSchema {
         String empty = s.emptyObject();
         for (QmpCommand<?> c : commands) {
             ObjectNode e = Json.object().put("name", c.name()).put("meta-type", "command");
-            e.put("arg-type", c.arguments() == Void.class ? empty : s.name(c.arguments()));
+            if (c.name().equals("blockdev-add") && !drivers.isEmpty()) {
+                e.put("arg-type", s.blockdevOptions(drivers));
+            } else {
+                e.put("arg-type", c.arguments() == Void.class ? empty : s.name(c.arguments()));
+            }
             e.put("ret-type", c.returns() == null || c.returns() == Void.class ? empty : s.name(c.returns()));
             s.entries.add(e);
         }
@@ -46,6 +59,66 @@ final class QmpSchema {
             s.entries.add(e);
         }
         return s.entries;
+    }
+
+    /** QEMU's {@code BlockdevOptions}: the base members, then a variant per registered driver. */
+    private String blockdevOptions(Map<String, List<io.blockjobs.sdk.driver.OptionSpec>> drivers) {
+        String union = String.valueOf(counter++);
+        String driverEnum = String.valueOf(counter++);
+        String ref = String.valueOf(counter++);
+        String refOrNull = String.valueOf(counter++);
+        String cache = String.valueOf(counter++);
+        ObjectNode en = Json.object().put("name", driverEnum).put("meta-type", "enum");
+        ArrayNode em = en.putArray("members");
+        ArrayNode ev = en.putArray("values");
+        drivers.keySet().stream().sorted().forEach(d -> {
+            em.addObject().put("name", d);
+            ev.add(d);
+        });
+        entries.add(en);
+        ObjectNode r = Json.object().put("name", ref).put("meta-type", "alternate");
+        r.putArray("members").add(Json.object().put("type", union)).add(Json.object().put("type", "str"));
+        entries.add(r);
+        ObjectNode rn = Json.object().put("name", refOrNull).put("meta-type", "alternate");
+        rn.putArray("members").add(Json.object().put("type", union)).add(Json.object().put("type", "str"))
+                .add(Json.object().put("type", "null"));
+        entries.add(rn);
+        ObjectNode c = Json.object().put("name", cache).put("meta-type", "object");
+        c.putArray("members").add(optional("direct", "bool")).add(optional("no-flush", "bool"));
+        entries.add(c);
+        ObjectNode u = Json.object().put("name", union).put("meta-type", "object");
+        u.putArray("members").add(Json.object().put("name", "driver").put("type", driverEnum))
+                .add(optional("node-name", "str")).add(optional("discard", "str")).add(optional("cache", cache))
+                .add(optional("read-only", "bool")).add(optional("auto-read-only", "bool"))
+                .add(optional("force-share", "bool")).add(optional("detect-zeroes", "str"));
+        u.put("tag", "driver");
+        ArrayNode variants = u.putArray("variants");
+        entries.add(u);
+        drivers.entrySet().stream().sorted(Map.Entry.comparingByKey()).forEach(d -> {
+            String t = String.valueOf(counter++);
+            ObjectNode o = Json.object().put("name", t).put("meta-type", "object");
+            ArrayNode members = o.putArray("members");
+            for (io.blockjobs.sdk.driver.OptionSpec spec : d.getValue()) {
+                String type = switch (spec.type()) {
+                    case "BlockdevRef" -> ref;
+                    case "BlockdevRefOrNull" -> refOrNull;
+                    default -> spec.type();
+                };
+                ObjectNode m = members.addObject().put("name", spec.name()).put("type", type);
+                if (spec.optional()) {
+                    m.putNull("default");
+                }
+            }
+            entries.add(o);
+            variants.addObject().put("case", d.getKey()).put("type", t);
+        });
+        return union;
+    }
+
+    private static ObjectNode optional(String name, String type) {
+        ObjectNode m = Json.object().put("name", name).put("type", type);
+        m.putNull("default");
+        return m;
     }
 
     private void builtin(String name, String jsonType) {

@@ -165,7 +165,49 @@ class QmpProtocolIT {
             assertThat(args.get("members").get(0).get("name").asString()).isEqualTo("node-name");
             assertThat(args.get("members").get(0).get("type").asString()).isEqualTo("str");
             assertThat(schema.findValuesAsString("meta-type")).contains("event", "builtin", "object", "enum");
+
+            // blockdev-add's argument is QEMU's BlockdevOptions union: one variant per registered driver.
+            JsonNode union = type(schema, entry(schema, "blockdev-add").get("arg-type").asString());
+            assertThat(union.get("tag").asString()).isEqualTo("driver");
+            List<String> cases = union.get("variants").findValuesAsString("case");
+            assertThat(cases).contains("file", "raw", "qcow2", "blkdebug", "copy-on-read")
+                    .doesNotContain("commit_top", "mirror_top");
+            JsonNode driverEnum = type(schema, union.get("members").get(0).get("type").asString());
+            assertThat(driverEnum.get("meta-type").asString()).isEqualTo("enum");
+            assertThat(driverEnum.get("values").toString()).contains("\"qcow2\"", "\"copy-on-read\"");
+            JsonNode file = null;
+            for (JsonNode v : union.get("variants")) {
+                if (v.get("case").asString().equals("file")) {
+                    file = type(schema, v.get("type").asString());
+                }
+            }
+            assertThat(file.get("members").findValuesAsString("name")).contains("filename", "locking", "aio");
+            // The events are the typed ones, with their payloads.
+            List<String> events = new java.util.ArrayList<>();
+            for (JsonNode e : schema) {
+                if (e.get("meta-type").asString().equals("event")) {
+                    events.add(e.get("name").asString());
+                }
+            }
+            assertThat(events).contains("JOB_STATUS_CHANGE", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED",
+                    "BLOCK_JOB_READY", "BLOCK_JOB_PENDING", "BLOCK_JOB_ERROR", "BLOCK_EXPORT_DELETED", "SHUTDOWN");
+            JsonNode completed = type(schema, entry(schema, "BLOCK_JOB_COMPLETED").get("arg-type").asString());
+            assertThat(completed.get("members").findValuesAsString("name"))
+                    .containsExactly("type", "device", "len", "offset", "speed", "error");
         }
+    }
+
+    private static JsonNode entry(JsonNode schema, String name) {
+        for (JsonNode e : schema) {
+            if (e.get("name").asString().equals(name)) {
+                return e;
+            }
+        }
+        throw new AssertionError("no schema entry " + name);
+    }
+
+    private static JsonNode type(JsonNode schema, String name) {
+        return entry(schema, name);
     }
 
     @Test

@@ -15,6 +15,14 @@ public interface BlockDriver {
     String name();
 
     /**
+     * The driver's own options (besides the ones every node takes), for {@code query-qmp-schema};
+     * none by default.
+     */
+    default java.util.List<OptionSpec> options() {
+        return java.util.List.of();
+    }
+
+    /**
      * Opens one node, on the daemon's main loop. Read the options through
      * {@link DriverContext#options()} (members nobody read are refused afterwards, as QEMU
      * does) and attach children through {@link DriverContext#child}. Throw
