@@ -55,7 +55,7 @@ final class Daemon {
         io.blockjobs.platform.qmp.GraphQueryCommands.register(dispatcher, graph);
         JobCommands.register(dispatcher, jobs);
         NbdCommands.register(dispatcher, nbd);
-        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, drivers, version);
+        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, drivers);
         PluginCommands.register(dispatcher, plugins);
         TransactionCommand.register(dispatcher, jobs, plugins, graph);
         workflows = new WorkflowEngine(events, dispatcher::execute, home().resolve("scripts"));

@@ -15,7 +15,6 @@ import java.util.Optional;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.stream.Stream;
-import org.pf4j.DefaultPluginManager;
 import org.pf4j.PluginManager;
 import org.pf4j.PluginState;
 import org.pf4j.PluginWrapper;
@@ -25,7 +24,10 @@ import org.slf4j.LoggerFactory;
 /**
  * The PF4J plugin manager, run on the daemon's main loop only (PF4J is not thread-safe). A
  * plugin's job commands are registered when it starts and removed before it stops; a plugin
- * that fails to load is recorded with its reason, and the others go on.
+ * that fails to load is recorded with its reason, and the others go on. A plugin whose
+ * {@code plugin.requires} does not admit this SDK ({@link io.blockjobs.sdk.plugin.Sdk#VERSION})
+ * is refused, and a plugin's classes see only the SDK, PF4J, SLF4J and the JDK
+ * ({@link SdkPluginManager}).
  */
 public final class PluginHost {
     private static final Logger LOG = LoggerFactory.getLogger(PluginHost.class);
@@ -57,13 +59,11 @@ public final class PluginHost {
     private final Map<String, Contributions> contributed = new LinkedHashMap<>();
     private final Map<String, String> failures = new LinkedHashMap<>(); // path -> reason
 
-    public PluginHost(CommandSink dispatcher, JobManager jobs, io.blockjobs.platform.graph.DriverRegistry drivers,
-                      String systemVersion) {
+    public PluginHost(CommandSink dispatcher, JobManager jobs, io.blockjobs.platform.graph.DriverRegistry drivers) {
         this.dispatcher = dispatcher;
         this.jobs = jobs;
         this.drivers = drivers;
-        this.manager = new DefaultPluginManager(List.of());
-        this.manager.setSystemVersion(systemVersion.replace("-SNAPSHOT", ""));
+        this.manager = new SdkPluginManager();
     }
 
     /** QMP's {@code PluginInfo}. */
@@ -95,6 +95,9 @@ public final class PluginHost {
         String id;
         try {
             id = manager.loadPlugin(jar);
+        } catch (SdkPluginManager.Refused e) {
+            failures.put(jar.toString(), e.getMessage());
+            throw new CommandException(e.getMessage());
         } catch (RuntimeException e) {
             failures.put(jar.toString(), reason(e));
             throw new CommandException("Could not load plugin '" + path + "': " + reason(e));

@@ -6,6 +6,7 @@ import static org.assertj.core.api.Assertions.assertThat;
 import io.blockjobs.platform.testkit.DaemonProcess;
 import io.blockjobs.platform.testkit.Qemu;
 import io.blockjobs.platform.testkit.QmpClient;
+import io.blockjobs.sdk.plugin.Sdk;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -375,5 +376,48 @@ class JobLifecycleIT {
              QmpClient c = QmpClient.connect(d.qmpSocket)) {
             assertThat(c.ok("query-plugins").toString()).contains("broken.jar").contains("null-job");
         }
+    }
+
+    @Test
+    void aPluginBuiltForAnotherSdkIsRefusedWithTheReason() throws Exception {
+        String nullJar = null;
+        for (JsonNode p : qmp.ok("query-plugins")) {
+            if (p.get("id").asString().equals("null-job")) {
+                nullJar = p.get("path").asString();
+            }
+        }
+        assertThat(nullJar).isNotNull();
+        // The distribution's null plugin, as if built for the SDK's next major version.
+        String next = "^" + (Integer.parseInt(Sdk.VERSION.split("\\.")[0]) + 1) + ".0.0";
+        Path future = dir.resolve("future.jar");
+        try (java.util.zip.ZipFile in = new java.util.zip.ZipFile(nullJar);
+             java.util.zip.ZipOutputStream out = new java.util.zip.ZipOutputStream(Files.newOutputStream(future))) {
+            for (java.util.zip.ZipEntry e : java.util.Collections.list(in.entries())) {
+                byte[] bytes = in.getInputStream(e).readAllBytes();
+                if (e.getName().equals("plugin.properties")) {
+                    String text = new String(bytes, java.nio.charset.StandardCharsets.ISO_8859_1);
+                    assertThat(text).contains("plugin.requires=^" + Sdk.VERSION.split("\\.")[0] + ".");
+                    bytes = text.replace("plugin.id=null-job", "plugin.id=future-job")
+                            .replaceAll("plugin.requires=.*", "plugin.requires=" + next)
+                            .getBytes(java.nio.charset.StandardCharsets.ISO_8859_1);
+                }
+                out.putNextEntry(new java.util.zip.ZipEntry(e.getName()));
+                out.write(bytes);
+                out.closeEntry();
+            }
+        }
+        String reason = "Plugin 'future-job' requires SDK " + next + " but this daemon provides SDK " + Sdk.VERSION
+                + "; rebuild it against SDK " + Sdk.VERSION;
+        assertThat(qmp.error("plugin-load", map("path", future.toString())).get("desc").asString()).isEqualTo(reason);
+        JsonNode failed = null;
+        for (JsonNode p : qmp.ok("query-plugins")) {
+            if (p.get("path").asString().equals(future.toString())) {
+                failed = p;
+            }
+        }
+        assertThat(failed).isNotNull();
+        assertThat(failed.get("state").asString()).isEqualTo("failed");
+        assertThat(failed.get("error").asString()).isEqualTo(reason);
+        assertThat(qmp.ok("query-commands").findValuesAsString("name")).contains("block-null");
     }
 }
