@@ -879,17 +879,16 @@ public final class BlockGraph implements AutoCloseable {
             if (link == null) {
                 break;
             }
+            // A link may end at a never-freeze node (a commit's filter) only if that node is the base.
+            if (neverFreeze.contains(link.child()) && link.child() != base) {
+                throw new CommandException("Cannot freeze '" + link.name() + "' link to '" + link.child().name() + "'");
+            }
             if (frozen(link)) {
                 throw new CommandException("Cannot change '" + link.name() + "' link from '" + i.name() + "' to '"
                         + link.child().name() + "'");
             }
             links.add(link);
             i = link.child();
-        }
-        for (Edge link : links) {
-            if (neverFreeze.contains(link.child())) {
-                throw new CommandException("Cannot freeze '" + link.name() + "' link to '" + link.child().name() + "'");
-            }
         }
         for (Edge link : links) {
             frozenBy.computeIfAbsent(link, k -> new ArrayList<>()).add(owner);
