@@ -57,6 +57,7 @@ final class Daemon {
         io.blockjobs.platform.qmp.GraphQueryCommands.register(dispatcher, graph);
         JobCommands.register(dispatcher, jobs);
         NbdCommands.register(dispatcher, nbd);
+        io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, drivers, version);
         PluginCommands.register(dispatcher, plugins);
         TransactionCommand.register(dispatcher, jobs, plugins, graph);
