@@ -58,7 +58,7 @@ final class Daemon {
         JobCommands.register(dispatcher, jobs);
         NbdCommands.register(dispatcher, nbd);
         io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
-        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, drivers, version);
+        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph, version);
         PluginCommands.register(dispatcher, plugins);
         TransactionCommand.register(dispatcher, jobs, plugins, graph);
         workflows = new WorkflowEngine(events, dispatcher::execute, home().resolve("scripts"));
