@@ -89,7 +89,7 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
     public int waiting(boolean write) {
         lock.lock();
         try {
-            return members.stream().mapToInt(m -> m.pending[write ? WRITE : READ]).sum();
+            return members.stream().mapToInt(m -> m.queues[write ? WRITE : READ].size()).sum();
         } finally {
             lock.unlock();
         }
@@ -116,10 +116,12 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
     /** A request waiting in a member's queue. */
     private static final class Waiter {
         final Condition wake;
-        boolean woken;
+        final long bytes;
+        boolean admitted;
 
-        Waiter(Condition wake) {
+        Waiter(Condition wake, long bytes) {
             this.wake = wake;
+            this.bytes = bytes;
         }
     }
 
@@ -130,7 +132,6 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
 
     private final class MemberImpl implements Member {
         final String name;
-        final int[] pending = new int[2];
         @SuppressWarnings("unchecked")
         final ArrayDeque<Waiter>[] queues = new ArrayDeque[] {new ArrayDeque<Waiter>(), new ArrayDeque<Waiter>()};
         final Armed[] timers = new Armed[2];
@@ -140,11 +141,7 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
             this.name = name;
         }
 
-        /**
-         * Whether requests of a direction still wait in the queue. QEMU asks its pending count,
-         * which also holds requests already woken; here a woken request may take a while to get
-         * the lock, and counting it would arm timers for nobody.
-         */
+        /** QEMU's {@code tgm_has_pending_reqs}. */
         boolean hasQueued(int d) {
             return !queues[d].isEmpty();
         }
@@ -168,7 +165,12 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
         }
     }
 
-    /** QEMU's {@code throttle_group_co_io_limits_intercept}. */
+    /**
+     * QEMU's {@code throttle_group_co_io_limits_intercept}. A request that waits is admitted by
+     * whoever lets it go (a timer, or the request before it), under the lock and at that moment:
+     * in QEMU the woken coroutine runs before anything else can be admitted, and so it is here,
+     * though the woken thread takes a while to run.
+     */
     private void intercept(MemberImpl m, int d, long bytes) throws InterruptedIOException {
         lock.lock();
         try {
@@ -178,34 +180,36 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
             MemberImpl token = nextToken(m, d);
             boolean mustWait = scheduleTimer(token, d);
             // Wait if a timer is armed, or if this member's earlier requests still wait: FIFO.
-            if (mustWait || m.pending[d] > 0) {
-                m.pending[d]++;
-                Waiter w = new Waiter(lock.newCondition());
+            if (mustWait || m.hasQueued(d)) {
+                Waiter w = new Waiter(lock.newCondition(), bytes);
                 m.queues[d].add(w);
                 try {
-                    while (!w.woken) {
+                    while (!w.admitted) {
                         w.wake.await();
                     }
                 } catch (InterruptedException e) {
-                    m.pending[d]--;
-                    if (w.woken) {
-                        if (!m.left) {
-                            scheduleNextRequest(m, d); // its turn came: hand it on
-                        }
-                    } else {
-                        m.queues[d].remove(w);
+                    if (w.admitted) {
+                        Thread.currentThread().interrupt(); // admitted and accounted already: go
+                        return;
                     }
+                    m.queues[d].remove(w);
                     throw new InterruptedIOException("interrupted while throttled by group " + id);
                 }
-                m.pending[d]--;
-                if (m.left) {
-                    return; // woken because the member left; nothing to account any more
-                }
+                return;
             }
             state.account(d == WRITE, bytes);
             scheduleNextRequest(m, d);
         } finally {
             lock.unlock();
+        }
+    }
+
+    /** Admits a waiting request: QEMU's woken request accounting itself. */
+    private void admit(MemberImpl m, int d, Waiter w) {
+        w.admitted = true;
+        w.wake.signal();
+        if (!m.left) {
+            state.account(d == WRITE, w.bytes);
         }
     }
 
@@ -260,34 +264,28 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
         return true;
     }
 
-    /** QEMU's {@code schedule_next_request}: lets the next waiting request go, or arms a timer for it. */
+    /**
+     * QEMU's {@code schedule_next_request}: lets the next waiting request go, or arms a timer for
+     * it. A request let go from this member's own queue runs its own {@code schedule_next_request}
+     * in turn, here in the loop.
+     */
     private void scheduleNextRequest(MemberImpl m, int d) {
-        MemberImpl token = nextToken(m, d);
-        if (!token.hasQueued(d)) {
-            return;
-        }
-        boolean mustWait = scheduleTimer(token, d);
-        if (!mustWait) {
+        while (true) {
+            MemberImpl token = nextToken(m, d);
+            if (!token.hasQueued(d) || scheduleTimer(token, d)) {
+                return;
+            }
             // Prefer the current member's queue; else the token's starts from its timer, at once.
-            if (restartQueue(m, d)) {
-                token = m;
-            } else {
+            Waiter w = m.queues[d].poll();
+            if (w == null) {
                 arm(token, d, time.nanoTime());
                 anyTimerArmed[d] = true;
+                tokens[d] = token;
+                return;
             }
-            tokens[d] = token;
+            tokens[d] = m;
+            admit(m, d, w);
         }
-    }
-
-    /** {@code qemu_co_queue_next}: wakes the member's first waiting request, if any. */
-    private boolean restartQueue(MemberImpl m, int d) {
-        Waiter w = m.queues[d].poll();
-        if (w == null) {
-            return false;
-        }
-        w.woken = true;
-        w.wake.signal();
-        return true;
     }
 
     /** {@code timer_mod}: (re)arms the member's timer of a direction. */
@@ -309,9 +307,11 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
             }
             m.timers[d] = null;
             anyTimerArmed[d] = false;
-            if (!restartQueue(m, d)) {
-                scheduleNextRequest(m, d);
+            Waiter w = m.queues[d].poll();
+            if (w != null) {
+                admit(m, d, w);
             }
+            scheduleNextRequest(m, d);
         } finally {
             lock.unlock();
         }
@@ -336,8 +336,8 @@ public final class ThrottleGroupImpl implements ThrottleGroup {
                     anyTimerArmed[d] = false;
                     hadTimer[d] = true;
                 }
-                while (restartQueue(m, d)) {
-                    // wake them all: they return without accounting
+                for (Waiter w; (w = m.queues[d].poll()) != null; ) {
+                    admit(m, d, w); // let go, unaccounted: the member is gone
                 }
                 if (tokens[d] == m) {
                     MemberImpl next = nextMember(m);

@@ -104,26 +104,41 @@ class ThrottleGroupImplTest {
     }
 
     @Test
-    void concurrentRequestsShareTheRateAndEachMemberKeepsItsOrder() throws Exception {
-        ThrottleGroupImpl g = group(new ThrottleConfig().avg(Bucket.BPS_TOTAL, MIB));
+    void concurrentWritersShareTheRate() throws Exception {
+        ThrottleGroupImpl g = group(new ThrottleConfig().avg(Bucket.BPS_WRITE, MIB));
         ThrottleGroup.Member a = g.join("a");
         ThrottleGroup.Member b = g.join("b");
-        List<String> order = new CopyOnWriteArrayList<>();
         List<CompletableFuture<Void>> tasks = new ArrayList<>();
         for (int t = 0; t < 4; t++) {
             ThrottleGroup.Member m = t % 2 == 0 ? a : b;
-            String name = (t % 2 == 0 ? "a" : "b") + t;
+            tasks.add(start(() -> {
+                for (int i = 0; i < 32; i++) {
+                    m.acquire(true, 64 * KIB);
+                }
+            }));
+        }
+        // 128 requests of 64 KiB from four threads and two members, one timer: as one writer
+        assertThat(runToEnd(tasks)).isCloseTo(8 - 0.0625 - 0.1, within(1e-6));
+    }
+
+    @Test
+    void readsAndWritesShareTotalLimits() throws Exception {
+        ThrottleGroupImpl g = group(new ThrottleConfig().avg(Bucket.BPS_TOTAL, MIB));
+        ThrottleGroup.Member a = g.join("a");
+        ThrottleGroup.Member b = g.join("b");
+        List<CompletableFuture<Void>> tasks = new ArrayList<>();
+        for (int t = 0; t < 4; t++) {
+            ThrottleGroup.Member m = t % 2 == 0 ? a : b;
             boolean write = t < 2;
             tasks.add(start(() -> {
                 for (int i = 0; i < 32; i++) {
                     m.acquire(write, 64 * KIB);
-                    order.add(name);
                 }
             }));
         }
-        // 128 requests of 64 KiB from four threads, two members, reads and writes: one total rate
-        assertThat(runToEnd(tasks)).isCloseTo(8 - 0.0625 - 0.1, within(1e-6));
-        assertThat(order).hasSize(128);
+        // Reads and writes have a timer each, as in QEMU: when both fire at once both go, so the
+        // end may come one request early; over the run the rate is the total's.
+        assertThat(runToEnd(tasks)).isCloseTo(8 - 0.0625 - 0.1, within(0.0625 + 1e-6));
     }
 
     @Test

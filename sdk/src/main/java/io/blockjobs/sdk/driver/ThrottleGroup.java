@@ -35,8 +35,9 @@ public interface ThrottleGroup {
          * the next one waits for it. May be called from many threads at once.
          *
          * @param write whether the request writes (write, write-zeroes, discard) or reads
-         * @throws InterruptedIOException if the waiting thread was interrupted; the request was
-         *         not accounted
+         * @throws InterruptedIOException if the waiting thread was interrupted before the
+         *         request's turn came; it was not accounted (interrupted after it, the call
+         *         returns normally with the thread's interrupt status set)
          */
         void acquire(boolean write, long bytes) throws InterruptedIOException;
 
