@@ -1,6 +1,7 @@
 package io.blockjobs.platform.cli;
 
 import io.blockjobs.platform.nbd.NbdCommands;
+import io.blockjobs.platform.qmp.ObjectCommands;
 import io.blockjobs.sdk.error.CommandException;
 import java.io.IOException;
 import java.net.InetAddress;
@@ -47,7 +48,7 @@ public final class BlockjobDaemon {
     }
 
     private static final List<String> WITH_VALUE =
-            List.of("blockdev", "chardev", "monitor", "nbd-server", "export", "pidfile", "plugins",
+            List.of("blockdev", "object", "chardev", "monitor", "nbd-server", "export", "pidfile", "plugins",
                     "workflow-schedule");
 
     public static void main(String[] args) {
@@ -158,6 +159,8 @@ public final class BlockjobDaemon {
             try {
                 switch (o.name()) {
                     case "blockdev" -> daemon.graph.add(KeyValue.parse(o.value(), null));
+                    case "object" -> ObjectCommands.add(daemon.graph, KeyValue.parse(o.value(), "qom-type"),
+                            !o.value().strip().startsWith("{"));
                     case "chardev" -> {
                         ObjectNode c = KeyValue.parse(o.value(), "backend");
                         String id = text(c, "id", o);
@@ -277,6 +280,8 @@ public final class BlockjobDaemon {
                 takes QEMU's key=value syntax or a JSON object.
 
                   --blockdev OPTIONS     add a block node, e.g. driver=file,node-name=f0,filename=disk.qcow2
+                  --object throttle-group,id=ID,limits.bps-total=N[,limits.iops-write=N...]
+                                         a throttle group for throttle nodes (QEMU's ThrottleLimits)
                   --chardev socket,id=ID,path=PATH,server=on,wait=off
                   --chardev socket,id=ID,host=127.0.0.1,port=PORT,server=on,wait=off
                                          a socket for a monitor (unix sockets are created mode 0600)

@@ -55,7 +55,8 @@ final class Daemon {
         io.blockjobs.platform.qmp.GraphQueryCommands.register(dispatcher, graph);
         JobCommands.register(dispatcher, jobs);
         NbdCommands.register(dispatcher, nbd);
-        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, drivers);
+        io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
+        plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph);
         PluginCommands.register(dispatcher, plugins);
         TransactionCommand.register(dispatcher, jobs, plugins, graph);
         workflows = new WorkflowEngine(events, dispatcher::execute, home().resolve("scripts"));

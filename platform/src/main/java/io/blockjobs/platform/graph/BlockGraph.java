@@ -130,7 +130,7 @@ public final class BlockGraph implements AutoCloseable {
         GraphNode node = new GraphNode(name, driverName, monitorOwned, nodeOptions);
         nodes.put(name, node);
         Opening ctx = new Opening(node, o, opened, chain);
-        DriverNode driverNode;
+        DriverNode driverNode = null;
         try {
             driverNode = driver.open(ctx);
             o.checkAllUsed();
@@ -138,6 +138,7 @@ public final class BlockGraph implements AutoCloseable {
             ctx.abandon(null);
             throw new CommandException(message(e));
         } catch (RuntimeException e) {
+            closeQuietly(driverNode); // opened, then refused for a member nobody read
             ctx.abandon(null);
             throw e;
         }
@@ -1067,6 +1068,17 @@ public final class BlockGraph implements AutoCloseable {
             } catch (IOException e) {
                 LOG.warn("closing {}: {}", n.name(), e.getMessage());
             }
+        }
+    }
+
+    private static void closeQuietly(DriverNode n) {
+        if (n == null) {
+            return;
+        }
+        try {
+            n.close();
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("closing a node that failed to open: {}", message(e));
         }
     }
 

@@ -1,5 +1,6 @@
 package io.blockjobs.platform.plugin;
 
+import io.blockjobs.platform.graph.BlockGraph;
 import io.blockjobs.platform.job.JobManager;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.job.JobCommand;
@@ -56,13 +57,15 @@ public final class PluginHost {
     private final CommandSink dispatcher;
     private final JobManager jobs;
     private final io.blockjobs.platform.graph.DriverRegistry drivers;
+    private final BlockGraph graph;
     private final Map<String, Contributions> contributed = new LinkedHashMap<>();
     private final Map<String, String> failures = new LinkedHashMap<>(); // path -> reason
 
-    public PluginHost(CommandSink dispatcher, JobManager jobs, io.blockjobs.platform.graph.DriverRegistry drivers) {
+    public PluginHost(CommandSink dispatcher, JobManager jobs, BlockGraph graph) {
         this.dispatcher = dispatcher;
         this.jobs = jobs;
-        this.drivers = drivers;
+        this.graph = graph;
+        this.drivers = graph.drivers();
         this.manager = new SdkPluginManager();
     }
 
@@ -168,7 +171,10 @@ public final class PluginHost {
                 .filter(c -> c.name().equals(name)).findFirst();
     }
 
-    /** QMP {@code plugin-unload}: refused while a job of the plugin's types exists. */
+    /**
+     * QMP {@code plugin-unload}: refused while a job of the plugin's types exists, or a node
+     * opened by one of its drivers (the node's code lives in the plugin's class loader).
+     */
     public void unload(String id) {
         PluginWrapper w = manager.getPlugin(id);
         if (w == null) {
@@ -180,6 +186,12 @@ public final class PluginHost {
         String job = jobs.jobOfType(types);
         if (job != null) {
             throw new CommandException("Plugin '" + id + "' has job '" + job + "'; cancel or dismiss it first");
+        }
+        for (io.blockjobs.platform.graph.GraphNode n : graph.all()) {
+            if (cs.drivers().contains(n.driver())) {
+                throw new CommandException("Plugin '" + id + "' has block node '" + n.name() + "' (driver '"
+                        + n.driver() + "'); delete it first");
+            }
         }
         cs.commandNames().forEach(dispatcher::remove);
         cs.drivers().forEach(drivers::unregister);

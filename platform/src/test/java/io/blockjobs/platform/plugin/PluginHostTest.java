@@ -40,8 +40,8 @@ class PluginHostTest {
 
     @BeforeEach
     void host() {
-        DriverRegistry drivers = new DriverRegistry();
-        JobManager jobs = new JobManager(new EventBus(), new BlockGraph(drivers), new JobManager.MainLoop() {
+        BlockGraph graph = new BlockGraph(new DriverRegistry());
+        JobManager jobs = new JobManager(new EventBus(), graph, new JobManager.MainLoop() {
             @Override
             public <T> T call(Callable<T> task) throws Exception {
                 return task.call();
@@ -62,7 +62,7 @@ class PluginHostTest {
             public void remove(String name) {
                 commands.remove(name);
             }
-        }, jobs, drivers);
+        }, jobs, graph);
     }
 
     /** A plugin whose {@code x-probe} command loads each class named and returns the class or the exception. */
