@@ -4,6 +4,7 @@ import static io.blockjobs.platform.nbd.Nbd.*;
 
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.Errno;
 import io.blockjobs.sdk.block.RequestFlag;
 import io.netty.buffer.ByteBuf;
 import io.netty.channel.ChannelHandlerContext;
@@ -536,7 +537,7 @@ final class NbdConnection extends ByteToMessageDecoder {
 
     /** The NBD error for a failed request, by its errno (QEMU's {@code system_errno_to_nbd_errno}). */
     private static int errno(IOException e) {
-        return switch (io.blockjobs.sdk.block.Errno.of(e)) {
+        return switch (Errno.of(e)) {
             case EPERM, EACCES, EROFS -> EPERM;
             case EIO -> EIO;
             case ENOMEM -> ENOMEM;
