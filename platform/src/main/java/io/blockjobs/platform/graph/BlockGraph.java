@@ -248,11 +248,17 @@ public final class BlockGraph implements AutoCloseable {
                     + "', expected: string or object");
         }
 
+        /**
+         * Attaches a child and checks permissions at once, as QEMU's {@code bdrv_open_child}
+         * does: a conflict is reported before the driver goes on (to a backing file named in
+         * the header, say, whose lock would fail first).
+         */
         private Edge attach(String key, ChildRole role, GraphNode child) {
             Edge e = new Edge(node, key, role, child);
             node.children.add(e);
             child.parents.add(0, e);
             attached.add(e);
+            refreshPermissions();
             return e;
         }
 
@@ -441,6 +447,7 @@ public final class BlockGraph implements AutoCloseable {
             refreshPermissions();
         } catch (RuntimeException ex) {
             detach(e);
+            refreshPermissionsQuietly(); // the other edges' permissions as they were
             throw ex;
         }
         return e;
@@ -1055,6 +1062,7 @@ public final class BlockGraph implements AutoCloseable {
                 LOG.warn("closing {}: {}", n.name(), e.getMessage());
             }
         }
+        refreshPermissionsQuietly(); // the edges that stay take what they took before the failed open
     }
 
     static String message(Exception e) {
