@@ -888,8 +888,13 @@ public final class BlockGraph implements AutoCloseable {
             frozenBy.computeIfAbsent(link, k -> new ArrayList<>()).add(owner);
             link.freeze();
         }
+        boolean[] unfrozen = new boolean[1];
         return () -> {
             synchronized (BlockGraph.this) {
+                if (unfrozen[0]) {
+                    return; // once: a later freeze of the same links by another owner stays
+                }
+                unfrozen[0] = true;
                 for (Edge link : links) {
                     List<Object> by = frozenBy.get(link);
                     if (by != null) {
