@@ -67,6 +67,7 @@ public final class BlockGraph implements AutoCloseable {
     private final Set<GraphNode> neverFreeze = new HashSet<>();
     private final Set<GraphNode> writesUnchanged = new HashSet<>();
     private final Map<String, Object> objects = new LinkedHashMap<>();
+    private final List<Drain> drains = new ArrayList<>(); // in progress; guarded by itself
     private final DriverRegistry drivers;
     private int generated;
 
@@ -450,6 +451,7 @@ public final class BlockGraph implements AutoCloseable {
             refreshPermissionsQuietly(); // the other edges' permissions as they were
             throw ex;
         }
+        joinDrains(e);
         return e;
     }
 
@@ -829,31 +831,75 @@ public final class BlockGraph implements AutoCloseable {
     // ---- drain -----------------------------------------------------------------------------------------------
 
     /**
-     * Begins a drain of {@code node}: users that reach it from above (exports) hold new requests
-     * and the requests in flight end; jobs' own requests go on. Close the handle on any thread to
-     * end it; drains nest.
+     * Begins a drain of {@code node}: users that reach it from above (exports), and those
+     * attached while the drain lasts, hold new requests and the requests in flight end; jobs' own
+     * requests go on. Close the handle on any thread to end it (once); drains nest.
      */
     public AutoCloseable drain(GraphNode node) {
-        List<Edge.Gate> gates = new ArrayList<>();
+        Drain d = new Drain(node);
+        List<Edge.Gate> gates;
         synchronized (this) {
-            for (Edge r : roots) {
-                if (r.gate() != null && r.child().subtree().contains(node)) {
-                    gates.add(r.gate());
+            synchronized (drains) {
+                for (Edge r : roots) {
+                    if (r.gate() != null && r.child().subtree().contains(node)) {
+                        d.gates.add(r.gate());
+                    }
+                }
+                d.gates.forEach(Edge.Gate::close);
+                gates = List.copyOf(d.gates);
+                drains.add(d);
+            }
+        }
+        gates.forEach(Edge.Gate::awaitIdle);
+        return d;
+    }
+
+    /**
+     * One drain in progress: the gates it closed, and those of exports attached since (QEMU
+     * quiesces a user attached to a drained node). Its own lock, not the graph's: the thread
+     * that ends it may not be the main loop.
+     */
+    private final class Drain implements AutoCloseable {
+        final GraphNode node;
+        final List<Edge.Gate> gates = new ArrayList<>();
+        boolean ended;
+
+        Drain(GraphNode node) {
+            this.node = node;
+        }
+
+        @Override
+        public void close() {
+            List<Edge.Gate> opened;
+            synchronized (drains) {
+                if (ended) {
+                    return; // once
+                }
+                ended = true;
+                drains.remove(this);
+                opened = List.copyOf(gates);
+            }
+            opened.forEach(Edge.Gate::open);
+        }
+    }
+
+    /** Holds a new root edge's requests off if a drain in progress covers its node. */
+    private void joinDrains(Edge root) {
+        if (root.gate() == null) {
+            return;
+        }
+        synchronized (drains) {
+            List<GraphNode> below = null;
+            for (Drain d : drains) {
+                if (below == null) {
+                    below = root.child().subtree();
+                }
+                if (below.contains(d.node)) {
+                    root.gate().close();
+                    d.gates.add(root.gate());
                 }
             }
         }
-        gates.forEach(Edge.Gate::close);
-        gates.forEach(Edge.Gate::awaitIdle);
-        boolean[] ended = new boolean[1];
-        return () -> {
-            synchronized (ended) {
-                if (ended[0]) {
-                    return;
-                }
-                ended[0] = true;
-            }
-            gates.forEach(Edge.Gate::open);
-        };
     }
 
     // ---- frozen backing links ------------------------------------------------------------------------------
