@@ -84,12 +84,22 @@ final class GraphFixture implements AutoCloseable {
      * file node ({@code f-top}, ...), images of {@code size} bytes whose headers name their backing files.
      */
     void chain(long size) throws IOException {
-        Path base = qcow2("base.qcow2", size, null);
-        Path mid = qcow2("mid.qcow2", size, "base.qcow2");
-        Path top = qcow2("top.qcow2", size, "mid.qcow2");
-        qcow2Node("base", base, null);
-        qcow2Node("mid", mid, "base");
-        qcow2Node("top", top, "mid");
+        chainImages(size);
+        openChain();
+    }
+
+    /** The images of {@link #chain}, not opened yet. */
+    void chainImages(long size) throws IOException {
+        qcow2("base.qcow2", size, null);
+        qcow2("mid.qcow2", size, "base.qcow2");
+        qcow2("top.qcow2", size, "mid.qcow2");
+    }
+
+    /** Opens the images of {@link #chainImages} as {@link #chain} does. */
+    void openChain() {
+        qcow2Node("base", dir.resolve("base.qcow2"), null);
+        qcow2Node("mid", dir.resolve("mid.qcow2"), "base");
+        qcow2Node("top", dir.resolve("top.qcow2"), "mid");
     }
 
     GraphNode node(String name) {
