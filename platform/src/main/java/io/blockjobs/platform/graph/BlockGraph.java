@@ -67,6 +67,7 @@ public final class BlockGraph implements AutoCloseable {
     private final Set<GraphNode> neverFreeze = new HashSet<>();
     private final Set<GraphNode> writesUnchanged = new HashSet<>();
     private final Map<String, Object> objects = new LinkedHashMap<>();
+    private final List<Drain> drains = new ArrayList<>(); // in progress; guarded by itself
     private final DriverRegistry drivers;
     private int generated;
 
@@ -258,11 +259,17 @@ public final class BlockGraph implements AutoCloseable {
                     + "', expected: string or object");
         }
 
+        /**
+         * Attaches a child and checks permissions at once, as QEMU's {@code bdrv_open_child}
+         * does: a conflict is reported before the driver goes on (to a backing file named in
+         * the header, say, whose lock would fail first).
+         */
         private Edge attach(String key, ChildRole role, GraphNode child) {
             Edge e = new Edge(node, key, role, child);
             node.children.add(e);
             child.parents.add(0, e);
             attached.add(e);
+            refreshPermissions();
             return e;
         }
 
@@ -451,8 +458,10 @@ public final class BlockGraph implements AutoCloseable {
             refreshPermissions();
         } catch (RuntimeException ex) {
             detach(e);
+            refreshPermissionsQuietly(); // the other edges' permissions as they were
             throw ex;
         }
+        joinDrains(e);
         return e;
     }
 
@@ -837,31 +846,75 @@ public final class BlockGraph implements AutoCloseable {
     // ---- drain -----------------------------------------------------------------------------------------------
 
     /**
-     * Begins a drain of {@code node}: users that reach it from above (exports) hold new requests
-     * and the requests in flight end; jobs' own requests go on. Close the handle on any thread to
-     * end it; drains nest.
+     * Begins a drain of {@code node}: users that reach it from above (exports), and those
+     * attached while the drain lasts, hold new requests and the requests in flight end; jobs' own
+     * requests go on. Close the handle on any thread to end it (once); drains nest.
      */
     public AutoCloseable drain(GraphNode node) {
-        List<Edge.Gate> gates = new ArrayList<>();
+        Drain d = new Drain(node);
+        List<Edge.Gate> gates;
         synchronized (this) {
-            for (Edge r : roots) {
-                if (r.gate() != null && r.child().subtree().contains(node)) {
-                    gates.add(r.gate());
+            synchronized (drains) {
+                for (Edge r : roots) {
+                    if (r.gate() != null && r.child().subtree().contains(node)) {
+                        d.gates.add(r.gate());
+                    }
+                }
+                d.gates.forEach(Edge.Gate::close);
+                gates = List.copyOf(d.gates);
+                drains.add(d);
+            }
+        }
+        gates.forEach(Edge.Gate::awaitIdle);
+        return d;
+    }
+
+    /**
+     * One drain in progress: the gates it closed, and those of exports attached since (QEMU
+     * quiesces a user attached to a drained node). Its own lock, not the graph's: the thread
+     * that ends it may not be the main loop.
+     */
+    private final class Drain implements AutoCloseable {
+        final GraphNode node;
+        final List<Edge.Gate> gates = new ArrayList<>();
+        boolean ended;
+
+        Drain(GraphNode node) {
+            this.node = node;
+        }
+
+        @Override
+        public void close() {
+            List<Edge.Gate> opened;
+            synchronized (drains) {
+                if (ended) {
+                    return; // once
+                }
+                ended = true;
+                drains.remove(this);
+                opened = List.copyOf(gates);
+            }
+            opened.forEach(Edge.Gate::open);
+        }
+    }
+
+    /** Holds a new root edge's requests off if a drain in progress covers its node. */
+    private void joinDrains(Edge root) {
+        if (root.gate() == null) {
+            return;
+        }
+        synchronized (drains) {
+            List<GraphNode> below = null;
+            for (Drain d : drains) {
+                if (below == null) {
+                    below = root.child().subtree();
+                }
+                if (below.contains(d.node)) {
+                    root.gate().close();
+                    d.gates.add(root.gate());
                 }
             }
         }
-        gates.forEach(Edge.Gate::close);
-        gates.forEach(Edge.Gate::awaitIdle);
-        boolean[] ended = new boolean[1];
-        return () -> {
-            synchronized (ended) {
-                if (ended[0]) {
-                    return;
-                }
-                ended[0] = true;
-            }
-            gates.forEach(Edge.Gate::open);
-        };
     }
 
     // ---- frozen backing links ------------------------------------------------------------------------------
@@ -895,8 +948,13 @@ public final class BlockGraph implements AutoCloseable {
             frozenBy.computeIfAbsent(link, k -> new ArrayList<>()).add(owner);
             link.freeze();
         }
+        boolean[] unfrozen = new boolean[1];
         return () -> {
             synchronized (BlockGraph.this) {
+                if (unfrozen[0]) {
+                    return; // once: a later freeze of the same links by another owner stays
+                }
+                unfrozen[0] = true;
                 for (Edge link : links) {
                     List<Object> by = frozenBy.get(link);
                     if (by != null) {
@@ -1069,6 +1127,7 @@ public final class BlockGraph implements AutoCloseable {
                 LOG.warn("closing {}: {}", n.name(), e.getMessage());
             }
         }
+        refreshPermissionsQuietly(); // the edges that stay take what they took before the failed open
     }
 
     private static void closeQuietly(DriverNode n) {
