@@ -8,6 +8,7 @@ import io.blockjobs.platform.event.Event;
 import io.blockjobs.platform.event.EventBus;
 import io.blockjobs.platform.graph.BlockGraph;
 import io.blockjobs.platform.graph.DriverRegistry;
+import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.job.GraphEdit;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
@@ -24,6 +25,7 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.stream.Stream;
@@ -113,6 +115,7 @@ class JobTxnTest {
         assertThat(blockEvents()).containsExactly("BLOCK_JOB_COMPLETED job1");
         assertThat(hooks).containsExactly("job1.prepare", "job1.commit", "job1.clean");
         assertThat(offMainLoop).isEmpty();
+        assertThat(onMainLoop(jobs::all)).isEmpty();
     }
 
     @Test
@@ -195,6 +198,7 @@ class JobTxnTest {
             assertThat(b2.cancels).as("job2 cancelled by the transaction").hasValue(1);
         }
         assertThat(offMainLoop).isEmpty();
+        assertThat(onMainLoop(jobs::all)).as("jobs after the last event").isEmpty();
     }
 
     /**
@@ -277,6 +281,28 @@ class JobTxnTest {
 
     // ---- cancel of one member -----------------------------------------------------------------------
 
+    /**
+     * A member that finished its work waits for the others; cancelling it cancels them (QEMU's
+     * job_cancel_locked: a job whose run has ended aborts its transaction at once).
+     */
+    @Test
+    void cancellingAWaitingMemberCancelsTheOthers() throws Exception {
+        TestBody b1 = new TestBody("job1");
+        TestBody b2 = new TestBody("job2");
+        List<Job> started = startGrouped(true, true, b1, b2);
+        b1.go.countDown();
+        awaitStatus("job1", "waiting");
+        onMainLoop(() -> jobs.cancel(started.get(0), true));
+        awaitStatus("job1", "null");
+        awaitStatus("job2", "null");
+        assertThat(b2.cancels).as("job2 cancelled by the transaction").hasValue(1);
+        assertThat(blockEvents()).containsExactly("BLOCK_JOB_CANCELLED job1", "BLOCK_JOB_CANCELLED job2");
+        assertThat(statuses("job1")).isEqualTo(ABORTED_WAITING);
+        assertThat(statuses("job2")).isEqualTo(ABORTED_RUNNING);
+        assertThat(hooks).containsExactly("job1.abort", "job1.clean", "job2.abort", "job2.clean");
+        assertThat(offMainLoop).isEmpty();
+    }
+
     /** Waiting for job-finalize, a cancel of one member aborts both; nobody prepares. */
     @Test
     void cancellingAPendingMemberAbortsTheTransaction() throws Exception {
@@ -296,6 +322,57 @@ class JobTxnTest {
         assertThat(statuses("job1")).isEqualTo(ABORTED_PENDING);
         assertThat(statuses("job2")).isEqualTo(ABORTED_PENDING);
         assertThat(hooks).containsExactly("job1.abort", "job1.clean", "job2.abort", "job2.clean");
+    }
+
+    /**
+     * A member that failed goes to aborting at once, while the member it cancelled is still on
+     * its way to a pause point (QEMU's job_completed: job_update_rc, then the abort).
+     */
+    @Test
+    void aFailedMemberIsAbortingWhileTheOthersStop() throws Exception {
+        TestBody b1 = new TestBody("job1");
+        b1.runError = "job1 failed";
+        TestBody b2 = new TestBody("job2");
+        b2.goOnCancel = false;
+        startGrouped(true, true, b1, b2);
+        b1.go.countDown();
+        awaitStatus("job1", "aborting");
+        assertThat(statuses("job2")).containsExactly("created", "running");
+        assertThat(hooks).isEmpty();
+        b2.go.countDown();
+        awaitStatus("job2", "null");
+        assertThat(blockEvents()).containsExactly("BLOCK_JOB_COMPLETED job1 error=job1 failed",
+                "BLOCK_JOB_CANCELLED job2");
+        assertThat(statuses("job1")).isEqualTo(ABORTED_RUNNING);
+        assertThat(statuses("job2")).isEqualTo(ABORTED_RUNNING);
+    }
+
+    /**
+     * QEMU finalizes a transaction in one step of its main loop (job_do_finalize): a job-cancel
+     * that arrives meanwhile runs after it and finds the job concluded. It is never accepted and
+     * then ignored.
+     */
+    @Test
+    void aCancelCannotSlipInWhileTheTransactionFinalizes() throws Exception {
+        TestBody b1 = new TestBody("job1");
+        TestBody b2 = new TestBody("job2");
+        List<Future<?>> queued = Collections.synchronizedList(new ArrayList<>());
+        b1.onPrepare = () -> queued.add(mainExecutor.submit(() -> {
+            jobs.cancel(jobs.get("job1"), true);
+            return null;
+        }));
+        startGrouped(true, false, b1, b2);
+        b1.go.countDown();
+        awaitStatus("job1", "waiting");
+        b2.go.countDown();
+        awaitStatus("job1", "concluded");
+        awaitStatus("job2", "concluded");
+        assertThat(queued).hasSize(1);
+        assertThatThrownBy(() -> queued.get(0).get(WAIT_SECONDS, TimeUnit.SECONDS))
+                .isInstanceOf(ExecutionException.class).cause().isInstanceOf(CommandException.class)
+                .hasMessage("Job 'job1' in state 'concluded' cannot accept command verb 'cancel'");
+        assertThat(blockEvents()).containsExactly("BLOCK_JOB_COMPLETED job1", "BLOCK_JOB_COMPLETED job2");
+        assertThat(hooks).doesNotContain("job1.abort", "job2.abort");
     }
 
     // ---- auto-finalize=false, job-finalize, job-dismiss --------------------------------------------
