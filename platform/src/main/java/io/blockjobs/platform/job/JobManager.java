@@ -383,15 +383,12 @@ public final class JobManager implements AutoCloseable {
     private void allWaiting(JobTxn txn) {
         for (Job m : txn.members) {
             m.transition(JobStatus.PENDING);
-        }
-        if (txn.members.stream().allMatch(Job::autoFinalize)) {
-            finalizeTxn(txn);
-            return;
-        }
-        for (Job m : txn.members) {
             if (m.blockJob() && !m.autoFinalize()) {
                 events.publish("BLOCK_JOB_PENDING", Json.object().put("type", m.type()).put("id", m.id()));
             }
+        }
+        if (txn.members.stream().allMatch(Job::autoFinalize)) {
+            finalizeTxn(txn);
         }
     }
 
@@ -430,7 +427,7 @@ public final class JobManager implements AutoCloseable {
             abortMembers(txn);
             return;
         }
-        for (Job m : txn.members) {
+        for (Job m : txn.members) { // QEMU's job_finalize_single, member by member
             JobBody body = m.body();
             if (body != null) {
                 try {
@@ -445,8 +442,6 @@ public final class JobManager implements AutoCloseable {
                     LOG.warn("job {}: commit failed after prepare: {}", m.id(), e.getMessage());
                 }
             }
-        }
-        for (Job m : txn.members) {
             clean(m);
             if (m.blockJob()) {
                 events.publish("BLOCK_JOB_COMPLETED", m.blockJobEventData());

@@ -10,6 +10,10 @@ import java.util.Set;
  * the main loop: members' runs end on their own threads, but what follows is the main loop's.
  */
 final class JobTxn {
+    /**
+     * The members in QEMU's order, the newest first ({@code job_txn_add_job} inserts at the
+     * head): they become pending, prepare, commit or abort, and announce their end in this order.
+     */
     final List<Job> members;
     /** Members whose run has ended and whose completion the main loop has taken in. */
     private final Set<Job> runsEnded = new HashSet<>();
@@ -18,8 +22,9 @@ final class JobTxn {
     /** The members are being finalized (prepare, then commit or abort). */
     boolean finalizing;
 
+    /** A transaction of {@code members}, given in the order they were created. */
     JobTxn(List<Job> members) {
-        this.members = List.copyOf(members);
+        this.members = List.copyOf(members).reversed();
     }
 
     void runEnded(Job job) {
