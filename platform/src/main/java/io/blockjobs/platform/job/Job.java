@@ -251,11 +251,15 @@ public final class Job implements JobContext {
         }
     }
 
-    /** Another member of the transaction failed: this one ends as cancelled. */
-    void markCancelledByTxn() {
+    /**
+     * A forced cancel without the verb's checks: another member of the transaction failed (QEMU
+     * cancels the others with force), or the run ended by a cancel. The job ends as cancelled.
+     */
+    void markForceCancelled() {
         lock.lock();
         try {
             cancelled = true;
+            softCancel = false;
             changed.signalAll();
         } finally {
             lock.unlock();

@@ -7,6 +7,7 @@ import io.blockjobs.platform.graph.Edge;
 import io.blockjobs.platform.graph.GraphNode;
 import io.blockjobs.platform.graph.Perm;
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.Errno;
 import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.error.ErrorClass;
@@ -358,9 +359,12 @@ public final class JobManager implements AutoCloseable {
         }
         // A cancel that came after the job's last pause point counts too (QEMU's job_update_rc).
         boolean cancelled = cancelledAtPausePoint || (job.cancelled() && !job.softCancelled());
+        if (cancelled) {
+            job.markForceCancelled();
+        }
         txn.runEnded(job);
         if (error != null || cancelled || txn.aborting) {
-            job.transition(JobStatus.ABORTING);
+            toAborting(job);
         }
         if (txn.aborting) {
             // Another member failed or was cancelled and cancelled this one; the last to stop aborts all.
@@ -421,7 +425,7 @@ public final class JobManager implements AutoCloseable {
             txn.aborting = true;
             for (Job m : txn.members) {
                 if (m != failed) {
-                    m.markCancelledByTxn();
+                    m.markForceCancelled();
                 }
             }
             abortMembers(txn);
@@ -461,7 +465,7 @@ public final class JobManager implements AutoCloseable {
             if (m == culprit) {
                 continue;
             }
-            m.markCancelledByTxn();
+            m.markForceCancelled();
             if (!txn.hasRunEnded(m)) {
                 try {
                     m.cancel(true);
@@ -475,11 +479,22 @@ public final class JobManager implements AutoCloseable {
         }
     }
 
+    /**
+     * QEMU's {@code job_update_rc}: a job that aborts without an error of its own (it was
+     * cancelled) reports "Operation canceled" in query-jobs from now on.
+     */
+    private static void toAborting(Job m) {
+        if (m.error() == null) {
+            m.fail(Errno.ECANCELED.message());
+        }
+        if (m.status() != JobStatus.ABORTING) {
+            m.transition(JobStatus.ABORTING);
+        }
+    }
+
     private void abortMembers(JobTxn txn) {
         for (Job m : txn.members) {
-            if (m.status() != JobStatus.ABORTING) {
-                m.transition(JobStatus.ABORTING);
-            }
+            toAborting(m);
             JobBody body = m.body();
             if (body != null) {
                 try {
@@ -492,13 +507,12 @@ public final class JobManager implements AutoCloseable {
                 }
             }
             clean(m);
-            if (m.blockJob()) {
+            if (m.blockJob()) { // as QEMU's job_finalize_single: cancelled, or completed with its error
                 var data = m.blockJobEventData();
-                String error = m.error();
-                if (error != null) {
-                    events.publish("BLOCK_JOB_COMPLETED", data.put("error", error));
-                } else {
+                if (m.cancelled() && !m.softCancelled()) {
                     events.publish("BLOCK_JOB_CANCELLED", data);
+                } else {
+                    events.publish("BLOCK_JOB_COMPLETED", data.put("error", m.error()));
                 }
             }
             conclude(m);

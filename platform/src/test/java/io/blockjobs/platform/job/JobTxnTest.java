@@ -330,10 +330,36 @@ class JobTxnTest {
                 "job2 aborting", "BLOCK_JOB_CANCELLED job2", "job2 concluded",
                 "job1 aborting", "BLOCK_JOB_CANCELLED job1", "job1 concluded");
         assertThat(hooks).containsExactly("job2.abort", "job2.clean", "job1.abort", "job1.clean");
+        assertThat(onMainLoop(() -> jobs.get("job1").info().error())).isEqualTo("Operation canceled");
+        assertThat(onMainLoop(() -> jobs.get("job2").info().error())).isEqualTo("Operation canceled");
         onMainLoop(() -> jobs.dismiss("job1"));
         onMainLoop(() -> jobs.dismiss("job2"));
         assertThat(statuses("job1")).isEqualTo(ABORTED_PENDING);
         assertThat(statuses("job2")).isEqualTo(ABORTED_PENDING);
+    }
+
+    /**
+     * What query-jobs and query-block-jobs say once a transaction aborted: the failed member's
+     * own error, and "Operation canceled" for the member cancelled with it (QEMU's job_update_rc
+     * gives a cancelled job strerror(ECANCELED)); the events tell them apart.
+     */
+    @Test
+    void anAbortedMemberReportsWhy() throws Exception {
+        TestBody b1 = new TestBody("job1");
+        b1.runError = "job1 failed";
+        TestBody b2 = new TestBody("job2");
+        startGrouped(true, false, b1, b2);
+        b1.go.countDown();
+        awaitStatus("job1", "concluded");
+        awaitStatus("job2", "concluded");
+        assertThat(blockEvents()).containsExactly("BLOCK_JOB_CANCELLED job2",
+                "BLOCK_JOB_COMPLETED job1 error=job1 failed");
+        Job job1 = jobs.get("job1");
+        Job job2 = jobs.get("job2");
+        assertThat(onMainLoop(() -> job1.info().error())).isEqualTo("job1 failed");
+        assertThat(onMainLoop(() -> job1.blockInfo().error())).isEqualTo("job1 failed");
+        assertThat(onMainLoop(() -> job2.info().error())).isEqualTo("Operation canceled");
+        assertThat(onMainLoop(() -> job2.blockInfo().error())).isEqualTo("Operation canceled");
     }
 
     /**
