@@ -53,6 +53,8 @@ public final class Job implements JobContext {
     private boolean softCancel;
     private boolean completeRequested;
     private boolean busy;
+    /** The body's run has returned or thrown (its completion may still wait for the main loop). */
+    private boolean runEnded;
     private long speed;
     private long offset;
     private long length;
@@ -250,11 +252,15 @@ public final class Job implements JobContext {
         }
     }
 
-    /** Another member of the transaction failed: this one ends as cancelled. */
-    void markCancelledByTxn() {
+    /**
+     * A forced cancel without the verb's checks: another member of the transaction failed (QEMU
+     * cancels the others with force), or the run ended by a cancel. The job ends as cancelled.
+     */
+    void markForceCancelled() {
         lock.lock();
         try {
             cancelled = true;
+            softCancel = false;
             changed.signalAll();
         } finally {
             lock.unlock();
@@ -503,11 +509,26 @@ public final class Job implements JobContext {
         }
     }
 
-    /** Waits until the job is not running: paused at a pause point, or done with its work. */
+    /** The job's thread: the body's run is over; what follows is the main loop's. */
+    void endRun() {
+        lock.lock();
+        try {
+            runEnded = true;
+            busy = false;
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Waits until the job is not running: paused at a pause point, or done with its work (its
+     * completion may wait for the main loop, which may be the caller).
+     */
     void awaitQuiescent() {
         lock.lock();
         try {
-            while (status == JobStatus.RUNNING || status == JobStatus.READY) {
+            while ((status == JobStatus.RUNNING || status == JobStatus.READY) && !runEnded) {
                 changed.awaitUninterruptibly();
             }
         } finally {
@@ -515,15 +536,15 @@ public final class Job implements JobContext {
         }
     }
 
-    /** Waits (bounded) for the job to leave {@code from}; for shutdown. */
-    boolean awaitNot(JobStatus from, long millis) throws InterruptedException {
+    /** Waits (bounded) for the body's run to end, if it ever started; for shutdown. */
+    boolean awaitRunEnded(long millis) throws InterruptedException {
         lock.lock();
         try {
             long nanos = TimeUnit.MILLISECONDS.toNanos(millis);
-            while (status == from && nanos > 0) {
+            while (!runEnded && status != JobStatus.UNDEFINED && nanos > 0) { // undefined: prepared, never started
                 nanos = changed.awaitNanos(nanos);
             }
-            return status != from;
+            return runEnded;
         } finally {
             lock.unlock();
         }

@@ -8,6 +8,7 @@ import io.blockjobs.platform.graph.Edge;
 import io.blockjobs.platform.graph.GraphNode;
 import io.blockjobs.platform.graph.Perm;
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.Errno;
 import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.error.ErrorClass;
@@ -44,6 +45,10 @@ import org.slf4j.LoggerFactory;
  * QEMU's {@code job.c}: when every member has done its work, every member prepares; if all
  * prepared, all commit, otherwise all abort. A member that fails or is cancelled while it runs
  * cancels the others, and then all abort.
+ *
+ * <p>A job's body runs on its own thread; everything after the run (the job's completion, its
+ * transaction's prepare, commit, abort and clean, the events) happens on the main loop, as in
+ * QEMU, so verbs (which arrive there too) see a transaction either before or after such a step.
  */
 public final class JobManager implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(JobManager.class);
@@ -58,7 +63,10 @@ public final class JobManager implements AutoCloseable {
         void run(Job job) throws Exception;
     }
 
-    /** Runs work on the daemon's main loop and waits for it (graph changes happen only there). */
+    /**
+     * Runs work on the daemon's main loop and waits for it (graph changes happen only there);
+     * called on the main loop itself, it runs the work at once.
+     */
     @FunctionalInterface
     public interface MainLoop {
         <T> T call(java.util.concurrent.Callable<T> task) throws Exception;
@@ -317,13 +325,16 @@ public final class JobManager implements AutoCloseable {
         threads.submit(() -> runToEnd(job, work));
     }
 
-    /** The job's thread: its work, then its part in the transaction. */
+    /**
+     * The job's thread: its work; then its completion, which is the main loop's (QEMU's
+     * {@code job_exit} bottom half), so that a transaction changes state in one place only and a
+     * verb never lands between two of its steps.
+     */
     private void runToEnd(Job job, Work work) {
         String error = null;
         boolean cancelled = false;
         try {
             work.run();
-            cancelled = job.cancelled() && !job.softCancelled();
         } catch (JobCancelledException e) {
             cancelled = true;
         } catch (Exception | Error e) {
@@ -331,34 +342,44 @@ public final class JobManager implements AutoCloseable {
             LOG.info("job {} failed: {}", job.id(), error);
         }
         job.settleCopiers();
-        completed(job, error, cancelled);
+        job.endRun(); // a drain or shutdown need not wait for the main loop to take this in
+        String failure = error;
+        boolean cancelledAtPausePoint = cancelled;
+        try {
+            onMainLoop(() -> completed(job, failure, cancelledAtPausePoint));
+        } catch (Exception e) {
+            LOG.warn("job {}: completion did not run: {}", job.id(), e.toString());
+        }
     }
 
-    /** QEMU's {@code job_completed}: the job's run ended. */
-    private void completed(Job job, String error, boolean cancelled) {
+    /** QEMU's {@code job_completed}, on the main loop: the job's run ended. */
+    private void completed(Job job, String error, boolean cancelledAtPausePoint) {
         JobTxn txn = job.txn;
-        boolean abort;
-        synchronized (txn) {
-            if (error != null) {
-                job.fail(error);
-            }
-            txn.runEnded(job);
-            if (txn.aborting) {
-                return; // the member that failed first aborts everyone
-            }
-            abort = error != null || cancelled;
-            if (abort) {
-                txn.aborting = true;
-            } else {
-                job.transition(JobStatus.WAITING);
-                if (!txn.allRunsEnded()) {
-                    return; // the last member to finish goes on
-                }
-            }
+        if (error != null) {
+            job.fail(error);
         }
-        if (abort) {
+        // A cancel that came after the job's last pause point counts too (QEMU's job_update_rc).
+        boolean cancelled = cancelledAtPausePoint || (job.cancelled() && !job.softCancelled());
+        if (cancelled) {
+            job.markForceCancelled();
+        }
+        txn.runEnded(job);
+        if (error != null || cancelled || txn.aborting) {
+            toAborting(job);
+        }
+        if (txn.aborting) {
+            // Another member failed or was cancelled and cancelled this one; the last to stop aborts all.
+            if (txn.allRunsEnded()) {
+                abortMembers(txn);
+            }
+            return;
+        }
+        if (error != null || cancelled) {
             abortTxn(txn, job);
-        } else {
+            return;
+        }
+        job.transition(JobStatus.WAITING);
+        if (txn.allRunsEnded()) {
             allWaiting(txn);
         }
     }
@@ -367,26 +388,24 @@ public final class JobManager implements AutoCloseable {
     private void allWaiting(JobTxn txn) {
         for (Job m : txn.members) {
             m.transition(JobStatus.PENDING);
-        }
-        if (txn.members.stream().allMatch(Job::autoFinalize)) {
-            finalizeTxn(txn);
-            return;
-        }
-        for (Job m : txn.members) {
             if (m.blockJob() && !m.autoFinalize()) {
                 events.publish(new QmpEvent.BlockJobPending(m.type(), m.id()));
             }
         }
+        if (txn.members.stream().allMatch(Job::autoFinalize)) {
+            finalizeTxn(txn);
+        }
     }
 
-    /** QEMU's {@code job_do_finalize}: prepare every member; commit all, or abort all if one failed. */
+    /**
+     * QEMU's {@code job_do_finalize}, on the main loop and in one go: prepare every member;
+     * commit all, or abort all if one failed.
+     */
     private void finalizeTxn(JobTxn txn) {
-        synchronized (txn) {
-            if (txn.finalizing) {
-                return;
-            }
-            txn.finalizing = true;
+        if (txn.finalizing || txn.aborting) {
+            return;
         }
+        txn.finalizing = true;
         Job failed = null;
         for (Job m : txn.members) {
             JobBody body = m.body();
@@ -404,18 +423,16 @@ public final class JobManager implements AutoCloseable {
             }
         }
         if (failed != null) {
-            synchronized (txn) {
-                txn.aborting = true;
-            }
+            txn.aborting = true;
             for (Job m : txn.members) {
                 if (m != failed) {
-                    m.markCancelledByTxn();
+                    m.markForceCancelled();
                 }
             }
             abortMembers(txn);
             return;
         }
-        for (Job m : txn.members) {
+        for (Job m : txn.members) { // QEMU's job_finalize_single, member by member
             JobBody body = m.body();
             if (body != null) {
                 try {
@@ -430,8 +447,6 @@ public final class JobManager implements AutoCloseable {
                     LOG.warn("job {}: commit failed after prepare: {}", m.id(), e.getMessage());
                 }
             }
-        }
-        for (Job m : txn.members) {
             clean(m);
             if (m.blockJob()) {
                 events.publish(m.completedEvent(null));
@@ -440,29 +455,47 @@ public final class JobManager implements AutoCloseable {
         }
     }
 
-    /** QEMU's {@code job_completed_txn_abort}: cancel the others, wait for their runs, then abort all. */
+    /**
+     * QEMU's {@code job_completed_txn_abort}, on the main loop: the others are cancelled (forced);
+     * once every member's run has ended, every member aborts. The main loop does not wait for
+     * them: the last member whose run ends does the aborting.
+     */
     private void abortTxn(JobTxn txn, Job culprit) {
+        txn.aborting = true;
         for (Job m : txn.members) {
-            if (m != culprit && JobVerb.CANCEL.allowedIn(m.status()) && !txn.hasRunEnded(m)) {
-                m.markCancelledByTxn();
+            if (m == culprit) {
+                continue;
+            }
+            m.markForceCancelled();
+            if (!txn.hasRunEnded(m)) {
                 try {
                     m.cancel(true);
                 } catch (RuntimeException e) {
                     LOG.debug("transaction cancel of {}: {}", m.id(), e.getMessage());
                 }
-            } else if (m != culprit) {
-                m.markCancelledByTxn();
             }
         }
-        txn.awaitAllRunsEnded();
-        abortMembers(txn);
+        if (txn.allRunsEnded()) {
+            abortMembers(txn);
+        }
+    }
+
+    /**
+     * QEMU's {@code job_update_rc}: a job that aborts without an error of its own (it was
+     * cancelled) reports "Operation canceled" in query-jobs from now on.
+     */
+    private static void toAborting(Job m) {
+        if (m.error() == null) {
+            m.fail(Errno.ECANCELED.message());
+        }
+        if (m.status() != JobStatus.ABORTING) {
+            m.transition(JobStatus.ABORTING);
+        }
     }
 
     private void abortMembers(JobTxn txn) {
         for (Job m : txn.members) {
-            if (m.status() != JobStatus.ABORTING) {
-                m.transition(JobStatus.ABORTING);
-            }
+            toAborting(m);
             JobBody body = m.body();
             if (body != null) {
                 try {
@@ -475,9 +508,8 @@ public final class JobManager implements AutoCloseable {
                 }
             }
             clean(m);
-            if (m.blockJob()) {
-                String error = m.error();
-                events.publish(error != null ? m.completedEvent(error) : m.cancelledEvent());
+            if (m.blockJob()) { // as QEMU's job_finalize_single: cancelled, or completed with its error
+                events.publish(m.cancelled() && !m.softCancelled() ? m.cancelledEvent() : m.completedEvent(m.error()));
             }
             conclude(m);
         }
@@ -587,18 +619,15 @@ public final class JobManager implements AutoCloseable {
         job.complete();
     }
 
-    /** Cancel; in {@code pending} (waiting for job-finalize) the transaction aborts at once. */
+    /**
+     * Cancel, on the main loop. A job still at work meets the cancel at its next pause point; one
+     * whose run has ended (waiting for the others, or pending) aborts its transaction at once, as
+     * QEMU's {@code job_cancel_locked} does for a job deferred to the main loop.
+     */
     public void cancel(Job job, boolean force) {
-        boolean pending = job.status() == JobStatus.PENDING;
         job.cancel(force);
-        if (pending) {
-            JobTxn txn = job.txn;
-            synchronized (txn) {
-                if (txn.aborting || txn.finalizing) {
-                    return;
-                }
-                txn.aborting = true;
-            }
+        JobTxn txn = job.txn;
+        if (txn.hasRunEnded(job) && !txn.aborting && !txn.finalizing && job.cancelled() && !job.softCancelled()) {
             abortTxn(txn, job);
         }
     }
@@ -619,10 +648,8 @@ public final class JobManager implements AutoCloseable {
     public void finalizeJob(Job job) {
         job.checkVerb(JobVerb.FINALIZE);
         JobTxn txn = job.txn;
-        synchronized (txn) {
-            if (!txn.members.stream().allMatch(m -> m.status() == JobStatus.PENDING)) {
-                return; // the others are still running: they finalize together when the last is done
-            }
+        if (!txn.members.stream().allMatch(m -> m.status() == JobStatus.PENDING)) {
+            return; // the others are still running: they finalize together when the last is done
         }
         finalizeTxn(txn);
     }
@@ -688,21 +715,23 @@ public final class JobManager implements AutoCloseable {
         return null;
     }
 
-    /** Cancels every job and waits a little for them to end, as QEMU does at exit. */
+    /** Cancels every job (on the main loop) and waits a little for their runs to end, as QEMU does at exit. */
     @Override
     public void close() {
         for (Job j : all()) {
             try {
-                if (JobVerb.CANCEL.allowedIn(j.status())) {
-                    cancel(j, true);
-                }
-            } catch (RuntimeException e) {
+                onMainLoop(() -> {
+                    if (JobVerb.CANCEL.allowedIn(j.status())) {
+                        cancel(j, true);
+                    }
+                });
+            } catch (Exception e) {
                 LOG.debug("cancel {} at exit: {}", j.id(), e.getMessage());
             }
         }
         for (Job j : all()) {
             try {
-                j.awaitNot(JobStatus.RUNNING, 5000);
+                j.awaitRunEnded(5000);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
