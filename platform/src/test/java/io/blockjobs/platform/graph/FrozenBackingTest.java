@@ -109,9 +109,15 @@ class FrozenBackingTest {
         g.graph.freeze(commit, "commit-filter", "base");
         assertThat(filter.child("backing").frozen()).isTrue();
         assertThat(g.node("mid").child("backing").frozen()).isTrue();
-        // A link already frozen is reported before the never-freeze node, as QEMU checks them.
+        // A stream through the running commit's filter is refused at the link to the filter (the
+        // issue's "Cannot freeze 'backing' link to 'commit-filter'"), before the commit's frozen links.
         assertThatThrownBy(() -> g.graph.freeze(stream, "top", "base"))
-                .hasMessage("Cannot change 'backing' link from 'commit-filter' to 'mid'");
+                .hasMessage("Cannot freeze 'backing' link to 'commit-filter'");
+        // A stream onto the filter, as its base, may freeze the link that ends there.
+        try (AutoCloseable onto = g.graph.freeze(stream, "top", "commit-filter")) {
+            assertThat(g.node("top").child("backing").frozen()).isTrue();
+        }
+        assertThat(g.node("top").child("backing").frozen()).isFalse();
 
     }
 
