@@ -1,8 +1,11 @@
 package io.blockjobs.platform.graph;
 
+import io.blockjobs.platform.image.BlkdebugNode;
+import io.blockjobs.platform.image.ImageDrivers;
 import io.blockjobs.platform.image.ImageException;
 import io.blockjobs.platform.image.Images;
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.block.WriteHook;
 import io.blockjobs.sdk.driver.BlockDriver;
 import io.blockjobs.sdk.driver.ChildRole;
@@ -127,6 +130,7 @@ public final class BlockGraph implements AutoCloseable {
         if (driver == null) {
             throw new CommandException("Parameter '" + o.prefix() + "driver' does not accept value '" + driverName + "'");
         }
+        parseFilename(driverName, o);
         NodeOptions nodeOptions = NodeOptions.read(o, parent);
         GraphNode node = new GraphNode(name, driverName, monitorOwned, nodeOptions);
         nodes.put(name, node);
@@ -149,6 +153,35 @@ public final class BlockGraph implements AutoCloseable {
         }
         opened.add(node); // after its children: closing in reverse closes parents first
         return node;
+    }
+
+    /**
+     * QEMU's {@code bdrv_parse_filename}: a {@code filename} that stands for other options
+     * ({@code blkdebug:CONFIG:IMAGE}, {@code null-co://}) is replaced by them before the driver
+     * opens the node.
+     */
+    private static void parseFilename(String driverName, Options o) {
+        JsonNode f = o.json().get("filename");
+        if (f == null || !f.isString()) {
+            return;
+        }
+        Set<String> given = new HashSet<>(o.json().propertyNames());
+        Map<String, Object> parsed = ImageDrivers.parseFilename(driverName, f.asString(), given);
+        if (parsed != null) {
+            o.json().remove("filename");
+            put(o.json(), parsed);
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private static void put(ObjectNode target, Map<String, Object> members) {
+        members.forEach((k, v) -> {
+            if (v instanceof Map<?, ?> m) {
+                put(target.putObject(k), (Map<String, Object>) m);
+            } else {
+                target.put(k, String.valueOf(v));
+            }
+        });
     }
 
     /** What a driver sees while it opens one node. */
@@ -1078,6 +1111,10 @@ public final class BlockGraph implements AutoCloseable {
                     nperm |= unchanged; // copy-on-read writes what it read
                     nshared |= unchanged;
                 }
+                if (parent.driverNode() instanceof BlkdebugNode b) { // take-child-perms, unshare-child-perms
+                    nperm |= mask(b.settings().takeChildPerms());
+                    nshared &= ~mask(b.settings().unshareChildPerms());
+                }
             }
             case COW -> {
                 nperm = perm & read;
@@ -1089,6 +1126,14 @@ public final class BlockGraph implements AutoCloseable {
             }
         }
         e.setPermissions(nperm, nshared);
+    }
+
+    private static int mask(Set<BlockPermission> perms) {
+        int m = 0;
+        for (BlockPermission p : perms) {
+            m |= Perm.valueOf(p.name()).bit();
+        }
+        return m;
     }
 
     // ---- names and closing ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 package io.blockjobs.platform.graph;
 
+import io.blockjobs.platform.image.NodeLimits;
 import io.blockjobs.sdk.block.BlockIoException;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
@@ -7,6 +8,7 @@ import io.blockjobs.sdk.block.Errno;
 import io.blockjobs.sdk.block.RequestFlag;
 import io.blockjobs.sdk.block.SerialisedRange;
 import io.blockjobs.sdk.driver.ChildRole;
+import io.blockjobs.sdk.driver.Limits;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.Optional;
@@ -23,7 +25,7 @@ import java.util.concurrent.locks.ReentrantLock;
  * <p>A root edge of an export holds requests off while a drain covers its node ({@link Gate});
  * a job's own edges never wait, so a job can copy inside the drain it began.
  */
-public final class Edge implements BlockNode {
+public final class Edge implements BlockNode, NodeLimits {
     private final GraphNode parent;
     private final String name;
     private final ChildRole role;
@@ -285,6 +287,12 @@ public final class Edge implements BlockNode {
         } finally {
             exit();
         }
+    }
+
+    /** The limits of the node the edge points to now. */
+    @Override
+    public Limits limits() {
+        return child.limits();
     }
 
     @Override

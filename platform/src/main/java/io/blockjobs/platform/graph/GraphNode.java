@@ -1,5 +1,8 @@
 package io.blockjobs.platform.graph;
 
+import io.blockjobs.platform.image.BlkdebugEvent;
+import io.blockjobs.platform.image.DebugEvents;
+import io.blockjobs.platform.image.NodeLimits;
 import io.blockjobs.sdk.block.BlockIoException;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
@@ -30,7 +33,7 @@ import java.util.concurrent.CopyOnWriteArrayList;
  * children, backing files found in headers, jobs' filters) get generated names and go when
  * their last parent goes.
  */
-public final class GraphNode implements BlockNode {
+public final class GraphNode implements BlockNode, NodeLimits {
     private static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(1 << 20).asReadOnlyBuffer();
 
     private final String name;
@@ -83,6 +86,7 @@ public final class GraphNode implements BlockNode {
         return options;
     }
 
+    @Override
     public Limits limits() {
         return limits;
     }
@@ -231,6 +235,7 @@ public final class GraphNode implements BlockNode {
     public void read(long offset, ByteBuffer dst) throws IOException {
         int length = dst.remaining();
         check(offset, length, false, BlockStats.Kind.READ);
+        debug(BlkdebugEvent.READ_AIO);
         long start = System.nanoTime();
         boolean ok = false;
         RequestTracker.Tracked t = requests.begin(offset, length, false);
@@ -252,6 +257,7 @@ public final class GraphNode implements BlockNode {
     public void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
         int length = src.remaining();
         check(offset, length, true, BlockStats.Kind.WRITE);
+        debug(BlkdebugEvent.WRITE_AIO);
         if (options.detectZeroes() != NodeOptions.DetectZeroes.OFF && isZero(src)) {
             Set<RequestFlag> zf = EnumSet.noneOf(RequestFlag.class);
             zf.addAll(flags);
@@ -368,6 +374,7 @@ public final class GraphNode implements BlockNode {
         boolean ok = false;
         RequestTracker.Tracked t = requests.begin(offset, length, false);
         try {
+            debug(BlkdebugEvent.COR_WRITE);
             driver.writeUnallocated(offset, src); // leaves the data as it reads: no hooks, as QEMU's copy-on-read
             ok = true;
         } finally {
@@ -398,6 +405,8 @@ public final class GraphNode implements BlockNode {
         boolean ok = false;
         try {
             if (!options.noFlush()) {
+                debug(BlkdebugEvent.FLUSH_TO_OS);
+                debug(BlkdebugEvent.FLUSH_TO_DISK);
                 driver.flush();
             }
             ok = true;
@@ -415,6 +424,38 @@ public final class GraphNode implements BlockNode {
                     + " is outside the " + size + "-byte node");
         }
         return driver.blockStatus(offset, Math.min(maxLength, size - offset));
+    }
+
+    /**
+     * As {@link BlockNode#chainStatus}, with QEMU's rule for a range no layer allocates: it reads
+     * as zeroes at the end of a backing chain only if the bottom format could have had a backing
+     * file (qcow2); a protocol that leaves data undefined ({@code null-co} without
+     * {@code read-zeroes}) says what it says.
+     */
+    @Override
+    public BlockStatus chainStatus(long offset, long maxLength) throws IOException {
+        GraphNode node = this;
+        int depth = 0;
+        long length = maxLength;
+        while (true) {
+            BlockStatus status = node.blockStatus(offset, length);
+            if (status.allocated()) {
+                return new BlockStatus(offset, status.length(), true, status.zero(), depth);
+            }
+            length = status.length();
+            GraphNode next = node.chainNext();
+            depth++;
+            if (next == null) {
+                boolean zero = node.skipFilters().driver.supportsBacking() || status.zero();
+                return new BlockStatus(offset, length, false, zero, depth);
+            }
+            node = next;
+            long backingSize = node.size();
+            if (offset >= backingSize) {
+                return new BlockStatus(offset, length, false, true, depth);
+            }
+            length = Math.min(length, backingSize - offset);
+        }
     }
 
     @Override
@@ -460,6 +501,7 @@ public final class GraphNode implements BlockNode {
         @Override
         public void read(long o, ByteBuffer dst) throws IOException {
             inside(o, dst.remaining());
+            debug(BlkdebugEvent.READ_AIO);
             long start = System.nanoTime();
             int n = dst.remaining();
             boolean ok = false;
@@ -476,6 +518,7 @@ public final class GraphNode implements BlockNode {
             int n = src.remaining();
             inside(o, n);
             check(o, n, true, BlockStats.Kind.WRITE);
+            debug(BlkdebugEvent.WRITE_AIO);
             WriteRequest request = new WriteRequest(WriteRequest.Kind.WRITE, o, n, flags);
             long start = System.nanoTime();
             boolean ok = false;
@@ -605,22 +648,54 @@ public final class GraphNode implements BlockNode {
     private void writeAligned(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
         int length = src.remaining();
         if (aligned(offset, length)) {
-            writeSplit(offset, src, flags);
+            writeEvents(offset, src, flags);
             return;
         }
         int align = limits.requestAlignment();
         long first = floor(offset, align);
         long end = ceil(offset + length, align);
         ByteBuffer bounce = ByteBuffer.allocate(Math.toIntExact(end - first));
-        // Read the head and tail blocks the write only partly covers (read-modify-write).
-        readSplit(first, bounce.slice(0, align));
-        if (end - first > align) {
+        // Read the head and tail blocks the write only partly covers (read-modify-write), with
+        // the events QEMU's bdrv_padding_rmw_read fires; as QEMU's, one read when they are the
+        // same block or adjacent.
+        boolean head = offset != first;
+        boolean tail = offset + length != end;
+        long span = end - first;
+        boolean merged = tail && (span == align || (head && span == 2L * align));
+        if (head || merged) {
+            if (head) {
+                debug(BlkdebugEvent.PWRITEV_RMW_HEAD);
+            }
+            if (merged) {
+                debug(BlkdebugEvent.PWRITEV_RMW_TAIL);
+            }
+            readSplit(first, bounce.slice(0, merged ? (int) span : align));
+            if (head) {
+                debug(BlkdebugEvent.PWRITEV_RMW_AFTER_HEAD);
+            }
+            if (merged) {
+                debug(BlkdebugEvent.PWRITEV_RMW_AFTER_TAIL);
+            }
+        }
+        if (tail && !merged) {
+            debug(BlkdebugEvent.PWRITEV_RMW_TAIL);
             readSplit(end - align, bounce.slice((int) (end - align - first), align));
+            debug(BlkdebugEvent.PWRITEV_RMW_AFTER_TAIL);
         }
         bounce.position((int) (offset - first));
         bounce.put(src);
         bounce.clear();
-        writeSplit(first, bounce, flags);
+        writeEvents(first, bounce, flags);
+    }
+
+    /** An aligned write to the driver, between QEMU's pwritev and pwritev_done events. */
+    private void writeEvents(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+        debug(BlkdebugEvent.PWRITEV);
+        try {
+            writeSplit(offset, src, flags);
+        } finally {
+            debug(BlkdebugEvent.PWRITEV_DONE);
+        }
     }
 
     private void writeSplit(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
@@ -651,10 +726,15 @@ public final class GraphNode implements BlockNode {
             writeZeroBuffer(offset, first - offset, flags);
         }
         int max = maxChunk();
-        for (long pos = first; pos < last; ) {
-            long n = Math.min(max, last - pos);
-            driver.writeZeroes(pos, n, flags);
-            pos += n;
+        debug(BlkdebugEvent.PWRITEV_ZERO);
+        try {
+            for (long pos = first; pos < last; ) {
+                long n = Math.min(max, last - pos);
+                driver.writeZeroes(pos, n, flags);
+                pos += n;
+            }
+        } finally {
+            debug(BlkdebugEvent.PWRITEV_DONE);
         }
         if (last < offset + length) {
             writeZeroBuffer(last, offset + length - last, flags);
@@ -670,6 +750,13 @@ public final class GraphNode implements BlockNode {
             int n = (int) Math.min(ZEROES.capacity(), offset + length - pos);
             writeAligned(pos, ZEROES.duplicate().limit(n), plain);
             pos += n;
+        }
+    }
+
+    /** Tells a driver that listens (blkdebug) where the request is, as QEMU's bdrv_debug_event. */
+    private void debug(BlkdebugEvent event) {
+        if (driver instanceof DebugEvents d) {
+            d.debugEvent(event);
         }
     }
 

@@ -10,13 +10,15 @@ import io.blockjobs.sdk.driver.OpenFlags;
 import io.blockjobs.sdk.error.CommandException;
 import java.io.IOException;
 import java.nio.file.Path;
-import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 
 /**
  * The image drivers as the graph's registry holds them: {@code file}, {@code raw},
- * {@code qcow2}, {@code blkdebug}. Each reads QEMU's options for its driver and refuses what it
- * cannot honour.
+ * {@code qcow2}, {@code blkdebug}, {@code null-co}, {@code null-aio}. Each reads QEMU's options
+ * for its driver and refuses what it cannot honour.
  */
 public final class ImageDrivers {
     private ImageDrivers() {
@@ -24,7 +26,7 @@ public final class ImageDrivers {
 
     /** Every built-in image driver. */
     public static List<BlockDriver> all() {
-        return List.of(FILE, RAW, QCOW2, BLKDEBUG);
+        return List.of(FILE, RAW, QCOW2, BLKDEBUG, NULL_CO, NULL_AIO);
     }
 
     private record Driver(String name, Opener opener) implements BlockDriver {
@@ -107,29 +109,117 @@ public final class ImageDrivers {
         return qcow2;
     });
 
-    /** QEMU's {@code blkdebug}, subset: {@code image} and {@code inject-error}, for fault tests. */
-    public static final BlockDriver BLKDEBUG = new Driver("blkdebug", ctx -> {
+    /** QEMU's {@code blkdebug} ({@code BlockdevOptionsBlkdebug}): see {@link BlkdebugNode}. */
+    public static final BlockDriver BLKDEBUG = new Driver("blkdebug", BlkdebugOptions::open);
+
+    /** QEMU's {@code null-co} ({@code BlockdevOptionsNull}): see {@link NullCoNode}. */
+    public static final BlockDriver NULL_CO = new Driver("null-co", ctx -> nullNode("null-co", ctx));
+
+    /** QEMU's {@code null-aio}: the same device as {@code null-co}, under its own name. */
+    public static final BlockDriver NULL_AIO = new Driver("null-aio", ctx -> nullNode("null-aio", ctx));
+
+    /** The largest size QEMU takes (its {@code BDRV_MAX_LENGTH}: INT64_MAX rounded down to 1 GiB). */
+    private static final long MAX_LENGTH = Long.MAX_VALUE & -(1L << 30);
+
+    private static DriverNode nullNode(String driver, DriverContext ctx) {
         DriverOptions o = ctx.options();
-        List<BlkdebugNode.Rule> rules = new ArrayList<>();
-        for (DriverOptions r : o.objects("inject-error")) {
-            String event = r.string("event");
-            String iotype = r.optString("iotype");
-            if (iotype == null) {
-                iotype = event.startsWith("read") ? "read" : event.startsWith("write") ? "write" : null;
+        Map<String, Object> given = new LinkedHashMap<>();
+        Long size = o.optInteger("size");
+        if (size != null) {
+            // QEMU 7.2 aborts on a negative size (null_file_open absorbs its options with &error_abort)
+            if (size < 0) {
+                throw new CommandException("Parameter 'size' expects a non-negative number below 2^64");
             }
-            Long sector = r.optInteger("sector");
-            Long errno = r.optInteger("errno");
-            boolean once = r.bool("once", false);
-            r.ignore("state", "immediately");
-            r.checkAllUsed();
-            rules.add(new BlkdebugNode.Rule(iotype, sector == null ? -1 : sector, errno == null ? 5 : errno.intValue(),
-                    once));
+            if (((size + 511) & -512L) > MAX_LENGTH || size > MAX_LENGTH) {
+                throw new CommandException("Could not refresh total sector count: File too large");
+            }
+            given.put("size", size);
         }
-        o.ignore("config", "align", "set-state", "max-transfer", "opt-write-zero", "max-write-zero",
-                "opt-discard", "max-discard", "take-child-perms", "unshare-child-perms");
-        BlockNode image = ctx.child("image", ChildRole.FILTERED);
-        return new BlkdebugNode(image, rules);
-    });
+        Long latency = o.optInteger("latency-ns");
+        if (latency != null) {
+            if (latency < 0) {
+                throw new CommandException("latency-ns is invalid");
+            }
+            given.put("latency-ns", latency);
+        }
+        boolean zeroes = o.bool("read-zeroes", false);
+        if (o.has("read-zeroes")) {
+            given.put("read-zeroes", zeroes);
+        }
+        return new NullCoNode(driver, size == null ? 1L << 30 : size, latency == null ? 0 : latency, zeroes, given);
+    }
+
+    /**
+     * QEMU's {@code bdrv_parse_filename} for the protocols whose {@code filename} stands for
+     * options, which the graph calls before it opens such a node: {@code blkdebug:CONFIG:IMAGE}
+     * becomes {@code config} and an {@code image} child opened as a protocol node from IMAGE
+     * ({@code blkdebug::IMAGE} has no config; a name without the prefix is the image alone), and
+     * {@code null-co://} is the only name {@code null-co} takes. QEMU takes these names only as a
+     * command line's file name ({@code qemu-io -f blkdebug blkdebug:...}); blockjobs also takes
+     * them as the {@code filename} member.
+     *
+     * @param given the node's other members
+     * @return the members that replace {@code filename}, or null if the driver has no such
+     *         names ({@code file}'s filename is an option of its own)
+     */
+    public static Map<String, Object> parseFilename(String driver, String filename, Set<String> given) {
+        switch (driver) {
+            case "blkdebug" -> {
+                if (given.contains("image")) {
+                    throw new CommandException("Can't specify 'image' and 'filename' options at the same time");
+                }
+                Map<String, Object> out = new LinkedHashMap<>();
+                String imageName = filename;
+                if (filename.startsWith("blkdebug:")) {
+                    String rest = filename.substring("blkdebug:".length());
+                    int colon = rest.indexOf(':');
+                    if (colon < 0) {
+                        throw new CommandException("blkdebug requires both config file and image path");
+                    }
+                    if (colon > 0) {
+                        out.put("config", rest.substring(0, colon));
+                    }
+                    imageName = rest.substring(colon + 1);
+                }
+                Map<String, Object> image = new LinkedHashMap<>();
+                String protocol = protocol(imageName);
+                image.put("driver", protocol);
+                // file-posix drops its own prefix; the others parse their names themselves
+                image.put("filename", protocol.equals("file") && imageName.startsWith("file:")
+                        ? imageName.substring("file:".length()) : imageName);
+                out.put("image", image);
+                return out;
+            }
+            case "null-co", "null-aio" -> {
+                if (!filename.equals(driver + "://")) {
+                    throw new CommandException("The only allowed filename for this driver is '" + driver + "://'");
+                }
+                return Map.of();
+            }
+            default -> {
+                return null;
+            }
+        }
+    }
+
+    /**
+     * QEMU's {@code bdrv_find_protocol}: a name whose first {@code ':'} comes before any
+     * {@code '/'} starts with its protocol; others are files.
+     */
+    private static String protocol(String filename) {
+        int end = 0;
+        while (end < filename.length() && ":/".indexOf(filename.charAt(end)) < 0) {
+            end++;
+        }
+        if (end == filename.length() || filename.charAt(end) != ':') {
+            return "file";
+        }
+        String p = filename.substring(0, end);
+        return switch (p) {
+            case "file", "blkdebug", "null-co", "null-aio" -> p;
+            default -> throw new CommandException("Unknown protocol '" + p + "'");
+        };
+    }
 
     private static String reason(Exception e) {
         String m = e.getMessage();

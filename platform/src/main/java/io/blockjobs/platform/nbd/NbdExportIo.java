@@ -89,12 +89,15 @@ final class NbdExportIo {
 
     /**
      * The {@code base:allocation} state of the whole chain from {@code offset}, over at most
-     * {@code maxLength} bytes: one extent, uniform over its length. As QEMU's, a range that reads
-     * as zeroes is a hole ({@code NBD_STATE_HOLE | NBD_STATE_ZERO}); anything else is data (0).
+     * {@code maxLength} bytes: one extent, uniform over its length. As QEMU's, a range that no
+     * layer holds data for is a hole ({@code NBD_STATE_HOLE}: QEMU's block status without
+     * {@code DATA}), and a zero hole if it is known to read as zeroes ({@code NBD_STATE_ZERO}); a
+     * range with data is 0. A hole that is not zero is what {@code null-co} reports.
      */
     NbdReply.Extent blockStatus(long offset, long maxLength) throws IOException {
         BlockStatus s = backend.chainStatus(offset, maxLength);
-        return new NbdReply.Extent(s.length(), s.zero() ? STATE_HOLE | STATE_ZERO : 0);
+        boolean data = s.allocated() && !s.zero();
+        return new NbdReply.Extent(s.length(), (data ? 0 : STATE_HOLE) | (s.zero() ? STATE_ZERO : 0));
     }
 
     /**
