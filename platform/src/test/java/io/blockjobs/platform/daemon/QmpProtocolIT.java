@@ -170,7 +170,7 @@ class QmpProtocolIT {
             JsonNode union = type(schema, entry(schema, "blockdev-add").get("arg-type").asString());
             assertThat(union.get("tag").asString()).isEqualTo("driver");
             List<String> cases = union.get("variants").findValuesAsString("case");
-            assertThat(cases).contains("file", "raw", "qcow2", "blkdebug", "copy-on-read")
+            assertThat(cases).contains("file", "raw", "qcow2", "blkdebug", "copy-on-read", "null-co", "null-aio")
                     .doesNotContain("commit_top", "mirror_top");
             JsonNode driverEnum = type(schema, union.get("members").get(0).get("type").asString());
             assertThat(driverEnum.get("meta-type").asString()).isEqualTo("enum");
