@@ -28,10 +28,13 @@ final class RateLimit {
             dispatched = 0;
         }
         dispatched += bytes;
-        long delaySlices = dispatched / sliceQuota;
-        if (delaySlices == 0) {
-            return 0;
+        if (dispatched < sliceQuota) {
+            return 0; // more may go within this slice
         }
-        return Math.max(0, sliceStart + delaySlices * SLICE_NANOS - now);
+        // Quota exceeded: wait for the excess, and the slice stretches to cover it (QEMU's
+        // ratelimit_calculate_delay), so nothing beyond the quota is ever forgiven.
+        double delaySlices = (double) dispatched / sliceQuota;
+        sliceEnd = sliceStart + (long) (delaySlices * SLICE_NANOS);
+        return sliceEnd - now;
     }
 }
