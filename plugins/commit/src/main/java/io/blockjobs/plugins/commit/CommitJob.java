@@ -301,7 +301,8 @@ public final class CommitJob implements BlockjobsPlugin {
      * are first copied up, durably, into {@code keepOld} (the layer right above the base) wherever
      * that layer does not hold the range itself: every intermediate image stays a valid delta
      * over the base. Progress counts, as QEMU's do, the whole disk for an intermediate commit
-     * ({@code toCopy} -1) or the bytes to copy for an active one.
+     * ({@code toCopy} -1) or the bytes to copy for an active one. A range whose copy failed and was ignored ({@code on-error ignore}) is copied
+     * again, as QEMU's commit retries it: the layers are dropped only once the base holds all.
      */
     static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
                          List<BlockNode> reclaim, long toCopy) throws IOException {
@@ -313,7 +314,8 @@ public final class CommitJob implements BlockjobsPlugin {
         long done = 0;
         ctx.progress(0, total);
         try (Copier copier = ctx.copier(IN_FLIGHT, chunk)) {
-            Reclaimer reclaimer = new Reclaimer(base, reclaim, copier);
+            Retrying copies = new Retrying(ctx, copier);
+            Reclaimer reclaimer = new Reclaimer(base, reclaim, copies);
             while (offset < size) {
                 ctx.pausePoint();
                 BlockStatus where = top.chainStatus(offset, Math.min(chunk - offset % chunk, size - offset));
@@ -322,7 +324,7 @@ public final class CommitJob implements BlockjobsPlugin {
                     long at = offset;
                     int n = (int) length;
                     if (keepOld != null) {
-                        copier.copy(at, n, null, (o, b) -> {
+                        copies.copy(at, n, null, (o, b) -> {
                             ByteBuffer old = ByteBuffer.allocate(n);
                             base.read(o, old);
                             keepOld.writeUnallocated(o, old.flip());
@@ -330,9 +332,9 @@ public final class CommitJob implements BlockjobsPlugin {
                             copyOne(top, base, where.zero(), o, n);
                         });
                     } else if (where.zero()) {
-                        copier.copy(at, n, null, (o, b) -> base.writeZeroes(o, n, true));
+                        copies.copy(at, n, null, (o, b) -> base.writeZeroes(o, n, true));
                     } else {
-                        copier.copy(at, n, top::read, base::write);
+                        copies.copy(at, n, top::read, base::write);
                     }
                     reclaimer.copied(offset, length);
                     ctx.throttle(length);
@@ -343,9 +345,68 @@ public final class CommitJob implements BlockjobsPlugin {
                 offset += length;
                 ctx.progress(countAll ? offset : done, total);
             }
-            copier.drain();
+            copies.drain();
             base.flush(); // durable before the chain changes
             reclaimer.release();
+        }
+    }
+
+    /**
+     * Hands copies to the copier and remembers those that failed until they succeed, so that the
+     * ones the {@code ignore} policy skipped are copied again after the pass (each again through
+     * the policy, with a pause point between passes), as QEMU's commit retries a failed range.
+     */
+    static final class Retrying {
+        private record Copy(long offset, int length, Copier.Read read, Copier.Write write) {
+        }
+
+        private final JobContext ctx;
+        private final Copier copier;
+        private final java.util.Set<Copy> failed = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+        Retrying(JobContext ctx, Copier copier) {
+            this.ctx = ctx;
+            this.copier = copier;
+        }
+
+        void copy(long offset, int length, Copier.Read read, Copier.Write write) throws IOException {
+            submit(new Copy(offset, length, read, write));
+        }
+
+        private void submit(Copy c) throws IOException {
+            Copier.Read read = c.read() == null ? null : (o, b) -> {
+                try {
+                    c.read().read(o, b);
+                } catch (IOException | RuntimeException e) {
+                    failed.add(c);
+                    throw e;
+                }
+            };
+            copier.copy(c.offset(), c.length(), read, (o, b) -> {
+                try {
+                    c.write().write(o, b);
+                } catch (IOException | RuntimeException e) {
+                    failed.add(c);
+                    throw e;
+                }
+                failed.remove(c); // a retry after stop succeeded
+            });
+        }
+
+        /** Waits for every copy, copying again those that were skipped, until none is left. */
+        void drain() throws IOException {
+            while (true) {
+                copier.drain();
+                if (failed.isEmpty()) {
+                    return;
+                }
+                List<Copy> again = new java.util.ArrayList<>(failed);
+                failed.removeAll(again);
+                ctx.pausePoint();
+                for (Copy c : again) {
+                    submit(c);
+                }
+            }
         }
     }
 
@@ -369,11 +430,11 @@ public final class CommitJob implements BlockjobsPlugin {
         private static final long BATCH = 8L << 20;
         private final BlockNode base;
         private final List<BlockNode> layers;
-        private final Copier copier;
+        private final Retrying copier;
         private final List<long[]> pending = new java.util.ArrayList<>();
         private long pendingBytes;
 
-        Reclaimer(BlockNode base, List<BlockNode> layers, Copier copier) {
+        Reclaimer(BlockNode base, List<BlockNode> layers, Retrying copier) {
             this.base = base;
             this.layers = layers;
             this.copier = copier;
@@ -394,7 +455,7 @@ public final class CommitJob implements BlockjobsPlugin {
             if (pending.isEmpty()) {
                 return;
             }
-            copier.drain(); // the copies of the batch have landed
+            copier.drain(); // the copies of the batch have landed, skipped ones copied again
             base.flush(); // the data is safe in the base before the layers let it go
             // Bottom layer first: a layer above still holds the data until its own turn, so the
             // view from the top never falls through to an older copy, whenever the job stops.
