@@ -194,9 +194,8 @@ public final class CommitJob implements BlockjobsPlugin {
                 long size = topLayer.size();
                 long toCopy = allocatedAbove(topLayer, base, size);
                 ctx.progress(0, toCopy);
-                long[] done = {0, toCopy};
-                copyDown(ctx, topLayer, baseLayer, base, null, List.of(), toCopy);
-                done[0] = toCopy;
+                long copied = copyDown(ctx, topLayer, baseLayer, base, null, List.of(), toCopy);
+                long[] done = {copied, Math.max(toCopy, copied)}; // clients may have added work meanwhile
                 boolean ready = false;
                 while (true) {
                     List<WriteTracker.Range> dirty = tracker.takeDirty();
@@ -301,10 +300,13 @@ public final class CommitJob implements BlockjobsPlugin {
      * are first copied up, durably, into {@code keepOld} (the layer right above the base) wherever
      * that layer does not hold the range itself: every intermediate image stays a valid delta
      * over the base. Progress counts, as QEMU's do, the whole disk for an intermediate commit
-     * ({@code toCopy} -1) or the bytes to copy for an active one. A range whose copy failed and was ignored ({@code on-error ignore}) is copied
+     * ({@code toCopy} -1) or the bytes to copy for an active one (more if clients add some
+     * meanwhile). A range whose copy failed and was ignored ({@code on-error ignore}) is copied
      * again, as QEMU's commit retries it: the layers are dropped only once the base holds all.
+     *
+     * @return the bytes copied
      */
-    static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
+    static long copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
                          List<BlockNode> reclaim, long toCopy) throws IOException {
         long size = top.size();
         boolean countAll = toCopy < 0;
@@ -343,12 +345,13 @@ public final class CommitJob implements BlockjobsPlugin {
                     }
                 }
                 offset += length;
-                ctx.progress(countAll ? offset : done, total);
+                ctx.progress(countAll ? offset : done, countAll ? total : Math.max(total, done));
             }
             copies.drain();
             base.flush(); // durable before the chain changes
             reclaimer.release();
         }
+        return countAll ? size : done;
     }
 
     /**
