@@ -232,17 +232,28 @@ public final class CommitJob implements BlockjobsPlugin {
                 baseLayer.flush();
             }
 
+            /**
+             * The switch-over, clients still held off: an edit the platform undoes if another
+             * member of the transaction fails to prepare, so nothing else happens before commit.
+             */
             @Override
             public void prepare(GraphEdit edit) throws Exception {
                 edit.replaceUsers(tracker.filterNodeName(), baseName);
-                edit.removeFilter(tracker.filterNodeName());
-                endDrain();
             }
 
             @Override
+            public void commit(GraphEdit edit) {
+                edit.removeFilter(tracker.filterNodeName());
+                endDrain(); // clients go on, on the base
+            }
+
+            /**
+             * Failed, cancelled, soft-cancelled, or aborted by the transaction: the platform undoes
+             * a switch-over, then takes the filter out, and the clients stay on the top ({@link #clean}
+             * ends the drain after that).
+             */
+            @Override
             public void abort(GraphEdit edit) {
-                edit.removeFilter(tracker.filterNodeName()); // a soft cancel: clients stay on the top
-                endDrain();
             }
 
             @Override
