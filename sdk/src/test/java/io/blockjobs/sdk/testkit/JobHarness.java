@@ -1,356 +1,267 @@
 package io.blockjobs.sdk.testkit;
 
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.error.CommandException;
-import io.blockjobs.sdk.job.ChainLink;
-import io.blockjobs.sdk.job.ErrorAction;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
-import io.blockjobs.sdk.job.JobCancelledException;
 import io.blockjobs.sdk.job.JobCommand;
-import io.blockjobs.sdk.job.JobContext;
-import io.blockjobs.sdk.job.JobSetup;
 import io.blockjobs.sdk.job.OnError;
-import io.blockjobs.sdk.job.WriteTracker;
-import java.io.IOException;
 import java.util.ArrayList;
-import java.util.HashMap;
+import java.util.EnumSet;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
+import java.util.Set;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.regex.Pattern;
 
 /**
- * Runs a job plugin's command without a daemon: named in-memory nodes, a context that records
- * progress, counts throttled bytes and pause points, and can cancel the job after a number of
- * pause points. Speed limits are accounted, not slept.
+ * Runs a job plugin's commands without a daemon, as the platform would: a graph of named
+ * in-memory nodes, jobs prepared from their arguments (JSON text, as a QMP client sends them) by
+ * the command's factory with a {@link io.blockjobs.sdk.job.JobSetup} that uses nodes with
+ * permissions and op blockers, puts filters in ({@code copy-on-read}, {@code commit_top},
+ * {@code mirror_top} with its write tracker), reopens and freezes; each job runs on its own
+ * virtual thread under a {@link HarnessJob} that the test drives with QMP's verbs; clients
+ * ({@link #client}) write beside it through whatever filter it put in.
+ *
+ * <pre>{@code
+ * JobHarness harness = new JobHarness().add(top);          // top and its backing chain
+ * RootEdge guest = harness.client("top");                  // writes beside the job
+ * HarnessJob job = harness.start(command, "{\"job-id\": \"j\", \"device\": \"top\"}");
+ * HarnessJob.Outcome outcome = job.awaitEnd();
+ * }</pre>
+ *
+ * <p>Time is a {@link FakeClock}: speed limits sleep on it, so nothing sleeps for real.
  */
-public final class JobHarness {
-    private final Map<String, BlockNode> nodes = new HashMap<>();
-    private final List<String> claimed = new ArrayList<>();
+public final class JobHarness implements AutoCloseable {
+    private static final Pattern ID = Pattern.compile("[A-Za-z][A-Za-z0-9_.-]{0,127}");
 
-    /** What a run did. */
-    public record Outcome(boolean completed, boolean cancelled, Exception error, long progressDone,
-                          long progressTotal, long throttledBytes, int pausePoints, List<String> errorActions) {
+    private final HarnessGraph graph = new HarnessGraph();
+    private final FakeClock clock;
+    private final ReentrantLock mainLoop = new ReentrantLock();
+    private final Map<String, HarnessJob> jobs = new LinkedHashMap<>();
+    private final List<JobEvent> events = new ArrayList<>();
+
+    /** A harness whose clock moves forward by each sleep at once. */
+    public JobHarness() {
+        this(FakeClock.autoAdvancing());
     }
 
-    /** Adds a node under {@code name}. */
-    public JobHarness node(String name, BlockNode node) {
-        nodes.put(name, node);
+    /** A harness on {@code clock}. */
+    public JobHarness(FakeClock clock) {
+        this.clock = clock;
+    }
+
+    /** The harness's clock. */
+    public FakeClock clock() {
+        return clock;
+    }
+
+    // ---- the graph -----------------------------------------------------------------------------
+
+    /** Adds nodes, each with the nodes beneath it, under their node names. */
+    public JobHarness add(BlockNode... nodes) {
+        for (BlockNode n : nodes) {
+            graph.add(n);
+        }
         return this;
     }
 
-    /** Nodes the last prepared job claimed. */
-    public List<String> claimed() {
-        return claimed;
+    /** Adds every layer of a chain. */
+    public JobHarness add(MemoryChain chain) {
+        chain.layers().forEach(graph::add);
+        return this;
     }
 
-    /** Prepares the job as the platform would (the factory sees a {@link JobSetup}). */
-    public <A extends JobArgs> JobBody prepare(JobCommand<A> command, A args) {
-        claimed.clear();
-        JobSetup setup = new JobSetup() {
-            @Override
-            public BlockNode claim(String name) {
-                BlockNode n = nodes.get(name);
-                if (n == null) {
-                    throw new CommandException("Device '" + name + "' not found");
-                }
-                if (claimed.contains(name)) {
-                    throw new CommandException("Node '" + name + "' is busy");
-                }
-                claimed.add(name);
-                return n;
-            }
-
-            @Override
-            public BlockNode claimWritable(String name) {
-                return claim(name);
-            }
-
-            @Override
-            public BlockNode use(String name, String role, java.util.Set<io.blockjobs.sdk.block.BlockPermission> perm,
-                                 java.util.Set<io.blockjobs.sdk.block.BlockPermission> shared) {
-                return claim(name);
-            }
-
-            @Override
-            public void reopenReadWrite(String name) {
-                if (!nodes.containsKey(name)) {
-                    throw new CommandException("Device '" + name + "' not found");
-                }
-            }
-
-            @Override
-            public BlockNode insertFilter(String name, io.blockjobs.sdk.job.FilterSpec filter) {
-                BlockNode below = nodes.get(name);
-                if (below == null) {
-                    throw new CommandException("Device '" + name + "' not found");
-                }
-                String filterName = filter.nodeName() != null ? filter.nodeName() : name + "-filter";
-                BlockNode f = new HarnessFilter(filterName, below, filter.driver().equals("copy-on-read"));
-                nodes.put(filterName, f);
-                return f;
-            }
-
-            @Override
-            public void freezeBackingChain(String top, String base) {
-            }
-
-            @Override
-            public WriteTracker trackWrites(String name, String filterNodeName) {
-                return new WriteTracker() { // no clients write in the harness
-                    @Override
-                    public String filterNodeName() {
-                        return filterNodeName != null ? filterNodeName : name + "-filter";
-                    }
-
-                    @Override
-                    public List<Range> takeDirty() {
-                        return List.of();
-                    }
-
-                    @Override
-                    public boolean awaitDirty(long millis) {
-                        return false;
-                    }
-
-                    @Override
-                    public AutoCloseable blockWrites() {
-                        return () -> { };
-                    }
-                };
-            }
-
-            @Override
-            public List<ChainLink> chain(String name) {
-                BlockNode n = nodes.get(name);
-                if (n == null) {
-                    throw new CommandException("Device '" + name + "' not found");
-                }
-                List<ChainLink> links = new ArrayList<>();
-                for (BlockNode b = n; b != null; b = b.backing().orElse(null)) {
-                    links.add(new ChainLink(nameOf(b), b, b.filename(), b.driver()));
-                }
-                return links;
-            }
-        };
-        return command.factory().prepare(args, setup);
+    /** The node named {@code name} now (an image, or a filter a job put in), or null. */
+    public BlockNode node(String name) {
+        return graph.find(name);
     }
 
-    private String nameOf(BlockNode node) {
-        return nodes.entrySet().stream().filter(e -> e.getValue() == node).map(Map.Entry::getKey).findFirst()
-                .orElse(node.filename());
+    /** The names of the nodes now. */
+    public Set<String> nodeNames() {
+        return graph.names();
     }
 
-    /** Runs {@code body} to its end on this thread; cancels it at pause point {@code cancelAt} (or never: -1). */
-    public Outcome run(JobBody body, OnError onError, int cancelAt) {
-        Context ctx = new Context(onError, cancelAt);
+    /** The filters in the graph now. */
+    public List<String> filters() {
+        return graph.filterNames();
+    }
+
+    /** The frozen backing links now, as {@code parent -> child}. */
+    public List<String> frozenLinks() {
+        return graph.frozenLinks();
+    }
+
+    /** Every root edge now: clients' and jobs'. */
+    public List<RootEdge> edges() {
+        return graph.roots();
+    }
+
+    /** Requests in flight on every node now. */
+    public int requestsInFlight() {
+        int n = 0;
+        for (BlockNode node : graph.all()) {
+            if (node instanceof MemoryNode m) {
+                n += m.requestsInFlight();
+            } else if (node instanceof HarnessFilter f) {
+                n += f.requestsInFlight();
+            }
+        }
+        return n;
+    }
+
+    /**
+     * A client of {@code nodeName}, as an export or a guest: it reads and writes, and lets others
+     * read and write (not resize). Its requests follow the graph when a job puts a filter above
+     * the node or switches its users over, and wait while a job drains them.
+     */
+    public RootEdge client(String nodeName) {
+        return client(nodeName, EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE),
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE, BlockPermission.WRITE_UNCHANGED));
+    }
+
+    /** A client that takes {@code perm} and shares {@code shared}; refused on a conflict. */
+    public RootEdge client(String nodeName, Set<BlockPermission> perm, Set<BlockPermission> shared) {
+        BlockNode node = graph.requireDevice(nodeName);
+        return graph.attachRoot(new RootEdge("an unnamed block device", "root", node, perm, shared, true));
+    }
+
+    /** Detaches a client. */
+    public void detach(RootEdge client) {
+        graph.detachRoot(client);
+    }
+
+    // ---- jobs ----------------------------------------------------------------------------------
+
+    /** Prepares a job from its arguments as JSON text, as the platform would; not started yet. */
+    public <A extends JobArgs> HarnessJob prepare(JobCommand<A> command, String argumentsJson) {
+        return prepare(command, QmpArguments.parse(command.arguments(), argumentsJson));
+    }
+
+    /** Prepares and starts a job from its arguments as JSON text. */
+    public <A extends JobArgs> HarnessJob start(JobCommand<A> command, String argumentsJson) {
+        return prepare(command, argumentsJson).start();
+    }
+
+    /**
+     * Prepares a job as the platform's {@code JobManager.prepare}: checks its id and speed, runs
+     * its factory, and registers it; a factory that throws leaves nothing behind.
+     */
+    public <A extends JobArgs> HarnessJob prepare(JobCommand<A> command, A args) {
+        String id = args.jobId().orElse(args.device());
+        long speed = args.speed().orElse(0L);
+        if (speed < 0) {
+            throw new CommandException("Parameter 'speed' expects a non-negative value");
+        }
+        mainLoop.lock();
         try {
-            body.run(ctx);
-            return ctx.outcome(true, false, null);
-        } catch (JobCancelledException e) {
-            return ctx.outcome(false, true, null);
-        } catch (Exception e) {
-            return ctx.outcome(false, false, e);
+            checkNewId(id);
+            HarnessJob job = new HarnessJob(this, graph, clock, id, command.jobType(), args.autoFinalize().orElse(true),
+                    args.autoDismiss().orElse(true), speed, args.onError().orElse(OnError.REPORT));
+            JobBody body;
+            try {
+                body = command.factory().prepare(args, job.setup());
+            } catch (RuntimeException e) {
+                job.release();
+                throw e;
+            }
+            if (body == null) {
+                job.release();
+                throw new IllegalStateException(command.name() + ": the factory returned no body");
+            }
+            job.attachBody(body);
+            synchronized (jobs) {
+                jobs.put(id, job);
+            }
+            return job;
+        } finally {
+            mainLoop.unlock();
         }
     }
 
-    private static final class Context implements JobContext {
-        private final OnError onError;
-        private final int cancelAt;
-        private long done;
-        private long total;
-        private long throttled;
-        private int pausePoints;
-        private final List<String> actions = new ArrayList<>();
-
-        Context(OnError onError, int cancelAt) {
-            this.onError = onError;
-            this.cancelAt = cancelAt;
-        }
-
-        Outcome outcome(boolean completed, boolean cancelled, Exception error) {
-            return new Outcome(completed, cancelled, error, done, total, throttled, pausePoints, actions);
-        }
-
-        @Override
-        public String id() {
-            return "harness";
-        }
-
-        @Override
-        public void pausePoint() {
-            if (++pausePoints == cancelAt) {
-                throw new JobCancelledException();
-            }
-        }
-
-        @Override
-        public void throttle(long bytes) {
-            throttled += bytes;
-            pausePoint();
-        }
-
-        @Override
-        public void progress(long d, long t) {
-            done = d;
-            total = t;
-        }
-
-        @Override
-        public void ready() {
-        }
-
-        @Override
-        public boolean completeRequested() {
-            return true;
-        }
-
-        @Override
-        public ErrorAction onIoError(IOException error, boolean read) throws IOException {
-            actions.add(onError.name().toLowerCase(java.util.Locale.ROOT));
-            if (onError == OnError.IGNORE) {
-                return ErrorAction.IGNORE;
-            }
-            throw error;
-        }
-
-        @Override
-        public Logger log() {
-            return LoggerFactory.getLogger("harness");
-        }
-
-        @Override
-        public io.blockjobs.sdk.job.Copier copier(int maxInFlight, int bufferSize) {
-            Context ctx = this;
-            return new io.blockjobs.sdk.job.Copier() { // copies at once, on the job's thread
-                private IOException ignored;
-
-                @Override
-                public void copy(long offset, int length, Read read, Write write) throws IOException {
-                    java.nio.ByteBuffer buffer = java.nio.ByteBuffer.allocate(length);
-                    while (true) {
-                        boolean reading = read != null;
-                        try {
-                            buffer.clear();
-                            if (read != null) {
-                                read.read(offset, buffer);
-                                buffer.flip();
-                            }
-                            reading = false;
-                            write.write(offset, buffer);
-                            return;
-                        } catch (IOException e) {
-                            if (ctx.onIoError(e, reading) == ErrorAction.IGNORE) {
-                                if (ignored == null) {
-                                    ignored = e;
-                                }
-                                return;
-                            }
-                        }
-                    }
-                }
-
-                @Override
-                public void drain() {
-                }
-
-                @Override
-                public IOException ignoredError() {
-                    return ignored;
-                }
-
-                @Override
-                public void close() {
-                }
-            };
+    /** The live job with this id, or null. */
+    public HarnessJob job(String id) {
+        synchronized (jobs) {
+            return jobs.get(id);
         }
     }
 
-    /** A filter above a harness node: forwards, and for copy-on-read writes what it read up. */
-    private static final class HarnessFilter implements BlockNode {
-        private final String name;
-        private final BlockNode below;
-        private final boolean copyOnRead;
-
-        HarnessFilter(String name, BlockNode below, boolean copyOnRead) {
-            this.name = name;
-            this.below = below;
-            this.copyOnRead = copyOnRead;
+    /** Every event of every job, in order. */
+    public List<JobEvent> events() {
+        synchronized (events) {
+            return List.copyOf(events);
         }
+    }
 
-        @Override
-        public String driver() {
-            return copyOnRead ? "copy-on-read" : "filter";
+    private void checkNewId(String id) {
+        if (id == null || !ID.matcher(id).matches()) {
+            throw new CommandException("Invalid job ID '" + (id == null ? "" : id) + "'");
         }
-
-        @Override
-        public String filename() {
-            return below.filename();
-        }
-
-        @Override
-        public String nodeName() {
-            return name;
-        }
-
-        @Override
-        public long size() throws IOException {
-            return below.size();
-        }
-
-        @Override
-        public boolean isReadOnly() {
-            return below.isReadOnly();
-        }
-
-        @Override
-        public int clusterSize() {
-            return below.clusterSize();
-        }
-
-        @Override
-        public java.util.Optional<BlockNode> backing() {
-            return below.backing();
-        }
-
-        @Override
-        public void read(long offset, java.nio.ByteBuffer dst) throws IOException {
-            java.nio.ByteBuffer copy = dst.duplicate();
-            below.read(offset, dst);
-            if (copyOnRead && !below.blockStatus(offset, copy.remaining()).allocated()) {
-                copy.limit(dst.position());
-                below.writeUnallocated(offset, copy);
+        synchronized (jobs) {
+            if (jobs.containsKey(id)) {
+                throw new CommandException("Job ID '" + id + "' already in use");
             }
         }
+    }
 
-        @Override
-        public void write(long offset, java.nio.ByteBuffer src) throws IOException {
-            below.write(offset, src);
+    HarnessJob holderOf(BlockNode node) {
+        synchronized (jobs) {
+            for (HarnessJob j : jobs.values()) {
+                if (j.holds(node)) {
+                    return j;
+                }
+            }
         }
+        return null;
+    }
 
-        @Override
-        public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
-            below.writeZeroes(offset, length, mayUnmap);
+    void forget(HarnessJob job) {
+        synchronized (jobs) {
+            jobs.remove(job.id(), job);
         }
+    }
 
-        @Override
-        public void discard(long offset, long length) throws IOException {
-            below.discard(offset, length);
+    void record(JobEvent e) {
+        synchronized (events) {
+            events.add(e);
         }
+    }
 
-        @Override
-        public void flush() throws IOException {
-            below.flush();
+    /** Runs {@code task} as on the daemon's main loop: one at a time. */
+    void onMainLoop(Runnable task) {
+        mainLoop.lock();
+        try {
+            task.run();
+        } finally {
+            mainLoop.unlock();
         }
+    }
 
-        @Override
-        public io.blockjobs.sdk.block.BlockStatus blockStatus(long offset, long maxLength) throws IOException {
-            return below.blockStatus(offset, maxLength);
+    /** Cancels the jobs still running and waits for them: a test that failed leaves no thread behind. */
+    @Override
+    public void close() {
+        List<HarnessJob> live;
+        synchronized (jobs) {
+            live = new ArrayList<>(jobs.values());
         }
-
-        @Override
-        public void close() {
+        for (HarnessJob j : live) {
+            JobStatus s = j.status();
+            if (s == JobStatus.UNDEFINED) {
+                j.release();
+                forget(j);
+                continue;
+            }
+            try {
+                if (JobVerb.CANCEL.allowedIn(s)) {
+                    j.cancel();
+                }
+                j.go();
+                j.awaitEnd();
+            } catch (RuntimeException | AssertionError e) {
+                // the test has failed already, or the job ended meanwhile
+            }
         }
     }
 }

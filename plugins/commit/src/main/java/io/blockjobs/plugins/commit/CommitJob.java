@@ -194,9 +194,8 @@ public final class CommitJob implements BlockjobsPlugin {
                 long size = topLayer.size();
                 long toCopy = allocatedAbove(topLayer, base, size);
                 ctx.progress(0, toCopy);
-                long[] done = {0, toCopy};
-                copyDown(ctx, topLayer, baseLayer, base, null, List.of(), toCopy);
-                done[0] = toCopy;
+                long copied = copyDown(ctx, topLayer, baseLayer, base, null, List.of(), toCopy);
+                long[] done = {copied, Math.max(toCopy, copied)}; // clients may have added work meanwhile
                 boolean ready = false;
                 while (true) {
                     List<WriteTracker.Range> dirty = tracker.takeDirty();
@@ -233,17 +232,28 @@ public final class CommitJob implements BlockjobsPlugin {
                 baseLayer.flush();
             }
 
+            /**
+             * The switch-over, clients still held off: an edit the platform undoes if another
+             * member of the transaction fails to prepare, so nothing else happens before commit.
+             */
             @Override
             public void prepare(GraphEdit edit) throws Exception {
                 edit.replaceUsers(tracker.filterNodeName(), baseName);
-                edit.removeFilter(tracker.filterNodeName());
-                endDrain();
             }
 
             @Override
+            public void commit(GraphEdit edit) {
+                edit.removeFilter(tracker.filterNodeName());
+                endDrain(); // clients go on, on the base
+            }
+
+            /**
+             * Failed, cancelled, soft-cancelled, or aborted by the transaction: the platform undoes
+             * a switch-over, then takes the filter out, and the clients stay on the top ({@link #clean}
+             * ends the drain after that).
+             */
+            @Override
             public void abort(GraphEdit edit) {
-                edit.removeFilter(tracker.filterNodeName()); // a soft cancel: clients stay on the top
-                endDrain();
             }
 
             @Override
@@ -301,9 +311,13 @@ public final class CommitJob implements BlockjobsPlugin {
      * are first copied up, durably, into {@code keepOld} (the layer right above the base) wherever
      * that layer does not hold the range itself: every intermediate image stays a valid delta
      * over the base. Progress counts, as QEMU's do, the whole disk for an intermediate commit
-     * ({@code toCopy} -1) or the bytes to copy for an active one.
+     * ({@code toCopy} -1) or the bytes to copy for an active one (more if clients add some
+     * meanwhile). A range whose copy failed and was ignored ({@code on-error ignore}) is copied
+     * again, as QEMU's commit retries it: the layers are dropped only once the base holds all.
+     *
+     * @return the bytes copied
      */
-    static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
+    static long copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
                          List<BlockNode> reclaim, long toCopy) throws IOException {
         long size = top.size();
         boolean countAll = toCopy < 0;
@@ -313,7 +327,8 @@ public final class CommitJob implements BlockjobsPlugin {
         long done = 0;
         ctx.progress(0, total);
         try (Copier copier = ctx.copier(IN_FLIGHT, chunk)) {
-            Reclaimer reclaimer = new Reclaimer(base, reclaim, copier);
+            Retrying copies = new Retrying(ctx, copier);
+            Reclaimer reclaimer = new Reclaimer(base, reclaim, copies);
             while (offset < size) {
                 ctx.pausePoint();
                 BlockStatus where = top.chainStatus(offset, Math.min(chunk - offset % chunk, size - offset));
@@ -322,7 +337,7 @@ public final class CommitJob implements BlockjobsPlugin {
                     long at = offset;
                     int n = (int) length;
                     if (keepOld != null) {
-                        copier.copy(at, n, null, (o, b) -> {
+                        copies.copy(at, n, null, (o, b) -> {
                             ByteBuffer old = ByteBuffer.allocate(n);
                             base.read(o, old);
                             keepOld.writeUnallocated(o, old.flip());
@@ -330,9 +345,9 @@ public final class CommitJob implements BlockjobsPlugin {
                             copyOne(top, base, where.zero(), o, n);
                         });
                     } else if (where.zero()) {
-                        copier.copy(at, n, null, (o, b) -> base.writeZeroes(o, n, true));
+                        copies.copy(at, n, null, (o, b) -> base.writeZeroes(o, n, true));
                     } else {
-                        copier.copy(at, n, top::read, base::write);
+                        copies.copy(at, n, top::read, base::write);
                     }
                     reclaimer.copied(offset, length);
                     ctx.throttle(length);
@@ -341,11 +356,71 @@ public final class CommitJob implements BlockjobsPlugin {
                     }
                 }
                 offset += length;
-                ctx.progress(countAll ? offset : done, total);
+                ctx.progress(countAll ? offset : done, countAll ? total : Math.max(total, done));
             }
-            copier.drain();
+            copies.drain();
             base.flush(); // durable before the chain changes
             reclaimer.release();
+        }
+        return countAll ? size : done;
+    }
+
+    /**
+     * Hands copies to the copier and remembers those that failed until they succeed, so that the
+     * ones the {@code ignore} policy skipped are copied again after the pass (each again through
+     * the policy, with a pause point between passes), as QEMU's commit retries a failed range.
+     */
+    static final class Retrying {
+        private record Copy(long offset, int length, Copier.Read read, Copier.Write write) {
+        }
+
+        private final JobContext ctx;
+        private final Copier copier;
+        private final java.util.Set<Copy> failed = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+        Retrying(JobContext ctx, Copier copier) {
+            this.ctx = ctx;
+            this.copier = copier;
+        }
+
+        void copy(long offset, int length, Copier.Read read, Copier.Write write) throws IOException {
+            submit(new Copy(offset, length, read, write));
+        }
+
+        private void submit(Copy c) throws IOException {
+            Copier.Read read = c.read() == null ? null : (o, b) -> {
+                try {
+                    c.read().read(o, b);
+                } catch (IOException | RuntimeException e) {
+                    failed.add(c);
+                    throw e;
+                }
+            };
+            copier.copy(c.offset(), c.length(), read, (o, b) -> {
+                try {
+                    c.write().write(o, b);
+                } catch (IOException | RuntimeException e) {
+                    failed.add(c);
+                    throw e;
+                }
+                failed.remove(c); // a retry after stop succeeded
+            });
+        }
+
+        /** Waits for every copy, copying again those that were skipped, until none is left. */
+        void drain() throws IOException {
+            while (true) {
+                copier.drain();
+                if (failed.isEmpty()) {
+                    return;
+                }
+                List<Copy> again = new java.util.ArrayList<>(failed);
+                failed.removeAll(again);
+                ctx.pausePoint();
+                for (Copy c : again) {
+                    submit(c);
+                }
+            }
         }
     }
 
@@ -369,11 +444,11 @@ public final class CommitJob implements BlockjobsPlugin {
         private static final long BATCH = 8L << 20;
         private final BlockNode base;
         private final List<BlockNode> layers;
-        private final Copier copier;
+        private final Retrying copier;
         private final List<long[]> pending = new java.util.ArrayList<>();
         private long pendingBytes;
 
-        Reclaimer(BlockNode base, List<BlockNode> layers, Copier copier) {
+        Reclaimer(BlockNode base, List<BlockNode> layers, Retrying copier) {
             this.base = base;
             this.layers = layers;
             this.copier = copier;
@@ -394,7 +469,7 @@ public final class CommitJob implements BlockjobsPlugin {
             if (pending.isEmpty()) {
                 return;
             }
-            copier.drain(); // the copies of the batch have landed
+            copier.drain(); // the copies of the batch have landed, skipped ones copied again
             base.flush(); // the data is safe in the base before the layers let it go
             // Bottom layer first: a layer above still holds the data until its own turn, so the
             // view from the top never falls through to an older copy, whenever the job stops.

@@ -1,6 +1,7 @@
 package io.blockjobs.plugins.nulljob;
 
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.job.ErrorAction;
 import io.blockjobs.sdk.job.JobArgs;
@@ -11,8 +12,10 @@ import io.blockjobs.sdk.job.JobType;
 import io.blockjobs.sdk.job.OnError;
 import java.io.IOException;
 import java.nio.ByteBuffer;
+import java.util.EnumSet;
 import java.util.List;
 import java.util.Optional;
+import java.util.Set;
 import org.pf4j.Extension;
 
 /**
@@ -32,8 +35,13 @@ public final class NullJob implements JobType {
 
     @Override
     public List<JobCommand<?>> commands() {
-        return List.of(new JobCommand<>("block-null", "null", Args.class, (args, setup) -> body(setup.claim(args.device()))));
+        return List.of(new JobCommand<>("block-null", "null", Args.class, (args, setup) -> body(setup.use(args.device(),
+                "main node", EnumSet.noneOf(BlockPermission.class), READERS_AND_WRITERS))));
     }
+
+    /** What the job lets others do with its device: it only reads, so clients keep reading and writing. */
+    private static final Set<BlockPermission> READERS_AND_WRITERS = EnumSet.of(BlockPermission.CONSISTENT_READ,
+            BlockPermission.WRITE, BlockPermission.WRITE_UNCHANGED);
 
     /** The job itself: a loop over the chain's allocated ranges. */
     static JobBody body(BlockNode device) {

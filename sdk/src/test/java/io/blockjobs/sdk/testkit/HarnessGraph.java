@@ -1,0 +1,597 @@
+package io.blockjobs.sdk.testkit;
+
+import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockPermission;
+import io.blockjobs.sdk.block.WriteHook;
+import io.blockjobs.sdk.error.CommandException;
+import io.blockjobs.sdk.error.ErrorClass;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.EnumSet;
+import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.regex.Pattern;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The harness's block graph, built as the platform's is: named nodes ({@link MemoryNode}s and the
+ * filters jobs put in), the links between them (an overlay's backing link, a filter's child),
+ * and root edges (jobs' and clients'). It puts filters in and takes them out, switches users
+ * over, changes backing links, freezes them, drains, and checks permissions with QEMU's rules
+ * and messages, as {@code BlockGraph} does.
+ */
+final class HarnessGraph {
+    private static final Logger LOG = LoggerFactory.getLogger(HarnessGraph.class);
+    private static final Pattern NODE_NAME = Pattern.compile("[A-Za-z][A-Za-z0-9_.-]{0,30}");
+    private static final Set<String> JOB_FILTERS = Set.of("commit_top", "mirror_top", "copy-before-write");
+    private static final int READ = bit(BlockPermission.CONSISTENT_READ);
+    private static final int WRITE = bit(BlockPermission.WRITE);
+    private static final int UNCHANGED = bit(BlockPermission.WRITE_UNCHANGED);
+    private static final int RESIZE = bit(BlockPermission.RESIZE);
+    static final int ALL = READ | WRITE | UNCHANGED | RESIZE;
+
+    /** An undoable change. */
+    interface Undo {
+        void undo();
+    }
+
+    /** A link to a node from above: a root edge, an overlay's backing link, a filter's child link. */
+    private record Parent(RootEdge root, BlockNode node, String name) {
+        String description() {
+            return root != null ? root.user() : "node '" + node.nodeName() + "'";
+        }
+    }
+
+    private final Map<String, BlockNode> nodes = new LinkedHashMap<>();
+    private final List<RootEdge> roots = new CopyOnWriteArrayList<>();
+    private final Map<BlockNode, List<Object>> frozenBy = new IdentityHashMap<>(); // by the link's parent
+    private final Set<BlockNode> neverFreeze = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+    private int generated;
+
+    // ---- nodes -----------------------------------------------------------------------------------
+
+    /** Adds a node and the nodes beneath it, each under its node name. */
+    synchronized void add(BlockNode node) {
+        for (BlockNode n = node; n != null; n = below(n)) {
+            BlockNode known = nodes.get(n.nodeName());
+            if (known == n) {
+                continue;
+            }
+            if (known != null) {
+                throw new IllegalArgumentException("Duplicate nodes with node-name='" + n.nodeName() + "'");
+            }
+            nodes.put(n.nodeName(), n);
+        }
+    }
+
+    synchronized BlockNode find(String name) {
+        return nodes.get(name);
+    }
+
+    /** The node, or the platform's {@code GenericError} for a node name. */
+    synchronized BlockNode require(String name) {
+        BlockNode n = nodes.get(name);
+        if (n == null) {
+            throw new CommandException(ErrorClass.GENERIC_ERROR, "Cannot find device='' nor node-name='" + name + "'");
+        }
+        return n;
+    }
+
+    /** The node a command names as its device, or QEMU's {@code DeviceNotFound}. */
+    synchronized BlockNode requireDevice(String name) {
+        BlockNode n = nodes.get(name);
+        if (n == null) {
+            throw new CommandException(ErrorClass.DEVICE_NOT_FOUND, "Device '" + name + "' not found");
+        }
+        return n;
+    }
+
+    synchronized Set<String> names() {
+        return Set.copyOf(nodes.keySet());
+    }
+
+    synchronized List<String> filterNames() {
+        List<String> names = new ArrayList<>();
+        nodes.forEach((name, n) -> {
+            if (n instanceof HarnessFilter) {
+                names.add(name);
+            }
+        });
+        return names;
+    }
+
+    synchronized List<BlockNode> all() {
+        return new ArrayList<>(nodes.values());
+    }
+
+    /** The next node down: a filter's child, an overlay's backing node. */
+    static BlockNode below(BlockNode n) {
+        if (n instanceof HarnessFilter f) {
+            return f.child();
+        }
+        if (n instanceof MemoryNode m) {
+            return m.backingNode();
+        }
+        if (n instanceof RootEdge e) {
+            return e.target();
+        }
+        return n.backing().orElse(null);
+    }
+
+    /** The node a stack of filters stands for. */
+    static BlockNode skipFilters(BlockNode n) {
+        BlockNode node = n;
+        while (true) {
+            if (node instanceof RootEdge e) {
+                node = e.target();
+            } else if (node instanceof HarnessFilter f) {
+                node = f.child();
+            } else {
+                return node;
+            }
+        }
+    }
+
+    // ---- root edges ------------------------------------------------------------------------------
+
+    /** Attaches a user's edge; refused, and left out, on a permission conflict. */
+    synchronized RootEdge attachRoot(RootEdge edge) {
+        roots.add(edge);
+        try {
+            refreshPermissions();
+        } catch (RuntimeException e) {
+            roots.remove(edge);
+            edge.markDetached();
+            throw e;
+        }
+        return edge;
+    }
+
+    synchronized void detachRoot(RootEdge edge) {
+        roots.remove(edge);
+        edge.markDetached();
+    }
+
+    synchronized List<RootEdge> roots() {
+        return List.copyOf(roots);
+    }
+
+    // ---- filters ---------------------------------------------------------------------------------
+
+    /**
+     * Puts a filter above {@code nodeName}; every user of the node but {@code keep} and jobs'
+     * edges (which stay at their node) moves to the filter.
+     */
+    synchronized HarnessFilter insertFilter(String nodeName, String driver, String filterName, Map<String, Object> options,
+                                           List<WriteHook> hooks, Set<RootEdge> keep, boolean mayFreeze) {
+        BlockNode node = require(nodeName);
+        String name;
+        if (filterName != null) {
+            checkNewName(filterName);
+            name = filterName;
+        } else {
+            name = generateName();
+        }
+        BlockNode bottom = null;
+        if (driver.equals("copy-on-read")) {
+            for (String key : options.keySet()) {
+                if (!key.equals("bottom")) {
+                    throw new CommandException("Parameter '" + key + "' is unexpected");
+                }
+            }
+            Object b = options.get("bottom");
+            if (b != null) {
+                bottom = require(String.valueOf(b));
+            }
+        } else if (!JOB_FILTERS.contains(driver)) {
+            throw new CommandException("Parameter 'driver' does not accept value '" + driver + "'");
+        }
+        HarnessFilter filter = new HarnessFilter(name, driver, node, bottom, hooks);
+        nodes.put(name, filter);
+        if (!mayFreeze) {
+            neverFreeze.add(filter);
+        }
+        List<Parent> moved = new ArrayList<>();
+        for (Parent p : parentsOf(node)) {
+            boolean own = p.node() == filter;
+            boolean staysAtNode = p.root() != null && !p.root().isClient();
+            if (!own && !staysAtNode && (p.root() == null || !keep.contains(p.root()))) {
+                moved.add(p);
+            }
+        }
+        try (AutoCloseable drained = drain(node)) {
+            move(moved, filter);
+            refreshPermissions();
+        } catch (RuntimeException e) {
+            move(moved, node);
+            nodes.remove(name);
+            neverFreeze.remove(filter);
+            refreshQuietly();
+            throw e;
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+        return filter;
+    }
+
+    /** Removes a filter; its users go to the node beneath. Nothing happens if it is gone. */
+    synchronized void removeFilter(String filterName) {
+        if (!(nodes.get(filterName) instanceof HarnessFilter f)) {
+            return;
+        }
+        try (AutoCloseable drained = drain(f)) {
+            move(parentsOf(f), f.child());
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+        nodes.remove(filterName);
+        neverFreeze.remove(f);
+        frozenBy.remove(f);
+        refreshQuietly();
+    }
+
+    // ---- switch-over and backing links -----------------------------------------------------------
+
+    /** Moves every user of {@code from} but {@code keep} to {@code to}: a switch-over. */
+    synchronized Undo replaceUsers(String from, String to, Set<RootEdge> keep) {
+        BlockNode f = require(from);
+        BlockNode t = require(to);
+        List<Parent> moved = new ArrayList<>();
+        for (Parent p : parentsOf(f)) {
+            if ((p.root() == null || !keep.contains(p.root())) && p.node() != t) {
+                moved.add(p);
+            }
+        }
+        try (AutoCloseable drained = drain(f)) {
+            move(moved, t);
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+        refreshQuietly();
+        return () -> {
+            synchronized (HarnessGraph.this) {
+                move(moved, f);
+                refreshQuietly();
+            }
+        };
+    }
+
+    /**
+     * Makes {@code backingName} (or nothing) the backing of {@code overlayName} and rewrites the
+     * overlay's header, as the platform's {@code setBacking}; refused if another job froze the link.
+     */
+    synchronized Undo setBacking(Object owner, String overlayName, String backingName, String backingFile) {
+        BlockNode o = require(overlayName);
+        BlockNode backing = backingName == null ? null : require(backingName);
+        if (!(o instanceof MemoryNode overlay)) {
+            throw new CommandException("'" + overlayName + "' (" + o.driver() + ") cannot have a backing file");
+        }
+        BlockNode old = overlay.backingNode();
+        if (old != null && frozenByOthers(overlay, owner)) {
+            throw new CommandException("Cannot change frozen 'backing' link from '" + overlayName + "' to '"
+                    + old.nodeName() + "'");
+        }
+        String oldFile = overlay.backingFile();
+        String oldFormat = overlay.backingFormat();
+        String file = backing == null ? null : backingFile != null ? backingFile : skipFilters(backing).filename();
+        String format = backing == null ? null : skipFilters(backing).driver();
+        try {
+            overlay.changeBackingFile(file, format);
+        } catch (IOException e) {
+            throw new CommandException("could not change the backing file of '" + overlayName + "': " + e.getMessage());
+        }
+        try (AutoCloseable drained = drain(overlay)) {
+            overlay.relink(backing);
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+        refreshQuietly();
+        return () -> {
+            synchronized (HarnessGraph.this) {
+                try {
+                    overlay.changeBackingFile(oldFile, oldFormat);
+                } catch (IOException e) {
+                    LOG.warn("could not restore the backing file of {}: {}", overlayName, e.getMessage());
+                }
+                overlay.relink(old);
+                refreshQuietly();
+            }
+        };
+    }
+
+    /**
+     * Freezes the links from {@code topName} down to {@code baseName} (exclusive; null: to the
+     * end), walking through filters; refused with QEMU's messages as {@code BlockGraph.freeze}.
+     */
+    synchronized AutoCloseable freeze(Object owner, String topName, String baseName) {
+        BlockNode top = require(topName);
+        BlockNode base = baseName == null ? null : require(baseName);
+        List<BlockNode> links = new ArrayList<>();
+        for (BlockNode i = top; i != null && i != base; ) {
+            BlockNode child = i instanceof HarnessFilter || i instanceof MemoryNode ? below(i) : null;
+            if (child == null) {
+                break;
+            }
+            if (frozen(i)) {
+                throw new CommandException("Cannot change '" + linkName(i) + "' link from '" + i.nodeName() + "' to '"
+                        + child.nodeName() + "'");
+            }
+            links.add(i);
+            i = child;
+        }
+        for (BlockNode link : links) {
+            BlockNode child = below(link);
+            if (neverFreeze.contains(child)) {
+                throw new CommandException("Cannot freeze '" + linkName(link) + "' link to '" + child.nodeName() + "'");
+            }
+        }
+        for (BlockNode link : links) {
+            frozenBy.computeIfAbsent(link, k -> new ArrayList<>()).add(owner);
+        }
+        return () -> {
+            synchronized (HarnessGraph.this) {
+                for (BlockNode link : links) {
+                    List<Object> by = frozenBy.get(link);
+                    if (by != null) {
+                        by.remove(owner);
+                        if (by.isEmpty()) {
+                            frozenBy.remove(link);
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    /** The frozen links now, as {@code parent -> child}. */
+    synchronized List<String> frozenLinks() {
+        List<String> links = new ArrayList<>();
+        for (BlockNode parent : frozenBy.keySet()) {
+            BlockNode child = below(parent);
+            links.add(parent.nodeName() + " -> " + (child == null ? "(none)" : child.nodeName()));
+        }
+        java.util.Collections.sort(links);
+        return links;
+    }
+
+    private boolean frozen(BlockNode linkParent) {
+        List<Object> by = frozenBy.get(linkParent);
+        return by != null && !by.isEmpty();
+    }
+
+    private boolean frozenByOthers(BlockNode linkParent, Object owner) {
+        List<Object> by = frozenBy.get(linkParent);
+        return by != null && by.stream().anyMatch(o -> o != owner);
+    }
+
+    private static String linkName(BlockNode parent) {
+        return parent instanceof HarnessFilter f ? f.childName() : "backing";
+    }
+
+    // ---- drain -----------------------------------------------------------------------------------
+
+    /**
+     * Begins a drain of {@code node}: clients that reach it hold new requests and the requests in
+     * flight end; jobs' own requests go on. Close the handle on any thread to end it, once.
+     */
+    AutoCloseable drain(BlockNode node) {
+        List<RootEdge.Gate> gates = new ArrayList<>();
+        synchronized (this) {
+            for (RootEdge r : roots) {
+                if (r.gate() != null && subtree(r.target()).contains(node)) {
+                    gates.add(r.gate());
+                }
+            }
+        }
+        gates.forEach(RootEdge.Gate::close);
+        gates.forEach(RootEdge.Gate::awaitIdle);
+        boolean[] ended = new boolean[1];
+        return () -> {
+            synchronized (ended) {
+                if (ended[0]) {
+                    return;
+                }
+                ended[0] = true;
+            }
+            gates.forEach(RootEdge.Gate::open);
+        };
+    }
+
+    private static Set<BlockNode> subtree(BlockNode top) {
+        Set<BlockNode> nodes = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+        for (BlockNode n = top; n != null && nodes.add(n); n = below(n)) {
+            // walk down
+        }
+        return nodes;
+    }
+
+    // ---- permissions -----------------------------------------------------------------------------
+
+    /** The links to {@code n} from above. */
+    private List<Parent> parentsOf(BlockNode n) {
+        List<Parent> parents = new ArrayList<>();
+        for (RootEdge r : roots) {
+            if (r.target() == n) {
+                parents.add(new Parent(r, null, r.role()));
+            }
+        }
+        for (BlockNode p : nodes.values()) {
+            if (p instanceof MemoryNode m && m.backingNode() == n) {
+                parents.add(new Parent(null, m, "backing"));
+            } else if (p instanceof HarnessFilter f && f.child() == n) {
+                parents.add(new Parent(null, f, f.childName()));
+            }
+        }
+        return parents;
+    }
+
+    private static void move(List<Parent> links, BlockNode to) {
+        for (Parent p : links) {
+            if (p.root() != null) {
+                p.root().retarget(to);
+            } else if (p.node() instanceof MemoryNode m) {
+                m.relink(to);
+            } else if (p.node() instanceof HarnessFilter f) {
+                f.relink(to);
+            }
+        }
+    }
+
+    private void refreshQuietly() {
+        try {
+            refreshPermissions();
+        } catch (RuntimeException e) {
+            LOG.warn("permissions after a graph change: {}", e.getMessage());
+        }
+    }
+
+    /**
+     * Checks every node: each user's permissions must be shared by every other user, and a
+     * read-only node takes no writer, as the platform's {@code refreshPermissions} (child links
+     * take what their parent's users need, by QEMU's default rules for backing and filtered children).
+     *
+     * @throws CommandException with the platform's message for the first conflict
+     */
+    synchronized void refreshPermissions() {
+        Map<BlockNode, int[]> cumulative = new IdentityHashMap<>();
+        for (BlockNode n : nodes.values()) {
+            cumulativeOf(n, cumulative);
+        }
+        for (BlockNode n : nodes.values()) {
+            List<Parent> ps = parentsOf(n);
+            List<int[]> perms = new ArrayList<>();
+            for (Parent p : ps) {
+                perms.add(linkPermissions(p, cumulative));
+            }
+            for (int a = 0; a < ps.size(); a++) {
+                for (int b = 0; b < ps.size(); b++) {
+                    int unshared = perms.get(b)[0] & ~perms.get(a)[1];
+                    if (a != b && unshared != 0) {
+                        Parent pa = ps.get(a);
+                        Parent pb = ps.get(b);
+                        throw new CommandException("Permission conflict on node '" + n.nodeName() + "': permissions '"
+                                + words(unshared) + "' are both required by " + pb.description() + " (uses node '"
+                                + n.nodeName() + "' as '" + pb.name() + "' child) and unshared by " + pa.description()
+                                + " (uses node '" + n.nodeName() + "' as '" + pa.name() + "' child).");
+                    }
+                }
+            }
+            if (!(n instanceof HarnessFilter) && n.isReadOnly() && (cumulative.get(n)[0] & (WRITE | UNCHANGED)) != 0) {
+                throw new CommandException("Block node is read-only");
+            }
+        }
+    }
+
+    /** {perm, shared} that the node's users take and share in all, parents first. */
+    private int[] cumulativeOf(BlockNode n, Map<BlockNode, int[]> memo) {
+        int[] known = memo.get(n);
+        if (known != null) {
+            return known;
+        }
+        memo.put(n, new int[] {0, ALL}); // a cycle would stop here
+        int perm = 0;
+        int shared = ALL;
+        for (Parent p : parentsOf(n)) {
+            int[] link = linkPermissions(p, memo);
+            perm |= link[0];
+            shared &= link[1];
+        }
+        int[] result = {perm, shared};
+        memo.put(n, result);
+        return result;
+    }
+
+    /** What a link takes and shares: a root edge its own; a child link what its parent's users need. */
+    private int[] linkPermissions(Parent p, Map<BlockNode, int[]> memo) {
+        if (p.root() != null) {
+            return new int[] {p.root().permMask(), p.root().sharedMask()};
+        }
+        int[] parent = cumulativeOf(p.node(), memo);
+        int perm = parent[0];
+        int shared = parent[1];
+        if (p.node() instanceof HarnessFilter f) {
+            int nperm;
+            int nshared;
+            switch (f.driver()) {
+                case "commit_top" -> { // nothing reads or writes through it
+                    nperm = 0;
+                    nshared = ALL;
+                }
+                case "mirror_top" -> { // forwards clients' writes; the job reads the node itself
+                    nperm = perm & ~READ;
+                    nshared = shared;
+                }
+                default -> {
+                    nperm = perm;
+                    nshared = shared;
+                }
+            }
+            if (f.copyOnRead() && !f.isReadOnly()) {
+                nperm |= UNCHANGED; // copy-on-read writes what it read
+                nshared |= UNCHANGED;
+            }
+            return new int[] {nperm, nshared};
+        }
+        // a backing link: reads only, and lets others write what the overlay's users let be written
+        return new int[] {perm & READ, ((shared & WRITE) != 0 ? WRITE | RESIZE : 0) | READ | UNCHANGED};
+    }
+
+    // ---- names -----------------------------------------------------------------------------------
+
+    private void checkNewName(String name) {
+        if (!NODE_NAME.matcher(name).matches()) {
+            throw new CommandException("Invalid node-name: '" + name + "'");
+        }
+        if (nodes.containsKey(name)) {
+            throw new CommandException("Duplicate nodes with node-name='" + name + "'");
+        }
+    }
+
+    private String generateName() {
+        String name;
+        do {
+            name = String.format("#block%03d", ++generated);
+        } while (nodes.containsKey(name));
+        return name;
+    }
+
+    // ---- permission sets -------------------------------------------------------------------------
+
+    static int bit(BlockPermission p) {
+        return 1 << p.ordinal();
+    }
+
+    static int mask(Set<BlockPermission> perms) {
+        int m = 0;
+        for (BlockPermission p : perms) {
+            m |= bit(p);
+        }
+        return m;
+    }
+
+    static Set<BlockPermission> perms(int mask) {
+        Set<BlockPermission> s = EnumSet.noneOf(BlockPermission.class);
+        for (BlockPermission p : BlockPermission.values()) {
+            if ((mask & bit(p)) != 0) {
+                s.add(p);
+            }
+        }
+        return s;
+    }
+
+    /** QEMU's names in messages: {@code write, resize}. */
+    static String words(int mask) {
+        List<String> names = new ArrayList<>();
+        for (BlockPermission p : BlockPermission.values()) {
+            if ((mask & bit(p)) != 0) {
+                names.add(p.name().toLowerCase(java.util.Locale.ROOT).replace('_', ' '));
+            }
+        }
+        return String.join(", ", names);
+    }
+}
