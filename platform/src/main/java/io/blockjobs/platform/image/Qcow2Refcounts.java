@@ -57,13 +57,21 @@ final class Qcow2Refcounts {
         this.table = table;
         this.highWater = (file.size() + clusterSize - 1) >>> clusterBits;
         this.maxCachedBlocks = (int) Math.max(4, (8L << 20) >> clusterBits);
-        this.maxPoolBatch = (int) Math.max(1, Math.min(512, (32L << 20) >> clusterBits));
+        this.maxPoolBatch = crashLeakBound(clusterBits);
         this.blocks = new LinkedHashMap<>(16, 0.75f, true) {
             @Override
             protected boolean removeEldestEntry(Map.Entry<Long, byte[]> eldest) {
                 return size() > maxCachedBlocks;
             }
         };
+    }
+
+    /**
+     * The most clusters the pool holds at once: what a crash can leak from it (a batch is taken
+     * only when the pool is empty).
+     */
+    static int crashLeakBound(int clusterBits) {
+        return (int) Math.max(1, Math.min(512, (32L << 20) >> clusterBits));
     }
 
     /** Reads the refcount table named by the header. */
