@@ -4,8 +4,10 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.locks.ReentrantLock;
 
 /**
@@ -15,13 +17,36 @@ import java.util.concurrent.locks.ReentrantLock;
  * process killed at any instant leaves no cluster referenced with a refcount of zero:
  * <ul>
  *   <li>a cluster's refcount is raised, and made durable, before anything points to it: data
- *       clusters come from a pool allocated ahead in batches, one flush per batch;</li>
+ *       clusters and L2 tables come from a pool counted ahead in batches, one flush per batch;</li>
  *   <li>a cluster is released only after the reference to it is gone;</li>
  *   <li>a new refcount block describes itself (it sits at the first cluster it covers) and is
  *       durable before the refcount table points to it; a grown table is durable before the
  *       header points to it, and the old table is released last.</li>
  * </ul>
  * A crash can leak clusters (the unused part of the pool), never corrupt.
+ *
+ * <p>What a crash leaks. The pool is taken from two places, and what is left of it after a crash
+ * is handled differently in each:
+ * <ul>
+ *   <li>free clusters inside the file (holes left by discards): a pool holds at most
+ *       {@link #MAX_HOLES} of them, so a crash leaks no more of them than QEMU's order of
+ *       magnitude (QEMU leaks 0 to 8). These stay leaked, as QEMU's do, until
+ *       {@code qemu-img check -r leaks};</li>
+ *   <li>clusters past the end of the file: batches double up to {@link #poolBound} (512 clusters
+ *       or 32 MiB), so that sequential writers flush rarely. The pool is handed out in ascending
+ *       order and everything written goes to it, so its unused part stays past the end of the
+ *       file, where {@code qemu-img check} does not count leaks, and the first refill after a
+ *       read-write open (or the close) gives back whatever is counted past the end of the file
+ *       and no L2 entry references (nothing valid can: {@code qemu-img check} reports a reference
+ *       past the end of the file as an error). That costs a read of the L2 tables, and only when
+ *       something is counted past the end. A writer that does not reclaim them (QEMU, if it
+ *       opens the image first) grows the file over them, and then they are leaks.</li>
+ * </ul>
+ * For the unused pool to stay past the end, a refill stops before the range of a refcount block
+ * that does not exist yet (creating it writes at the start of its range, which could lie past
+ * pool clusters): the next refill creates it, once the pool is used up. Besides the pool, an
+ * operation in flight can leak the cluster it holds (taken and not yet linked, or unlinked and
+ * not yet released), and replacing the refcount table the old table.
  */
 final class Qcow2Refcounts {
 
@@ -40,6 +65,8 @@ final class Qcow2Refcounts {
     private final Map<Long, byte[]> blocks;
     private long freeHint;
     private long highWater; // no cluster at or past this index is in use
+    private boolean highWaterChecked; // against the refcounts, not only the file's length
+    private boolean tailReclaimed; // what a crash left counted past the end of the file
 
     private final ArrayDeque<Long> pool = new ArrayDeque<>();
     private int poolBatch = 8;
@@ -57,13 +84,24 @@ final class Qcow2Refcounts {
         this.table = table;
         this.highWater = (file.size() + clusterSize - 1) >>> clusterBits;
         this.maxCachedBlocks = (int) Math.max(4, (8L << 20) >> clusterBits);
-        this.maxPoolBatch = (int) Math.max(1, Math.min(512, (32L << 20) >> clusterBits));
+        this.maxPoolBatch = poolBound(clusterBits);
         this.blocks = new LinkedHashMap<>(16, 0.75f, true) {
             @Override
             protected boolean removeEldestEntry(Map.Entry<Long, byte[]> eldest) {
                 return size() > maxCachedBlocks;
             }
         };
+    }
+
+    /** The most free clusters inside the file (holes) that a pool holds: what a crash leaks for good. */
+    static final int MAX_HOLES = 16;
+
+    /**
+     * The most clusters a pool holds: at most {@link #MAX_HOLES} inside the file, the rest past
+     * its end (which a crash leaves counted, for the next read-write open to reclaim).
+     */
+    static int poolBound(int clusterBits) {
+        return (int) Math.max(MAX_HOLES, Math.min(512, (32L << 20) >> clusterBits));
     }
 
     /** Reads the refcount table named by the header. */
@@ -135,10 +173,16 @@ final class Qcow2Refcounts {
         }
     }
 
-    /** Gives back the clusters that were allocated ahead and not used (at close). */
+    /**
+     * Gives back the clusters that were allocated ahead and not used, and what a crash left
+     * counted past the end of the file if no refill has reclaimed it (at close).
+     */
     void releasePool() throws IOException {
         while (!pool.isEmpty()) {
             adjust(pool.removeFirst(), -1);
+        }
+        if (!tailReclaimed) {
+            reclaimTail();
         }
     }
 
@@ -150,6 +194,7 @@ final class Qcow2Refcounts {
      * @return the host offset of the first
      */
     long allocateContiguous(int n) throws IOException {
+        checkHighWater();
         while (true) {
             long start = highWater;
             long[] missing = missingBlocks(start, n);
@@ -217,26 +262,134 @@ final class Qcow2Refcounts {
         return created;
     }
 
+    /**
+     * Counts the next free clusters into the (empty) pool, with one flush: up to a batch, at most
+     * {@link #MAX_HOLES} of them inside the file, and none in the range of a refcount block that
+     * does not exist yet unless the pool is still empty.
+     */
     private void refillPool() throws IOException {
-        long c = freeHint;
-        for (int got = 0; got < poolBatch; got++) {
-            c = nextFree(c);
+        if (!tailReclaimed) {
+            reclaimTail();
+        }
+        long end = clustersInFile();
+        int holes = 0;
+        long c = Math.max(freeHint, 1);
+        while (pool.size() < poolBatch) {
+            if (!pool.isEmpty() && !hasBlock(c >>> blockBits)) {
+                break; // the block, at the start of its range, could land past pool clusters
+            }
+            if (!isFree(c)) { // creates the missing block, which counts itself
+                c++;
+                continue;
+            }
+            if (pool.isEmpty()) {
+                end = clustersInFile(); // a block or a table created just now may have grown the file
+            }
+            if (c < end && holes++ == MAX_HOLES) {
+                break;
+            }
             adjust(c, 1);
             pool.addLast(c);
             c++;
         }
         freeHint = c;
-        file.flush(); // refcounts durable before any L2 entry points to these clusters
+        file.flush(); // refcounts durable before any L2 or L1 entry points to these clusters
         poolBatch = Math.min(maxPoolBatch, poolBatch * 2);
     }
 
-    /** The first free cluster at or after {@code from}. */
-    private long nextFree(long from) throws IOException {
-        long c = Math.max(from, 1);
-        while (!isFree(c)) {
-            c++;
+    private long clustersInFile() throws IOException {
+        return (file.size() + clusterSize - 1) >>> clusterBits;
+    }
+
+    private boolean hasBlock(long b) {
+        return b < table.length && (table[(int) b] & ~(clusterSize - 1)) != 0;
+    }
+
+    /**
+     * Gives back the clusters that a crash left counted past the end of the file (the unused end
+     * of a pool): nothing in an image free of errors points past its end, and the L2 tables are
+     * read to make sure (a power loss can leave an L2 entry durable and its data not; such a
+     * cluster stays counted). Metadata tables cannot lie there: the image would not open.
+     */
+    private void reclaimTail() throws IOException {
+        tailReclaimed = true;
+        long end = clustersInFile();
+        long last = lastCounted();
+        if (last < end) {
+            return;
         }
-        return c;
+        Set<Long> referenced = referencedFrom(end);
+        for (long c = end; c <= last; c++) {
+            if (!hasBlock(c >>> blockBits)) {
+                c = ((c >>> blockBits) + 1 << blockBits) - 1; // nothing counted in this range
+            } else if (get(c) == 1 && !referenced.contains(c)) {
+                adjust(c, -1);
+            }
+        }
+        highWater = Math.max(end, lastCounted() + 1);
+        highWaterChecked = true;
+    }
+
+    /** The clusters at or past {@code from} that an L2 entry of the active L1 table references. */
+    private Set<Long> referencedFrom(long from) throws IOException {
+        Set<Long> found = new HashSet<>();
+        if (header.l1Size <= 0) {
+            return found;
+        }
+        ByteBuffer l1 = ByteBuffer.allocate(header.l1Size * 8);
+        file.read(header.l1TableOffset, l1);
+        int csizeShift = 62 - (clusterBits - 8);
+        long csizeMask = (1L << (clusterBits - 8)) - 1;
+        ByteBuffer l2 = ByteBuffer.allocate((int) clusterSize);
+        for (int i = 0; i < header.l1Size; i++) {
+            long l2Offset = l1.getLong(i * 8) & Qcow2Node.OFFSET_MASK;
+            if (l2Offset == 0) {
+                continue;
+            }
+            file.read(l2Offset, l2.clear());
+            for (int j = 0; j < clusterSize / 8; j++) {
+                long e = l2.getLong(j * 8);
+                if ((e & Qcow2Node.COMPRESSED) != 0) {
+                    long coff = e & ((1L << csizeShift) - 1);
+                    long sectors = ((e >>> csizeShift) & csizeMask) + 1;
+                    for (long k = coff >>> clusterBits; k <= (coff + sectors * 512 - 1) >>> clusterBits; k++) {
+                        if (k >= from) {
+                            found.add(k);
+                        }
+                    }
+                } else if ((e & Qcow2Node.OFFSET_MASK) >>> clusterBits >= from) {
+                    found.add((e & Qcow2Node.OFFSET_MASK) >>> clusterBits);
+                }
+            }
+        }
+        return found;
+    }
+
+    /**
+     * Raises the high-water mark over clusters counted past the end of the file (a pool left by
+     * a crash, not reclaimed yet): no new run of metadata may be placed over them.
+     */
+    private void checkHighWater() throws IOException {
+        if (!highWaterChecked) {
+            highWater = Math.max(highWater, lastCounted() + 1);
+            highWaterChecked = true;
+        }
+    }
+
+    /** The last cluster with a refcount, or 0. */
+    private long lastCounted() throws IOException {
+        for (int b = table.length - 1; b >= 0; b--) {
+            if (!hasBlock(b)) {
+                continue;
+            }
+            byte[] block = block(b);
+            for (int i = (1 << blockBits) - 1; i >= 0; i--) {
+                if (readEntry(block, i) != 0) {
+                    return ((long) b << blockBits) + i;
+                }
+            }
+        }
+        return 0;
     }
 
     private boolean isFree(long c) throws IOException {
@@ -293,6 +446,7 @@ final class Qcow2Refcounts {
      * in it. The new table is durable before the header points to it; the old one is freed last.
      */
     private void growTable(long minEntries) throws IOException {
+        checkHighWater();
         long perCluster = clusterSize / 8;
         long start = highWater;
         long entries = Math.max(minEntries, table.length * 2L);

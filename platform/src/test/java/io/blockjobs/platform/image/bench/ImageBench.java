@@ -21,7 +21,7 @@ import java.util.regex.Pattern;
 /**
  * Throughput of the qcow2 driver beside {@code qemu-img bench} on the same kind of image:
  * sequential and random 64 KiB reads and writes on a 1 GiB image, several requests in flight.
- * Prints figures; asserts nothing. Run: {@code ./build bench [DIR] [DEPTH]}.
+ * Prints figures; asserts nothing. Run: {@code ./build bench [DIR] [DEPTH] [CLUSTER_SIZE]}.
  */
 public final class ImageBench {
     private static final long SIZE = 1L << 30;
@@ -34,14 +34,17 @@ public final class ImageBench {
     public static void main(String[] args) throws Exception {
         Path dir = args.length > 0 ? Path.of(args[0]) : Files.createTempDirectory("blockjobs-bench-");
         int depth = args.length > 1 ? Integer.parseInt(args[1]) : 16;
+        int clusterSize = args.length > 2 ? Integer.parseInt(args[2]) : 65536;
         Files.createDirectories(dir);
         Path ours = dir.resolve("blockjobs.qcow2");
         Path theirs = dir.resolve("qemu.qcow2");
-        System.out.printf(Locale.ROOT, "qcow2, 1 GiB, 64 KiB requests, %d in flight, files in %s%n", depth, dir);
+        System.out.printf(Locale.ROOT, "qcow2, 1 GiB, %d-byte clusters, 64 KiB requests, %d in flight, files in %s%n",
+                clusterSize, depth, dir);
         System.out.printf(Locale.ROOT, "%-28s %12s %12s %8s%n", "test", "blockjobs", "qemu-img", "ratio");
 
-        Images.createQcow2(ours, Qcow2CreateOptions.of(SIZE));
-        exec("qemu-img", "create", "-q", "-f", "qcow2", theirs.toString(), String.valueOf(SIZE));
+        Images.createQcow2(ours, Qcow2CreateOptions.of(SIZE).withClusterSize(clusterSize));
+        exec("qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=" + clusterSize, theirs.toString(),
+                String.valueOf(SIZE));
 
         row("sequential write (allocating)", run(ours, depth, true, false),
                 qemuBench(theirs, depth, true));
