@@ -197,16 +197,35 @@ public final class CommitJob implements BlockjobsPlugin {
                 long copied = copyDown(ctx, topLayer, baseLayer, base, null, List.of(), toCopy);
                 long[] done = {copied, Math.max(toCopy, copied)}; // clients may have added work meanwhile
                 boolean ready = false;
+                List<WriteTracker.Range> retry = new java.util.ArrayList<>();
                 while (true) {
-                    List<WriteTracker.Range> dirty = tracker.takeDirty();
-                    for (WriteTracker.Range r : dirty) {
+                    List<WriteTracker.Range> dirty = new java.util.ArrayList<>(retry);
+                    for (WriteTracker.Range r : retry) {
+                        done[1] += r.length(); // a skipped copy is work again
+                    }
+                    retry.clear();
+                    for (WriteTracker.Range r : tracker.takeDirty()) {
                         done[1] += r.length(); // what clients wrote is more work, as QEMU counts it
+                        dirty.add(r);
                     }
                     ctx.progress(done[0], done[1]);
-                    for (WriteTracker.Range r : dirty) {
-                        copyRange(ctx, topLayer, baseLayer, r.offset(), r.length());
-                        done[0] += r.length();
-                        ctx.progress(done[0], done[1]);
+                    // Clients' writes are copied as the first pass is, several at once and under the
+                    // job's on-error policy; a range whose copy was skipped (ignore) is copied again.
+                    try (Copier copier = ctx.copier(IN_FLIGHT, CHUNK)) {
+                        for (WriteTracker.Range r : dirty) {
+                            long end = Math.min(size, r.offset() + r.length());
+                            for (long pos = r.offset(); pos < end; pos += CHUNK) {
+                                int n = (int) Math.min(CHUNK, end - pos);
+                                copier.copy(pos, n, topLayer::read, baseLayer::write);
+                                ctx.throttle(n);
+                            }
+                            done[0] += r.length();
+                            ctx.progress(done[0], done[1]);
+                        }
+                        copier.drain();
+                        if (copier.ignoredError() != null) {
+                            retry.addAll(dirty);
+                        }
                     }
                     if (dirty.isEmpty()) {
                         if (!ready) {
