@@ -40,10 +40,10 @@ public record NodeOptions(boolean readOnly, boolean autoReadOnly, boolean forceS
         if (discard == null) {
             unmap = parent != null; // children get the requests their parent lets through
         } else {
-            unmap = switch (discard) {
-                case "ignore", "off" -> false;
-                case "unmap", "on" -> true;
-                default -> throw new CommandException("Invalid discard option");
+            unmap = switch (discard) { // QAPI's BlockdevDiscardOptions: "on"/"off" are -drive spellings only
+                case "ignore" -> false;
+                case "unmap" -> true;
+                default -> throw new CommandException("Parameter 'discard' does not accept value '" + discard + "'");
             };
         }
         String dz = o.optString("detect-zeroes");
