@@ -963,7 +963,7 @@ public final class BlockGraph implements AutoCloseable {
             }
             int perm = cumulative.get(n)[0];
             if (n.isReadOnly() && (perm & (Perm.WRITE.bit() | Perm.WRITE_UNCHANGED.bit())) != 0) {
-                throw new CommandException("Block node is read-only");
+                throw new CommandException(n.writeRefusal());
             }
         }
     }

@@ -80,7 +80,7 @@ public final class FileNode implements DriverNode {
         try {
             claim = FileLocks.claim(path, held, unshared);
         } catch (ImageException e) {
-            if (write && mode.autoReadOnly() && e.getMessage().contains("permission denied")) {
+            if (write && mode.autoReadOnly() && e.errno() == Errno.EACCES) {
                 return open(path, new Mode(false, false, mode.direct(), mode.locking(), mode.forceShare()));
             }
             throw e;
