@@ -1087,7 +1087,9 @@ public final class BlockGraph implements AutoCloseable {
                 boolean used = n.parents.stream().anyMatch(e -> !e.isRoot() && order.contains(e.parent()));
                 if (!used) {
                     try {
-                        n.driverNode().flush();
+                        if (!n.options().noFlush()) { // as QEMU's close: cache.no-flush=on skips it too
+                            n.driverNode().flush();
+                        }
                     } catch (IOException e) {
                         LOG.warn("flushing {}: {}", n.name(), e.getMessage());
                     }
