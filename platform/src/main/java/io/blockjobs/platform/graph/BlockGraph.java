@@ -771,7 +771,9 @@ public final class BlockGraph implements AutoCloseable {
         GraphNode filter;
         List<GraphNode> opened = new ArrayList<>();
         if (JOB_FILTERS.contains(driver)) {
-            filter = new GraphNode(name, driver, false, NodeOptions.inherited(node.options(), node.isReadOnly()));
+            // QEMU opens commit_top read-only (its parent never writes through it); the others read-write.
+            boolean readOnly = node.isReadOnly() || driver.equals("commit_top");
+            filter = new GraphNode(name, driver, false, NodeOptions.inherited(node.options(), readOnly));
             String childName = driver.equals("copy-before-write") ? "file" : "backing";
             Edge e = new Edge(filter, childName, ChildRole.FILTERED, node);
             filter.children.add(e);

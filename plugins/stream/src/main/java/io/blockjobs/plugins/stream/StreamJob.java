@@ -77,7 +77,10 @@ public final class StreamJob implements BlockjobsPlugin {
         String filterName = filter.nodeName();
         Set<BlockPermission> all = EnumSet.allOf(BlockPermission.class);
         Set<BlockPermission> none = EnumSet.noneOf(BlockPermission.class);
-        BlockNode reader = setup.use(filterName, "main node", EnumSet.of(BlockPermission.CONSISTENT_READ), all);
+        // As QEMU's stream: the job's child takes nothing, its BlockBackend reads (and keeps resize out).
+        setup.use(filterName, "main node", none, all);
+        BlockNode reader = setup.use(filterName, "root", EnumSet.of(BlockPermission.CONSISTENT_READ),
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
         BlockNode device = setup.use(deviceName, "active node", none,
                 EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
         for (int i = 1; i < end; i++) {
