@@ -66,7 +66,7 @@ public final class BlockCommands {
     public record BlockDeviceInfo(String file, String nodeName, boolean ro, String drv,
                                   @JsonProperty("backing_file") Optional<String> backingFile,
                                   @JsonProperty("backing_file_depth") int backingFileDepth,
-                                  boolean active, boolean encrypted,
+                                  boolean encrypted,
                                   @JsonProperty("detect_zeroes") String detectZeroes,
                                   long bps, @JsonProperty("bps_rd") long bpsRd, @JsonProperty("bps_wr") long bpsWr,
                                   long iops, @JsonProperty("iops_rd") long iopsRd, @JsonProperty("iops_wr") long iopsWr,
@@ -99,7 +99,7 @@ public final class BlockCommands {
         d.register(QmpCommand.of("query-named-block-nodes", QueryNodesArgs.class, QmpTypes.listOf(BlockDeviceInfo.class), a -> {
             boolean flat = a.flat().orElse(false);
             List<BlockDeviceInfo> out = new ArrayList<>();
-            for (GraphNode n : graph.all()) {
+            for (GraphNode n : graph.all().reversed()) { // newest first, as QEMU's list of named nodes
                 out.add(info(n, flat));
             }
             return out;
@@ -223,7 +223,7 @@ public final class BlockCommands {
         Optional<String> backingFile = Optional.ofNullable(backing).map(b -> b.skipFilters().filename());
         var o = n.options();
         return new BlockDeviceInfo(image0.filename(), n.name(), n.isReadOnly(), n.driver(), backingFile,
-                n.backingDepth(), true, false, o.detectZeroesName(), 0, 0, 0, 0, 0, 0, image,
+                n.backingDepth(), false, o.detectZeroesName(), 0, 0, 0, 0, 0, 0, image,
                 new CacheInfo(true, o.cacheDirect(), o.noFlush()), 0);
     }
 
