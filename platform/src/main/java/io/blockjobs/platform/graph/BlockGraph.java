@@ -316,6 +316,30 @@ public final class BlockGraph implements AutoCloseable {
         return new ArrayList<>(nodes.values());
     }
 
+    /**
+     * Every node in the order QEMU creates nodes, as its node lists show them: a node after the
+     * children it opens first ({@code file} and the like), before the backing file it opens after.
+     */
+    public synchronized List<GraphNode> inCreationOrder() {
+        java.util.LinkedHashSet<GraphNode> out = new java.util.LinkedHashSet<>();
+        for (GraphNode n : nodes.values()) {
+            addInCreationOrder(n, out);
+        }
+        return new ArrayList<>(out);
+    }
+
+    private static void addInCreationOrder(GraphNode n, java.util.Set<GraphNode> out) {
+        if (out.contains(n)) {
+            return;
+        }
+        for (Edge e : n.children) {
+            if (!e.name().equals("backing")) {
+                addInCreationOrder(e.child(), out);
+            }
+        }
+        out.add(n);
+    }
+
     /** Root edges (exports', jobs'), oldest first. */
     public synchronized List<Edge> roots() {
         return new ArrayList<>(roots);
