@@ -150,6 +150,9 @@ public final class CommitJob implements BlockjobsPlugin {
             @Override
             public void prepare(GraphEdit edit) {
                 edit.setBacking(overlay, baseName, backingFile, mask);
+                // As QEMU's bdrv_drop_intermediate: whoever else stands on the filter (a side
+                // overlay, an export) moves onto the base too, not onto the committed layer.
+                edit.replaceUsers(filter.nodeName(), baseName);
             }
         };
     }
