@@ -357,6 +357,30 @@ public final class BlockGraph implements AutoCloseable {
         return new ArrayList<>(nodes.values());
     }
 
+    /**
+     * Every node in the order QEMU creates nodes, as its node lists show them: a node after the
+     * children it opens first ({@code file} and the like), before the backing file it opens after.
+     */
+    public synchronized List<GraphNode> inCreationOrder() {
+        java.util.LinkedHashSet<GraphNode> out = new java.util.LinkedHashSet<>();
+        for (GraphNode n : nodes.values()) {
+            addInCreationOrder(n, out);
+        }
+        return new ArrayList<>(out);
+    }
+
+    private static void addInCreationOrder(GraphNode n, java.util.Set<GraphNode> out) {
+        if (out.contains(n)) {
+            return;
+        }
+        for (Edge e : n.children) {
+            if (!e.name().equals("backing")) {
+                addInCreationOrder(e.child(), out);
+            }
+        }
+        out.add(n);
+    }
+
     /** Root edges (exports', jobs'), oldest first. */
     public synchronized List<Edge> roots() {
         return new ArrayList<>(roots);
@@ -814,7 +838,9 @@ public final class BlockGraph implements AutoCloseable {
         GraphNode filter;
         List<GraphNode> opened = new ArrayList<>();
         if (JOB_FILTERS.contains(driver)) {
-            filter = new GraphNode(name, driver, false, NodeOptions.inherited(node.options(), node.isReadOnly()));
+            // QEMU opens commit_top read-only (its parent never writes through it); the others read-write.
+            boolean readOnly = node.isReadOnly() || driver.equals("commit_top");
+            filter = new GraphNode(name, driver, false, NodeOptions.inherited(node.options(), readOnly));
             String childName = driver.equals("copy-before-write") ? "file" : "backing";
             Edge e = new Edge(filter, childName, ChildRole.FILTERED, node);
             filter.children.add(e);
@@ -1054,7 +1080,7 @@ public final class BlockGraph implements AutoCloseable {
             }
             int perm = cumulative.get(n)[0];
             if (n.isReadOnly() && (perm & (Perm.WRITE.bit() | Perm.WRITE_UNCHANGED.bit())) != 0) {
-                throw new CommandException("Block node is read-only");
+                throw new CommandException(n.writeRefusal());
             }
         }
     }
@@ -1202,7 +1228,9 @@ public final class BlockGraph implements AutoCloseable {
                 boolean used = n.parents.stream().anyMatch(e -> !e.isRoot() && order.contains(e.parent()));
                 if (!used) {
                     try {
-                        n.driverNode().flush();
+                        if (!n.options().noFlush()) { // as QEMU's close: cache.no-flush=on skips it too
+                            n.driverNode().flush();
+                        }
                     } catch (IOException e) {
                         LOG.warn("flushing {}: {}", n.name(), e.getMessage());
                     }

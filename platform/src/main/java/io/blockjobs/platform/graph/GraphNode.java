@@ -181,6 +181,19 @@ public final class GraphNode implements BlockNode, NodeLimits {
         hooks.remove(hook);
     }
 
+    /** Whether the node is read-only only because {@code auto-read-only} found its file unwritable. */
+    public boolean readOnlyByFallback() {
+        return readOnly && options.autoReadOnly() && !options.readOnly();
+    }
+
+    /**
+     * QEMU's error when a user needs to write to this read-only node. An {@code auto-read-only}
+     * node is reopened for writing when a writer comes, and that open fails as the first did.
+     */
+    public String writeRefusal() {
+        return readOnlyByFallback() ? "Could not open '" + filename() + "': Permission denied" : "Block node is read-only";
+    }
+
     void setReadOnly(boolean readOnly) {
         this.readOnly = readOnly;
     }
@@ -254,10 +267,11 @@ public final class GraphNode implements BlockNode, NodeLimits {
     }
 
     @Override
-    public void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+    public void write(long offset, ByteBuffer src, Set<RequestFlag> requested) throws IOException {
         int length = src.remaining();
         check(offset, length, true, BlockStats.Kind.WRITE);
         debug(BlkdebugEvent.WRITE_AIO);
+        Set<RequestFlag> flags = honourNoFlush(requested);
         if (options.detectZeroes() != NodeOptions.DetectZeroes.OFF && isZero(src)) {
             Set<RequestFlag> zf = EnumSet.noneOf(RequestFlag.class);
             zf.addAll(flags);
@@ -302,7 +316,7 @@ public final class GraphNode implements BlockNode, NodeLimits {
     }
 
     private void zeroes(long offset, long length, Set<RequestFlag> flags, BlockStats.Kind kind) throws IOException {
-        Set<RequestFlag> f = flags;
+        Set<RequestFlag> f = honourNoFlush(flags);
         if (!options.discardUnmap() && f.contains(RequestFlag.MAY_UNMAP)) {
             f = EnumSet.copyOf(f);
             f.remove(RequestFlag.MAY_UNMAP); // discard=ignore: zeroes keep their storage
@@ -514,11 +528,12 @@ public final class GraphNode implements BlockNode, NodeLimits {
         }
 
         @Override
-        public void write(long o, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+        public void write(long o, ByteBuffer src, Set<RequestFlag> requested) throws IOException {
             int n = src.remaining();
             inside(o, n);
             check(o, n, true, BlockStats.Kind.WRITE);
             debug(BlkdebugEvent.WRITE_AIO);
+            Set<RequestFlag> flags = honourNoFlush(requested);
             WriteRequest request = new WriteRequest(WriteRequest.Kind.WRITE, o, n, flags);
             long start = System.nanoTime();
             boolean ok = false;
@@ -582,6 +597,19 @@ public final class GraphNode implements BlockNode, NodeLimits {
         if (closed) {
             throw new BlockIoException(Errno.EIO, name + ": the node was closed");
         }
+    }
+
+    /**
+     * FUA is a flush after the write, and {@code cache.no-flush=on} drops flushes: QEMU emulates
+     * FUA for drivers without it by a flush, which the option skips.
+     */
+    private Set<RequestFlag> honourNoFlush(Set<RequestFlag> flags) {
+        if (!options.noFlush() || !flags.contains(RequestFlag.FUA)) {
+            return flags;
+        }
+        Set<RequestFlag> f = EnumSet.copyOf(flags);
+        f.remove(RequestFlag.FUA);
+        return f;
     }
 
     private void before(WriteRequest request) throws IOException {

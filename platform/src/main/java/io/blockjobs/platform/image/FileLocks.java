@@ -1,5 +1,6 @@
 package io.blockjobs.platform.image;
 
+import io.blockjobs.sdk.block.Errno;
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.nio.channels.FileLock;
@@ -110,7 +111,7 @@ final class FileLocks {
         void change(Set<Perm> newHeld, Set<Perm> newUnshared, String name) throws IOException {
             synchronized (FileLocks.class) {
                 if (newHeld.contains(Perm.WRITE) && !file.writableChannel) {
-                    throw new ImageException(name, "cannot be reopened for writing: permission denied");
+                    throw new ImageException(Errno.EACCES, name, "cannot be reopened for writing: permission denied");
                 }
                 checkConflicts(file, this, newHeld, newUnshared, name);
                 held = Set.copyOf(newHeld);
@@ -251,26 +252,28 @@ final class FileLocks {
                     for (Perm p : held) {
                         if (other.unshared.contains(p)) {
                             throw new ImageLockedException(name, "already in use here: another node refuses to share \""
-                                    + p.qemuName + "\"; close that node first");
+                                    + p.qemuName + "\"; close that node first", "Failed to get \"" + p.qemuName + "\" lock");
                         }
                     }
                     for (Perm p : unshared) {
                         if (other.held.contains(p)) {
                             throw new ImageLockedException(name, "already in use here: another node holds \""
-                                    + p.qemuName + "\"; close that node first");
+                                    + p.qemuName + "\"; close that node first", "Failed to get shared \"" + p.qemuName + "\" lock");
                         }
                     }
                 }
                 for (Perm p : held) {
                     if (file.lockedElsewhere(p.sharedByte())) {
                         throw new ImageLockedException(name, "Failed to get \"" + p.qemuName
-                                + "\" lock: is another process (QEMU, qemu-img, blockjobd) using the image?");
+                                + "\" lock: is another process (QEMU, qemu-img, blockjobd) using the image?",
+                                "Failed to get \"" + p.qemuName + "\" lock");
                     }
                 }
                 for (Perm p : unshared) {
                     if (file.lockedElsewhere(p.permByte())) {
                         throw new ImageLockedException(name, "Failed to get shared \"" + p.qemuName
-                                + "\" lock: is another process (QEMU, qemu-img, blockjobd) using the image?");
+                                + "\" lock: is another process (QEMU, qemu-img, blockjobd) using the image?",
+                                "Failed to get shared \"" + p.qemuName + "\" lock");
                     }
                 }
             }
@@ -282,7 +285,7 @@ final class FileLocks {
             return new SharedFile(key, FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE), true);
         } catch (AccessDeniedException e) {
             if (wantWrite) {
-                throw new ImageException(path.toString(), "permission denied: the file cannot be opened for writing");
+                throw new ImageException(Errno.EACCES, path.toString(), "permission denied: the file cannot be opened for writing");
             }
             return new SharedFile(key, FileChannel.open(path, StandardOpenOption.READ), false);
         }

@@ -1,6 +1,8 @@
 package io.blockjobs.platform.image;
 
+import io.blockjobs.sdk.block.BlockIoException;
 import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.Errno;
 import io.blockjobs.sdk.driver.BlockDriver;
 import io.blockjobs.sdk.driver.ChildRole;
 import io.blockjobs.sdk.driver.DriverContext;
@@ -66,8 +68,11 @@ public final class ImageDrivers {
         try {
             return FileNode.open(Path.of(filename), new FileNode.Mode(!f.readOnly(), f.autoReadOnly(), f.cacheDirect(),
                     lock, f.forceShare()));
+        } catch (ImageLockedException e) {
+            throw new CommandException(e.qemuMessage()); // QEMU's QMP error names only the lock
         } catch (IOException e) {
-            throw new CommandException("Could not open '" + filename + "': " + reason(e));
+            boolean denied = e instanceof BlockIoException b && b.errno() == Errno.EACCES;
+            throw new CommandException("Could not open '" + filename + "': " + (denied ? Errno.EACCES.message() : reason(e)));
         }
     });
 

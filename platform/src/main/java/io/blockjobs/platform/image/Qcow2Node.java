@@ -585,6 +585,13 @@ public final class Qcow2Node implements DriverNode {
             int n = (int) Math.min(end - pos, clusterSize - inOff);
             boolean whole = n == clusterSize || (inOff == 0 && pos + n == header.size);
             if (header.version >= 3 && whole) {
+                long wholeEnd = end == header.size ? end + clusterSize - 1 & -clusterSize : end & -clusterSize;
+                long perTable = 1L << l2Bits;
+                long run = zeroUnallocated(idx, Math.min(perTable - (idx & (perTable - 1)), (wholeEnd - pos) >>> clusterBits));
+                if (run > 0) {
+                    pos = Math.min(end, (idx + run) << clusterBits);
+                    continue;
+                }
                 zeroCluster(idx, mayUnmap);
             } else if (!readsAsZero(idx)) {
                 ByteBuffer zero = FileNode.ZEROES.duplicate();
@@ -601,6 +608,55 @@ public final class Qcow2Node implements DriverNode {
         return kind == Kind.ZERO_PLAIN || kind == Kind.ZERO_ALLOC || kind == Kind.UNALLOCATED && backing == null;
     }
 
+    /**
+     * Makes unallocated clusters from {@code idx} zero clusters, as QEMU's write-zeroes does
+     * even without a backing file: up to {@code max} of them in one L2 table, with one write of
+     * their entries. Returns how many it made (0 if the first is not unallocated); stops early
+     * at a cluster that is allocated or whose lock another request holds.
+     */
+    private long zeroUnallocated(long idx, long max) throws IOException {
+        List<Lock> held = new ArrayList<>();
+        Lock first = stripe(idx).writeLock();
+        first.lock();
+        held.add(first);
+        try {
+            if (kind(l2Entry(idx)) != Kind.UNALLOCATED) {
+                return 0;
+            }
+            int n = 1;
+            while (n < max) {
+                Lock l = stripe(idx + n).writeLock();
+                if (!l.tryLock()) {
+                    break;
+                }
+                held.add(l);
+                if (kind(l2Entry(idx + n)) != Kind.UNALLOCATED) {
+                    break;
+                }
+                n++;
+            }
+            int i = (int) (idx & ((1L << l2Bits) - 1));
+            long l2 = ensureL2Table((int) (idx >>> l2Bits));
+            ByteBuffer entries = ByteBuffer.allocate(n * 8);
+            for (int k = 0; k < n; k++) {
+                entries.putLong(k * 8, ZERO);
+            }
+            file.write(l2 + i * 8L, entries);
+            int count = n;
+            l2Cache.asMap().computeIfPresent(l2, (key, t) -> {
+                for (int k = 0; k < count; k++) {
+                    t.set(i + k, ZERO);
+                }
+                return t;
+            });
+            return n;
+        } finally {
+            for (Lock l : held) {
+                l.unlock();
+            }
+        }
+    }
+
     private void zeroCluster(long idx, boolean mayUnmap) throws IOException {
         Lock lock = stripe(idx).writeLock();
         lock.lock();
@@ -608,7 +664,7 @@ public final class Qcow2Node implements DriverNode {
             long e = l2Entry(idx);
             Kind kind = kind(e);
             long updated;
-            if (kind == Kind.UNALLOCATED && backing == null || kind == Kind.ZERO_PLAIN) {
+            if (kind == Kind.ZERO_PLAIN) {
                 return;
             } else if (!mayUnmap && (kind == Kind.NORMAL || kind == Kind.ZERO_ALLOC) && (e & COPIED) != 0) {
                 updated = (e & OFFSET_MASK) | COPIED | ZERO; // keep the allocation

@@ -245,12 +245,17 @@ public final class JobManager implements AutoCloseable {
         return node;
     }
 
-    /** The job uses a node: an op blocker for other jobs and a root edge with its permissions. */
+    /**
+     * The job uses a node: an op blocker for other jobs and a root edge with its permissions. A
+     * job may use one node in several roles, as QEMU's jobs hold a BlockBackend beside their
+     * {@code main node}, {@code base} or {@code target} child; the same role twice is refused.
+     */
     private synchronized BlockNode use(String jobId, String type, String nodeName, String role, int perm, int shared,
                                        JobResources held) {
         GraphNode node = requireDevice(nodeName);
         Job holder = claimedNodes.get(node);
-        if (holder != null || held.used.contains(node)) {
+        boolean sameRole = held.edges.stream().anyMatch(e -> e.child() == node && e.name().equals(role));
+        if (holder != null || sameRole) {
             String holderType = holder != null ? holder.type() : type;
             throw new CommandException("Node '" + nodeName + "' is busy: block device is in use by block job: " + holderType);
         }
@@ -258,7 +263,9 @@ public final class JobManager implements AutoCloseable {
                 : BlockGraph.RootUser.job(type, jobId);
         Edge edge = graph.attachRoot(user, role, node, perm, shared, false);
         held.edges.add(edge);
-        held.used.add(node);
+        if (!held.used.contains(node)) {
+            held.used.add(node);
+        }
         return edge;
     }
 

@@ -125,7 +125,7 @@ public final class NbdServer implements AutoCloseable {
         }
         var node = graph.require(nodeName);
         if (writable && node.isReadOnly()) {
-            throw new CommandException("Cannot export read-only node '" + nodeName + "' as writable");
+            throw new CommandException(node.readOnlyByFallback() ? node.writeRefusal() : "Cannot export read-only node as writable");
         }
         // QEMU's exports take consistent read (and write) and share everything but resize.
         int perm = Perm.CONSISTENT_READ.bit() | (writable ? Perm.WRITE.bit() : 0);

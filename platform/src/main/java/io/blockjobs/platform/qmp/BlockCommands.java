@@ -2,6 +2,7 @@ package io.blockjobs.platform.qmp;
 
 import com.fasterxml.jackson.annotation.JsonProperty;
 import io.blockjobs.platform.graph.BlockGraph;
+import io.blockjobs.platform.graph.Edge;
 import io.blockjobs.platform.graph.GraphNode;
 import io.blockjobs.platform.graph.Options;
 import io.blockjobs.platform.image.FileNode;
@@ -66,7 +67,7 @@ public final class BlockCommands {
     public record BlockDeviceInfo(String file, String nodeName, boolean ro, String drv,
                                   @JsonProperty("backing_file") Optional<String> backingFile,
                                   @JsonProperty("backing_file_depth") int backingFileDepth,
-                                  boolean active, boolean encrypted,
+                                  boolean encrypted,
                                   @JsonProperty("detect_zeroes") String detectZeroes,
                                   long bps, @JsonProperty("bps_rd") long bpsRd, @JsonProperty("bps_wr") long bpsWr,
                                   long iops, @JsonProperty("iops_rd") long iopsRd, @JsonProperty("iops_wr") long iopsWr,
@@ -99,7 +100,7 @@ public final class BlockCommands {
         d.register(QmpCommand.of("query-named-block-nodes", QueryNodesArgs.class, QmpTypes.listOf(BlockDeviceInfo.class), a -> {
             boolean flat = a.flat().orElse(false);
             List<BlockDeviceInfo> out = new ArrayList<>();
-            for (GraphNode n : graph.all()) {
+            for (GraphNode n : graph.inCreationOrder().reversed()) { // newest first, as QEMU's list of named nodes
                 out.add(info(n, flat));
             }
             return out;
@@ -222,9 +223,22 @@ public final class BlockCommands {
         GraphNode backing = n.isFilter() ? null : n.backingNode();
         Optional<String> backingFile = Optional.ofNullable(backing).map(b -> b.skipFilters().filename());
         var o = n.options();
+        int depth = 0; // as QEMU: 0 in a flat listing
+        for (GraphNode below = flat ? null : filterOrCow(n); below != null; below = filterOrCow(below)) {
+            depth++;
+        }
         return new BlockDeviceInfo(image0.filename(), n.name(), n.isReadOnly(), n.driver(), backingFile,
-                n.backingDepth(), true, false, o.detectZeroesName(), 0, 0, 0, 0, 0, 0, image,
+                depth, false, o.detectZeroesName(), 0, 0, 0, 0, 0, 0, image,
                 new CacheInfo(true, o.cacheDirect(), o.noFlush()), 0);
+    }
+
+    /**
+     * The next node down as QEMU's {@code bdrv_filter_or_cow_bs} finds it: a filter's child, or
+     * a format's backing. QEMU's depths and nested images count every such step, a filter too.
+     */
+    private static GraphNode filterOrCow(GraphNode n) {
+        Edge f = n.filteredEdge();
+        return f != null ? f.child() : n.backingNode();
     }
 
     private static ImageInfo imageInfo(GraphNode n, boolean withBacking) {
@@ -251,8 +265,9 @@ public final class BlockCommands {
             backingFormat = Optional.ofNullable(q.backingFormat());
             dirty = Optional.of(false);
         }
-        GraphNode next = n.chainNext();
-        Optional<String> fullBacking = Optional.ofNullable(next).map(b -> b.skipFilters().filename());
+        GraphNode next = filterOrCow(n);
+        Optional<String> fullBacking = n.isFilter() ? Optional.empty()
+                : Optional.ofNullable(next).map(b -> b.skipFilters().filename());
         Optional<ImageInfo> backingImage = withBacking && next != null
                 ? Optional.of(imageInfo(next, true)) : Optional.empty();
         return new ImageInfo(image.filename(), n.driver(), dirty, actual, size, cluster, backingName, fullBacking,

@@ -89,7 +89,7 @@ public final class GraphQueryCommands {
             if (!a.queryNodes().orElse(false)) {
                 return out; // as in qemu-storage-daemon: no named block devices, exports' are anonymous
             }
-            for (GraphNode n : graph.all()) {
+            for (GraphNode n : graph.inCreationOrder()) { // as QEMU's: oldest first
                 out.add(stats(n));
             }
             return out;

@@ -71,7 +71,17 @@ public final class DaemonProcess implements AutoCloseable {
     /** Starts the daemon with {@code args} and extra environment variables (BLOCKJOBS_JAVA_OPTS, say). */
     public static DaemonProcess start(Path qmpSocket, Path nbdSocket, List<String> args, java.util.Map<String, String> env)
             throws IOException {
-        List<String> cmd = new ArrayList<>();
+        return start(List.of(), qmpSocket, nbdSocket, args, env);
+    }
+
+    /**
+     * As {@link #start(Path, Path, List, java.util.Map)}, run through {@code launcher}, a command
+     * that ends by executing its arguments in its own process ({@code setpriv --reuid=65534 ...}),
+     * so that {@link #pid()} is the daemon's.
+     */
+    public static DaemonProcess start(List<String> launcher, Path qmpSocket, Path nbdSocket, List<String> args,
+                                      java.util.Map<String, String> env) throws IOException {
+        List<String> cmd = new ArrayList<>(launcher);
         cmd.add(blockjobd().toString());
         cmd.addAll(args);
         ProcessBuilder pb = new ProcessBuilder(cmd);
@@ -91,13 +101,19 @@ public final class DaemonProcess implements AutoCloseable {
     /** As {@link #startWithMonitor(Path, List)}, with extra environment variables. */
     public static DaemonProcess startWithMonitor(Path dir, List<String> extra, java.util.Map<String, String> env)
             throws IOException {
+        return startWithMonitor(List.of(), dir, extra, env);
+    }
+
+    /** As {@link #startWithMonitor(Path, List)}, run through {@code launcher} (see {@link #start(List, Path, Path, List, java.util.Map)}). */
+    public static DaemonProcess startWithMonitor(List<String> launcher, Path dir, List<String> extra,
+                                                 java.util.Map<String, String> env) throws IOException {
         Path qmp = dir.resolve("qmp.sock");
         Path nbd = dir.resolve("nbd.sock");
         List<String> args = new ArrayList<>(List.of("--chardev", "socket,id=mon0,path=" + qmp + ",server=on,wait=off",
                 "--monitor", "chardev=mon0",
                 "--nbd-server", "addr.type=unix,addr.path=" + nbd));
         args.addAll(extra); // options apply in order, as in QEMU: exports after the NBD server
-        DaemonProcess d = start(qmp, nbd, args, env);
+        DaemonProcess d = start(launcher, qmp, nbd, args, env);
         d.awaitReady();
         return d;
     }

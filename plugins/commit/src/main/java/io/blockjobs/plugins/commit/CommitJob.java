@@ -131,9 +131,11 @@ public final class CommitJob implements BlockjobsPlugin {
         }
         setup.freezeBackingChain(filter.nodeName(), baseName);
         setup.reopenReadWrite(baseName);
+        setup.use(baseName, "base", NONE, ALL);
         BlockNode baseLayer = setup.use(baseName, "root",
                 EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE),
                 EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED));
+        setup.use(topName, "root", NONE, ALL); // QEMU's commit reads the top through a BlockBackend that takes nothing
         BlockNode topLayer = layers.get(0);
         BlockNode keepOld = safe ? aboveBase : null;
         String backingFile = a.backingFile().orElse(null);
@@ -148,6 +150,9 @@ public final class CommitJob implements BlockjobsPlugin {
             @Override
             public void prepare(GraphEdit edit) {
                 edit.setBacking(overlay, baseName, backingFile, mask);
+                // As QEMU's bdrv_drop_intermediate: whoever else stands on the filter (a side
+                // overlay, an export) moves onto the base too, not onto the committed layer.
+                edit.replaceUsers(filter.nodeName(), baseName);
             }
         };
     }
@@ -182,6 +187,7 @@ public final class CommitJob implements BlockjobsPlugin {
         setup.reopenReadWrite(baseName);
         BlockNode baseLayer = setup.use(baseName, "root", EnumSet.of(BlockPermission.WRITE),
                 EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
+        setup.use(baseName, "target", NONE, ALL); // as QEMU's mirror: its permissions are the BlockBackend's
         AutoCloseable[] drained = new AutoCloseable[1];
         return new JobBody() {
             @Override

@@ -77,14 +77,21 @@ public final class StreamJob implements BlockjobsPlugin {
         String filterName = filter.nodeName();
         Set<BlockPermission> all = EnumSet.allOf(BlockPermission.class);
         Set<BlockPermission> none = EnumSet.noneOf(BlockPermission.class);
-        BlockNode reader = setup.use(filterName, "main node", EnumSet.of(BlockPermission.CONSISTENT_READ), all);
+        // As QEMU's stream: the job's child takes nothing, its BlockBackend reads (and keeps resize out).
+        setup.use(filterName, "main node", none, all);
+        BlockNode reader = setup.use(filterName, "root", EnumSet.of(BlockPermission.CONSISTENT_READ),
+                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
         BlockNode device = setup.use(deviceName, "active node", none,
                 EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
         for (int i = 1; i < end; i++) {
             setup.use(chain.get(i).nodeName(), "intermediate node", none,
                     EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED));
         }
-        setup.freezeBackingChain(filterName, baseName);
+        // As QEMU's stream, the links down to the last layer copied are frozen, not the one into
+        // the base: that may lead to another job's filter (which is never frozen), or change
+        // meanwhile (the filter goes when its job ends, a snapshot puts an overlay on the base).
+        BlockNode bottomLayer = chain.get(end - 1).node();
+        setup.freezeBackingChain(filterName, baseName == null ? null : chain.get(end - 1).nodeName());
         String backingFile = a.backingFile().orElse(null);
         boolean mask = a.backingMaskProtocol().orElse(false);
         int layers = end - 1;
@@ -96,7 +103,8 @@ public final class StreamJob implements BlockjobsPlugin {
 
             @Override
             public void prepare(GraphEdit edit) {
-                edit.setBacking(deviceName, baseName, backingFile, mask);
+                String newBase = baseName == null ? null : bottomLayer.backing().map(BlockNode::nodeName).orElse(null);
+                edit.setBacking(deviceName, newBase, backingFile, mask);
             }
         };
     }
@@ -106,6 +114,10 @@ public final class StreamJob implements BlockjobsPlugin {
      * device, by reading it through the copy-on-read filter ({@code reader}).
      */
     static void stream(JobContext ctx, BlockNode device, BlockNode reader, int layers) throws IOException {
+        if (layers == 0) {
+            ctx.progress(0, 0); // the base is the device's backing already: nothing to stream, as QEMU
+            return;
+        }
         long size = device.size();
         int chunk = Math.max(CHUNK, device.clusterSize());
         long offset = 0;
