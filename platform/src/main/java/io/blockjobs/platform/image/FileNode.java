@@ -145,8 +145,11 @@ public final class FileNode implements DriverNode {
         long pos = offset;
         try {
             while (dst.hasRemaining()) {
+                int wanted = dst.remaining();
                 int n = channel.read(dst, pos);
-                if (n < 0 || (n < dst.remaining() && alignment > 1 && pos + n >= channel.size())) {
+                // A short read at the end of the file: with O_DIRECT the next read would start
+                // unaligned, so the rest is filled here.
+                if (n < 0 || (n < wanted && alignment > 1 && pos + n >= channel.size())) {
                     fillZeroes(dst); // past the end of the file
                     return;
                 }
