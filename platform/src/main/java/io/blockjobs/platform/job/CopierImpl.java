@@ -18,6 +18,8 @@ import java.util.concurrent.locks.ReentrantLock;
  * and pausing waits for what is in flight.
  */
 final class CopierImpl implements Copier {
+    /** Alignment of the buffers: the largest logical block size O_DIRECT asks for in practice. */
+    private static final int ALIGNMENT = 4096;
 
     /** One copy handed over. */
     private record Op(long offset, int length, Read read, Write write) {
@@ -48,8 +50,17 @@ final class CopierImpl implements Copier {
         this.bufferSize = bufferSize;
         this.capacity = maxInFlight;
         for (int i = 0; i < maxInFlight; i++) {
-            free.add(ByteBuffer.allocateDirect(bufferSize));
+            free.add(alignedBuffer(bufferSize));
         }
+    }
+
+    /**
+     * A direct buffer that starts on a 4 KiB boundary: a file opened with {@code cache.direct=on}
+     * can then read into it and write from it as it is, where an unaligned one is copied through a
+     * bounce buffer on every request.
+     */
+    private static ByteBuffer alignedBuffer(int size) {
+        return ByteBuffer.allocateDirect(size + ALIGNMENT).alignedSlice(ALIGNMENT).limit(size).slice();
     }
 
     @Override

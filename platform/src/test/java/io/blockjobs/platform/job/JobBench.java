@@ -4,77 +4,310 @@ import io.blockjobs.platform.testkit.BenchDaemon;
 import io.blockjobs.platform.testkit.Qemu;
 import io.blockjobs.platform.testkit.QmpArgs;
 import io.blockjobs.platform.testkit.QmpClient;
+import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.EnumMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
 import tools.jackson.databind.JsonNode;
 
 /**
- * Stream and commit of a 2 GiB chain, blockjobd beside qemu-storage-daemon on identical copies
- * in the same run: throughput and ratio at speed 0, and how closely a speed limit is kept.
- * Prints figures; asserts nothing. Run: {@code ./build bench-jobs [DIR]}.
+ * Stream, intermediate commit and active commit of a qcow2 chain, blockjobd beside
+ * qemu-storage-daemon, with the same cache mode on both ({@code cache.direct=on} on every layer
+ * of both, then off on both). Rounds are interleaved (blockjobd, qsd, blockjobd, qsd, ...), each
+ * run on a fresh chain made the same way, its files synced and dropped from the page cache
+ * first. Throughput counts from the job command to {@code BLOCK_JOB_COMPLETED}, the job's final
+ * flush included (an active commit's {@code job-complete} too); CPU time is the daemon's user +
+ * system time over that span, per GiB copied. Prints figures; asserts nothing, except that
+ * the cache mode is in effect in both daemons (their descriptors' {@code O_DIRECT} flag).
+ *
+ * <p>Run: {@code ./build bench-jobs [-Dbench.X=...] [DIR]}. Settings: {@code bench.size} (virtual
+ * size of the chain, default {@code 2G}; e.g. {@code 512M} for a quick trial),
+ * {@code bench.rounds} (default 3), {@code bench.cache} ({@code on,off}), {@code bench.jobs}
+ * ({@code stream,commit,active}), {@code bench.speed} (MiB/s of the speed-limit line, default
+ * 100, 0 to skip it), {@code bench.bjJavaOpts} (JVM options for blockjobd, e.g. a JFR
+ * recording whose file name holds {@code %p}).
  */
 public final class JobBench {
     private static final long GIB = 1L << 30;
     private static final long MIB = 1L << 20;
+    private static final Duration JOB_TIMEOUT = Duration.ofMinutes(10);
 
-    private JobBench() {
+    /** The jobs compared, and how each is started on the chain base <- mid <- top. */
+    enum Job {
+        STREAM("stream", "block-stream"),
+        COMMIT("commit", "block-commit"),
+        ACTIVE("active commit", "block-commit");
+
+        final String label;
+        final String command;
+
+        Job(String label, String command) {
+            this.label = label;
+            this.command = command;
+        }
+
+        Map<String, Object> args(long speed) {
+            return switch (this) {
+                case STREAM -> QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed);
+                case COMMIT -> QmpArgs.map("job-id", "j", "device", "top", "top-node", "mid", "speed", speed);
+                case ACTIVE -> QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed);
+            };
+        }
+
+        /** The layer the job writes (whose descriptors and page cache tell its mode). */
+        String target() {
+            return this == STREAM ? "top" : "base";
+        }
+    }
+
+    /** One run: throughput, CPU per GiB, and what the check of the cache mode found. */
+    record Run(double mibPerSec, double cpuPerGib, int descriptors, int direct, long cachedBytes) {
+    }
+
+    private final Path dir;
+    private final String blockjobd;
+    private final long size;
+    private final long copied;
+    private final Map<String, String> bjEnv;
+
+    private JobBench(Path dir, String blockjobd, long size, Map<String, String> bjEnv) {
+        this.dir = dir;
+        this.blockjobd = blockjobd;
+        this.size = size;
+        this.copied = size / 8 * 3; // mid's data: what each of the three jobs copies
+        this.bjEnv = bjEnv;
     }
 
     public static void main(String[] args) throws Exception {
         Path dir = args.length > 0 ? Path.of(args[0]) : Files.createTempDirectory("blockjobs-job-bench-");
         Files.createDirectories(dir);
         String blockjobd = System.getProperty("blockjobs.dist", "platform/target/blockjobs") + "/bin/blockjobd";
-        System.out.printf(Locale.ROOT, "2 GiB qcow2 chains (base 1 GiB of data, mid 768 MiB), files in %s%n", dir);
-        System.out.printf(Locale.ROOT, "%-30s %12s %12s %8s%n", "job", "blockjobd", "qsd", "ratio");
-        for (String job : List.of("block-stream", "block-commit")) {
-            double ours = run(blockjobd, dir.resolve("bj"), job, 0);
-            double theirs = run("qemu-storage-daemon", dir.resolve("qsd"), job, 0);
-            System.out.printf(Locale.ROOT, "%-30s %12.1f %12.1f %8.2f%n", job + " (MiB/s)", ours, theirs, ours / theirs);
+        long size = parseSize(System.getProperty("bench.size", "2G"));
+        int rounds = Integer.getInteger("bench.rounds", 3);
+        List<Boolean> modes = Arrays.stream(System.getProperty("bench.cache", "on,off").split(","))
+                .map(m -> switch (m.trim()) {
+                    case "on" -> true;
+                    case "off" -> false;
+                    default -> throw new IllegalArgumentException("bench.cache: on, off or on,off; not " + m);
+                }).toList();
+        List<Job> jobs = Arrays.stream(System.getProperty("bench.jobs", "stream,commit,active").split(","))
+                .map(j -> Job.valueOf(j.trim().toUpperCase(Locale.ROOT))).toList();
+        long speedMib = Long.getLong("bench.speed", 100);
+        String opts = System.getProperty("bench.bjJavaOpts", "");
+        Map<String, String> env = opts.isBlank() ? Map.of() : Map.of("BLOCKJOBS_JAVA_OPTS", opts);
+        JobBench bench = new JobBench(dir, blockjobd, size, env);
+        System.out.printf(Locale.ROOT, "qcow2 chain base <- mid <- top of %s (base: data in the first half; mid: %s "
+                        + "of data from 3/8; top: empty); each job copies %s. Files in %s%n",
+                human(size), human(bench.copied), human(bench.copied), dir);
+        System.out.printf(Locale.ROOT, "%d rounds, interleaved (blockjobd, qsd, ...), a fresh chain per run, "
+                + "synced and dropped from the page cache before the daemon starts.%n", rounds);
+        for (boolean direct : modes) {
+            bench.mode(direct, jobs, rounds, speedMib);
         }
-        long limit = 100 * MIB;
-        double ours = run(blockjobd, dir.resolve("bj"), "block-stream", limit);
-        double theirs = run("qemu-storage-daemon", dir.resolve("qsd"), "block-stream", limit);
-        System.out.printf(Locale.ROOT, "%-30s %11.1f%% %11.1f%%%n", "stream at speed 100 MiB/s: off by",
-                100 * (ours - 100) / 100, 100 * (theirs - 100) / 100);
-        System.out.println("MiB/s of data copied (the layers' allocated bytes), over the job's whole run.");
+        System.out.println("MiB/s: data copied over the time from the job command to BLOCK_JOB_COMPLETED (the job's "
+                + "flush, and an active commit's job-complete, included).");
+        System.out.println("CPU s/GiB: the daemon's user + system time over that span, per GiB copied. "
+                + "Cells: median [min-max] of the rounds; ratios: of the medians [min-max of each round's].");
     }
 
-    /** Makes a fresh chain in {@code dir}, runs {@code job} in a daemon, returns MiB/s of data copied. */
-    private static double run(String daemon, Path dir, String job, long speed) throws Exception {
-        Files.createDirectories(dir);
-        Path base = dir.resolve("base.qcow2");
-        Path mid = dir.resolve("mid.qcow2");
-        Path top = dir.resolve("top.qcow2");
+    private void mode(boolean direct, List<Job> jobs, int rounds, long speedMib) throws Exception {
+        Map<Job, List<Run>> ours = new EnumMap<>(Job.class);
+        Map<Job, List<Run>> theirs = new EnumMap<>(Job.class);
+        List<Run> oursLimited = new ArrayList<>();
+        List<Run> theirsLimited = new ArrayList<>();
+        for (int r = 0; r < rounds; r++) {
+            for (Job job : jobs) {
+                ours.computeIfAbsent(job, j -> new ArrayList<>()).add(run(blockjobd, job, direct, 0));
+                theirs.computeIfAbsent(job, j -> new ArrayList<>()).add(run("qemu-storage-daemon", job, direct, 0));
+            }
+            if (speedMib > 0) {
+                oursLimited.add(run(blockjobd, Job.STREAM, direct, speedMib * MIB));
+                theirsLimited.add(run("qemu-storage-daemon", Job.STREAM, direct, speedMib * MIB));
+            }
+        }
+        System.out.println();
+        System.out.printf(Locale.ROOT, "cache.direct=%s on every layer of both daemons%n", direct ? "on" : "off");
+        System.out.printf(Locale.ROOT, "%-14s %-22s %-22s %-18s %-20s %-20s %-18s%n", "job", "blockjobd MiB/s",
+                "qsd MiB/s", "ratio", "bj CPU s/GiB", "qsd CPU s/GiB", "CPU ratio");
+        for (Job job : jobs) {
+            List<Run> a = ours.get(job);
+            List<Run> b = theirs.get(job);
+            System.out.printf(Locale.ROOT, "%-14s %-22s %-22s %-18s %-20s %-20s %-18s%n", job.label,
+                    cell(a, Run::mibPerSec, 1), cell(b, Run::mibPerSec, 1), ratio(a, b, Run::mibPerSec),
+                    cell(a, Run::cpuPerGib, 2), cell(b, Run::cpuPerGib, 2), ratio(a, b, Run::cpuPerGib));
+        }
+        if (speedMib > 0) {
+            double ourRate = median(oursLimited, Run::mibPerSec);
+            double theirRate = median(theirsLimited, Run::mibPerSec);
+            System.out.printf(Locale.ROOT, "stream at speed %d MiB/s: blockjobd %s MiB/s (off by %+.1f%%), "
+                            + "qsd %s MiB/s (off by %+.1f%%)%n", speedMib,
+                    cell(oursLimited, Run::mibPerSec, 1), 100 * (ourRate - speedMib) / speedMib,
+                    cell(theirsLimited, Run::mibPerSec, 1), 100 * (theirRate - speedMib) / speedMib);
+        }
+        List<Run> allOurs = ours.values().stream().flatMap(List::stream).toList();
+        List<Run> allTheirs = theirs.values().stream().flatMap(List::stream).toList();
+        System.out.printf(Locale.ROOT, "mode check: descriptors of the written layer with O_DIRECT: blockjobd %s, qsd %s; "
+                        + "its pages in the page cache after the job: blockjobd at most %s, qsd at most %s%n",
+                directCount(allOurs), directCount(allTheirs),
+                human(allOurs.stream().mapToLong(Run::cachedBytes).max().orElse(0)),
+                human(allTheirs.stream().mapToLong(Run::cachedBytes).max().orElse(0)));
+    }
+
+    /** Makes a fresh chain, runs {@code job} in {@code daemon} on it, and measures. */
+    private Run run(String daemon, Job job, boolean direct, long speed) throws Exception {
+        boolean qsd = daemon.endsWith("qemu-storage-daemon");
+        Path runDir = dir.resolve(qsd ? "qsd" : "bj");
+        Map<String, Path> files = makeChain(runDir);
+        Path qmp = runDir.resolve("qmp.sock");
+        Files.deleteIfExists(qmp);
+        String cache = ",cache.direct=" + (direct ? "on" : "off");
+        List<String> args = List.of(
+                "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + files.get("base") + cache,
+                "--blockdev", "driver=qcow2,node-name=mid,backing=base,file.driver=file,file.filename="
+                        + files.get("mid") + cache,
+                "--blockdev", "driver=qcow2,node-name=top,backing=mid,file.driver=file,file.filename="
+                        + files.get("top") + cache,
+                "--chardev", "socket,id=m,path=" + qmp + ",server=on,wait=off", "--monitor", "m");
+        try (BenchDaemon d = BenchDaemon.start(daemon, args, runDir, qsd ? Map.of() : bjEnv);
+             QmpClient c = QmpClient.connect(qmp)) {
+            for (Path f : files.values()) {
+                checkMode(d, f, direct, daemon);
+            }
+            double cpu0 = d.cpuSeconds();
+            long start = System.nanoTime();
+            c.ok(job.command, job.args(speed));
+            if (job == Job.ACTIVE) {
+                c.awaitEvent("BLOCK_JOB_READY", x -> true, JOB_TIMEOUT);
+                c.ok("job-complete", QmpArgs.map("id", "j"));
+            }
+            JsonNode done = c.awaitEvent("BLOCK_JOB_COMPLETED", x -> true, JOB_TIMEOUT);
+            double seconds = (System.nanoTime() - start) / 1e9;
+            double cpu = d.cpuSeconds() - cpu0;
+            if (done.at("/data/error").isString()) {
+                throw new IllegalStateException(job.label + " failed in " + daemon + ": " + done);
+            }
+            // The written layer, after the job: its descriptors (the top is reopened read-write by
+            // a stream) must still have the mode, and its pages tell whether the writes went round
+            // the page cache.
+            Path target = files.get(job.target());
+            List<BenchDaemon.Descriptor> fds = checkMode(d, target, direct, daemon);
+            int directFds = (int) fds.stream().filter(BenchDaemon.Descriptor::direct).count();
+            return new Run(copied / (double) MIB / seconds, cpu / (copied / (double) GIB),
+                    fds.size(), directFds, cachedBytes(target));
+        }
+    }
+
+    /**
+     * Checks that {@code daemon} has {@code file} open with {@code O_DIRECT} if {@code direct},
+     * and never with it otherwise. blockjobd also holds a buffered descriptor per file for its
+     * locks (closing any descriptor would drop them), so at least one must be direct.
+     */
+    private static List<BenchDaemon.Descriptor> checkMode(BenchDaemon d, Path file, boolean direct, String daemon)
+            throws IOException {
+        List<BenchDaemon.Descriptor> fds = d.descriptorsOf(file);
+        boolean anyDirect = fds.stream().anyMatch(BenchDaemon.Descriptor::direct);
+        if (fds.isEmpty() || anyDirect != direct) {
+            throw new IllegalStateException(daemon + " does not have " + file + " open with cache.direct="
+                    + (direct ? "on" : "off") + ": " + fds);
+        }
+        return fds;
+    }
+
+    /** A fresh chain base <- mid <- top in {@code runDir}, made identically each time, out of the page cache. */
+    private Map<String, Path> makeChain(Path runDir) throws IOException {
+        Files.createDirectories(runDir);
+        Path base = runDir.resolve("base.qcow2");
+        Path mid = runDir.resolve("mid.qcow2");
+        Path top = runDir.resolve("top.qcow2");
         for (Path p : List.of(base, mid, top)) {
             Files.deleteIfExists(p);
         }
-        Qemu.img("create", "-q", "-f", "qcow2", base.toString(), String.valueOf(2 * GIB));
-        Qemu.io(base, "qcow2", "write -P 0x11 0 1G");
+        Qemu.img("create", "-q", "-f", "qcow2", base.toString(), String.valueOf(size));
+        writePattern(base, 0x11, 0, size / 2);
         Qemu.img("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", mid.toString());
-        Qemu.io(mid, "qcow2", "write -P 0x22 768M 768M");
+        writePattern(mid, 0x22, size / 8 * 3, copied);
         Qemu.img("create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top.toString());
-        Path qmp = dir.resolve("qmp.sock");
-        List<String> args = List.of(
-                "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + base,
-                "--blockdev", "driver=qcow2,node-name=mid,backing=base,file.driver=file,file.filename=" + mid,
-                "--blockdev", "driver=qcow2,node-name=top,backing=mid,file.driver=file,file.filename=" + top,
-                "--chardev", "socket,id=m,path=" + qmp + ",server=on,wait=off", "--monitor", "m");
-        try (BenchDaemon d = BenchDaemon.start(daemon, args, dir); QmpClient c = QmpClient.connect(qmp)) {
-            Map<String, Object> jobArgs = job.equals("block-stream")
-                    ? QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed)
-                    : QmpArgs.map("job-id", "j", "device", "top", "top-node", "mid", "speed", speed);
-            long start = System.nanoTime();
-            c.ok(job, jobArgs);
-            JsonNode done = c.awaitEvent("BLOCK_JOB_COMPLETED", x -> true);
-            double seconds = (System.nanoTime() - start) / 1e9;
-            if (done.at("/data/error").isString()) {
-                throw new IllegalStateException(job + " failed: " + done);
-            }
-            return 768 / seconds;
+        for (Path p : List.of(base, mid, top)) {
+            Qemu.run("sync", p.toString()).ok(); // fsync: nothing left to write back during the job
+            Qemu.run("dd", "if=" + p, "iflag=nocache", "count=0", "status=none").ok(); // drop its cached pages
         }
+        return Map.of("base", base, "mid", mid, "top", top);
     }
 
+    /** Writes {@code pattern} over {@code [offset, offset + length)}, at most 1 GiB per qemu-io request. */
+    private static void writePattern(Path image, int pattern, long offset, long length) {
+        List<String> cmds = new ArrayList<>();
+        for (long pos = offset; pos < offset + length; pos += GIB) {
+            cmds.add(String.format(Locale.ROOT, "write -P 0x%x %d %d", pattern, pos, Math.min(GIB, offset + length - pos)));
+        }
+        Qemu.io(image, "qcow2", cmds.toArray(String[]::new));
+    }
+
+    /** Bytes of {@code file} in the page cache ({@code fincore}). */
+    private static long cachedBytes(Path file) {
+        Qemu.Result r = Qemu.run("fincore", "--bytes", "--noheadings", "--output", "RES", file.toString());
+        return r.exit() == 0 ? Long.parseLong(r.out().trim()) : -1;
+    }
+
+    private static String directCount(List<Run> runs) {
+        int fds = runs.stream().mapToInt(Run::descriptors).max().orElse(0);
+        int direct = runs.stream().mapToInt(Run::direct).min().orElse(0);
+        int maxDirect = runs.stream().mapToInt(Run::direct).max().orElse(0);
+        return (direct == maxDirect ? String.valueOf(direct) : direct + "-" + maxDirect) + " of " + fds;
+    }
+
+    private static String cell(List<Run> runs, java.util.function.ToDoubleFunction<Run> f, int digits) {
+        double[] v = runs.stream().mapToDouble(f).sorted().toArray();
+        String fmt = "%." + digits + "f [%." + digits + "f-%." + digits + "f]";
+        return String.format(Locale.ROOT, fmt, median(v), v[0], v[v.length - 1]);
+    }
+
+    /** Ratio of the medians, and the spread of the ratios of the runs of each round. */
+    private static String ratio(List<Run> a, List<Run> b, java.util.function.ToDoubleFunction<Run> f) {
+        double[] perRound = new double[a.size()];
+        for (int i = 0; i < a.size(); i++) {
+            perRound[i] = f.applyAsDouble(a.get(i)) / f.applyAsDouble(b.get(i));
+        }
+        Arrays.sort(perRound);
+        return String.format(Locale.ROOT, "%.2f [%.2f-%.2f]", median(a, f) / median(b, f),
+                perRound[0], perRound[perRound.length - 1]);
+    }
+
+    private static double median(List<Run> runs, java.util.function.ToDoubleFunction<Run> f) {
+        return median(runs.stream().mapToDouble(f).sorted().toArray());
+    }
+
+    private static double median(double[] sorted) {
+        int n = sorted.length;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    }
+
+    private static long parseSize(String s) {
+        String t = s.trim().toUpperCase(Locale.ROOT);
+        long unit = switch (t.charAt(t.length() - 1)) {
+            case 'K' -> 1L << 10;
+            case 'M' -> 1L << 20;
+            case 'G' -> 1L << 30;
+            default -> 1;
+        };
+        String digits = unit == 1 ? t : t.substring(0, t.length() - 1);
+        long size = Long.parseLong(digits) * unit;
+        if (size < 64 * MIB || size % (8 * MIB) != 0) {
+            throw new IllegalArgumentException("bench.size must be a multiple of 8 MiB, at least 64 MiB: " + s);
+        }
+        return size;
+    }
+
+    private static String human(long bytes) {
+        if (bytes >= GIB && bytes % (GIB / 4) == 0) {
+            return String.format(Locale.ROOT, "%.2f GiB", bytes / (double) GIB).replace(".00 ", " ");
+        }
+        return String.format(Locale.ROOT, "%.1f MiB", bytes / (double) MIB).replace(".0 ", " ");
+    }
 }

@@ -123,13 +123,18 @@ public final class QmpClient implements AutoCloseable {
 
     /** Waits for the next event named {@code name} (any, if empty) that matches {@code filter}. */
     public JsonNode awaitEvent(String name, Predicate<JsonNode> filter) {
-        long deadline = System.nanoTime() + TIMEOUT.toNanos();
+        return awaitEvent(name, filter, TIMEOUT);
+    }
+
+    /** As {@link #awaitEvent(String, Predicate)}, waiting at most {@code timeout} (benchmarks run long). */
+    public JsonNode awaitEvent(String name, Predicate<JsonNode> filter, Duration timeout) {
+        long deadline = System.nanoTime() + timeout.toNanos();
         try {
             while (true) {
                 long left = deadline - System.nanoTime();
                 JsonNode e = events.poll(Math.max(0, left), TimeUnit.NANOSECONDS);
                 if (e == null) {
-                    throw new AssertionError("no " + name + " event within " + TIMEOUT + "; saw " + seenEvents);
+                    throw new AssertionError("no " + name + " event within " + timeout + "; saw " + seenEvents);
                 }
                 seenEvents.add(e);
                 if ((name.isEmpty() || e.get("event").asString().equals(name)) && filter.test(e.path("data"))) {
