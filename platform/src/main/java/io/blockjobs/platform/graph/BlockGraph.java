@@ -992,8 +992,9 @@ public final class BlockGraph implements AutoCloseable {
             if (link == null) {
                 break;
             }
-            // A link may end at a never-freeze node (a commit's filter) only if that node is the base.
-            if (neverFreeze.contains(link.child()) && link.child() != base) {
+            // No link may lead to a never-freeze node (a commit's filter), as QEMU's check: a stream
+            // may still end on one, since it freezes the links down to its last copied layer only.
+            if (neverFreeze.contains(link.child())) {
                 throw new CommandException("Cannot freeze '" + link.name() + "' link to '" + link.child().name() + "'");
             }
             if (frozen(link)) {
