@@ -32,6 +32,7 @@ final class Daemon {
     final EventBus events = new EventBus();
     final BlockGraph graph = BlockGraph.withBuiltInDrivers();
     final io.blockjobs.platform.graph.DriverRegistry drivers = graph.drivers();
+    final io.blockjobs.platform.bitmap.Bitmaps bitmaps = new io.blockjobs.platform.bitmap.Bitmaps(graph);
     final QmpDispatcher dispatcher = new QmpDispatcher();
     final JobManager jobs = new JobManager(events, graph, dispatcher::callOnMainLoop);
     final EventLoopGroup group = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
@@ -51,14 +52,15 @@ final class Daemon {
             shutdown("host-qmp-quit");
             return null;
         }), drivers);
-        BlockCommands.register(dispatcher, graph, jobs);
+        BlockCommands.register(dispatcher, graph, jobs, bitmaps);
+        io.blockjobs.platform.qmp.BitmapCommands.register(dispatcher, bitmaps);
         io.blockjobs.platform.qmp.GraphQueryCommands.register(dispatcher, graph);
         JobCommands.register(dispatcher, jobs);
         NbdCommands.register(dispatcher, nbd);
         io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph);
         PluginCommands.register(dispatcher, plugins);
-        TransactionCommand.register(dispatcher, jobs, plugins, graph);
+        TransactionCommand.register(dispatcher, jobs, plugins, graph, bitmaps);
         workflows = new WorkflowEngine(events, dispatcher::execute, home().resolve("scripts"));
         schedules = workflows.scheduler();
         WorkflowCommands.register(dispatcher, workflows, schedules);

@@ -72,7 +72,37 @@ public final class BlockGraph implements AutoCloseable {
     private final Map<String, Object> objects = new LinkedHashMap<>();
     private final List<Drain> drains = new ArrayList<>(); // in progress; guarded by itself
     private final DriverRegistry drivers;
+    private final List<NodeListener> listeners = new CopyOnWriteArrayList<>();
     private int generated;
+
+    /**
+     * Told when a node has opened and before it closes, on the main loop: how the layers above
+     * the graph (dirty bitmaps) load and store what a node carries, as QEMU's open and close
+     * paths call the driver's bitmap hooks.
+     */
+    public interface NodeListener {
+        /** The node's driver has opened, its children attached. */
+        default void opened(GraphNode node) {
+        }
+
+        /** The node is about to close: nothing writes to it any more, its driver is still open. */
+        default void closing(GraphNode node) {
+        }
+    }
+
+    public void addNodeListener(NodeListener listener) {
+        listeners.add(listener);
+    }
+
+    private void closing(GraphNode n) {
+        for (NodeListener l : listeners) {
+            try {
+                l.closing(n);
+            } catch (RuntimeException e) {
+                LOG.warn("closing {}: {}", n.name(), message(e));
+            }
+        }
+    }
 
     public BlockGraph(DriverRegistry drivers) {
         this.drivers = drivers;
@@ -152,6 +182,9 @@ public final class BlockGraph implements AutoCloseable {
             writesUnchanged.add(node);
         }
         opened.add(node); // after its children: closing in reverse closes parents first
+        for (NodeListener l : listeners) {
+            l.opened(node); // a failure closes what was opened, this node too
+        }
         return node;
     }
 
@@ -465,6 +498,7 @@ public final class BlockGraph implements AutoCloseable {
         nodes.remove(n.name());
         neverFreeze.remove(n);
         writesUnchanged.remove(n);
+        closing(n);
         n.markClosed();
         try {
             n.driverNode().close();
@@ -1189,6 +1223,7 @@ public final class BlockGraph implements AutoCloseable {
                 continue;
             }
             nodes.remove(n.name());
+            closing(n);
             n.markClosed();
             for (Edge e : n.children) {
                 e.child().parents.remove(e);
@@ -1235,6 +1270,7 @@ public final class BlockGraph implements AutoCloseable {
                     } catch (IOException e) {
                         LOG.warn("flushing {}: {}", n.name(), e.getMessage());
                     }
+                    closing(n);
                     n.markClosed();
                     try {
                         n.driverNode().close();

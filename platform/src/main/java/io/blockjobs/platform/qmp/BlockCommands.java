@@ -1,6 +1,8 @@
 package io.blockjobs.platform.qmp;
 
 import com.fasterxml.jackson.annotation.JsonProperty;
+import io.blockjobs.platform.bitmap.Bitmap;
+import io.blockjobs.platform.bitmap.Bitmaps;
 import io.blockjobs.platform.graph.BlockGraph;
 import io.blockjobs.platform.graph.Edge;
 import io.blockjobs.platform.graph.GraphNode;
@@ -72,10 +74,20 @@ public final class BlockCommands {
                                   long bps, @JsonProperty("bps_rd") long bpsRd, @JsonProperty("bps_wr") long bpsWr,
                                   long iops, @JsonProperty("iops_rd") long iopsRd, @JsonProperty("iops_wr") long iopsWr,
                                   ImageInfo image, CacheInfo cache,
-                                  @JsonProperty("write_threshold") long writeThreshold) {
+                                  @JsonProperty("write_threshold") long writeThreshold,
+                                  Optional<List<BlockDirtyInfo>> dirtyBitmaps) {
     }
 
-    public static void register(QmpDispatcher d, BlockGraph graph, JobManager jobs) {
+    /** QMP's {@code BlockDirtyInfo}; {@code inconsistent} only when true, as QEMU. */
+    public record BlockDirtyInfo(Optional<String> name, long count, long granularity, boolean recording,
+                                 boolean busy, boolean persistent, Optional<Boolean> inconsistent) {
+        static BlockDirtyInfo of(Bitmap b) {
+            return new BlockDirtyInfo(b.name(), b.count(), b.granularity(), b.recording(), b.busy(), b.persistent(),
+                    b.inconsistent() ? Optional.of(true) : Optional.empty());
+        }
+    }
+
+    public static void register(QmpDispatcher d, BlockGraph graph, JobManager jobs, Bitmaps bitmaps) {
         d.register(QmpCommand.of("blockdev-add", JsonNode.class, null, a -> {
             graph.add(a);
             return null;
@@ -101,7 +113,7 @@ public final class BlockCommands {
             boolean flat = a.flat().orElse(false);
             List<BlockDeviceInfo> out = new ArrayList<>();
             for (GraphNode n : graph.inCreationOrder().reversed()) { // newest first, as QEMU's list of named nodes
-                out.add(info(n, flat));
+                out.add(info(n, flat, bitmaps));
             }
             return out;
         }));
@@ -217,7 +229,7 @@ public final class BlockCommands {
         }
     }
 
-    static BlockDeviceInfo info(GraphNode n, boolean flat) {
+    static BlockDeviceInfo info(GraphNode n, boolean flat, Bitmaps bitmaps) {
         ImageInfo image = imageInfo(n, !flat);
         GraphNode image0 = n.skipFilters();
         GraphNode backing = n.isFilter() ? null : n.backingNode();
@@ -229,7 +241,13 @@ public final class BlockCommands {
         }
         return new BlockDeviceInfo(image0.filename(), n.name(), n.isReadOnly(), n.driver(), backingFile,
                 depth, false, o.detectZeroesName(), 0, 0, 0, 0, 0, 0, image,
-                new CacheInfo(true, o.cacheDirect(), o.noFlush()), 0);
+                new CacheInfo(true, o.cacheDirect(), o.noFlush()), 0, dirtyInfo(n, bitmaps));
+    }
+
+    /** A node's bitmaps as QEMU lists them: absent when it has none. */
+    static Optional<List<BlockDirtyInfo>> dirtyInfo(GraphNode n, Bitmaps bitmaps) {
+        List<Bitmap> list = bitmaps.list(n);
+        return list.isEmpty() ? Optional.empty() : Optional.of(list.stream().map(BlockDirtyInfo::of).toList());
     }
 
     /**

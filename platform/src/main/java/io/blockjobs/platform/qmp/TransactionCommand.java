@@ -1,6 +1,7 @@
 package io.blockjobs.platform.qmp;
 
 import io.blockjobs.platform.Json;
+import io.blockjobs.platform.bitmap.Bitmaps;
 import io.blockjobs.platform.graph.BlockGraph;
 import io.blockjobs.platform.job.JobManager;
 import io.blockjobs.platform.plugin.PluginHost;
@@ -18,7 +19,8 @@ import tools.jackson.databind.JsonNode;
  * QMP {@code transaction}, as QEMU's {@code qmp_transaction}: every action is prepared in order;
  * if one fails, those prepared are aborted, newest first, and only the first error is returned;
  * otherwise all commit. Every action is cleaned up last. Actions: {@code abort},
- * {@code blockdev-snapshot}, {@code blockdev-snapshot-sync}, and (a blockjobs extension) any job
+ * {@code blockdev-snapshot}, {@code blockdev-snapshot-sync}, the dirty bitmap actions
+ * ({@link BitmapCommands}), and (a blockjobs extension) any job
  * command a plugin adds; the jobs start together when the transaction commits.
  */
 public final class TransactionCommand {
@@ -62,14 +64,14 @@ public final class TransactionCommand {
         }
     }
 
-    public static void register(QmpDispatcher d, JobManager jobs, PluginHost plugins, BlockGraph graph) {
+    public static void register(QmpDispatcher d, JobManager jobs, PluginHost plugins, BlockGraph graph, Bitmaps bitmaps) {
         d.register(QmpCommand.of("transaction", Args.class, null, a -> {
             boolean grouped = a.properties().flatMap(Properties::completionMode).orElse(CompletionMode.INDIVIDUAL)
                     == CompletionMode.GROUPED;
             List<JobManager.Prepared> starting = new ArrayList<>();
             List<TxnAction> actions = new ArrayList<>();
             for (int i = 0; i < a.actions().size(); i++) {
-                actions.add(action(a.actions().get(i), "actions[" + i + "].data", jobs, plugins, graph, starting));
+                actions.add(action(a.actions().get(i), "actions[" + i + "].data", jobs, plugins, graph, bitmaps, starting));
             }
             List<TxnAction> prepared = new ArrayList<>();
             try {
@@ -96,7 +98,7 @@ public final class TransactionCommand {
     }
 
     private static TxnAction action(Action action, String path, JobManager jobs, PluginHost plugins, BlockGraph graph,
-                                    List<JobManager.Prepared> starting) {
+                                    Bitmaps bitmaps, List<JobManager.Prepared> starting) {
         JsonNode data = action.data().orElse(Json.object());
         switch (action.type()) {
             case "abort" -> {
@@ -113,6 +115,10 @@ public final class TransactionCommand {
                 return undoable(() -> BlockCommands.snapshotSync(graph, jobs, args));
             }
             default -> {
+                TxnAction bitmapAction = BitmapCommands.action(action.type(), data, path, bitmaps);
+                if (bitmapAction != null) {
+                    return bitmapAction;
+                }
                 JobCommand<?> command = plugins.jobCommand(action.type()).orElseThrow(() -> new CommandException(
                         "Parameter 'type' does not accept value '" + action.type() + "'"));
                 return jobAction(jobs, command, data, path, starting);
@@ -164,7 +170,7 @@ public final class TransactionCommand {
         };
     }
 
-    private static <T> T args(JsonNode data, Class<T> type, String path) {
+    static <T> T args(JsonNode data, Class<T> type, String path) {
         JsonNode checked = QmpTypes.check(data, type, path, false);
         return Json.MAPPER.treeToValue(checked, type);
     }
