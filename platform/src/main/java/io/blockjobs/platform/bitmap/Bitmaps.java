@@ -159,7 +159,10 @@ public final class Bitmaps implements BlockGraph.NodeListener {
         if (name.isEmpty()) {
             throw new CommandException("Bitmap name cannot be empty");
         }
-        GraphNode node = graph.require(nodeName);
+        GraphNode node = graph.find(nodeName);
+        if (node == null) { // QEMU's bdrv_lookup_bs(node, node)
+            throw new CommandException("Cannot find device='" + nodeName + "' nor node-name='" + nodeName + "'");
+        }
         long g = granularity.orElseGet(() -> defaultGranularity(node));
         if (granularity.isPresent() && (g < 512 || Long.bitCount(g) != 1 || g > 1L << 31)) {
             throw new CommandException("Granularity must be power of 2 and at least 512");
