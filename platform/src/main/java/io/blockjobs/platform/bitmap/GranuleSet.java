@@ -96,9 +96,9 @@ public final class GranuleSet {
         to = Math.min(to, granules);
         for (long g = from; g < to; ) {
             int c = (int) (g >>> 32);
-            long v = chunks[c].nextAbsentValue((int) g); // 2^32 if the rest of the chunk is full
-            long found = c * CHUNK + v;
-            if (v < CHUNK) {
+            long v = chunks[c].nextAbsentValue((int) g); // -1 (or 2^32) if the rest of the chunk is full
+            if (v >= 0 && v < CHUNK) {
+                long found = c * CHUNK + v;
                 return found < to ? found : -1;
             }
             g = (c + 1L) * CHUNK;
