@@ -25,6 +25,7 @@ public final class Bitmap implements DirtyBitmap {
     private String name;
     private boolean disabled;
     private boolean busy;
+    private boolean claimed; // by a job (JobSetup.useBitmap): busy for everyone else
     private boolean persistent;
     private boolean inconsistent;
     private boolean readonly;
@@ -97,10 +98,16 @@ public final class Bitmap implements DirtyBitmap {
         }
     }
 
+    /** In use by an operation or a job: QMP may not change it (QEMU's {@code busy}). */
     public boolean busy() {
         synchronized (owner) {
-            return busy;
+            return busy || claimed;
         }
+    }
+
+    /** Busy with an operation of its own (a successor, an export), not only claimed by a job. */
+    boolean operationBusy() {
+        return busy;
     }
 
     public boolean persistent() {
@@ -152,7 +159,7 @@ public final class Bitmap implements DirtyBitmap {
     /** QEMU's {@code bdrv_dirty_bitmap_check}, its messages word for word. */
     public void check(Check c) {
         synchronized (owner) {
-            if (busy) {
+            if (busy || claimed) {
                 throw new CommandException("Bitmap '" + name + "' is currently in use by another operation and cannot be used");
             }
             if (c.readonly && readonly) {
@@ -433,6 +440,27 @@ public final class Bitmap implements DirtyBitmap {
         disabled = s.disabled;
         busy = false;
         successor = null;
+    }
+
+    /**
+     * A job that used this bitmap has ended: a successor it left is reclaimed (nothing is
+     * forgotten), and the bitmap is free again.
+     */
+    public void releaseFromJob() {
+        synchronized (owner) {
+            if (successor != null) {
+                owner.reclaim(this);
+            }
+            claimed = false;
+        }
+    }
+
+    /** A job takes the bitmap (QEMU's checks first): until it ends nobody else may use it. */
+    public void claimForJob() {
+        synchronized (owner) {
+            check(Check.ALLOW_RO);
+            claimed = true;
+        }
     }
 
     @Override

@@ -84,8 +84,8 @@ public final class NodeBitmaps implements WriteHook {
 
     /** QEMU's {@code bdrv_dirty_bitmap_create_successor}. */
     synchronized void createSuccessor(Bitmap b) {
-        if (b.busy()) {
-            b.check(Bitmap.Check.ALLOW_RO); // its busy message
+        if (b.operationBusy()) { // a job's own claim does not stop it
+            throw new CommandException("Bitmap '" + b.nameOrNull() + "' is currently in use by another operation and cannot be used");
         }
         if (b.successor() != null) {
             throw new CommandException("Cannot create a successor for a bitmap that already has one");

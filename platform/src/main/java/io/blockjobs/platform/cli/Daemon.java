@@ -34,7 +34,7 @@ final class Daemon {
     final io.blockjobs.platform.graph.DriverRegistry drivers = graph.drivers();
     final io.blockjobs.platform.bitmap.Bitmaps bitmaps = new io.blockjobs.platform.bitmap.Bitmaps(graph);
     final QmpDispatcher dispatcher = new QmpDispatcher();
-    final JobManager jobs = new JobManager(events, graph, dispatcher::callOnMainLoop);
+    final JobManager jobs = new JobManager(events, graph, bitmaps, dispatcher::callOnMainLoop);
     final EventLoopGroup group = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
     final QmpServer qmp;
     final NbdServer nbd;

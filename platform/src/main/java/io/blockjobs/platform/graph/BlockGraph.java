@@ -85,6 +85,10 @@ public final class BlockGraph implements AutoCloseable {
         default void opened(GraphNode node) {
         }
 
+        /** The node was read-only and is now writable (QEMU's reopen, as commit reopens its base). */
+        default void reopenedReadWrite(GraphNode node) {
+        }
+
         /** The node is about to close: nothing writes to it any more, its driver is still open. */
         default void closing(GraphNode node) {
         }
@@ -601,6 +605,9 @@ public final class BlockGraph implements AutoCloseable {
         n.driverNode().reopenReadWrite();
         n.setReadOnly(false);
         refreshPermissionsQuietly();
+        for (NodeListener l : listeners) {
+            l.reopenedReadWrite(n);
+        }
     }
 
     // ---- snapshots -------------------------------------------------------------------------------------

@@ -3,10 +3,14 @@ package io.blockjobs.platform.job;
 import io.blockjobs.platform.Json;
 import io.blockjobs.platform.event.EventBus;
 import io.blockjobs.platform.event.QmpEvent;
+import io.blockjobs.platform.bitmap.Bitmap;
+import io.blockjobs.platform.bitmap.Bitmaps;
+import io.blockjobs.platform.bitmap.NodeBitmaps;
 import io.blockjobs.platform.graph.BlockGraph;
 import io.blockjobs.platform.graph.Edge;
 import io.blockjobs.platform.graph.GraphNode;
 import io.blockjobs.platform.graph.Perm;
+import io.blockjobs.sdk.bitmap.DirtyBitmap;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.Errno;
 import io.blockjobs.sdk.block.BlockPermission;
@@ -74,14 +78,20 @@ public final class JobManager implements AutoCloseable {
 
     private final EventBus events;
     private final BlockGraph graph;
+    private final Bitmaps bitmaps;
     private final MainLoop mainLoop;
     private final Map<String, Job> jobs = new LinkedHashMap<>();
     private final Map<GraphNode, Job> claimedNodes = new java.util.HashMap<>();
     private final ExecutorService threads = Executors.newVirtualThreadPerTaskExecutor();
 
     public JobManager(EventBus events, BlockGraph graph, MainLoop mainLoop) {
+        this(events, graph, new Bitmaps(graph), mainLoop);
+    }
+
+    public JobManager(EventBus events, BlockGraph graph, Bitmaps bitmaps, MainLoop mainLoop) {
         this.events = events;
         this.graph = graph;
+        this.bitmaps = bitmaps;
         this.mainLoop = mainLoop;
     }
 
@@ -146,6 +156,7 @@ public final class JobManager implements AutoCloseable {
             job.resources.used.addAll(held.used);
             job.resources.frozen.addAll(held.frozen);
             job.resources.filters.addAll(held.filters);
+            job.resources.bitmaps.addAll(held.bitmaps);
             for (GraphNode n : held.used) {
                 claimedNodes.put(n, job);
             }
@@ -226,6 +237,34 @@ public final class JobManager implements AutoCloseable {
         @Override
         public void freezeBackingChain(String topNode, String baseNode) {
             held.frozen.add(graph.freeze(owner, topNode, baseNode));
+        }
+
+        @Override
+        public DirtyBitmap useBitmap(String nodeName, String bitmapName) {
+            requireDevice(nodeName);
+            Bitmap b = bitmaps.lookup(nodeName, bitmapName);
+            b.claimForJob();
+            held.bitmaps.add(b::releaseFromJob);
+            return b;
+        }
+
+        @Override
+        public DirtyBitmap createBitmap(String nodeName, long granularity) {
+            GraphNode node = requireDevice(nodeName);
+            long g = granularity == 0 ? Bitmaps.defaultGranularity(node) : granularity;
+            if (g < 512 || Long.bitCount(g) != 1 || g > 1L << 31) {
+                throw new CommandException("Granularity must be power of 2 and at least 512");
+            }
+            long size;
+            try {
+                size = node.size();
+            } catch (IOException e) {
+                throw new CommandException("could not get length of device: " + e.getMessage());
+            }
+            NodeBitmaps nb = bitmaps.of(node);
+            Bitmap b = nb.create(null, Long.numberOfTrailingZeros(g), size);
+            held.bitmaps.add(() -> nb.release(b));
+            return b;
         }
     }
 

@@ -21,6 +21,7 @@ final class JobResources {
     final List<AutoCloseable> frozen = new ArrayList<>();
     final List<String> filters = new ArrayList<>();
     final List<BlockGraph.Undo> edits = new ArrayList<>();
+    final List<Runnable> bitmaps = new ArrayList<>(); // give back the bitmaps the job used or made
 
     /** Undoes the prepared edits, newest first. */
     void undoEdits() {
@@ -44,6 +45,14 @@ final class JobResources {
             }
         }
         frozen.clear();
+        for (Runnable b : bitmaps) {
+            try {
+                b.run();
+            } catch (RuntimeException e) {
+                LOG.warn("releasing a bitmap failed: {}", e.getMessage());
+            }
+        }
+        bitmaps.clear();
         for (String f : filters) {
             try {
                 graph.removeFilter(f);

@@ -63,6 +63,18 @@ public final class StorageDaemon implements AutoCloseable {
         awaitExit();
     }
 
+    /** SIGKILL: the daemon closes nothing; returns once the process is gone. */
+    public void killHard() throws Exception {
+        if (kind == Kind.BLOCKJOBD) {
+            blockjobd.killHard();
+        } else {
+            ProcessHandle h = ProcessHandle.of(qemu.pid()).orElseThrow();
+            java.util.concurrent.CompletableFuture<ProcessHandle> gone = h.onExit();
+            h.destroyForcibly();
+            gone.get();
+        }
+    }
+
     /** Waits for the process to end. */
     public void awaitExit() throws Exception {
         if (kind == Kind.BLOCKJOBD) {

@@ -77,4 +77,24 @@ public interface JobSetup {
      *         already by another job, or leads to a node that may never be frozen
      */
     void freezeBackingChain(String topNode, String baseNode);
+
+    /**
+     * The dirty bitmap {@code bitmapName} of node {@code nodeName}, for this job to read, freeze
+     * ({@link io.blockjobs.sdk.bitmap.DirtyBitmap#createSuccessor}) and hand back (QEMU's backup
+     * {@code bitmap}): it is busy until the job ends, so no command changes or removes it
+     * meanwhile. A successor the job leaves behind is reclaimed when it ends: nothing is forgotten.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException with QEMU's message if there is no such node
+     *         or bitmap, or the bitmap is busy or inconsistent
+     */
+    io.blockjobs.sdk.bitmap.DirtyBitmap useBitmap(String nodeName, String bitmapName);
+
+    /**
+     * A new anonymous dirty bitmap of {@code nodeName}, recording every write to the node from now
+     * on, dropped when the job ends (QEMU's jobs' own bitmaps: mirror's dirty bitmap).
+     *
+     * @param granularity bytes per bit: a power of two, at least 512; 0 for the node's default
+     *                    (its cluster size within 4 KiB to 64 KiB, else 64 KiB)
+     */
+    io.blockjobs.sdk.bitmap.DirtyBitmap createBitmap(String nodeName, long granularity);
 }

@@ -1,5 +1,6 @@
 package io.blockjobs.sdk.testkit;
 
+import io.blockjobs.sdk.bitmap.DirtyBitmap;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.block.Errno;
@@ -120,6 +121,7 @@ public final class HarnessJob {
     private final List<BlockNode> used = new CopyOnWriteArrayList<>();
     private final List<AutoCloseable> frozen = new CopyOnWriteArrayList<>();
     private final List<String> filters = new CopyOnWriteArrayList<>();
+    private final List<Runnable> releases = new CopyOnWriteArrayList<>(); // bitmaps used or made
     private final List<HarnessGraph.Undo> edits = new CopyOnWriteArrayList<>();
     private final List<HarnessCopier> copiers = new CopyOnWriteArrayList<>();
 
@@ -961,6 +963,8 @@ public final class HarnessJob {
             t.detach();
         }
         trackers.clear();
+        releases.forEach(Runnable::run);
+        releases.clear();
     }
 
     private void conclude() {
@@ -1443,6 +1447,30 @@ public final class HarnessJob {
         @Override
         public void freezeBackingChain(String topNode, String baseNode) {
             frozen.add(graph.freeze(owner, topNode, baseNode));
+        }
+
+        @Override
+        public DirtyBitmap useBitmap(String nodeName, String bitmapName) {
+            HarnessBitmap b = harness.bitmap(nodeName, bitmapName);
+            b.claim();
+            releases.add(b::releaseFromJob);
+            return b;
+        }
+
+        @Override
+        public DirtyBitmap createBitmap(String nodeName, long granularity) {
+            BlockNode node = graph.requireDevice(nodeName);
+            if (!(HarnessGraph.skipFilters(node) instanceof MemoryNode m)) {
+                throw new CommandException(nodeName + ": the harness keeps bitmaps of memory nodes only");
+            }
+            long g = granularity == 0 ? Math.min(65536, Math.max(4096, m.clusterSize() > 0 ? m.clusterSize() : 65536))
+                    : granularity;
+            if (g < 512 || Long.bitCount(g) != 1) {
+                throw new CommandException("Granularity must be power of 2 and at least 512");
+            }
+            HarnessBitmap b = new HarnessBitmap(m, null, Long.numberOfTrailingZeros(g), m.size());
+            releases.add(b::drop);
+            return b;
         }
     }
 

@@ -42,6 +42,7 @@ public final class JobHarness implements AutoCloseable {
     private final ReentrantLock mainLoop = new ReentrantLock();
     private final Map<String, HarnessJob> jobs = new LinkedHashMap<>();
     private final List<JobEvent> events = new ArrayList<>();
+    private final Map<String, HarnessBitmap> bitmaps = new LinkedHashMap<>(); // by "node/name"
 
     /** A harness whose clock moves forward by each sleep at once. */
     public JobHarness() {
@@ -72,6 +73,32 @@ public final class JobHarness implements AutoCloseable {
     public JobHarness add(MemoryChain chain) {
         chain.layers().forEach(graph::add);
         return this;
+    }
+
+    /**
+     * Adds a named dirty bitmap to a memory node, recording from now on, as
+     * {@code block-dirty-bitmap-add} would; jobs reach it by {@code JobSetup.useBitmap}.
+     */
+    public synchronized HarnessBitmap addBitmap(String nodeName, String name, long granularity) {
+        if (!(graph.requireDevice(nodeName) instanceof MemoryNode m)) {
+            throw new IllegalArgumentException(nodeName + ": the harness keeps bitmaps of memory nodes only");
+        }
+        if (bitmaps.containsKey(nodeName + "/" + name)) {
+            throw new CommandException("Bitmap already exists: " + name);
+        }
+        HarnessBitmap b = new HarnessBitmap(m, name, Long.numberOfTrailingZeros(granularity), m.size());
+        bitmaps.put(nodeName + "/" + name, b);
+        return b;
+    }
+
+    /** The named bitmap of a node, or QEMU's messages. */
+    synchronized HarnessBitmap bitmap(String nodeName, String name) {
+        graph.requireDevice(nodeName);
+        HarnessBitmap b = bitmaps.get(nodeName + "/" + name);
+        if (b == null) {
+            throw new CommandException("Dirty bitmap '" + name + "' not found");
+        }
+        return b;
     }
 
     /** The node named {@code name} now (an image, or a filter a job put in), or null. */

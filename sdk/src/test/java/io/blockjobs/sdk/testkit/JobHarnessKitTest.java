@@ -220,4 +220,47 @@ class JobHarnessKitTest {
             assertThat(h.job("j")).isNull();
         }
     }
+
+    /** A backup-like job: freezes the named bitmap, records what changes meanwhile in a bitmap of its own. */
+    static final JobCommand<Args> INCREMENTAL = new JobCommand<>("x-test-incremental", "x-test-incremental", Args.class,
+            (a, setup) -> {
+                BlockNode src = setup.use(a.device(), "source", NONE, READ_WRITE);
+                io.blockjobs.sdk.bitmap.DirtyBitmap sync = setup.useBitmap(a.device(), a.target());
+                io.blockjobs.sdk.bitmap.DirtyBitmap mine = setup.createBitmap(a.device(), 0);
+                return ctx -> {
+                    sync.createSuccessor();
+                    SEEN.set(java.util.List.of("frozen " + sync.count(), "mine " + mine.count()));
+                    ctx.pausePoint();
+                    ctx.pausePoint();
+                    if (a.exclusive().orElse(false)) {
+                        sync.abdicate(); // as backup's bitmap-mode on-success: what it copied is forgotten
+                    } // else left for the platform to reclaim
+                };
+            });
+
+    @Test
+    void aJobFreezesABitmapAndTheWritesMeanwhileAreKept() throws Exception {
+        for (boolean abdicate : new boolean[] {true, false}) {
+            try (JobHarness h = harness()) {
+                RootEdge client = h.client("top");
+                HarnessBitmap b = h.addBitmap("top", "b", C);
+                client.write(0, java.nio.ByteBuffer.wrap(new byte[] {1}));
+                HarnessJob job = h.prepare(INCREMENTAL, "{\"device\": \"top\", \"target\": \"b\", \"exclusive\": "
+                        + abdicate + "}").breakAt(1).start();
+                job.awaitBreak();
+                assertThat(SEEN.get()).containsExactly("frozen " + C, "mine 0");
+                assertThat(b.busy()).isTrue();
+                assertThatThrownBy(b::createSuccessor)
+                        .hasMessage("Bitmap 'b' is currently in use by another operation and cannot be used");
+                client.write(5L * C, java.nio.ByteBuffer.wrap(new byte[] {2}));
+                assertThat(b.count()).as("frozen while the job runs").isEqualTo(C);
+                job.go();
+                assertThat(job.awaitEnd().completed()).isTrue();
+                assertThat(b.busy()).isFalse();
+                assertThat(b.isDirty(5L * C)).as("the write during the job is never lost").isTrue();
+                assertThat(b.isDirty(0)).as(abdicate ? "abdicated: what was frozen is dropped" : "reclaimed").isEqualTo(!abdicate);
+                assertThat(b.recording()).isTrue();
+            }
+        }
+    }
 }
