@@ -28,15 +28,20 @@ import org.slf4j.LoggerFactory;
  * bitmap table, whose entries point to clusters of bitmap data (0: all zeroes; bit 0 with no
  * offset: all ones); bit {@code i} of data byte {@code j} is granule {@code 8j + i}.
  *
+ * <p>In use: as QEMU at open, a read-write open marks every consistent bitmap in use on disk
+ * before the image takes a write, and {@link #load} then gives out their bits (once); a writer
+ * that never loads or stores them leaves them inconsistent, never stale. {@link #store} clears the
+ * flag of what it stores.
+ *
  * <p>Crash safety, as QEMU: new bitmap data, tables and the directory are written and flushed
  * before the header points to them, and what they replace is freed after the header is durable,
  * so a crash leaks clusters at most. A directory is only rewritten in place (to mark bitmaps in
  * use) with autoclear bit 0 cleared around the write, so that a torn directory is never trusted.
  *
- * <p>Errors: a damaged extension or directory fails the image's open with an
- * {@link ImageException} carrying QEMU's message; {@link #load}, {@link #store} and
- * {@link #remove} fail with a {@link BlockIoException} whose message is QEMU's, word for word;
- * {@link #checkCanStore} with a {@link CommandException}.
+ * <p>Errors: a damaged extension, directory or bitmap table fails the image's open with an
+ * {@link ImageException} carrying QEMU's message (QEMU's open fails with the same words);
+ * {@link #load}, {@link #store} and {@link #remove} fail with a {@link BlockIoException} whose
+ * message is QEMU's, word for word; {@link #checkCanStore} with a {@link CommandException}.
  *
  * <p>Concurrency: one operation at a time. The caller's {@link Loader}, {@link RunSink} and
  * {@link RunSource} are called without the image's metadata lock held, but while they run this
@@ -116,7 +121,10 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
     // counted as QEMU counts the persistent bitmaps it holds in memory.
     private final Set<String> pending = new HashSet<>();
     private long pendingDirectorySize;
-    private final Set<String> loadedReadOnly = new HashSet<>(); // loaded consistent, not marked in use
+    // Bitmaps consistent when the image was opened whose bits load has not given out yet. A
+    // read-write open marks them in use on disk at once, as QEMU does at open, so that a writer
+    // that never loads them leaves them inconsistent, never stale.
+    private final Set<String> loadable = new HashSet<>();
 
     Qcow2Bitmaps(Qcow2Node node, BlockNode file, Qcow2Header header, Qcow2Refcounts refcounts, Directory directory) {
         this.node = node;
@@ -128,6 +136,11 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
         this.clusterSize = 1L << clusterBits;
         this.entries = new ArrayList<>(directory.entries());
         this.invalidated = directory.invalidated();
+        for (Entry e : entries) {
+            if (!e.inUse()) {
+                loadable.add(e.name);
+            }
+        }
     }
 
     // ---- open ---------------------------------------------------------------------------------
@@ -174,11 +187,34 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
             throw new ImageException(name, "bitmaps_ext: bitmap directory size (" + Long.toUnsignedString(ext.directorySize())
                     + ") exceeds the maximum supported size (" + MAX_DIRECTORY_SIZE + ")");
         }
+        List<Entry> entries;
         try {
-            return new Directory(loadList(file, h, (int) count, ext.directoryOffset(), ext.directorySize()), false);
+            entries = loadList(file, h, (int) count, ext.directoryOffset(), ext.directorySize());
         } catch (Refused e) {
             throw new ImageException(name, e.getMessage());
         }
+        // QEMU reads the tables of consistent bitmaps at open too (load_bitmap, before it marks them
+        // in use): a damaged table refuses the image rather than being marked in use unread.
+        long length = bitmapLength(h);
+        for (Entry e : entries) {
+            if (e.inUse()) {
+                continue;
+            }
+            long[] table;
+            try {
+                table = loadTable(file, h.clusterBits, e);
+            } catch (BlockIoException ex) {
+                throw new ImageException(name, failure("Could not read bitmap_table table from image for bitmap '"
+                        + e.name + "'", ex).getMessage(), ex);
+            }
+            try {
+                checkTableSize(table, (length + (1L << e.granularityBits) - 1) >>> e.granularityBits, h.clusterBits);
+            } catch (BlockIoException ex) {
+                throw new ImageException(name, failure("Could not read bitmap '" + e.name + "' from image", ex)
+                        .getMessage(), ex);
+            }
+        }
+        return new Directory(entries, false);
     }
 
     /** A directory or entry that QEMU refuses, with QEMU's message. */
@@ -296,17 +332,21 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
 
     // ---- PersistentBitmaps ----------------------------------------------------------------------
 
+    /**
+     * Announces every bitmap in directory order; reads the bits of those that were consistent
+     * when the image was opened, once each. A read-write image marked them in use at open
+     * ({@link #openedReadWrite}), so they are in use on disk when this returns.
+     */
     @Override
     public void load(Loader loader) throws IOException {
         lock.lock();
         try {
             node.checkOpenForBitmaps();
-            boolean readOnly = node.isReadOnly();
             long length = bitmapLength(header);
-            List<Entry> loaded = new ArrayList<>();
             for (Entry e : entries) {
-                RunSink sink = loader.bitmap(e.name, e.granularityBits, e.inUse(), (e.flags & FLAG_AUTO) != 0);
-                if (e.inUse()) {
+                boolean consistent = loadable.contains(e.name);
+                RunSink sink = loader.bitmap(e.name, e.granularityBits, !consistent, (e.flags & FLAG_AUTO) != 0);
+                if (!consistent) {
                     continue; // its data is unusable: not read
                 }
                 long[] table;
@@ -320,37 +360,31 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
                 } catch (BlockIoException ex) {
                     throw failure("Could not read bitmap '" + e.name + "' from image", ex);
                 }
-                loaded.add(e);
             }
-            if (loaded.isEmpty()) {
-                return;
+            for (Entry e : entries) {
+                loadable.remove(e.name); // given out: the loader keeps them now
             }
-            if (readOnly) {
-                loaded.forEach(e -> loadedReadOnly.add(e.name));
-                return;
-            }
-            markInUse(loaded, "Can't update bitmap directory");
         } finally {
             lock.unlock();
         }
     }
 
     /**
-     * After the image was reopened read-write: marks in use on disk the bitmaps that {@link #load}
-     * gave out while it was read-only, as QEMU's {@code qcow2_reopen_bitmaps_rw}.
+     * The image was opened, or reopened, read-write: marks every bitmap that is consistent on
+     * disk in use, rewriting the directory in place, as QEMU's {@code qcow2_load_dirty_bitmaps}
+     * at open and {@code qcow2_reopen_bitmaps_rw} do.
      */
-    void reopenedReadWrite() throws IOException {
+    void openedReadWrite() throws IOException {
         lock.lock();
         try {
             List<Entry> marked = new ArrayList<>();
             for (Entry e : entries) {
-                if (!e.inUse() && loadedReadOnly.contains(e.name)) {
+                if (!e.inUse()) {
                     marked.add(e);
                 }
             }
-            loadedReadOnly.clear();
             if (!marked.isEmpty()) {
-                markInUse(marked, "Cannot update bitmap directory");
+                markInUse(marked, "Can't update bitmap directory");
             }
         } finally {
             lock.unlock();
@@ -431,7 +465,7 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
         try {
             node.checkOpenForBitmaps();
             forget(bitmap);
-            loadedReadOnly.remove(bitmap);
+            loadable.remove(bitmap);
             Entry victim = find(entries, bitmap);
             if (victim == null) {
                 return; // absence is not an error, as in QEMU
@@ -493,7 +527,7 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
                     e = new Entry(raw, 0, 0, 0, 0);
                     updated.add(e);
                 } else {
-                    // Only a bitmap loaded (so marked in use) may be replaced; one listed twice is not.
+                    // Only a bitmap marked in use may be replaced: not one stored already, nor one listed twice.
                     if (!e.inUse()) {
                         throw new BlockIoException(Errno.EINVAL, "Bitmap '" + b.name() + "' already exists in the image");
                     }
@@ -531,7 +565,7 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
             entries = updated;
             for (ToStore b : bitmaps) {
                 forget(b.name());
-                loadedReadOnly.remove(b.name());
+                loadable.remove(b.name());
             }
             // The directory on disk no longer names the old tables: free them.
             for (long[] t : dropTables) {
@@ -560,18 +594,26 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
      * {@code size_to_clusters(bdrv_dirty_bitmap_serialization_size(...))}, whole 64-bit words.
      */
     private long tableSizeFor(long granules) {
+        return tableSizeFor(granules, clusterBits);
+    }
+
+    private static long tableSizeFor(long granules, int clusterBits) {
         long bytes = (granules + 63) / 64 * 8;
-        return (bytes + clusterSize - 1) >>> clusterBits;
+        return (bytes + (1L << clusterBits) - 1) >>> clusterBits;
     }
 
     /** QEMU's {@code bitmap_table_load}: the table, each entry checked. */
     private long[] loadTable(Entry e) throws IOException {
+        return loadTable(file, clusterBits, e);
+    }
+
+    private static long[] loadTable(BlockNode file, int clusterBits, Entry e) throws IOException {
         byte[] raw = new byte[Math.multiplyExact(e.tableSize, 8)];
         readPadded(file, e.tableOffset, raw);
         long[] table = new long[e.tableSize];
         ByteBuffer.wrap(raw).asLongBuffer().get(table);
         for (long t : table) {
-            if (!tableEntryValid(t)) {
+            if (!tableEntryValid(t, 1L << clusterBits)) {
                 throw new BlockIoException(Errno.EINVAL, "invalid bitmap table entry");
             }
         }
@@ -580,6 +622,10 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
 
     /** QEMU's {@code check_table_entry}. */
     private boolean tableEntryValid(long entry) {
+        return tableEntryValid(entry, clusterSize);
+    }
+
+    private static boolean tableEntryValid(long entry, long clusterSize) {
         if ((entry & TABLE_ENTRY_RESERVED_MASK) != 0) {
             return false;
         }
@@ -590,10 +636,7 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
     /** QEMU's {@code load_bitmap_data}: the set granules, run by run, one cluster in memory. */
     private void loadData(Entry e, long[] table, long length, RunSink sink) throws IOException {
         long granules = (length + (1L << e.granularityBits) - 1) >>> e.granularityBits;
-        long tableSize = tableSizeFor(granules);
-        if (tableSize != table.length || tableSize > MAX_TABLE_SIZE) {
-            throw new BlockIoException(Errno.EINVAL, "bitmap table size " + table.length + " does not fit the disk");
-        }
+        checkTableSize(table, granules, clusterBits);
         Runs runs = new Runs(sink);
         long limit = granulesPerCluster();
         byte[] buf = new byte[(int) clusterSize];
@@ -612,6 +655,14 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
             scan(words, count, first, runs);
         }
         runs.finish();
+    }
+
+    /** {@code load_bitmap_data}'s check: the table has exactly the entries the disk needs. */
+    private static void checkTableSize(long[] table, long granules, int clusterBits) throws BlockIoException {
+        long tableSize = tableSizeFor(granules, clusterBits);
+        if (tableSize != table.length || tableSize > MAX_TABLE_SIZE) {
+            throw new BlockIoException(Errno.EINVAL, "bitmap table size " + table.length + " does not fit the disk");
+        }
     }
 
     /** Finds the runs of set bits among the first {@code count} bits of a data cluster. */

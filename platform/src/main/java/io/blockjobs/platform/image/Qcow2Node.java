@@ -149,8 +149,24 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
                 throw new ImageException(name, "could not open backing file '" + h.backingFile + "': " + e.getMessage(), e);
             }
         }
-        if (readWrite && node.headerNeedsUpdateForWriting()) {
-            node.writeHeader();
+        if (readWrite) {
+            try {
+                if (node.headerNeedsUpdateForWriting()) {
+                    node.writeHeader();
+                }
+                node.bitmaps.openedReadWrite();
+            } catch (IOException | RuntimeException e) {
+                node.closeQuietlyAfterFailedOpen();
+                BlockNode b = node.backing;
+                if (ownsChildren && b != null) {
+                    try {
+                        b.close();
+                    } catch (IOException | RuntimeException suppressed) {
+                        e.addSuppressed(suppressed);
+                    }
+                }
+                throw e;
+            }
         }
         return node;
     }
@@ -604,7 +620,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
         } finally {
             meta.unlock();
         }
-        bitmaps.reopenedReadWrite();
+        bitmaps.openedReadWrite();
     }
 
     @Override
