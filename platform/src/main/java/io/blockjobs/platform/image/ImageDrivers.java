@@ -105,6 +105,7 @@ public final class ImageDrivers {
         } catch (IOException e) {
             throw new CommandException(reason(e));
         }
+        qcow2.setNodeName(ctx.nodeName());
         try {
             ctx.backing(qcow2.backingFileName(), qcow2.backingFormat()).ifPresent(qcow2::setBacking);
         } catch (RuntimeException e) {

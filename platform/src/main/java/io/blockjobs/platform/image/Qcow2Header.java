@@ -7,8 +7,9 @@ import java.util.List;
 
 /**
  * The qcow2 header and its extensions ({@code docs/interop/qcow2.txt}), parsed from and
- * encoded into the image's first cluster. Extensions blockjobs does not interpret (bitmaps,
- * unknown ones) are kept byte for byte and written back unchanged.
+ * encoded into the image's first cluster. The bitmaps extension's fields are kept here for
+ * {@link Qcow2Bitmaps}, which validates and maintains them; extensions blockjobs does not interpret
+ * are kept byte for byte and written back unchanged.
  */
 final class Qcow2Header {
 
@@ -19,6 +20,8 @@ final class Qcow2Header {
     static final int EXT_END = 0;
     static final int EXT_BACKING_FORMAT = 0xe2792aca;
     static final int EXT_FEATURE_NAMES = 0x6803f857;
+    static final int EXT_BITMAPS = 0x23852875;
+    static final int BITMAPS_EXT_LENGTH = 24;
 
     static final long INCOMPAT_DIRTY = 1;
     static final long INCOMPAT_CORRUPT = 1 << 1;
@@ -28,9 +31,20 @@ final class Qcow2Header {
     static final long INCOMPAT_KNOWN = INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE
             | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
     static final long COMPAT_LAZY_REFCOUNTS = 1;
+    static final long AUTOCLEAR_BITMAPS = 1;
+    static final long AUTOCLEAR_DATA_FILE_RAW = 1 << 1;
+    /** QEMU's {@code QCOW2_AUTOCLEAR_MASK}: the autoclear bits a writer keeps; it clears the others. */
+    static final long AUTOCLEAR_KNOWN = AUTOCLEAR_BITMAPS | AUTOCLEAR_DATA_FILE_RAW;
 
     /** One header extension kept as read. */
     record Extension(int type, byte[] data) {
+    }
+
+    /**
+     * The bitmaps extension's fields ({@code docs/interop/qcow2.txt}, "Bitmaps extension"), as
+     * read or as {@link Qcow2Bitmaps} last wrote them.
+     */
+    record BitmapsExtension(int count, int reserved, long directorySize, long directoryOffset) {
     }
 
     int version;
@@ -53,6 +67,7 @@ final class Qcow2Header {
 
     String backingFile; // null: none
     String backingFormat; // null: not recorded
+    BitmapsExtension bitmaps; // null: none
     final List<Extension> keptExtensions = new ArrayList<>(); // written back as they were
 
     int clusterSize() {
@@ -147,6 +162,13 @@ final class Qcow2Header {
             switch (type) {
                 case EXT_BACKING_FORMAT -> h.backingFormat = new String(data, StandardCharsets.UTF_8);
                 case EXT_FEATURE_NAMES -> { } // rewritten from our own table
+                case EXT_BITMAPS -> {
+                    if (length != BITMAPS_EXT_LENGTH) {
+                        throw new ImageException(file, "bitmaps_ext: Invalid extension length");
+                    }
+                    ByteBuffer ext = ByteBuffer.wrap(data);
+                    h.bitmaps = new BitmapsExtension(ext.getInt(0), ext.getInt(4), ext.getLong(8), ext.getLong(16));
+                }
                 default -> h.keptExtensions.add(new Extension(type, data));
             }
             pos += (length + 7) & ~7;
@@ -211,6 +233,11 @@ final class Qcow2Header {
             }
             if (withFeatureNames) {
                 putExtension(b, EXT_FEATURE_NAMES, featureNameTable());
+            }
+            if (bitmaps != null) { // where QEMU's qcow2_update_header puts it
+                putExtension(b, EXT_BITMAPS, ByteBuffer.allocate(BITMAPS_EXT_LENGTH)
+                        .putInt(bitmaps.count()).putInt(bitmaps.reserved())
+                        .putLong(bitmaps.directorySize()).putLong(bitmaps.directoryOffset()).array());
             }
             for (Extension e : keptExtensions) {
                 putExtension(b, e.type(), e.data());

@@ -34,8 +34,11 @@ import java.util.zip.Inflater;
  * <p>Crash safety: data is written before the L2 entry that points to it; a cluster is counted
  * (durably) before it is referenced and released only after it is no longer referenced; a new L2
  * table is durable before the L1 entry points to it. See {@link Qcow2Refcounts}.
+ *
+ * <p>Persistent dirty bitmaps (the bitmaps extension) are {@link Qcow2Bitmaps}'; this node offers
+ * them as {@link PersistentBitmaps}.
  */
-public final class Qcow2Node implements DriverNode {
+public final class Qcow2Node implements DriverNode, PersistentBitmaps {
 
     static final long OFFSET_MASK = 0x00ff_ffff_ffff_fe00L;
     static final long COPIED = 1L << 63;
@@ -68,6 +71,8 @@ public final class Qcow2Node implements DriverNode {
     private final Cache<Long, AtomicLongArray> l2Cache;
     private final Function<Long, AtomicLongArray> l2Loader = this::loadL2;
     private final Qcow2Refcounts refcounts;
+    private final Qcow2Bitmaps bitmaps;
+    private volatile String nodeName;
     private final ReentrantReadWriteLock[] stripes = new ReentrantReadWriteLock[STRIPES];
     private final int csizeShift;
     private final long csizeMask;
@@ -77,9 +82,11 @@ public final class Qcow2Node implements DriverNode {
     private volatile boolean closed;
     private boolean ownsChildren = true;
 
-    private Qcow2Node(BlockNode file, Qcow2Header header, boolean readOnly, AtomicLongArray l1, long[] refcountTable) throws IOException {
+    private Qcow2Node(BlockNode file, Qcow2Header header, boolean readOnly, AtomicLongArray l1, long[] refcountTable,
+            Qcow2Bitmaps.Directory bitmapDirectory) throws IOException {
         this.file = file;
         this.name = file.filename();
+        this.nodeName = name;
         this.header = header;
         this.readOnly = readOnly;
         this.clusterBits = header.clusterBits;
@@ -87,6 +94,7 @@ public final class Qcow2Node implements DriverNode {
         this.l2Bits = clusterBits - 3;
         this.l1 = l1;
         this.refcounts = new Qcow2Refcounts(file, header, refcountTable);
+        this.bitmaps = new Qcow2Bitmaps(this, file, header, refcounts, bitmapDirectory);
         this.csizeShift = 62 - (clusterBits - 8);
         this.csizeMask = (1L << (clusterBits - 8)) - 1;
         this.coffsetMask = (1L << csizeShift) - 1;
@@ -129,8 +137,9 @@ public final class Qcow2Node implements DriverNode {
         long[] l1 = readL1(file, h, fileSize);
         long[] refcountTable = readRefcountTable(file, h, fileSize);
         checkOverlaps(name, h, l1, refcountTable, fileSize);
+        Qcow2Bitmaps.Directory bitmapDirectory = Qcow2Bitmaps.readDirectory(file, h);
 
-        Qcow2Node node = new Qcow2Node(file, h, !readWrite, new AtomicLongArray(l1), refcountTable);
+        Qcow2Node node = new Qcow2Node(file, h, !readWrite, new AtomicLongArray(l1), refcountTable, bitmapDirectory);
         node.ownsChildren = ownsChildren;
         if (h.backingFile != null) {
             try {
@@ -140,12 +149,37 @@ public final class Qcow2Node implements DriverNode {
                 throw new ImageException(name, "could not open backing file '" + h.backingFile + "': " + e.getMessage(), e);
             }
         }
-        if (readWrite && h.autoclearFeatures != 0) {
-            // The spec: a writer must clear the autoclear bits it does not maintain (bitmaps).
-            h.autoclearFeatures = 0;
-            node.writeHeader();
+        if (readWrite) {
+            try {
+                if (node.headerNeedsUpdateForWriting()) {
+                    node.writeHeader();
+                }
+                node.bitmaps.openedReadWrite();
+            } catch (IOException | RuntimeException e) {
+                node.closeQuietlyAfterFailedOpen();
+                BlockNode b = node.backing;
+                if (ownsChildren && b != null) {
+                    try {
+                        b.close();
+                    } catch (IOException | RuntimeException suppressed) {
+                        e.addSuppressed(suppressed);
+                    }
+                }
+                throw e;
+            }
         }
         return node;
+    }
+
+    /**
+     * Before this driver writes: clears the autoclear bits it does not maintain (the spec's rule,
+     * QEMU's {@code QCOW2_AUTOCLEAR_MASK}), and says whether the header must be rewritten for that
+     * or to drop a bitmaps extension an older program invalidated.
+     */
+    private boolean headerNeedsUpdateForWriting() {
+        long unknown = header.autoclearFeatures & ~Qcow2Header.AUTOCLEAR_KNOWN;
+        header.autoclearFeatures &= Qcow2Header.AUTOCLEAR_KNOWN;
+        return unknown != 0 || bitmaps.invalidated();
     }
 
     private static void checkFeatures(String name, Qcow2Header h, boolean readWrite) throws ImageException {
@@ -178,6 +212,9 @@ public final class Qcow2Node implements DriverNode {
         if (readWrite && h.snapshotCount > 0) {
             throw new ImageException(name, "image has " + h.snapshotCount + " internal snapshots; "
                     + "writing such images is not supported (open it read-only)");
+        }
+        if ((h.autoclearFeatures & Qcow2Header.AUTOCLEAR_DATA_FILE_RAW) != 0) {
+            throw new ImageException(name, "data-file-raw requires a data file"); // as QEMU: there is none
         }
         if (h.version == 2 && h.refcountOrder != 4) {
             throw new ImageException(name, "version 2 images must have 16-bit refcounts");
@@ -333,6 +370,42 @@ public final class Qcow2Node implements DriverNode {
     /** The backing format recorded in the header, or null. */
     public String backingFormat() {
         return header.backingFormat;
+    }
+
+    /**
+     * The node's name in the graph once {@link #setNodeName} gave it, else its file name; QEMU's
+     * bitmap messages name the node by it ({@code bdrv_get_device_or_node_name}).
+     */
+    @Override
+    public String nodeName() {
+        return nodeName;
+    }
+
+    /** Sets the node's name in the graph ({@link #nodeName()}). */
+    public void setNodeName(String nodeName) {
+        this.nodeName = nodeName;
+    }
+
+    // ---- PersistentBitmaps ------------------------------------------------------------------
+
+    @Override
+    public void load(Loader loader) throws IOException {
+        bitmaps.load(loader);
+    }
+
+    @Override
+    public void checkCanStore(String bitmap, int granularityBits) {
+        bitmaps.checkCanStore(bitmap, granularityBits);
+    }
+
+    @Override
+    public void remove(String bitmap) throws IOException {
+        bitmaps.remove(bitmap);
+    }
+
+    @Override
+    public void store(List<ToStore> toStore) throws IOException {
+        bitmaps.store(toStore);
     }
 
     @Override
@@ -541,13 +614,13 @@ public final class Qcow2Node implements DriverNode {
         meta.lock();
         try {
             readOnly = false;
-            if (header.autoclearFeatures != 0) {
-                header.autoclearFeatures = 0;
+            if (headerNeedsUpdateForWriting()) {
                 writeHeader();
             }
         } finally {
             meta.unlock();
         }
+        bitmaps.openedReadWrite();
     }
 
     @Override
@@ -1039,9 +1112,15 @@ public final class Qcow2Node implements DriverNode {
         fillZeroes(dst, dst.remaining()); // the overlay is larger than its backing file
     }
 
-    private void writeHeader() throws IOException {
+    /** Writes the header and its extensions, and flushes. Caller holds the refcount lock. */
+    void writeHeader() throws IOException {
         ByteBuffer encoded = header.encode(name);
         file.write(0, encoded);
+        file.flush();
+    }
+
+    /** Flushes the file beneath (for {@link Qcow2Bitmaps}' write ordering). */
+    void flushFile() throws IOException {
         file.flush();
     }
 
@@ -1049,6 +1128,10 @@ public final class Qcow2Node implements DriverNode {
         if (closed) {
             throw new ImageException(name, "is closed");
         }
+    }
+
+    void checkOpenForBitmaps() throws IOException {
+        checkOpen();
     }
 
     private void checkRequest(long offset, long length, boolean write) throws IOException {
