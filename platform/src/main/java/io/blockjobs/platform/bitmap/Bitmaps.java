@@ -86,28 +86,14 @@ public final class Bitmaps implements BlockGraph.NodeListener {
     }
 
     /**
-     * As QEMU's {@code qcow2_reopen_bitmaps_rw}: the bitmaps loaded read-only become writable, and
-     * the image marks them in use before anything writes, so that a crash leaves them inconsistent.
+     * As QEMU's {@code qcow2_reopen_bitmaps_rw}: the bitmaps loaded read-only become writable (the
+     * image marked them in use on disk as it reopened, before anything writes).
      */
     @Override
     public void reopenedReadWrite(GraphNode node) {
         NodeBitmaps nb = byNode.get(node);
-        if (nb == null || !(node.driverNode() instanceof PersistentBitmaps stored)) {
-            return;
-        }
-        try {
-            stored.load((name, granularityBits, inUse, auto) -> {
-                nb.find(name).ifPresent(b -> b.setReadonly(false));
-                return (first, count) -> {
-                };
-            });
-        } catch (IOException e) {
-            for (Bitmap b : nb.list()) {
-                if (b.readonly()) {
-                    b.setInconsistent(); // never trusted if it could not be marked in use
-                }
-            }
-            LOG.error("{}: persistent dirty bitmaps could not be marked in use: {}", node.name(), e.getMessage());
+        if (nb != null) {
+            nb.list().forEach(b -> b.setReadonly(false));
         }
     }
 
