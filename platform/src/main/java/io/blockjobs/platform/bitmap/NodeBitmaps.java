@@ -23,6 +23,11 @@ public final class NodeBitmaps implements WriteHook {
         this.nodeName = nodeName;
     }
 
+    /** Bitmaps of no node in a graph, for measuring them alone. */
+    public static NodeBitmaps forBenchmark(String name) {
+        return new NodeBitmaps(name);
+    }
+
     public String nodeName() {
         return nodeName;
     }
