@@ -333,8 +333,8 @@ public final class Bitmap implements DirtyBitmap {
         }
     }
 
-    /** Calls {@code sink} for every run of set granules in {@code [from, to)}. */
-    public void forEachRun(long from, long to, RunConsumer sink) {
+    /** Calls {@code sink} for every run of set granules in {@code [from, to)}, on a copy of the bits. */
+    public void forEachRun(long from, long to, RunConsumer sink) throws java.io.IOException {
         GranuleSet copy;
         synchronized (owner) {
             copy = bits.copy();
@@ -354,7 +354,7 @@ public final class Bitmap implements DirtyBitmap {
     /** Receives runs of set granules. */
     @FunctionalInterface
     public interface RunConsumer {
-        void run(long first, long count);
+        void run(long first, long count) throws java.io.IOException;
     }
 
     /**

@@ -111,26 +111,11 @@ public final class Bitmaps implements BlockGraph.NodeListener {
         for (Bitmap b : nb.list().reversed()) { // oldest first, as they load back newest first
             if (b.persistent() && !b.inconsistent() && !b.readonly() && b.nameOrNull() != null) {
                 out.add(new PersistentBitmaps.ToStore(b.nameOrNull(), b.granularityBits(), b.enabled(),
-                        (from, to, sink) -> {
-                            IOException[] failed = new IOException[1];
-                            b.forEachRun(from, to, (first, count) -> {
-                                if (failed[0] == null) {
-                                    try {
-                                        sink.run(first, count);
-                                    } catch (IOException e) {
-                                        failed[0] = e;
-                                    }
-                                }
-                            });
-                            if (failed[0] != null) {
-                                throw failed[0];
-                            }
-                        }));
+                        (from, to, sink) -> b.forEachRun(from, to, sink::run)));
             }
         }
-        boolean anyStored = nb.list().stream().anyMatch(Bitmap::persistent);
-        if (out.isEmpty() && !anyStored) {
-            return;
+        if (out.isEmpty()) {
+            return; // bitmaps loaded inconsistent stay on disk as they are
         }
         try {
             stored.store(out);
