@@ -47,7 +47,7 @@ final class Daemon {
     Daemon() {
         String version = Version.get();
         qmp = new QmpServer(group, dispatcher, events, CoreCommands.greeting(version));
-        nbd = new NbdServer(group, graph, events);
+        nbd = new NbdServer(group, graph, events, bitmaps);
         CoreCommands.register(dispatcher, version, () -> dispatcher.onMainLoop(() -> {
             shutdown("host-qmp-quit");
             return null;

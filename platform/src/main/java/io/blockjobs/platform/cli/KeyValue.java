@@ -74,7 +74,64 @@ final class KeyValue {
             put(root, key, value, text);
             first = false;
         }
+        listify(root, "");
         return root;
+    }
+
+    /**
+     * QEMU's {@code keyval_listify}: below the top level, an object whose keys are all indices
+     * ({@code bitmaps.0=a,bitmaps.1=b}) becomes a list; indices must run from 0 without a gap, and
+     * an object may not mix indices and names.
+     */
+    private static JsonNode listify(ObjectNode node, String path) {
+        boolean indices = false;
+        boolean members = false;
+        for (String key : java.util.List.copyOf(node.propertyNames())) {
+            if (index(key) >= 0) {
+                indices = true;
+            } else {
+                members = true;
+            }
+            if (node.get(key) instanceof ObjectNode child) {
+                node.set(key, listify(child, path + key + "."));
+            }
+        }
+        if (path.isEmpty() || !indices) {
+            return node;
+        }
+        if (members) {
+            throw new IllegalArgumentException("Parameters '" + path + "*' used inconsistently");
+        }
+        int max = -1;
+        for (String key : node.propertyNames()) {
+            max = Math.max(max, index(key));
+        }
+        tools.jackson.databind.node.ArrayNode list = Json.MAPPER.createArrayNode();
+        for (int i = 0; i < Math.min(node.size(), max + 1L); i++) {
+            JsonNode element = null;
+            for (String key : node.propertyNames()) {
+                if (index(key) == i) {
+                    element = node.get(key);
+                }
+            }
+            if (element == null) {
+                throw new IllegalArgumentException("Parameter '" + path + i + "' missing");
+            }
+            list.add(element);
+        }
+        return list;
+    }
+
+    /** QEMU's {@code key_to_index}: a key of decimal digits as a number, else -1. */
+    private static int index(String key) {
+        if (key.isEmpty() || key.chars().anyMatch(c -> c < '0' || c > '9')) {
+            return -1;
+        }
+        try {
+            return Integer.parseInt(key);
+        } catch (NumberFormatException e) {
+            return Integer.MAX_VALUE;
+        }
     }
 
     private static void put(ObjectNode root, String dotted, String value, String text) {

@@ -320,6 +320,16 @@ public final class Edge implements BlockNode, NodeLimits {
         }
     }
 
+    /** {@link GraphNode#allocationDepth} of the node the edge points to now, within its gate. */
+    public GraphNode.Allocation allocationDepth(long offset, long maxLength) throws IOException {
+        GraphNode n = enter();
+        try {
+            return n.allocationDepth(offset, maxLength);
+        } finally {
+            exit();
+        }
+    }
+
     /** The graph closes nodes; closing an edge does nothing. */
     @Override
     public void close() {

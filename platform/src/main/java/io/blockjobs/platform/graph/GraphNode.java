@@ -472,6 +472,45 @@ public final class GraphNode implements BlockNode, NodeLimits {
         }
     }
 
+    /**
+     * How many bytes from {@code offset}, at most {@code maxLength}, share one allocation depth,
+     * and that depth: QEMU's {@code bdrv_is_allocated_above(bs, NULL, false, ...)}, the
+     * {@code qemu:allocation-depth} of an NBD export. The depth is 0 where no layer allocates the
+     * range, 1 where this node does, 2 where the next does, and so on; each step is QEMU's
+     * {@code bdrv_filter_or_cow_bs} (a filter's child, else the backing child), so a filter counts
+     * as a layer of its own below its first query (which already sees its child's allocation). A
+     * layer too short to reach {@code offset} allocates the range there, as zeroes.
+     */
+    public Allocation allocationDepth(long offset, long maxLength) throws IOException {
+        BlockStatus status = blockStatus(offset, maxLength);
+        int depth = 1;
+        long length = status.length();
+        GraphNode node = this;
+        while (!status.allocated()) {
+            node = node.filterOrCow();
+            if (node == null) {
+                return new Allocation(length, 0);
+            }
+            depth++;
+            if (offset >= node.size()) {
+                return new Allocation(length, depth);
+            }
+            status = node.blockStatus(offset, length);
+            length = status.length();
+        }
+        return new Allocation(length, depth);
+    }
+
+    /** A run of {@link #allocationDepth}: {@code length} bytes at {@code depth} (0: unallocated). */
+    public record Allocation(long length, int depth) {
+    }
+
+    /** QEMU's {@code bdrv_filter_or_cow_bs}: the child a filter forwards to, else the backing child. */
+    public GraphNode filterOrCow() {
+        Edge f = filteredEdge();
+        return f != null ? f.child() : backingNode();
+    }
+
     @Override
     public SerialisedRange serialise(long offset, long length) throws IOException {
         check(offset, length, false, BlockStats.Kind.READ);

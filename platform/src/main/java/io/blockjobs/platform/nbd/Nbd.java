@@ -75,6 +75,8 @@ final class Nbd {
 
     static final int STATE_HOLE = 1;
     static final int STATE_ZERO = 2;
+    /** {@code qemu:dirty-bitmap:*}'s flag for a dirty extent. */
+    static final int STATE_DIRTY = 1;
 
     static final int EPERM = 1;
     static final int EIO = 5;
@@ -87,6 +89,8 @@ final class Nbd {
 
     /** Largest request payload, as QEMU's NBD_MAX_BUFFER_SIZE. */
     static final int MAX_REQUEST = 32 << 20;
-    static final String BASE_ALLOCATION = "base:allocation";
-    static final int BASE_ALLOCATION_ID = 1;
+    static final String BASE_ALLOCATION = NbdMetaContexts.BASE_ALLOCATION;
+    static final int BASE_ALLOCATION_ID = NbdMetaContexts.BASE_ALLOCATION_ID;
+    /** Longest name, query or message, as QEMU's NBD_MAX_STRING_SIZE. */
+    static final int MAX_STRING = 4096;
 }

@@ -1,6 +1,8 @@
 package io.blockjobs.platform.nbd;
 
+import io.blockjobs.platform.bitmap.Bitmaps;
 import io.blockjobs.platform.graph.Options;
+import io.blockjobs.platform.qmp.BlockDirtyBitmapOrStr;
 import io.blockjobs.platform.qmp.CoreCommands;
 import io.blockjobs.platform.qmp.QmpCommand;
 import io.blockjobs.platform.qmp.QmpDispatcher;
@@ -22,11 +24,14 @@ public final class NbdCommands {
                                   Optional<Long> maxConnections) {
     }
 
-    /** {@code block-export-add}'s arguments (type nbd). */
+    /**
+     * {@code block-export-add}'s arguments (type nbd); {@code bitmaps} are QEMU's
+     * {@code BlockDirtyBitmapOrStr} list, offered as {@code qemu:dirty-bitmap:NAME} contexts.
+     */
     public record ExportAddArgs(String type, String id, String nodeName, Optional<String> name,
                                 Optional<String> description, Optional<Boolean> writable,
                                 Optional<Boolean> writethrough, Optional<String> iothread,
-                                Optional<Boolean> fixedIothread, Optional<List<String>> bitmaps,
+                                Optional<Boolean> fixedIothread, Optional<List<BlockDirtyBitmapOrStr>> bitmaps,
                                 Optional<Boolean> allocationDepth) {
     }
 
@@ -59,14 +64,10 @@ public final class NbdCommands {
             if (!a.type().equals("nbd")) {
                 throw new CommandException("Parameter 'type' does not accept value '" + a.type() + "'");
             }
-            if (a.bitmaps().isPresent() && !a.bitmaps().get().isEmpty()) {
-                throw new CommandException("exporting dirty bitmaps is not supported yet");
-            }
-            if (a.allocationDepth().orElse(false)) {
-                throw new CommandException("the qemu:allocation-depth context is not supported yet");
-            }
+            List<Bitmaps.Source> bitmaps = a.bitmaps().orElse(List.of()).stream()
+                    .map(b -> new Bitmaps.Source(b.node(), b.name())).toList();
             server.addExport(a.id(), a.nodeName(), a.name().orElse(null), a.description().orElse(null),
-                    a.writable().orElse(false));
+                    a.writable().orElse(false), bitmaps, a.allocationDepth().orElse(false));
             return null;
         }));
         d.register(QmpCommand.of("block-export-del", ExportDelArgs.class, null, a -> {

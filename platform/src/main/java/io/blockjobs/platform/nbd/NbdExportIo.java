@@ -7,22 +7,27 @@ import static io.blockjobs.platform.nbd.Nbd.ENOSPC;
 import static io.blockjobs.platform.nbd.Nbd.ENOTSUP;
 import static io.blockjobs.platform.nbd.Nbd.EPERM;
 import static io.blockjobs.platform.nbd.Nbd.ESHUTDOWN;
+import static io.blockjobs.platform.nbd.Nbd.STATE_DIRTY;
 import static io.blockjobs.platform.nbd.Nbd.STATE_HOLE;
 import static io.blockjobs.platform.nbd.Nbd.STATE_ZERO;
 
+import io.blockjobs.platform.bitmap.Bitmap;
 import io.blockjobs.platform.graph.Edge;
+import io.blockjobs.platform.graph.GraphNode;
+import io.blockjobs.sdk.bitmap.DirtyRange;
 import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.block.Errno;
 import io.blockjobs.sdk.block.RequestFlag;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.EnumSet;
+import java.util.Optional;
 import java.util.Set;
 
 /**
  * The NBD server's only way into the block layer: every call it makes on an export is here, and
  * so is the translation of block-layer errors into NBD errnos ({@link #nbdErrno}). Nothing else
- * in this package touches a {@code BlockNode}.
+ * in this package touches a {@code BlockNode} or reads a dirty bitmap.
  *
  * <p>Requests go through the export's root edge: it follows snapshots and job switch-overs, holds
  * requests while a drain covers the node, and checks them against the node's size. Flags travel
@@ -98,6 +103,61 @@ final class NbdExportIo {
         BlockStatus s = backend.chainStatus(offset, maxLength);
         boolean data = s.allocated() && !s.zero();
         return new NbdReply.Extent(s.length(), (data ? 0 : STATE_HOLE) | (s.zero() ? STATE_ZERO : 0));
+    }
+
+    /**
+     * Gathers {@code base:allocation} extents over {@code [offset, offset + length)} into
+     * {@code into} until the range is covered or the array is full (QEMU's
+     * {@code blockstatus_to_extents}).
+     */
+    void baseAllocation(long offset, long length, ExtentArray into) throws IOException {
+        while (length > 0) {
+            NbdReply.Extent e = blockStatus(offset, length);
+            if (!into.add(e.length(), e.flags())) {
+                return;
+            }
+            offset += e.length();
+            length -= e.length();
+        }
+    }
+
+    /**
+     * Gathers {@code qemu:allocation-depth} extents (QEMU's {@code blockalloc_to_extents}): each
+     * extent's flags are the depth of the layer that allocates it, 0 where none does, 1 for the
+     * exported node, 2 for the next layer down, ... (see {@link io.blockjobs.platform.graph.GraphNode#allocationDepth}).
+     */
+    void allocationDepth(long offset, long length, ExtentArray into) throws IOException {
+        while (length > 0) {
+            GraphNode.Allocation a = backend.allocationDepth(offset, length);
+            if (!into.add(a.length(), a.depth())) {
+                return;
+            }
+            offset += a.length();
+            length -= a.length();
+        }
+    }
+
+    /**
+     * Gathers {@code qemu:dirty-bitmap:NAME} extents (QEMU's {@code bitmap_to_extents}): dirty
+     * runs ({@code NBD_STATE_DIRTY}) and clean ones (0), at the bitmap's granularity, clipped to
+     * the range; past the bitmap's end (a bitmap of a shorter backing node) the range is clean.
+     * Walks runs, never granules.
+     */
+    static void dirtyBitmap(Bitmap bitmap, long offset, long length, ExtentArray into) {
+        long end = offset + length;
+        long start = offset;
+        while (true) {
+            Optional<DirtyRange> dirty = bitmap.nextDirty(start, end);
+            if (dirty.isEmpty()) {
+                break;
+            }
+            DirtyRange d = dirty.get();
+            if (!into.add(d.offset() - start, 0) || !into.add(d.length(), STATE_DIRTY)) {
+                return;
+            }
+            start = d.offset() + d.length();
+        }
+        into.add(end - start, 0);
     }
 
     /**

@@ -70,7 +70,7 @@ final class NbdHandshakeHandler extends ChannelInboundHandlerAdapter {
     private boolean greeted;
     private boolean noZeroes;
     private boolean structured;
-    private String metaExport; // export for which base:allocation was selected
+    private NbdMetaContexts meta; // chosen by the last NBD_OPT_SET_META_CONTEXT, or null
     private boolean finished;
 
     /**
@@ -248,55 +248,140 @@ final class NbdHandshakeHandler extends ChannelInboundHandlerAdapter {
         reply(ctx, new NbdOptionReply(option, REP_INFO, payload));
     }
 
+    /**
+     * {@code NBD_OPT_LIST_META_CONTEXT} and {@code NBD_OPT_SET_META_CONTEXT}, as QEMU's
+     * {@code nbd_negotiate_meta_queries}: the export name (checked first: an unknown export is
+     * {@code NBD_REP_ERR_UNKNOWN} whatever follows), the number of queries, the queries (one
+     * longer than {@value Nbd#MAX_STRING} bytes is skipped); then a {@code NBD_REP_META_CONTEXT}
+     * per selected context ({@link NbdMetaContexts}), with id 0 in a LIST, and the ack. A SET
+     * forgets the contexts chosen before as soon as it is read, even if it then fails. Data after
+     * the last query is not read by QEMU, whose stream is then out of step and ends at the next
+     * option: the connection is closed after the replies.
+     */
     private void metaContext(ChannelHandlerContext ctx, int option, ByteBuf data) {
+        String opt = option == OPT_LIST_META_CONTEXT ? "list meta context" : "set meta context";
         if (option == OPT_SET_META_CONTEXT && !structured) {
-            error(ctx, option, REP_ERR_INVALID, "set meta context needs structured replies first");
+            error(ctx, option, REP_ERR_INVALID, "request option '" + opt + "' when structured reply is not negotiated");
             return;
         }
-        String name;
-        List<String> queries = new ArrayList<>();
+        boolean list = option == OPT_LIST_META_CONTEXT;
+        if (!list) {
+            meta = null;
+        }
+        OptionReader r = new OptionReader(data, opt);
         try {
-            name = readString(data);
-            long n = data.readUnsignedInt();
+            String name = r.name();
+            NbdExport e = lookup.apply(name);
+            if (e == null) {
+                error(ctx, option, REP_ERR_UNKNOWN, "export '" + sanitize(name) + "' not present");
+                return;
+            }
+            long n = r.u32();
+            List<String> queries = new ArrayList<>();
             for (long i = 0; i < n; i++) {
-                queries.add(readString(data));
+                String q = r.query();
+                if (q != null) {
+                    queries.add(q);
+                }
+            }
+            NbdMetaContexts selected = NbdMetaContexts.select(e, list, queries);
+            for (NbdMetaContexts.Context c : selected.contexts()) {
+                byte[] ctxName = c.name().getBytes(StandardCharsets.UTF_8);
+                ByteBuf b = ctx.alloc().buffer(4 + ctxName.length).writeInt(list ? 0 : c.id()).writeBytes(ctxName);
+                reply(ctx, new NbdOptionReply(option, REP_META_CONTEXT, b));
+            }
+            reply(ctx, NbdOptionReply.ack(option));
+            if (!list) {
+                meta = selected;
             }
             if (data.isReadable()) {
-                throw new IndexOutOfBoundsException();
+                close(ctx, opt + " has " + data.readableBytes() + " bytes after its queries");
             }
-        } catch (IndexOutOfBoundsException e) {
-            error(ctx, option, REP_ERR_INVALID, "malformed meta context request");
-            return;
+        } catch (OptionReader.Invalid invalid) {
+            error(ctx, option, REP_ERR_INVALID, invalid.getMessage());
         }
-        if (lookup.apply(name) == null) {
-            error(ctx, option, REP_ERR_UNKNOWN, "export '" + name + "' not present");
-            return;
+    }
+
+    /** QEMU's {@code nbd_sanitize_name}: a name in an error reply, cut after 80 bytes. */
+    private static String sanitize(String name) {
+        byte[] b = name.getBytes(StandardCharsets.UTF_8);
+        return b.length < 80 ? name : new String(b, 0, 80, StandardCharsets.UTF_8) + "...";
+    }
+
+    /**
+     * Reads an option's data as QEMU's {@code nbd_opt_read} does, with its messages: a field
+     * longer than what is left is "Inconsistent lengths", a NUL in a string "Unexpected embedded
+     * NUL", a name over {@value Nbd#MAX_STRING} bytes "Invalid name length".
+     */
+    private static final class OptionReader {
+        private final ByteBuf data;
+        private final String opt;
+
+        OptionReader(ByteBuf data, String opt) {
+            this.data = data;
+            this.opt = opt;
         }
-        boolean selected = option == OPT_LIST_META_CONTEXT && queries.isEmpty();
-        for (String q : queries) {
-            if (q.equals(BASE_ALLOCATION) || option == OPT_LIST_META_CONTEXT && q.equals("base:")) {
-                selected = true;
+
+        static final class Invalid extends Exception {
+            Invalid(String message) {
+                super(message, null, false, false);
             }
         }
-        if (selected) {
-            byte[] ctxName = BASE_ALLOCATION.getBytes(StandardCharsets.US_ASCII);
-            ByteBuf b = ctx.alloc().buffer(4 + ctxName.length).writeInt(BASE_ALLOCATION_ID).writeBytes(ctxName);
-            reply(ctx, new NbdOptionReply(option, REP_META_CONTEXT, b));
+
+        private Invalid inconsistent() {
+            return new Invalid("Inconsistent lengths in option " + opt);
         }
-        if (option == OPT_SET_META_CONTEXT) {
-            metaExport = selected ? name : null;
+
+        long u32() throws Invalid {
+            if (data.readableBytes() < 4) {
+                throw inconsistent();
+            }
+            return data.readUnsignedInt();
         }
-        reply(ctx, NbdOptionReply.ack(option));
+
+        private String string(long length) throws Invalid {
+            if (length > data.readableBytes()) {
+                throw inconsistent();
+            }
+            int at = data.readerIndex();
+            if (data.indexOf(at, at + (int) length, (byte) 0) >= 0) {
+                throw new Invalid("Unexpected embedded NUL in option " + opt);
+            }
+            return data.readCharSequence((int) length, StandardCharsets.UTF_8).toString();
+        }
+
+        /** QEMU's {@code nbd_opt_read_name}. */
+        String name() throws Invalid {
+            long length = u32();
+            if (length > MAX_STRING) {
+                throw new Invalid("Invalid name length: " + length);
+            }
+            return string(length);
+        }
+
+        /** One query of {@code nbd_negotiate_meta_query}; null for one too long, skipped. */
+        String query() throws Invalid {
+            long length = u32();
+            if (length > MAX_STRING) {
+                if (length > data.readableBytes()) {
+                    throw inconsistent();
+                }
+                data.skipBytes((int) length);
+                return null;
+            }
+            return string(length);
+        }
     }
 
     /** Hands the connection to the transmission phase: the codec and handler take this one's place. */
     private void enterTransmission(ChannelHandlerContext ctx, NbdExport e, NbdExportIo exportIo, long size) {
         finished = true;
         ctx.flush();
-        boolean baseAllocation = structured && e.name().equals(metaExport);
+        // As QEMU's nbd_check_meta_export: contexts chosen for another export do not carry over.
+        NbdMetaContexts chosen = meta != null && meta.export() == e ? meta : NbdMetaContexts.none(e);
         ChannelPipeline p = ctx.pipeline();
         p.replace(ENCODER, ENCODER, new NbdReplyEncoder());
-        p.replace(this, HANDLER, new NbdTransmissionHandler(e, exportIo, size, structured, baseAllocation, io));
+        p.replace(this, HANDLER, new NbdTransmissionHandler(e, exportIo, size, structured, chosen, io));
         // Last: the option decoder hands the bytes it still holds (the first requests) to the new one.
         p.replace(DECODER, DECODER, new NbdRequestDecoder(MAX_REQUEST));
     }

@@ -78,11 +78,14 @@ sealed interface NbdReply {
 
     /**
      * {@code NBD_REPLY_TYPE_BLOCK_STATUS}: consecutive extents from the request's offset on, for
-     * one meta context.
+     * one meta context. An {@link ExtentArray} is taken as it is (the server gathers into one and
+     * adds nothing after); any other list is copied.
      */
     record BlockStatusChunk(long cookie, boolean done, int contextId, List<Extent> extents) implements Chunk {
         public BlockStatusChunk {
-            extents = List.copyOf(extents);
+            if (!(extents instanceof ExtentArray)) {
+                extents = List.copyOf(extents);
+            }
             if (extents.isEmpty()) {
                 throw new IllegalArgumentException("a block status chunk needs at least one extent");
             }

@@ -93,8 +93,14 @@ final class NbdReplyEncoder extends MessageToMessageEncoder<NbdReply> {
             case BlockStatusChunk c -> {
                 int length = 4 + 8 * c.extents().size();
                 ByteBuf b = header(alloc, c, REPLY_TYPE_BLOCK_STATUS, length, length).writeInt(c.contextId());
-                for (Extent e : c.extents()) {
-                    b.writeInt((int) e.length()).writeInt(e.flags());
+                if (c.extents() instanceof ExtentArray a) { // no Extent per extent
+                    for (int i = 0; i < a.size(); i++) {
+                        b.writeInt((int) a.length(i)).writeInt(a.flags(i));
+                    }
+                } else {
+                    for (Extent e : c.extents()) {
+                        b.writeInt((int) e.length()).writeInt(e.flags());
+                    }
                 }
                 out.add(b);
             }

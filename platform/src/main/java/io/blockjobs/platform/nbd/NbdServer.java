@@ -1,8 +1,11 @@
 package io.blockjobs.platform.nbd;
 
+import io.blockjobs.platform.bitmap.Bitmap;
+import io.blockjobs.platform.bitmap.Bitmaps;
 import io.blockjobs.platform.event.EventBus;
 import io.blockjobs.platform.graph.BlockGraph;
 import io.blockjobs.platform.graph.Edge;
+import io.blockjobs.platform.graph.GraphNode;
 import io.blockjobs.platform.graph.Perm;
 import io.blockjobs.platform.Json;
 import io.blockjobs.sdk.error.CommandException;
@@ -33,6 +36,7 @@ public final class NbdServer implements AutoCloseable {
     private final EventLoopGroup group;
     private final BlockGraph graph;
     private final EventBus events;
+    private final Bitmaps bitmaps;
     private final Map<String, NbdExport> byId = new ConcurrentHashMap<>();
     private final Map<String, NbdExport> byName = new ConcurrentHashMap<>();
     private final ChannelGroup clients = new DefaultChannelGroup(GlobalEventExecutor.INSTANCE);
@@ -40,10 +44,11 @@ public final class NbdServer implements AutoCloseable {
     private Channel listener;
     private Path socketPath;
 
-    public NbdServer(EventLoopGroup group, BlockGraph graph, EventBus events) {
+    public NbdServer(EventLoopGroup group, BlockGraph graph, EventBus events, Bitmaps bitmaps) {
         this.group = group;
         this.graph = graph;
         this.events = events;
+        this.bitmaps = bitmaps;
     }
 
     public synchronized boolean running() {
@@ -108,8 +113,23 @@ public final class NbdServer implements AutoCloseable {
         }
     }
 
-    /** QMP {@code block-export-add} for type nbd. */
-    public synchronized NbdExport addExport(String id, String nodeName, String name, String description, boolean writable) {
+    /** QMP {@code block-export-add} for type nbd, without bitmaps or allocation depth. */
+    public NbdExport addExport(String id, String nodeName, String name, String description, boolean writable) {
+        return addExport(id, nodeName, name, description, writable, List.of(), false);
+    }
+
+    /**
+     * QMP {@code block-export-add} for type nbd. Each of {@code exportBitmaps} is found as QEMU's
+     * {@code nbd_export_create} finds it, checked with its messages, and busy until the export
+     * goes ({@link #removeExport}, {@link #stop}, {@link #close}).
+     *
+     * @param exportBitmaps   bitmaps to offer as {@code qemu:dirty-bitmap:NAME}: by name alone, on
+     *                        the exported node or the first layer below it that has one of that
+     *                        name; or by node and name
+     * @param allocationDepth whether to offer {@code qemu:allocation-depth}
+     */
+    public synchronized NbdExport addExport(String id, String nodeName, String name, String description, boolean writable,
+                                            List<Bitmaps.Source> exportBitmaps, boolean allocationDepth) {
         if (listener == null) {
             throw new CommandException("NBD server not running");
         }
@@ -119,6 +139,9 @@ public final class NbdServer implements AutoCloseable {
         String exportName = name != null ? name : nodeName;
         if (exportName.length() > 4096) {
             throw new CommandException("export name '" + exportName.substring(0, 20) + "...' too long");
+        }
+        if (description != null && description.getBytes(java.nio.charset.StandardCharsets.UTF_8).length > 4096) {
+            throw new CommandException("description '" + description + "' too long");
         }
         if (byName.containsKey(exportName)) {
             throw new CommandException("NBD server already has export named '" + exportName + "'");
@@ -131,7 +154,15 @@ public final class NbdServer implements AutoCloseable {
         int perm = Perm.CONSISTENT_READ.bit() | (writable ? Perm.WRITE.bit() : 0);
         Edge backend = graph.attachRoot(BlockGraph.RootUser.export(id), "root", node, perm,
                 Perm.ALL & ~Perm.RESIZE.bit(), true);
-        NbdExport export = new NbdExport(id, exportName, description, backend, writable);
+        List<Bitmap> exported;
+        try {
+            exported = findBitmaps(node, exportBitmaps, writable);
+        } catch (RuntimeException e) {
+            graph.detachRoot(backend);
+            throw e;
+        }
+        exported.forEach(b -> b.setBusy(true)); // after every check: nothing to undo on failure
+        NbdExport export = new NbdExport(id, exportName, description, backend, writable, exported, allocationDepth);
         byId.put(id, export);
         byName.put(exportName, export);
         return export;
@@ -160,7 +191,48 @@ public final class NbdServer implements AutoCloseable {
         byId.remove(id);
         byName.remove(export.name());
         graph.detachRoot(export.backend());
+        export.bitmaps().forEach(b -> b.setBusy(false)); // as QEMU's nbd_export_delete, before the event
         events.publish(new io.blockjobs.platform.event.QmpEvent.BlockExportDeleted(id));
+    }
+
+    /**
+     * The bitmaps of an export, as QEMU's {@code nbd_export_create}: a name alone is looked for on
+     * the node, then on each layer below ({@code bdrv_filter_or_cow_bs}); an enabled bitmap of a
+     * writable node so found is refused for a read-only export. A node and name is QMP's lookup.
+     * Every bitmap must not be busy or inconsistent ({@code BDRV_BITMAP_ALLOW_RO}).
+     */
+    private List<Bitmap> findBitmaps(GraphNode node, List<Bitmaps.Source> sources, boolean writable) {
+        List<Bitmap> found = new ArrayList<>();
+        for (Bitmaps.Source s : sources) {
+            Bitmap bitmap = null;
+            if (s.node().isEmpty()) {
+                GraphNode holder = node;
+                while (holder != null && (bitmap = named(holder, s.name())) == null) {
+                    holder = holder.filterOrCow();
+                }
+                if (bitmap == null) {
+                    throw new CommandException("Bitmap '" + s.name() + "' is not found");
+                }
+                if (!writable && !holder.isReadOnly() && bitmap.enabled()) {
+                    throw new CommandException("Enabled bitmap '" + s.name() + "' incompatible with readonly export");
+                }
+            } else {
+                bitmap = bitmaps.lookup(s.node().get(), s.name());
+            }
+            bitmap.check(Bitmap.Check.ALLOW_RO);
+            found.add(bitmap);
+        }
+        return found;
+    }
+
+    /** The node's bitmap named {@code name}, or null (QEMU's {@code bdrv_find_dirty_bitmap}). */
+    private Bitmap named(GraphNode node, String name) {
+        for (Bitmap b : bitmaps.list(node)) {
+            if (b.name().filter(name::equals).isPresent()) {
+                return b;
+            }
+        }
+        return null;
     }
 
     NbdExport lookup(String name) {

@@ -4,7 +4,6 @@ import static io.blockjobs.platform.nbd.Nbd.*;
 
 import io.blockjobs.platform.nbd.NbdReply.BlockStatusChunk;
 import io.blockjobs.platform.nbd.NbdReply.ErrorChunk;
-import io.blockjobs.platform.nbd.NbdReply.Extent;
 import io.blockjobs.platform.nbd.NbdReply.NoneChunk;
 import io.blockjobs.platform.nbd.NbdReply.OffsetDataChunk;
 import io.blockjobs.platform.nbd.NbdReply.SimpleReply;
@@ -16,7 +15,6 @@ import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.handler.codec.DecoderException;
 import io.netty.util.concurrent.EventExecutor;
 import java.io.IOException;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
@@ -33,8 +31,9 @@ import org.slf4j.LoggerFactory;
  * completes. Each reply is written as soon as its request completes, so replies leave in
  * completion order (the cookie pairs them with requests). With structured replies negotiated a
  * reply is one chunk with {@code NBD_REPLY_FLAG_DONE}: {@code OFFSET_DATA} for a read,
- * {@code BLOCK_STATUS} (at most {@value #MAX_EXTENTS} extents, neighbours of the same state merged),
- * {@code ERROR}, or {@code NONE}; without, simple replies.
+ * {@code ERROR}, or {@code NONE}; a block status request gets one {@code BLOCK_STATUS} chunk per
+ * meta context the client chose, the last with {@code DONE}; without structured replies, simple
+ * replies.
  *
  * <p>{@code NBD_CMD_DISC} stops reading and closes the connection once the requests in flight
  * have been answered. A write larger than the decoder accepts
@@ -49,13 +48,12 @@ import org.slf4j.LoggerFactory;
 final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
     private static final Logger LOG = LoggerFactory.getLogger(NbdTransmissionHandler.class);
     static final int MAX_IN_FLIGHT = 64;
-    static final int MAX_EXTENTS = 4096;
 
     private final NbdExport export;
     private final NbdExportIo exportIo;
     private final long size;
     private final boolean structured;
-    private final boolean baseAllocation;
+    private final NbdMetaContexts meta;
     private final Executor executor;
     private int inFlight; // event loop only
     private boolean closing; // event loop only
@@ -65,16 +63,16 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
      * @param exportIo       its I/O
      * @param size           its size as told to the client
      * @param structured     whether structured replies were negotiated
-     * @param baseAllocation whether {@code base:allocation} was selected for this export
+     * @param meta           the meta contexts chosen for this export (none: no block status)
      * @param executor       where requests are served
      */
     NbdTransmissionHandler(NbdExport export, NbdExportIo exportIo, long size, boolean structured,
-                           boolean baseAllocation, Executor executor) {
+                           NbdMetaContexts meta, Executor executor) {
         this.export = export;
         this.exportIo = exportIo;
         this.size = size;
         this.structured = structured;
-        this.baseAllocation = baseAllocation;
+        this.meta = meta;
         this.executor = executor;
     }
 
@@ -202,13 +200,22 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
                     return done(cookie);
                 }
                 case CMD_BLOCK_STATUS -> {
-                    if (!structured || !baseAllocation) {
-                        return error(cookie, EINVAL, "no meta context was negotiated");
+                    // QEMU's checks, in its order (nbd_co_receive_request, then nbd_handle_request).
+                    if (!inRange) {
+                        return error(cookie, EINVAL, "operation past EOF; From: " + Long.toUnsignedString(offset)
+                                + ", Len: " + length + ", Size: " + size);
                     }
-                    if (!inRange || length == 0) {
-                        return error(cookie, EINVAL, "block status past the end of the export");
+                    if ((r.flags() & ~(CMD_FLAG_FUA | CMD_FLAG_REQ_ONE)) != 0) {
+                        return error(cookie, EINVAL, String.format("unsupported flags for command block status (got 0x%x)",
+                                r.flags()));
                     }
-                    return blockStatus(cookie, offset, length, r.has(CMD_FLAG_REQ_ONE));
+                    if (length == 0) {
+                        return error(cookie, EINVAL, "need non-zero length");
+                    }
+                    if (!structured || meta.count() == 0) {
+                        return error(cookie, EINVAL, "CMD_BLOCK_STATUS not negotiated");
+                    }
+                    return blockStatus(ctx, cookie, offset, length, r.has(CMD_FLAG_REQ_ONE));
                 }
                 default -> {
                     return error(cookie, EINVAL, "unknown command " + r.type());
@@ -238,24 +245,37 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
         return structured ? new OffsetDataChunk(cookie, true, offset, data) : new SimpleReply(cookie, 0, data);
     }
 
-    private NbdReply blockStatus(long cookie, long offset, long length, boolean one) throws IOException {
-        List<Extent> extents = new ArrayList<>();
-        long pos = offset;
-        long end = offset + length;
-        while (pos < end && extents.size() < MAX_EXTENTS) {
-            Extent e = exportIo.blockStatus(pos, end - pos);
-            int last = extents.size() - 1;
-            if (last >= 0 && extents.get(last).flags() == e.flags()) { // merge with the previous descriptor
-                extents.set(last, new Extent(extents.get(last).length() + e.length(), e.flags()));
-            } else {
-                extents.add(e);
+    /**
+     * One {@code BLOCK_STATUS} chunk per chosen context, in QEMU's order ({@code base:allocation},
+     * {@code qemu:allocation-depth}, the bitmaps), each with at most {@link ExtentArray#MAX}
+     * extents, or one with {@code NBD_CMD_FLAG_REQ_ONE}. Each chunk but the last is written as
+     * soon as it is gathered, as QEMU's server sends it (chunks of other requests may come
+     * between, as the protocol allows); the last, flagged {@code DONE}, is returned. A context whose status cannot be read ends the reply
+     * with an error chunk.
+     */
+    private NbdReply blockStatus(ChannelHandlerContext ctx, long cookie, long offset, long length, boolean one) {
+        List<NbdMetaContexts.Context> contexts = meta.contexts();
+        for (int i = 0; i < contexts.size(); i++) {
+            NbdMetaContexts.Context c = contexts.get(i);
+            ExtentArray extents = ExtentArray.forRequest(one);
+            try {
+                switch (c.id()) {
+                    case NbdMetaContexts.BASE_ALLOCATION_ID -> exportIo.baseAllocation(offset, length, extents);
+                    case NbdMetaContexts.ALLOCATION_DEPTH_ID -> exportIo.allocationDepth(offset, length, extents);
+                    default -> NbdExportIo.dirtyBitmap(export.bitmaps().get(c.id() - NbdMetaContexts.DIRTY_BITMAP_ID),
+                            offset, length, extents);
+                }
+            } catch (IOException e) {
+                LOG.warn("NBD block status on export {} failed: {}", export.name(), e.getMessage());
+                return new ErrorChunk(cookie, true, NbdExportIo.nbdErrno(e), "can't get block status");
             }
-            pos += e.length();
-            if (one) {
-                break;
+            BlockStatusChunk chunk = new BlockStatusChunk(cookie, i == contexts.size() - 1, c.id(), extents);
+            if (chunk.done()) {
+                return chunk;
             }
+            ctx.write(chunk);
         }
-        return new BlockStatusChunk(cookie, true, BASE_ALLOCATION_ID, extents);
+        throw new IllegalStateException("no meta context");
     }
 
     private NbdReply done(long cookie) {

@@ -1,6 +1,7 @@
 /**
- * The NBD server (Netty): fixed newstyle handshake, structured replies, the
- * {@code base:allocation} meta context, and the QMP commands that manage it.
+ * The NBD server (Netty): fixed newstyle handshake, structured replies, the meta contexts
+ * ({@code base:allocation}, {@code qemu:dirty-bitmap:NAME}, {@code qemu:allocation-depth}: see
+ * {@link io.blockjobs.platform.nbd.NbdMetaContexts}), and the QMP commands that manage it.
  *
  * <p>Shape, as Netty's codecs: wire messages are records ({@link io.blockjobs.platform.nbd.NbdRequest},
  * {@link io.blockjobs.platform.nbd.NbdReply}, {@link io.blockjobs.platform.nbd.NbdOption},

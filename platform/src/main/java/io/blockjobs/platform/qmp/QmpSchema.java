@@ -165,6 +165,13 @@ final class QmpSchema {
         names.put(type, n);
         ObjectNode e = Json.object().put("name", n);
         entries.add(e);
+        QmpAlternate alternate = raw.getAnnotation(QmpAlternate.class);
+        if (alternate != null) {
+            e.put("meta-type", "alternate");
+            String object = name(alternate.object());
+            e.putArray("members").add(Json.object().put("type", "str")).add(Json.object().put("type", object));
+            return n;
+        }
         if (raw.isEnum()) {
             e.put("meta-type", "enum");
             ArrayNode members = e.putArray("members");

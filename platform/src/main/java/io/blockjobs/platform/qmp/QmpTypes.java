@@ -24,8 +24,8 @@ import tools.jackson.databind.node.ObjectNode;
  * <p>A command's arguments are a record; its components are members named in kebab-case (or
  * by {@code @JsonProperty}); an {@code Optional} component is an optional member. Member types:
  * {@code String}, {@code Long}/{@code Integer}, {@code Boolean}, {@code Double}, an enum (by its
- * {@code @JsonValue} or lower-case kebab name), {@code List<T>}, a nested record, or
- * {@code JsonNode} for "any".
+ * {@code @JsonValue} or lower-case kebab name), {@code List<T>}, a nested record, a
+ * {@link QmpAlternate} record, or {@code JsonNode} for "any".
  */
 public final class QmpTypes {
 
@@ -132,6 +132,18 @@ public final class QmpTypes {
             // Bind by the constant's Java name: QMP spells it in kebab-case.
             return JsonNodeFactory.instance.stringNode(((Enum<?>) raw.getEnumConstants()[index]).name());
         }
+        QmpAlternate alternate = raw.getAnnotation(QmpAlternate.class);
+        if (alternate != null) {
+            if (value.isString()) {
+                return value;
+            }
+            if (value.isObject()) {
+                return check(value, alternate.object(), path, keyval);
+            }
+            // QEMU names a list element 'null' here: its visitor passes no name for elements.
+            throw new CommandException("Invalid parameter type for '" + (path.endsWith("]") ? "null" : path)
+                    + "', expected: " + alternate.name());
+        }
         if (raw == List.class) {
             if (!value.isArray()) {
                 throw typeError(path, "array");
@@ -139,7 +151,8 @@ public final class QmpTypes {
             Type element = ((ParameterizedType) type).getActualTypeArguments()[0];
             ArrayNode result = JsonNodeFactory.instance.arrayNode();
             for (int i = 0; i < value.size(); i++) {
-                result.add(check(value.get(i), element, path + "[" + i + "]", keyval));
+                // As QEMU's visitors: bitmaps[0] in QMP, bitmaps.0 on the command line.
+                result.add(check(value.get(i), element, path + (keyval ? "." + i : "[" + i + "]"), keyval));
             }
             return result;
         }

@@ -35,4 +35,15 @@ class KeyValueTest {
         assertThatThrownBy(() -> KeyValue.parse("a=1,a.b=2", null)).hasMessageContaining("conflicts");
         assertThatThrownBy(() -> KeyValue.parse("a..b=1", null)).hasMessageContaining("invalid key");
     }
+
+    @Test
+    void indexKeysMakeListsAsQemusKeyvalListify() {
+        var n = KeyValue.parse("type=nbd,bitmaps.1.node=top,bitmaps.1.name=b1,bitmaps.0=b0", "type");
+        assertThat(n.toString()).isEqualTo("{\"type\":\"nbd\",\"bitmaps\":[\"b0\",{\"node\":\"top\",\"name\":\"b1\"}]}");
+        assertThatThrownBy(() -> KeyValue.parse("bitmaps.1=b1", null)).hasMessage("Parameter 'bitmaps.0' missing");
+        assertThatThrownBy(() -> KeyValue.parse("a.b.0=x,a.b.2=y", null)).hasMessage("Parameter 'a.b.1' missing");
+        assertThatThrownBy(() -> KeyValue.parse("bitmaps.0=b0,bitmaps.x=b1", null))
+                .hasMessage("Parameters 'bitmaps.*' used inconsistently");
+        assertThat(KeyValue.parse("0=x", null).toString()).as("the top level stays an object").isEqualTo("{\"0\":\"x\"}");
+    }
 }

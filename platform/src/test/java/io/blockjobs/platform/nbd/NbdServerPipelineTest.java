@@ -185,7 +185,8 @@ class NbdServerPipelineTest {
         EmbeddedChannel ch = connect();
         byte[] setMeta = option(OPT_SET_META_CONTEXT, concat(string("disk"), u32(1), string(BASE_ALLOCATION)));
         assertBytes(send(ch, hex("00000003"), option(OPT_SET_META_CONTEXT, concat(string("disk"), u32(0)))),
-                optionReply(OPT_SET_META_CONTEXT, REP_ERR_INVALID, ascii("set meta context needs structured replies first")));
+                optionReply(OPT_SET_META_CONTEXT, REP_ERR_INVALID,
+                        ascii("request option 'set meta context' when structured reply is not negotiated")));
         assertBytes(send(ch, option(OPT_STRUCTURED_REPLY, new byte[0]), option(OPT_STRUCTURED_REPLY, new byte[0]), setMeta),
                 optionReply(OPT_STRUCTURED_REPLY, REP_ACK, new byte[0]),
                 optionReply(OPT_STRUCTURED_REPLY, REP_ERR_INVALID, ascii("structured replies are already on")),
@@ -219,7 +220,7 @@ class NbdServerPipelineTest {
                         request(0, CMD_BLOCK_STATUS, 7, SIZE, 0), request(0, 99, 8, 0, 0)),
                 errorChunk(5, EINVAL, "read past the end of the export or too large"),
                 errorChunk(6, ENOTSUP, dir.resolve("disk.qcow2") + ": fast zero is not supported"),
-                errorChunk(7, EINVAL, "block status past the end of the export"),
+                errorChunk(7, EINVAL, "need non-zero length"),
                 errorChunk(8, EINVAL, "unknown command 99"));
         assertBytes(send(ch, request(CMD_FLAG_FUA, CMD_WRITE_ZEROES, 9, 0, 2), request(CMD_FLAG_FUA, CMD_TRIM, 10, 65536, 65536),
                         request(0, CMD_FLUSH, 11, 0, 0), request(0, CMD_CACHE, 12, 0, 4096), request(0, CMD_READ, 13, 0, 4)),
