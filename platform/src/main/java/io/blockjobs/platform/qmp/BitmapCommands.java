@@ -3,8 +3,6 @@ package io.blockjobs.platform.qmp;
 import io.blockjobs.platform.bitmap.Bitmap;
 import io.blockjobs.platform.bitmap.Bitmaps;
 import io.blockjobs.platform.bitmap.GranuleSet;
-import io.blockjobs.sdk.error.CommandException;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
 import tools.jackson.databind.JsonNode;
@@ -28,7 +26,7 @@ public final class BitmapCommands {
     }
 
     /** {@code block-dirty-bitmap-merge}'s arguments; each source is a name or {@code {node, name}}. */
-    public record MergeArgs(String node, String target, List<JsonNode> bitmaps) {
+    public record MergeArgs(String node, String target, List<BlockDirtyBitmapOrStr> bitmaps) {
     }
 
     /** QMP's {@code BlockDirtyBitmapSha256}. */
@@ -69,18 +67,7 @@ public final class BitmapCommands {
     }
 
     private static List<Bitmaps.Source> sources(MergeArgs a) {
-        List<Bitmaps.Source> out = new ArrayList<>();
-        for (int i = 0; i < a.bitmaps().size(); i++) {
-            JsonNode s = a.bitmaps().get(i);
-            if (s.isString()) {
-                out.add(new Bitmaps.Source(Optional.empty(), s.asString()));
-            } else if (s.isObject() && s.path("node").isString() && s.path("name").isString() && s.size() == 2) {
-                out.add(new Bitmaps.Source(Optional.of(s.get("node").asString()), s.get("name").asString()));
-            } else {
-                throw new CommandException("Invalid parameter type for 'bitmaps[" + i + "]', expected: BlockDirtyBitmapOrStr");
-            }
-        }
-        return out;
+        return a.bitmaps().stream().map(b -> new Bitmaps.Source(b.node(), b.name())).toList();
     }
 
     /** The bitmap actions of {@code transaction}, or null if {@code type} is none of them. */

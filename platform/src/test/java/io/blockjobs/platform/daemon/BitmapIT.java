@@ -208,7 +208,9 @@ class BitmapIT {
                 cmd("block-dirty-bitmap-enable", map("node", "disk", "name", "nope")),
                 cmd("block-dirty-bitmap-disable", map("node", "small", "name", "x")),
                 cmd("block-dirty-bitmap-clear", map("node", "disk", "name", "nope")),
-                cmd("x-debug-block-dirty-bitmap-sha256", map("node", "disk", "name", "nope")));
+                cmd("x-debug-block-dirty-bitmap-sha256", map("node", "disk", "name", "nope")),
+                cmd("block-dirty-bitmap-merge", map("node", "disk", "target", "x", "bitmaps", List.of(5))),
+                cmd("block-dirty-bitmap-merge", map("node", "disk", "target", "x", "bitmaps", List.of(map("name", "x")))));
         Map<Kind, List<String>> replies = new EnumMap<>(Kind.class);
         for (Kind kind : BOTH) {
             StorageDaemon s = start(kind);
