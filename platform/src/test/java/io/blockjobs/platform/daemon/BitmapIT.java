@@ -260,4 +260,49 @@ class BitmapIT {
         assertThat(replies.get(Kind.BLOCKJOBD)).isEqualTo(replies.get(Kind.QEMU));
         assertThat(replies.get(Kind.BLOCKJOBD).get(0)).contains("Transaction aborted using Abort action");
     }
+
+    /**
+     * A job's writes mark bitmaps as a client's do: a commit writes mid's data into base, and
+     * base's bitmap counts exactly that, as in QEMU; stream's copy-on-read writes mark nothing in
+     * QEMU (they bypass the write path's end), and not here either.
+     */
+    @Test
+    void aJobsWritesAreCountedAsQemuCountsThem() throws Exception {
+        Map<Kind, List<String>> replies = new EnumMap<>(Kind.class);
+        for (Kind kind : BOTH) {
+            Path d = Files.createDirectories(dir.resolve("job-" + kind.name().toLowerCase()));
+            Qemu.img("create", "-f", "qcow2", d.resolve("base.qcow2").toString(), "64M");
+            Qemu.io(d.resolve("base.qcow2"), "qcow2", "write -P 0x11 0 64M");
+            Qemu.img("create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", d.resolve("mid.qcow2").toString());
+            Qemu.io(d.resolve("mid.qcow2"), "qcow2", "write -P 0x22 1M 3M", "write -P 0x23 40M 100k");
+            Qemu.img("create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", d.resolve("top.qcow2").toString());
+            Qemu.img("create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", d.resolve("side.qcow2").toString());
+            List<String> options = new ArrayList<>();
+            String below = null;
+            for (String layer : List.of("base", "mid", "top")) {
+                options.addAll(List.of("--blockdev", "driver=file,node-name=f-" + layer + ",filename=" + d.resolve(layer + ".qcow2"),
+                        "--blockdev", "driver=qcow2,node-name=" + layer + ",file=f-" + layer + (below == null ? "" : ",backing=" + below)));
+                below = layer;
+            }
+            StorageDaemon s = StorageDaemon.start(kind, Files.createDirectories(d.resolve("run")), options);
+            running.add(s);
+            List<String> r = new ArrayList<>(run(s, List.of(
+                    cmd("block-dirty-bitmap-add", map("node", "base", "name", "b")),
+                    cmd("block-dirty-bitmap-add", map("node", "top", "name", "t", "granularity", 4096)))));
+            s.qmp.ok("block-stream", map("job-id", "s", "device", "top", "base-node", "mid"));
+            s.qmp.awaitEvent("BLOCK_JOB_COMPLETED", e -> e.path("device").asString().equals("s"));
+            s.qmp.ok("block-commit", map("job-id", "c", "device", "top", "top-node", "mid", "base-node", "base"));
+            s.qmp.awaitEvent("BLOCK_JOB_COMPLETED", e -> e.path("device").asString().equals("c"));
+            r.addAll(run(s, List.of(
+                    cmd("x-debug-block-dirty-bitmap-sha256", map("node", "base", "name", "b")),
+                    cmd("x-debug-block-dirty-bitmap-sha256", map("node", "top", "name", "t")))));
+            r.add(canonical(bitmapsOf(s, "base")));
+            r.add(canonical(bitmapsOf(s, "top")));
+            replies.put(kind, r);
+            s.quit();
+        }
+        assertThat(replies.get(Kind.BLOCKJOBD)).isEqualTo(replies.get(Kind.QEMU));
+        assertThat(replies.get(Kind.BLOCKJOBD).get(4)).as("the commit wrote 3M and 100k into base")
+                .contains("count=" + (3 * MIB + 2 * 65536));
+    }
 }
