@@ -43,6 +43,9 @@ public final class Qcow2Node implements DriverNode {
     static final long ZERO = 1L;
     private static final int STRIPES = 256;
     private static final int MAX_RUN = 256; // clusters merged into one host request
+    private static final int TABLE_LOCKS = 64;
+    /** Serialise the writes of each L2 table's entries (by L1 index), so the last write holds every change. */
+    private final ReentrantLock[] tableLocks = newLocks(TABLE_LOCKS);
     static final int MAX_L1_BYTES = 32 << 20; // QEMU's QCOW_MAX_L1_SIZE
 
     /** Opens the backing file named in an overlay's header. */
@@ -636,19 +639,11 @@ public final class Qcow2Node implements DriverNode {
                 n++;
             }
             int i = (int) (idx & ((1L << l2Bits) - 1));
-            long l2 = ensureL2Table((int) (idx >>> l2Bits));
-            ByteBuffer entries = ByteBuffer.allocate(n * 8);
-            for (int k = 0; k < n; k++) {
-                entries.putLong(k * 8, ZERO);
-            }
-            file.write(l2 + i * 8L, entries);
-            int count = n;
-            l2Cache.asMap().computeIfPresent(l2, (key, t) -> {
-                for (int k = 0; k < count; k++) {
-                    t.set(i + k, ZERO);
-                }
-                return t;
-            });
+            int l1Index = (int) (idx >>> l2Bits);
+            long l2 = ensureL2Table(l1Index);
+            long[] entries = new long[n];
+            java.util.Arrays.fill(entries, ZERO);
+            writeL2Entries(l1Index, l2, i, entries);
             return n;
         } finally {
             for (Lock l : held) {
@@ -870,13 +865,7 @@ public final class Qcow2Node implements DriverNode {
         if (l2 == 0) {
             return 0;
         }
-        AtomicLongArray table;
-        try {
-            table = l2Cache.get(l2, l2Loader);
-        } catch (UncheckedIOException e) {
-            throw e.getCause();
-        }
-        return table.get((int) (idx & ((1L << l2Bits) - 1)));
+        return l2Table(l2).get((int) (idx & ((1L << l2Bits) - 1)));
     }
 
     private AtomicLongArray loadL2(long offset) {
@@ -920,12 +909,50 @@ public final class Qcow2Node implements DriverNode {
         int l1Index = (int) (idx >>> l2Bits);
         int i = (int) (idx & ((1L << l2Bits) - 1));
         long l2 = ensureL2Table(l1Index);
-        file.write(l2 + i * 8L, ByteBuffer.allocate(8).putLong(0, value));
-        // Update the cached table if it is cached; a concurrent load reads the disk, written above.
-        l2Cache.asMap().computeIfPresent(l2, (k, t) -> {
-            t.set(i, value);
-            return t;
-        });
+        writeL2Entries(l1Index, l2, i, new long[] {value});
+    }
+
+    /**
+     * Sets entries {@code first, first + 1, ...} of the L2 table at {@code l2} (L1 index
+     * {@code l1Index}) to {@code values}, with one write: the slice of the table that covers them,
+     * widened to the file's request alignment and taken from the cached table, so that the file
+     * never reads around it. Caller holds the stripe locks of the clusters.
+     *
+     * <p>The disk is written first and the cache after, as before: a reader that loads the table
+     * meanwhile reads the disk, and the cache update waits for its load. The table's lock keeps
+     * two writers of one table from writing slices each without the other's entries.
+     */
+    private void writeL2Entries(int l1Index, long l2, int first, long[] values) throws IOException {
+        int align = Math.min(clusterSize, Math.max(8, Qcow2Refcounts.requestAlignment(file)));
+        int from = first * 8 & -align;
+        int to = Math.min(clusterSize, ((first + values.length) * 8 + align - 1) & -align);
+        ReentrantLock lock = tableLocks[l1Index & (TABLE_LOCKS - 1)];
+        lock.lock();
+        try {
+            AtomicLongArray table = values.length << 3 == to - from ? null : l2Table(l2);
+            ByteBuffer buf = ByteBuffer.allocate(to - from);
+            for (int j = from >> 3; j < to >> 3; j++) {
+                long v = j >= first && j < first + values.length ? values[j - first] : table.get(j);
+                buf.putLong((j << 3) - from, v);
+            }
+            file.write(l2 + from, buf);
+            l2Cache.asMap().computeIfPresent(l2, (k, t) -> {
+                for (int j = 0; j < values.length; j++) {
+                    t.set(first + j, values[j]);
+                }
+                return t;
+            });
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private AtomicLongArray l2Table(long l2) throws IOException {
+        try {
+            return l2Cache.get(l2, l2Loader);
+        } catch (UncheckedIOException e) {
+            throw e.getCause();
+        }
     }
 
     private long ensureL2Table(int l1Index) throws IOException {
@@ -946,12 +973,29 @@ public final class Qcow2Node implements DriverNode {
             file.flush(); // the table is durable before the L1 entry points to it
             l2Cache.put(l2, new AtomicLongArray(clusterSize / 8));
             long entry = l2 | COPIED;
-            file.write(header.l1TableOffset + l1Index * 8L, ByteBuffer.allocate(8).putLong(0, entry));
+            writeL1Entry(l1Index, entry);
             l1.set(l1Index, entry);
             return l2;
         } finally {
             meta.unlock();
         }
+    }
+
+    /**
+     * Writes L1 entry {@code l1Index} as {@code entry}, in the slice of the table around it that
+     * the file's request alignment asks for, the others from memory (entries past the table's end,
+     * in its last cluster, as zeroes, as QEMU writes them). Caller holds the refcount lock.
+     */
+    private void writeL1Entry(int l1Index, long entry) throws IOException {
+        int align = Math.min(clusterSize, Math.max(8, Qcow2Refcounts.requestAlignment(file)));
+        long from = l1Index * 8L & -align;
+        long to = (l1Index * 8L + 8 + align - 1) & -align;
+        ByteBuffer buf = ByteBuffer.allocate((int) (to - from));
+        for (long j = from >> 3; j < to >> 3; j++) {
+            long v = j == l1Index ? entry : j < l1.length() ? l1.get((int) j) : 0;
+            buf.putLong((int) ((j << 3) - from), v);
+        }
+        file.write(header.l1TableOffset + from, buf.clear());
     }
 
     private long allocateCluster() throws IOException {
@@ -1060,6 +1104,14 @@ public final class Qcow2Node implements DriverNode {
             throw new ImageException(Errno.EINVAL, name, "request [" + offset + ", +" + length
                     + ") is past the end of the " + header.size + "-byte image");
         }
+    }
+
+    private static ReentrantLock[] newLocks(int n) {
+        ReentrantLock[] locks = new ReentrantLock[n];
+        for (int i = 0; i < n; i++) {
+            locks[i] = new ReentrantLock();
+        }
+        return locks;
     }
 
     private static ByteBuffer slice(ByteBuffer buf, int n) {
