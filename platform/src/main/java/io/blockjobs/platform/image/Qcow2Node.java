@@ -597,8 +597,9 @@ public final class Qcow2Node implements DriverNode {
                 }
                 zeroCluster(idx, mayUnmap);
             } else if (!readsAsZero(idx)) {
-                ByteBuffer zero = FileNode.ZEROES.duplicate();
-                zero.limit(n);
+                // The shared zeroes reach 1 MiB; a larger part of a cluster (2 MiB clusters) has its own.
+                ByteBuffer zero = n <= FileNode.ZEROES.capacity()
+                        ? FileNode.ZEROES.duplicate().limit(n) : ByteBuffer.allocate(n);
                 writeCluster(idx, inOff, n, zero);
             }
             pos += n;
