@@ -417,7 +417,11 @@ public final class Qcow2Node implements DriverNode {
         }
     }
 
-    /** Writes from {@code src} into one cluster (or a host-contiguous run); returns bytes written. */
+    /**
+     * Writes from {@code src}, {@code n} bytes into cluster {@code idx} and on into the clusters
+     * after it as long as they make one run on the host (allocated ones that follow each other,
+     * or ones that all need a cluster: see {@link #allocatingWrite}); returns bytes written.
+     */
     private int writeCluster(long idx, int inOff, int n, ByteBuffer src) throws IOException {
         ReentrantReadWriteLock lock = stripe(idx);
         lock.readLock().lock();
@@ -455,38 +459,117 @@ public final class Qcow2Node implements DriverNode {
                 extra.forEach(Lock::unlock);
             }
         }
-        lock.writeLock().lock();
+        return allocatingWrite(idx, inOff, src, false);
+    }
+
+    /**
+     * Writes from {@code src} at {@code inOff} of cluster {@code idx}, giving it its own cluster if
+     * it needs one, and with it the clusters after it in the same L2 table that need one too (up
+     * to {@link #MAX_RUN}, as far as {@code src} reaches and their locks are free): as QEMU's
+     * {@code qcow2_alloc_host_offset}, they get one run of clusters that follow each other on the
+     * host, their data one write (a partial first or last cluster filled with what it holds now),
+     * and their L2 entries one write, after the data. With {@code onlyUnallocated} (a copy-on-read
+     * write) only unallocated clusters are written: a guest write since wins. Returns the bytes of
+     * {@code src} it consumed.
+     *
+     * <p>Locks: the first cluster's stripe is taken (waiting), the others only if free at once
+     * ({@code tryLock}), so two runs never wait for each other; a stripe met twice is reentrant.
+     */
+    private int allocatingWrite(long idx, int inOff, ByteBuffer src, boolean onlyUnallocated) throws IOException {
+        int firstBytes = (int) Math.min(src.remaining(), clusterSize - inOff);
+        List<Lock> held = new ArrayList<>();
+        Lock first = stripe(idx).writeLock();
+        first.lock();
+        held.add(first);
         try {
-            allocatingWrite(idx, inOff, slice(src, n));
-            return n;
+            long e = l2Entry(idx);
+            Kind kind = kind(e);
+            if (onlyUnallocated && kind != Kind.UNALLOCATED) { // a guest write since wins
+                src.position(src.position() + firstBytes);
+                return firstBytes;
+            }
+            if (kind == Kind.NORMAL && (e & COPIED) != 0) { // allocated meanwhile
+                file.write(dataOffset(idx, e) + inOff, slice(src, firstBytes));
+                return firstBytes;
+            }
+            int l1Index = (int) (idx >>> l2Bits);
+            int inTable = (int) (idx & ((1L << l2Bits) - 1));
+            long l2 = ensureL2Table(l1Index); // first, so that tables sit before their data
+            if (kind == Kind.ZERO_ALLOC && (e & COPIED) != 0) { // a zero cluster with its own storage: reuse it
+                long host = dataOffset(idx, e);
+                writeRunData(idx, inOff, slice(src, firstBytes), host, new long[] {e}, 1);
+                writeL2Entries(l1Index, l2, inTable, new long[] {host | COPIED});
+                return firstBytes;
+            }
+            long wanted = ((long) inOff + src.remaining() + clusterSize - 1) >>> clusterBits;
+            int max = (int) Math.min(Math.min(MAX_RUN, (1L << l2Bits) - inTable), wanted);
+            long[] old = new long[max];
+            old[0] = e;
+            int k = 1;
+            while (k < max) {
+                Lock l = stripe(idx + k).writeLock();
+                if (!l.tryLock()) {
+                    break;
+                }
+                held.add(l);
+                long ne = l2Entry(idx + k);
+                if (!needsCluster(ne, onlyUnallocated)) {
+                    break;
+                }
+                old[k++] = ne;
+            }
+            Qcow2Refcounts.Run run = allocateRun(k);
+            k = run.clusters();
+            long host = run.offset();
+            int bytes = (int) Math.min(src.remaining(), ((long) k << clusterBits) - inOff);
+            writeRunData(idx, inOff, slice(src, bytes), host, old, k);
+            noteFileEnd(host + ((long) k << clusterBits));
+            long[] entries = new long[k];
+            for (int j = 0; j < k; j++) {
+                entries[j] = (host + ((long) j << clusterBits)) | COPIED;
+            }
+            writeL2Entries(l1Index, l2, inTable, entries);
+            releaseOld(old, k);
+            return bytes;
         } finally {
-            lock.writeLock().unlock();
+            for (Lock l : held) {
+                l.unlock();
+            }
         }
     }
 
-    /** Writes {@code data} at {@code inOff} of cluster {@code idx}, giving it its own cluster if needed. */
-    private void allocatingWrite(long idx, int inOff, ByteBuffer data) throws IOException {
-        long e = l2Entry(idx);
+    /** Whether a write to a cluster with entry {@code e} gives it a new cluster. */
+    private boolean needsCluster(long e, boolean onlyUnallocated) {
         Kind kind = kind(e);
-        if (kind == Kind.NORMAL && (e & COPIED) != 0) { // allocated meanwhile
-            file.write(dataOffset(idx, e) + inOff, data);
+        if (onlyUnallocated) {
+            return kind == Kind.UNALLOCATED;
+        }
+        return (e & COPIED) == 0 || kind != Kind.NORMAL && kind != Kind.ZERO_ALLOC; // else it has its own
+    }
+
+    /**
+     * Writes {@code data}, which starts at {@code inOff} of cluster {@code idx}, into the {@code k}
+     * clusters from {@code host} in one write; a first or last cluster it covers only in part is
+     * filled with the contents it has now (entries {@code old}).
+     */
+    private void writeRunData(long idx, int inOff, ByteBuffer data, long host, long[] old, int k) throws IOException {
+        int end = inOff + data.remaining();
+        int total = k << clusterBits;
+        if (inOff == 0 && end == total) {
+            file.write(host, data);
             return;
         }
-        ensureL2Table((int) (idx >>> l2Bits)); // first, so that tables sit before their data
-        boolean reuse = kind == Kind.ZERO_ALLOC && (e & COPIED) != 0;
-        long host = reuse ? dataOffset(idx, e) : allocateCluster();
-        if (data.remaining() == clusterSize) {
-            file.write(host, data);
-        } else {
-            ByteBuffer buf = ByteBuffer.allocate(clusterSize);
-            readOldCluster(idx, e, kind, buf);
-            buf.put(inOff, data, data.position(), data.remaining());
-            data.position(data.limit());
-            file.write(host, buf.clear());
+        ByteBuffer buf = ByteBuffer.allocate(total);
+        if (inOff != 0 || k == 1) {
+            readOldCluster(idx, old[0], kind(old[0]), buf.slice(0, clusterSize));
         }
-        noteFileEnd(host + clusterSize);
-        setL2Entry(idx, host | COPIED);
-        releaseOld(e, host);
+        if (end != total && k > 1) {
+            int last = k - 1;
+            readOldCluster(idx + last, old[last], kind(old[last]), buf.slice(last << clusterBits, clusterSize));
+        }
+        buf.put(inOff, data, data.position(), data.remaining());
+        data.position(data.limit());
+        file.write(host, buf);
     }
 
     /** The contents cluster {@code idx} has now, for copy-on-write. */
@@ -511,17 +594,7 @@ public final class Qcow2Node implements DriverNode {
         while (src.hasRemaining()) {
             long idx = pos >>> clusterBits;
             int inOff = (int) (pos & (clusterSize - 1));
-            ByteBuffer piece = slice(src, (int) Math.min(src.remaining(), clusterSize - inOff));
-            Lock lock = stripe(idx).writeLock();
-            lock.lock();
-            try {
-                if (kind(l2Entry(idx)) == Kind.UNALLOCATED) { // a guest write since wins
-                    allocatingWrite(idx, inOff, piece);
-                }
-            } finally {
-                lock.unlock();
-            }
-            pos += piece.capacity();
+            pos += allocatingWrite(idx, inOff, src, true); // skips clusters a guest write allocated since
         }
     }
 
@@ -999,11 +1072,12 @@ public final class Qcow2Node implements DriverNode {
         file.write(header.l1TableOffset + from, buf.clear());
     }
 
-    private long allocateCluster() throws IOException {
+    /** Takes a run of up to {@code max} clusters that follow each other on the host (at least one). */
+    private Qcow2Refcounts.Run allocateRun(int max) throws IOException {
         Lock meta = refcounts.lock();
         meta.lock();
         try {
-            return refcounts.allocateCluster();
+            return refcounts.allocateRun(max);
         } finally {
             meta.unlock();
         }
@@ -1011,26 +1085,54 @@ public final class Qcow2Node implements DriverNode {
 
     /** Releases the host storage of an entry that was replaced, except {@code kept}. */
     private void releaseOld(long e, long kept) throws IOException {
-        Kind kind = kind(e);
-        if (kind == Kind.UNALLOCATED || kind == Kind.ZERO_PLAIN) {
+        releaseOld(new long[] {e}, 1, kept);
+    }
+
+    /** Releases the host storage of the first {@code n} entries of {@code old}, which were replaced by new clusters. */
+    private void releaseOld(long[] old, int n) throws IOException {
+        releaseOld(old, n, -1);
+    }
+
+    /**
+     * Releases the host storage of entries that were replaced, except {@code kept}, under one
+     * refcount lock, writing the refcount blocks once.
+     */
+    private void releaseOld(long[] old, int n, long kept) throws IOException {
+        boolean any = false;
+        for (int i = 0; i < n && !any; i++) {
+            Kind kind = kind(old[i]);
+            any = kind != Kind.UNALLOCATED && kind != Kind.ZERO_PLAIN;
+        }
+        if (!any) {
             return;
         }
         Lock meta = refcounts.lock();
         meta.lock();
         try {
-            if (kind == Kind.COMPRESSED) {
-                long coff = e & coffsetMask;
-                long sectors = ((e >>> csizeShift) & csizeMask) + 1;
-                refcounts.free(coff & ~511L, sectors * 512);
-            } else {
-                long host = e & OFFSET_MASK;
-                if (host != kept) {
-                    if (refcounts.get(host >>> clusterBits) == 1) {
-                        // Nothing points here any more and nobody can take it before the free below.
-                        file.discard(host, clusterSize);
+            try {
+                for (int i = 0; i < n; i++) {
+                    long e = old[i];
+                    Kind kind = kind(e);
+                    if (kind == Kind.UNALLOCATED || kind == Kind.ZERO_PLAIN) {
+                        continue;
                     }
-                    refcounts.free(host, clusterSize);
+                    if (kind == Kind.COMPRESSED) {
+                        long coff = e & coffsetMask;
+                        long sectors = ((e >>> csizeShift) & csizeMask) + 1;
+                        refcounts.unref(coff & ~511L, sectors * 512);
+                    } else {
+                        long host = e & OFFSET_MASK;
+                        if (host != kept) {
+                            if (refcounts.get(host >>> clusterBits) == 1) {
+                                // Nothing points here any more and nobody can take it before the free below.
+                                file.discard(host, clusterSize);
+                            }
+                            refcounts.unref(host, clusterSize);
+                        }
+                    }
                 }
+            } finally {
+                refcounts.writeBack();
             }
         } finally {
             meta.unlock();
