@@ -522,7 +522,12 @@ public final class Qcow2Node implements DriverNode {
             k = run.clusters();
             long host = run.offset();
             int bytes = (int) Math.min(src.remaining(), ((long) k << clusterBits) - inOff);
-            writeRunData(idx, inOff, slice(src, bytes), host, old, k);
+            try {
+                writeRunData(idx, inOff, slice(src, bytes), host, old, k);
+            } catch (IOException | RuntimeException ex) {
+                giveBack(run, ex); // nothing points to the run yet: a failed write must not leak it
+                throw ex;
+            }
             noteFileEnd(host + ((long) k << clusterBits));
             long[] entries = new long[k];
             for (int j = 0; j < k; j++) {
@@ -1078,6 +1083,22 @@ public final class Qcow2Node implements DriverNode {
         meta.lock();
         try {
             return refcounts.allocateRun(max);
+        } finally {
+            meta.unlock();
+        }
+    }
+
+    /**
+     * Releases a run whose write failed before any L2 entry pointed to it; a failure to release
+     * it is added to {@code cause} (the run then leaks, as after a crash).
+     */
+    private void giveBack(Qcow2Refcounts.Run run, Throwable cause) {
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            refcounts.free(run.offset(), (long) run.clusters() << clusterBits);
+        } catch (IOException | RuntimeException e) {
+            cause.addSuppressed(e);
         } finally {
             meta.unlock();
         }

@@ -1,11 +1,13 @@
 package io.blockjobs.platform.image;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import io.blockjobs.platform.graph.BlockStats;
 import io.blockjobs.platform.graph.Edge;
 import io.blockjobs.platform.graph.GraphNode;
 import io.blockjobs.platform.testkit.Qemu;
+import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -121,6 +123,46 @@ class Qcow2AllocatingWriteTest {
         assertThat(Qemu.identical(image, "qcow2", raw, "raw")).as("qemu-img compare").isTrue();
         // The clusters of each write follow each other on the host: one extent per write at most.
         assertThat(Qemu.map(image).size()).as("qemu-img map: %s", Qemu.map(image)).isLessThanOrEqualTo(3);
+    }
+
+    /**
+     * A run whose write fails (here its copy-on-write read of the backing file) gives its clusters
+     * back: retried writes (on-error=enospc) must not leak a run each. Counted with the file
+     * lengthened, so that clusters counted past its end count as leaks too.
+     */
+    @ParameterizedTest(name = "cache.direct={0}")
+    @ValueSource(booleans = {true, false})
+    void aFailedRunLeaksNothing(boolean direct) throws Exception {
+        long size = 64L << 20;
+        Path base = dir.resolve("base.raw");
+        Images.createRaw(base, size);
+        Path top = dir.resolve("top.qcow2");
+        Images.createQcow2(top, Qcow2CreateOptions.of(size).withBacking(base.toString(), "raw"));
+        try (DriverGraph g = new DriverGraph()) {
+            g.add("""
+                    {"driver": "blkdebug", "node-name": "bb", "read-only": true,
+                     "inject-error": [{"event": "none", "iotype": "read", "errno": 5}],
+                     "image": {"driver": "file", "filename": "%s", %s}}""".formatted(base, cache(direct)));
+            g.add("""
+                    {"driver": "qcow2", "node-name": "top", %s, "backing": "bb",
+                     "file": {"driver": "file", "node-name": "f", "filename": "%s"}}""".formatted(cache(direct), top));
+            Edge disk = g.user("top");
+            for (int i = 0; i < 3; i++) { // a partial first cluster: its old contents come from the backing file
+                long at = (1L << 20) * i + 4096;
+                assertThatThrownBy(() -> disk.write(at, data(512 << 10, 1))).isInstanceOf(IOException.class);
+            }
+            for (int i = 0; i < 3; i++) { // whole clusters need no read
+                disk.write((8L << 20) + (1L << 20) * i, data(512 << 10, 2 + i));
+            }
+        }
+        Path longer = dir.resolve("longer.qcow2");
+        Files.copy(top, longer);
+        try (var f = new java.io.RandomAccessFile(longer.toFile(), "rw")) {
+            f.setLength(f.length() + (1024L << 16));
+        }
+        Qemu.Result r = Qemu.check(longer);
+        assertThat(r.exit()).as("qemu-img check, lengthened: %s", r.out()).isZero();
+        Qemu.assertClean(top);
     }
 
     /**
