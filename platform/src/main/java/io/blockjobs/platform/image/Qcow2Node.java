@@ -46,6 +46,9 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
     static final long ZERO = 1L;
     private static final int STRIPES = 256;
     private static final int MAX_RUN = 256; // clusters merged into one host request
+    private static final int TABLE_LOCKS = 64;
+    /** Serialise the writes of each L2 table's entries (by L1 index), so the last write holds every change. */
+    private final ReentrantLock[] tableLocks = newLocks(TABLE_LOCKS);
     static final int MAX_L1_BYTES = 32 << 20; // QEMU's QCOW_MAX_L1_SIZE
 
     /** Opens the backing file named in an overlay's header. */
@@ -487,7 +490,11 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
         }
     }
 
-    /** Writes from {@code src} into one cluster (or a host-contiguous run); returns bytes written. */
+    /**
+     * Writes from {@code src}, {@code n} bytes into cluster {@code idx} and on into the clusters
+     * after it as long as they make one run on the host (allocated ones that follow each other,
+     * or ones that all need a cluster: see {@link #allocatingWrite}); returns bytes written.
+     */
     private int writeCluster(long idx, int inOff, int n, ByteBuffer src) throws IOException {
         ReentrantReadWriteLock lock = stripe(idx);
         lock.readLock().lock();
@@ -525,38 +532,122 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
                 extra.forEach(Lock::unlock);
             }
         }
-        lock.writeLock().lock();
+        return allocatingWrite(idx, inOff, src, false);
+    }
+
+    /**
+     * Writes from {@code src} at {@code inOff} of cluster {@code idx}, giving it its own cluster if
+     * it needs one, and with it the clusters after it in the same L2 table that need one too (up
+     * to {@link #MAX_RUN}, as far as {@code src} reaches and their locks are free): as QEMU's
+     * {@code qcow2_alloc_host_offset}, they get one run of clusters that follow each other on the
+     * host, their data one write (a partial first or last cluster filled with what it holds now),
+     * and their L2 entries one write, after the data. With {@code onlyUnallocated} (a copy-on-read
+     * write) only unallocated clusters are written: a guest write since wins. Returns the bytes of
+     * {@code src} it consumed.
+     *
+     * <p>Locks: the first cluster's stripe is taken (waiting), the others only if free at once
+     * ({@code tryLock}), so two runs never wait for each other; a stripe met twice is reentrant.
+     */
+    private int allocatingWrite(long idx, int inOff, ByteBuffer src, boolean onlyUnallocated) throws IOException {
+        int firstBytes = (int) Math.min(src.remaining(), clusterSize - inOff);
+        List<Lock> held = new ArrayList<>();
+        Lock first = stripe(idx).writeLock();
+        first.lock();
+        held.add(first);
         try {
-            allocatingWrite(idx, inOff, slice(src, n));
-            return n;
+            long e = l2Entry(idx);
+            Kind kind = kind(e);
+            if (onlyUnallocated && kind != Kind.UNALLOCATED) { // a guest write since wins
+                src.position(src.position() + firstBytes);
+                return firstBytes;
+            }
+            if (kind == Kind.NORMAL && (e & COPIED) != 0) { // allocated meanwhile
+                file.write(dataOffset(idx, e) + inOff, slice(src, firstBytes));
+                return firstBytes;
+            }
+            int l1Index = (int) (idx >>> l2Bits);
+            int inTable = (int) (idx & ((1L << l2Bits) - 1));
+            long l2 = ensureL2Table(l1Index); // first, so that tables sit before their data
+            if (kind == Kind.ZERO_ALLOC && (e & COPIED) != 0) { // a zero cluster with its own storage: reuse it
+                long host = dataOffset(idx, e);
+                writeRunData(idx, inOff, slice(src, firstBytes), host, new long[] {e}, 1);
+                writeL2Entries(l1Index, l2, inTable, new long[] {host | COPIED});
+                return firstBytes;
+            }
+            long wanted = ((long) inOff + src.remaining() + clusterSize - 1) >>> clusterBits;
+            int max = (int) Math.min(Math.min(MAX_RUN, (1L << l2Bits) - inTable), wanted);
+            long[] old = new long[max];
+            old[0] = e;
+            int k = 1;
+            while (k < max) {
+                Lock l = stripe(idx + k).writeLock();
+                if (!l.tryLock()) {
+                    break;
+                }
+                held.add(l);
+                long ne = l2Entry(idx + k);
+                if (!needsCluster(ne, onlyUnallocated)) {
+                    break;
+                }
+                old[k++] = ne;
+            }
+            Qcow2Refcounts.Run run = allocateRun(k);
+            k = run.clusters();
+            long host = run.offset();
+            int bytes = (int) Math.min(src.remaining(), ((long) k << clusterBits) - inOff);
+            try {
+                writeRunData(idx, inOff, slice(src, bytes), host, old, k);
+            } catch (IOException | RuntimeException ex) {
+                giveBack(run, ex); // nothing points to the run yet: a failed write must not leak it
+                throw ex;
+            }
+            noteFileEnd(host + ((long) k << clusterBits));
+            long[] entries = new long[k];
+            for (int j = 0; j < k; j++) {
+                entries[j] = (host + ((long) j << clusterBits)) | COPIED;
+            }
+            writeL2Entries(l1Index, l2, inTable, entries);
+            releaseOld(old, k);
+            return bytes;
         } finally {
-            lock.writeLock().unlock();
+            for (Lock l : held) {
+                l.unlock();
+            }
         }
     }
 
-    /** Writes {@code data} at {@code inOff} of cluster {@code idx}, giving it its own cluster if needed. */
-    private void allocatingWrite(long idx, int inOff, ByteBuffer data) throws IOException {
-        long e = l2Entry(idx);
+    /** Whether a write to a cluster with entry {@code e} gives it a new cluster. */
+    private boolean needsCluster(long e, boolean onlyUnallocated) {
         Kind kind = kind(e);
-        if (kind == Kind.NORMAL && (e & COPIED) != 0) { // allocated meanwhile
-            file.write(dataOffset(idx, e) + inOff, data);
+        if (onlyUnallocated) {
+            return kind == Kind.UNALLOCATED;
+        }
+        return (e & COPIED) == 0 || kind != Kind.NORMAL && kind != Kind.ZERO_ALLOC; // else it has its own
+    }
+
+    /**
+     * Writes {@code data}, which starts at {@code inOff} of cluster {@code idx}, into the {@code k}
+     * clusters from {@code host} in one write; a first or last cluster it covers only in part is
+     * filled with the contents it has now (entries {@code old}).
+     */
+    private void writeRunData(long idx, int inOff, ByteBuffer data, long host, long[] old, int k) throws IOException {
+        int end = inOff + data.remaining();
+        int total = k << clusterBits;
+        if (inOff == 0 && end == total) {
+            file.write(host, data);
             return;
         }
-        ensureL2Table((int) (idx >>> l2Bits)); // first, so that tables sit before their data
-        boolean reuse = kind == Kind.ZERO_ALLOC && (e & COPIED) != 0;
-        long host = reuse ? dataOffset(idx, e) : allocateCluster();
-        if (data.remaining() == clusterSize) {
-            file.write(host, data);
-        } else {
-            ByteBuffer buf = ByteBuffer.allocate(clusterSize);
-            readOldCluster(idx, e, kind, buf);
-            buf.put(inOff, data, data.position(), data.remaining());
-            data.position(data.limit());
-            file.write(host, buf.clear());
+        ByteBuffer buf = ByteBuffer.allocate(total);
+        if (inOff != 0 || k == 1) {
+            readOldCluster(idx, old[0], kind(old[0]), buf.slice(0, clusterSize));
         }
-        noteFileEnd(host + clusterSize);
-        setL2Entry(idx, host | COPIED);
-        releaseOld(e, host);
+        if (end != total && k > 1) {
+            int last = k - 1;
+            readOldCluster(idx + last, old[last], kind(old[last]), buf.slice(last << clusterBits, clusterSize));
+        }
+        buf.put(inOff, data, data.position(), data.remaining());
+        data.position(data.limit());
+        file.write(host, buf);
     }
 
     /** The contents cluster {@code idx} has now, for copy-on-write. */
@@ -581,17 +672,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
         while (src.hasRemaining()) {
             long idx = pos >>> clusterBits;
             int inOff = (int) (pos & (clusterSize - 1));
-            ByteBuffer piece = slice(src, (int) Math.min(src.remaining(), clusterSize - inOff));
-            Lock lock = stripe(idx).writeLock();
-            lock.lock();
-            try {
-                if (kind(l2Entry(idx)) == Kind.UNALLOCATED) { // a guest write since wins
-                    allocatingWrite(idx, inOff, piece);
-                }
-            } finally {
-                lock.unlock();
-            }
-            pos += piece.capacity();
+            pos += allocatingWrite(idx, inOff, src, true); // skips clusters a guest write allocated since
         }
     }
 
@@ -667,8 +748,9 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
                 }
                 zeroCluster(idx, mayUnmap);
             } else if (!readsAsZero(idx)) {
-                ByteBuffer zero = FileNode.ZEROES.duplicate();
-                zero.limit(n);
+                // The shared zeroes reach 1 MiB; a larger part of a cluster (2 MiB clusters) has its own.
+                ByteBuffer zero = n <= FileNode.ZEROES.capacity()
+                        ? FileNode.ZEROES.duplicate().limit(n) : ByteBuffer.allocate(n);
                 writeCluster(idx, inOff, n, zero);
             }
             pos += n;
@@ -709,19 +791,11 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
                 n++;
             }
             int i = (int) (idx & ((1L << l2Bits) - 1));
-            long l2 = ensureL2Table((int) (idx >>> l2Bits));
-            ByteBuffer entries = ByteBuffer.allocate(n * 8);
-            for (int k = 0; k < n; k++) {
-                entries.putLong(k * 8, ZERO);
-            }
-            file.write(l2 + i * 8L, entries);
-            int count = n;
-            l2Cache.asMap().computeIfPresent(l2, (key, t) -> {
-                for (int k = 0; k < count; k++) {
-                    t.set(i + k, ZERO);
-                }
-                return t;
-            });
+            int l1Index = (int) (idx >>> l2Bits);
+            long l2 = ensureL2Table(l1Index);
+            long[] entries = new long[n];
+            java.util.Arrays.fill(entries, ZERO);
+            writeL2Entries(l1Index, l2, i, entries);
             return n;
         } finally {
             for (Lock l : held) {
@@ -943,13 +1017,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
         if (l2 == 0) {
             return 0;
         }
-        AtomicLongArray table;
-        try {
-            table = l2Cache.get(l2, l2Loader);
-        } catch (UncheckedIOException e) {
-            throw e.getCause();
-        }
-        return table.get((int) (idx & ((1L << l2Bits) - 1)));
+        return l2Table(l2).get((int) (idx & ((1L << l2Bits) - 1)));
     }
 
     private AtomicLongArray loadL2(long offset) {
@@ -993,12 +1061,50 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
         int l1Index = (int) (idx >>> l2Bits);
         int i = (int) (idx & ((1L << l2Bits) - 1));
         long l2 = ensureL2Table(l1Index);
-        file.write(l2 + i * 8L, ByteBuffer.allocate(8).putLong(0, value));
-        // Update the cached table if it is cached; a concurrent load reads the disk, written above.
-        l2Cache.asMap().computeIfPresent(l2, (k, t) -> {
-            t.set(i, value);
-            return t;
-        });
+        writeL2Entries(l1Index, l2, i, new long[] {value});
+    }
+
+    /**
+     * Sets entries {@code first, first + 1, ...} of the L2 table at {@code l2} (L1 index
+     * {@code l1Index}) to {@code values}, with one write: the slice of the table that covers them,
+     * widened to the file's request alignment and taken from the cached table, so that the file
+     * never reads around it. Caller holds the stripe locks of the clusters.
+     *
+     * <p>The disk is written first and the cache after, as before: a reader that loads the table
+     * meanwhile reads the disk, and the cache update waits for its load. The table's lock keeps
+     * two writers of one table from writing slices each without the other's entries.
+     */
+    private void writeL2Entries(int l1Index, long l2, int first, long[] values) throws IOException {
+        int align = Math.min(clusterSize, Math.max(8, Qcow2Refcounts.requestAlignment(file)));
+        int from = first * 8 & -align;
+        int to = Math.min(clusterSize, ((first + values.length) * 8 + align - 1) & -align);
+        ReentrantLock lock = tableLocks[l1Index & (TABLE_LOCKS - 1)];
+        lock.lock();
+        try {
+            AtomicLongArray table = values.length << 3 == to - from ? null : l2Table(l2);
+            ByteBuffer buf = ByteBuffer.allocate(to - from);
+            for (int j = from >> 3; j < to >> 3; j++) {
+                long v = j >= first && j < first + values.length ? values[j - first] : table.get(j);
+                buf.putLong((j << 3) - from, v);
+            }
+            file.write(l2 + from, buf);
+            l2Cache.asMap().computeIfPresent(l2, (k, t) -> {
+                for (int j = 0; j < values.length; j++) {
+                    t.set(first + j, values[j]);
+                }
+                return t;
+            });
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private AtomicLongArray l2Table(long l2) throws IOException {
+        try {
+            return l2Cache.get(l2, l2Loader);
+        } catch (UncheckedIOException e) {
+            throw e.getCause();
+        }
     }
 
     private long ensureL2Table(int l1Index) throws IOException {
@@ -1019,7 +1125,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
             file.flush(); // the table is durable before the L1 entry points to it
             l2Cache.put(l2, new AtomicLongArray(clusterSize / 8));
             long entry = l2 | COPIED;
-            file.write(header.l1TableOffset + l1Index * 8L, ByteBuffer.allocate(8).putLong(0, entry));
+            writeL1Entry(l1Index, entry);
             l1.set(l1Index, entry);
             return l2;
         } finally {
@@ -1027,11 +1133,45 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
         }
     }
 
-    private long allocateCluster() throws IOException {
+    /**
+     * Writes L1 entry {@code l1Index} as {@code entry}, in the slice of the table around it that
+     * the file's request alignment asks for, the others from memory (entries past the table's end,
+     * in its last cluster, as zeroes, as QEMU writes them). Caller holds the refcount lock.
+     */
+    private void writeL1Entry(int l1Index, long entry) throws IOException {
+        int align = Math.min(clusterSize, Math.max(8, Qcow2Refcounts.requestAlignment(file)));
+        long from = l1Index * 8L & -align;
+        long to = (l1Index * 8L + 8 + align - 1) & -align;
+        ByteBuffer buf = ByteBuffer.allocate((int) (to - from));
+        for (long j = from >> 3; j < to >> 3; j++) {
+            long v = j == l1Index ? entry : j < l1.length() ? l1.get((int) j) : 0;
+            buf.putLong((int) ((j << 3) - from), v);
+        }
+        file.write(header.l1TableOffset + from, buf.clear());
+    }
+
+    /** Takes a run of up to {@code max} clusters that follow each other on the host (at least one). */
+    private Qcow2Refcounts.Run allocateRun(int max) throws IOException {
         Lock meta = refcounts.lock();
         meta.lock();
         try {
-            return refcounts.allocateCluster();
+            return refcounts.allocateRun(max);
+        } finally {
+            meta.unlock();
+        }
+    }
+
+    /**
+     * Releases a run whose write failed before any L2 entry pointed to it; a failure to release
+     * it is added to {@code cause} (the run then leaks, as after a crash).
+     */
+    private void giveBack(Qcow2Refcounts.Run run, Throwable cause) {
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            refcounts.free(run.offset(), (long) run.clusters() << clusterBits);
+        } catch (IOException | RuntimeException e) {
+            cause.addSuppressed(e);
         } finally {
             meta.unlock();
         }
@@ -1039,26 +1179,54 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
 
     /** Releases the host storage of an entry that was replaced, except {@code kept}. */
     private void releaseOld(long e, long kept) throws IOException {
-        Kind kind = kind(e);
-        if (kind == Kind.UNALLOCATED || kind == Kind.ZERO_PLAIN) {
+        releaseOld(new long[] {e}, 1, kept);
+    }
+
+    /** Releases the host storage of the first {@code n} entries of {@code old}, which were replaced by new clusters. */
+    private void releaseOld(long[] old, int n) throws IOException {
+        releaseOld(old, n, -1);
+    }
+
+    /**
+     * Releases the host storage of entries that were replaced, except {@code kept}, under one
+     * refcount lock, writing the refcount blocks once.
+     */
+    private void releaseOld(long[] old, int n, long kept) throws IOException {
+        boolean any = false;
+        for (int i = 0; i < n && !any; i++) {
+            Kind kind = kind(old[i]);
+            any = kind != Kind.UNALLOCATED && kind != Kind.ZERO_PLAIN;
+        }
+        if (!any) {
             return;
         }
         Lock meta = refcounts.lock();
         meta.lock();
         try {
-            if (kind == Kind.COMPRESSED) {
-                long coff = e & coffsetMask;
-                long sectors = ((e >>> csizeShift) & csizeMask) + 1;
-                refcounts.free(coff & ~511L, sectors * 512);
-            } else {
-                long host = e & OFFSET_MASK;
-                if (host != kept) {
-                    if (refcounts.get(host >>> clusterBits) == 1) {
-                        // Nothing points here any more and nobody can take it before the free below.
-                        file.discard(host, clusterSize);
+            try {
+                for (int i = 0; i < n; i++) {
+                    long e = old[i];
+                    Kind kind = kind(e);
+                    if (kind == Kind.UNALLOCATED || kind == Kind.ZERO_PLAIN) {
+                        continue;
                     }
-                    refcounts.free(host, clusterSize);
+                    if (kind == Kind.COMPRESSED) {
+                        long coff = e & coffsetMask;
+                        long sectors = ((e >>> csizeShift) & csizeMask) + 1;
+                        refcounts.unref(coff & ~511L, sectors * 512);
+                    } else {
+                        long host = e & OFFSET_MASK;
+                        if (host != kept) {
+                            if (refcounts.get(host >>> clusterBits) == 1) {
+                                // Nothing points here any more and nobody can take it before the free below.
+                                file.discard(host, clusterSize);
+                            }
+                            refcounts.unref(host, clusterSize);
+                        }
+                    }
                 }
+            } finally {
+                refcounts.writeBack();
             }
         } finally {
             meta.unlock();
@@ -1143,6 +1311,14 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
             throw new ImageException(Errno.EINVAL, name, "request [" + offset + ", +" + length
                     + ") is past the end of the " + header.size + "-byte image");
         }
+    }
+
+    private static ReentrantLock[] newLocks(int n) {
+        ReentrantLock[] locks = new ReentrantLock[n];
+        for (int i = 0; i < n; i++) {
+            locks[i] = new ReentrantLock();
+        }
+        return locks;
     }
 
     private static ByteBuffer slice(ByteBuffer buf, int n) {

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
 import java.util.Arrays;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -45,8 +46,15 @@ import java.util.concurrent.locks.ReentrantLock;
  * For the unused pool to stay past the end, a refill stops before the range of a refcount block
  * that does not exist yet (creating it writes at the start of its range, which could lie past
  * pool clusters): the next refill creates it, once the pool is used up. Besides the pool, an
- * operation in flight can leak the cluster it holds (taken and not yet linked, or unlinked and
- * not yet released), and replacing the refcount table the old table.
+ * operation in flight can leak the clusters it holds (a run taken for one allocating write and
+ * not yet linked, or unlinked and not yet released), and replacing the refcount table the old
+ * table.
+ *
+ * <p>Writes. Changes to a refcount block are made in memory and written from there as whole
+ * slices of the file's request alignment (so that a {@code cache.direct=on} file never has to
+ * read around them), once per block for a batch of changes: a refill or a release of many
+ * clusters writes each block it changed once. Entry points write what they changed before they
+ * return; {@link #unref} leaves it to {@link #writeBack}.
  */
 final class Qcow2Refcounts {
 
@@ -69,6 +77,7 @@ final class Qcow2Refcounts {
     private boolean tailReclaimed; // what a crash left counted past the end of the file
 
     private final ArrayDeque<Long> pool = new ArrayDeque<>();
+    private final Map<Long, Dirty> dirty = new HashMap<>(); // changed in memory, not yet written
     private int poolBatch = 8;
     private final int maxPoolBatch;
 
@@ -91,6 +100,37 @@ final class Qcow2Refcounts {
                 return size() > maxCachedBlocks;
             }
         };
+    }
+
+    /** Bytes {@code [from, to)} of refcount block {@code b} changed in memory and not written yet. */
+    private static final class Dirty {
+        final byte[] block;
+        int from;
+        int to;
+
+        Dirty(byte[] block, int from, int to) {
+            this.block = block;
+            this.from = from;
+            this.to = to;
+        }
+    }
+
+    /** Clusters that follow each other on the host: {@code clusters} from host offset {@code offset}. */
+    record Run(long offset, int clusters) {
+    }
+
+    /**
+     * The request alignment of {@code file} (1 if it does not say): metadata written from memory
+     * is written in whole slices of it, never leaving the graph a read-modify-write to do.
+     */
+    static int requestAlignment(io.blockjobs.sdk.block.BlockNode file) {
+        if (file instanceof NodeLimits n) {
+            return n.limits().requestAlignment();
+        }
+        if (file instanceof io.blockjobs.sdk.driver.DriverNode d) {
+            return d.limits().requestAlignment();
+        }
+        return 1;
     }
 
     /** The most free clusters inside the file (holes) that a pool holds: what a crash leaks for good. */
@@ -136,8 +176,14 @@ final class Qcow2Refcounts {
         return readEntry(block(b), (int) (index & ((1L << blockBits) - 1)));
     }
 
-    /** Adds {@code delta} to the refcount of the cluster at {@code index}. */
+    /** Adds {@code delta} to the refcount of the cluster at {@code index}, and writes it. */
     void adjust(long index, long delta) throws IOException {
+        count(index, delta);
+        writeBack();
+    }
+
+    /** Adds {@code delta} to the refcount of the cluster at {@code index} in memory, for {@link #writeBack}. */
+    private void count(long index, long delta) throws IOException {
         long b = index >>> blockBits;
         byte[] block = ensureBlock(b);
         int i = (int) (index & ((1L << blockBits) - 1));
@@ -147,13 +193,48 @@ final class Qcow2Refcounts {
                     + " (metadata inconsistent; run qemu-img check)");
         }
         writeEntry(block, i, value);
-        writeEntryToDisk(blockOffset(b), block, i);
+        int from = (int) ((long) i * refcountBits / 8);
+        int to = from + Math.max(1, refcountBits / 8);
+        Dirty d = dirty.get(b);
+        if (d == null) {
+            dirty.put(b, new Dirty(block, from, to));
+        } else {
+            d.from = Math.min(d.from, from);
+            d.to = Math.max(d.to, to);
+        }
         if (delta > 0 && index >= highWater) {
             highWater = index + 1;
         }
         if (value == 0 && index < freeHint) {
             freeHint = index;
         }
+    }
+
+    /**
+     * Writes what was counted in memory and not written yet: for each block changed, the slice of
+     * it that covers the changes, widened to the file's request alignment, in one write.
+     */
+    void writeBack() throws IOException {
+        if (dirty.isEmpty()) {
+            return;
+        }
+        int align = (int) Math.min(clusterSize, Math.max(1, requestAlignment(file)));
+        // Ascending, so that a batch of neighbouring blocks goes out in file order.
+        Long[] changed = dirty.keySet().toArray(new Long[0]);
+        Arrays.sort(changed);
+        for (Long b : changed) {
+            Dirty d = dirty.get(b);
+            int from = d.from & -align;
+            int to = (int) Math.min(clusterSize, (d.to + align - 1) & -align);
+            file.write(blockOffset(b) + from, ByteBuffer.wrap(d.block, from, to - from).slice());
+            dirty.remove(b); // only once written: a failed write leaves it to the next writeBack
+        }
+    }
+
+    /** Flushes the file, after writing what was counted in memory. */
+    private void flushFile() throws IOException {
+        writeBack();
+        file.flush();
     }
 
     /** Takes one cluster from the preallocated pool; its refcount is already durable. */
@@ -164,12 +245,45 @@ final class Qcow2Refcounts {
         return pool.removeFirst() << clusterBits;
     }
 
-    /** Releases every cluster covering {@code [offset, offset + length)}. */
+    /**
+     * Takes at least one and at most {@code max} clusters that follow each other on the host from
+     * the pool, in its ascending order; their refcounts are durable. A pool used up on the way is
+     * refilled (in the same ascending order, so the run usually goes on into it).
+     */
+    Run allocateRun(int max) throws IOException {
+        if (pool.isEmpty()) {
+            refillPool();
+        }
+        long first = pool.removeFirst();
+        int n = 1;
+        while (n < max) {
+            if (pool.isEmpty()) {
+                refillPool();
+            }
+            if (pool.peekFirst() != first + n) {
+                break;
+            }
+            pool.removeFirst();
+            n++;
+        }
+        return new Run(first << clusterBits, n);
+    }
+
+    /** Releases every cluster covering {@code [offset, offset + length)}, and writes the change. */
     void free(long offset, long length) throws IOException {
+        unref(offset, length);
+        writeBack();
+    }
+
+    /**
+     * Releases every cluster covering {@code [offset, offset + length)} in memory; the caller calls
+     * {@link #writeBack} before it lets go of the lock (a crash in between leaks them, no worse).
+     */
+    void unref(long offset, long length) throws IOException {
         long first = offset >>> clusterBits;
         long last = (offset + length - 1) >>> clusterBits;
         for (long c = first; c <= last; c++) {
-            adjust(c, -1);
+            count(c, -1);
         }
     }
 
@@ -179,11 +293,12 @@ final class Qcow2Refcounts {
      */
     void releasePool() throws IOException {
         while (!pool.isEmpty()) {
-            adjust(pool.removeFirst(), -1);
+            count(pool.removeFirst(), -1);
         }
         if (!tailReclaimed) {
             reclaimTail();
         }
+        writeBack();
     }
 
     /**
@@ -210,9 +325,9 @@ final class Qcow2Refcounts {
                 file.write(at << clusterBits, ByteBuffer.wrap(e.getValue()));
                 table[(int) (long) e.getKey()] = at << clusterBits;
             }
-            file.flush(); // blocks durable before the table points to them
+            flushFile(); // blocks (and the counts in existing ones) durable before the table points to them
             for (long b : created.keySet()) {
-                file.write(header.refcountTableOffset + b * 8, ByteBuffer.allocate(8).putLong(0, table[(int) b]));
+                writeTableEntry(b);
                 blocks.put(b, created.get(b));
             }
             file.flush();
@@ -252,7 +367,7 @@ final class Qcow2Refcounts {
         for (long c = start; c < start + count; c++) {
             byte[] block = created.get(c >>> blockBits);
             if (block == null) {
-                adjust(c, 1);
+                count(c, 1);
             } else {
                 int i = (int) (c & ((1L << blockBits) - 1));
                 writeEntry(block, i, readEntry(block, i) + 1);
@@ -288,12 +403,12 @@ final class Qcow2Refcounts {
             if (c < end && holes++ == MAX_HOLES) {
                 break;
             }
-            adjust(c, 1);
+            count(c, 1);
             pool.addLast(c);
             c++;
         }
         freeHint = c;
-        file.flush(); // refcounts durable before any L2 or L1 entry points to these clusters
+        flushFile(); // refcounts durable before any L2 or L1 entry points to these clusters
         poolBatch = Math.min(maxPoolBatch, poolBatch * 2);
     }
 
@@ -323,7 +438,7 @@ final class Qcow2Refcounts {
             if (!hasBlock(c >>> blockBits)) {
                 c = ((c >>> blockBits) + 1 << blockBits) - 1; // nothing counted in this range
             } else if (get(c) == 1 && !referenced.contains(c)) {
-                adjust(c, -1);
+                count(c, -1);
             }
         }
         highWater = Math.max(end, lastCounted() + 1);
@@ -407,6 +522,11 @@ final class Qcow2Refcounts {
     private byte[] block(long b) throws IOException {
         byte[] block = blocks.get(b);
         if (block == null) {
+            Dirty d = dirty.get(b); // evicted before it was written: memory is what counts
+            if (d != null) {
+                blocks.put(b, d.block);
+                return d.block;
+            }
             long offset = blockOffset(b);
             if ((offset & (clusterSize - 1)) != 0 || offset + clusterSize > file.size()) {
                 throw new ImageException(name, "refcount block " + b + " at offset " + offset
@@ -433,8 +553,7 @@ final class Qcow2Refcounts {
         file.write(self << clusterBits, ByteBuffer.wrap(block));
         file.flush();
         table[(int) b] = self << clusterBits;
-        ByteBuffer entry = ByteBuffer.allocate(8).putLong(0, table[(int) b]);
-        file.write(header.refcountTableOffset + b * 8, entry);
+        writeTableEntry(b);
         blocks.put(b, block);
         highWater = Math.max(highWater, self + 1);
         return block;
@@ -474,7 +593,7 @@ final class Qcow2Refcounts {
         ByteBuffer buf = ByteBuffer.allocate(clusters * (int) clusterSize);
         buf.asLongBuffer().put(grown);
         file.write(start << clusterBits, buf);
-        file.flush();
+        flushFile();
 
         long oldOffset = header.refcountTableOffset;
         int oldClusters = header.refcountTableClusters;
@@ -528,9 +647,18 @@ final class Qcow2Refcounts {
         }
     }
 
-    private void writeEntryToDisk(long blockOffset, byte[] block, int i) throws IOException {
-        int from = (int) ((long) i * refcountBits / 8);
-        int length = Math.max(1, refcountBits / 8);
-        file.write(blockOffset + from, ByteBuffer.wrap(block, from, length));
+    /**
+     * Writes the refcount table's entry for block {@code b} from memory, in the slice of the
+     * table around it that the file's request alignment asks for.
+     */
+    private void writeTableEntry(long b) throws IOException {
+        int align = (int) Math.min(clusterSize, Math.max(8, requestAlignment(file)));
+        long from = b * 8 & -align;
+        long to = Math.min((long) table.length * 8, (b * 8 + 8 + align - 1) & -align);
+        ByteBuffer buf = ByteBuffer.allocate((int) (to - from));
+        for (long k = from / 8; k < to / 8; k++) {
+            buf.putLong((int) (k * 8 - from), table[(int) k]);
+        }
+        file.write(header.refcountTableOffset + from, buf.clear());
     }
 }

@@ -43,11 +43,12 @@ class CrashLeakTest {
 
     /**
      * Clusters that are counted and not referenced because an operation was in flight: the
-     * writer runs one operation at a time, and each holds at most one such cluster (taken from
-     * the pool and not yet linked, or unlinked and not yet released). One more for the old
-     * refcount table while it is replaced.
+     * writer runs one operation at a time, and each holds at most the run of clusters one
+     * allocating write takes at once (taken from the pool and written, not yet linked), or one
+     * cluster unlinked and not yet released. An operation is at most 3 clusters long, so it
+     * covers at most 4 clusters. One more for the old refcount table while it is replaced.
      */
-    private static final int IN_FLIGHT = 2;
+    private static final int IN_FLIGHT = 4 + 1;
 
     /** Clusters past the end of the file whose refcounts the leak count covers (more than any pool). */
     private static final long SLACK = 1024;
