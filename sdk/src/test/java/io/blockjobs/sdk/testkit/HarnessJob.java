@@ -602,12 +602,7 @@ public final class HarnessJob {
 
     /** The status now. */
     public JobStatus status() {
-        lock.lock();
-        try {
-            return status;
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> status);
     }
 
     /** What {@code query-block-jobs} would show. */
@@ -624,22 +619,12 @@ public final class HarnessJob {
 
     /** Pause points reached so far. */
     public int pausePoints() {
-        lock.lock();
-        try {
-            return pausePoints;
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> pausePoints);
     }
 
     /** The pauses the job made, with what was in flight when it reported itself paused. */
     public List<Pause> pauses() {
-        lock.lock();
-        try {
-            return List.copyOf(pauses);
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> List.copyOf(pauses));
     }
 
     /** Copies in flight in the job's copiers now. */
@@ -653,62 +638,32 @@ public final class HarnessJob {
 
     /** The job's events so far. */
     public List<JobEvent> events() {
-        lock.lock();
-        try {
-            return List.copyOf(events);
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> List.copyOf(events));
     }
 
     /** Rules of the SDK the job broke so far. */
     public List<String> violations() {
-        lock.lock();
-        try {
-            return List.copyOf(violations);
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> List.copyOf(violations));
     }
 
     /** Bytes accounted against the speed limit so far. */
     public long throttledBytes() {
-        lock.lock();
-        try {
-            return throttled;
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> throttled);
     }
 
     /** The largest single amount the job accounted at once. */
     public long largestThrottle() {
-        lock.lock();
-        try {
-            return largestThrottle;
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> largestThrottle);
     }
 
     /** Time slept in the speed limit so far, on the fake clock. */
     public long sleptNanos() {
-        lock.lock();
-        try {
-            return slept;
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> slept);
     }
 
     /** The bytes a 100 ms slice may carry at the current speed (0: unlimited). */
     public long sliceQuota() {
-        lock.lock();
-        try {
-            return rateLimit.sliceQuota();
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> rateLimit.sliceQuota());
     }
 
     /** The outcome so far (final once {@link #awaitEnd} returned). */
@@ -983,12 +938,7 @@ public final class HarnessJob {
     }
 
     private boolean softCancelled() {
-        lock.lock();
-        try {
-            return softCancel;
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> softCancel);
     }
 
     private void transition(JobStatus next) {
@@ -1006,12 +956,7 @@ public final class HarnessJob {
     }
 
     private Map<String, Object> blockJobEventData() {
-        lock.lock();
-        try {
-            return map("type", type, "device", id, "len", total, "offset", done, "speed", speed);
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> map("type", type, "device", id, "len", total, "offset", done, "speed", speed));
     }
 
     private void event(String name, Map<String, Object> data) {
@@ -1247,12 +1192,7 @@ public final class HarnessJob {
     }
 
     private boolean completeRequestedNow() {
-        lock.lock();
-        try {
-            return completeRequested || softCancel;
-        } finally {
-            lock.unlock();
-        }
+        return locked(() -> completeRequested || softCancel);
     }
 
     /**
@@ -1565,4 +1505,15 @@ public final class HarnessJob {
             return graph.drain(filter); // clients of the filter wait; the job's own requests go on
         }
     }
+
+    /** {@code value} read under the job's lock. */
+    private <T> T locked(java.util.function.Supplier<T> value) {
+        lock.lock();
+        try {
+            return value.get();
+        } finally {
+            lock.unlock();
+        }
+    }
+
 }
