@@ -48,7 +48,7 @@ public final class BlockGraph implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(BlockGraph.class);
     private static final Pattern NODE_NAME = Pattern.compile("[A-Za-z][A-Za-z0-9_.-]{0,30}");
     /** The job filters only jobs insert; they never appear in {@code BlockdevDriver}. */
-    private static final Set<String> JOB_FILTERS = Set.of("commit_top", "mirror_top", "copy-before-write");
+    private static final Set<String> JOB_FILTERS = Set.of("commit_top", "mirror_top");
 
     /** Who holds a root edge: QEMU's BlockBackend owner or block job, as messages and the graph dump name it. */
     public record RootUser(String kind, String name, String description) {
@@ -882,7 +882,7 @@ public final class BlockGraph implements AutoCloseable {
             // QEMU opens commit_top read-only (its parent never writes through it); the others read-write.
             boolean readOnly = node.isReadOnly() || driver.equals("commit_top");
             filter = new GraphNode(name, driver, false, NodeOptions.inherited(node.options(), readOnly));
-            String childName = driver.equals("copy-before-write") ? "file" : "backing";
+            String childName = "backing";
             Edge e = new Edge(filter, childName, ChildRole.FILTERED, node);
             filter.children.add(e);
             node.parents.add(0, e);
@@ -1170,6 +1170,14 @@ public final class BlockGraph implements AutoCloseable {
                         nperm = perm & ~read;
                         nshared = shared;
                     }
+                    case "copy-before-write" -> { // QEMU's cbw_child_perm: nobody else writes the source
+                        nperm = perm;
+                        nshared = shared;
+                        if (!parent.parents.isEmpty()) {
+                            nperm |= (perm & write) != 0 ? read : 0;
+                            nshared &= ~(write | resize);
+                        }
+                    }
                     default -> {
                         nperm = perm;
                         nshared = shared;
@@ -1188,9 +1196,18 @@ public final class BlockGraph implements AutoCloseable {
                 nperm = perm & read;
                 nshared = ((shared & write) != 0 ? write | resize : 0) | read | unchanged;
             }
-            default -> { // STORAGE, DATA: metadata and data are written whenever the parent is writable
-                nperm = perm | read | (writable ? write | resize : 0);
-                nshared = shared & ~(write | resize);
+            default -> {
+                if (parent.driver().equals("copy-before-write") && e.name().equals("target")) {
+                    // QEMU: the old data is written there; guests may write a chain the target is in
+                    nperm = write;
+                    nshared = Perm.ALL & ~resize;
+                } else if (parent.driver().equals("snapshot-access")) { // it reads through its file's snapshot API
+                    nperm = 0;
+                    nshared = Perm.ALL;
+                } else { // STORAGE, DATA: metadata and data are written whenever the parent is writable
+                    nperm = perm | read | (writable ? write | resize : 0);
+                    nshared = shared & ~(write | resize);
+                }
             }
         }
         e.setPermissions(nperm, nshared);

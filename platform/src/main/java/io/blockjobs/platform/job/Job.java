@@ -31,7 +31,8 @@ public final class Job implements JobContext {
     private final boolean blockJob;
     private final boolean autoFinalize;
     private final boolean autoDismiss;
-    private final OnError onError;
+    private final OnError onReadError;
+    private final OnError onWriteError;
     private final JobBody body;
     private final Logger log;
     private final java.util.concurrent.Executor threads;
@@ -62,7 +63,8 @@ public final class Job implements JobContext {
     private String ioStatus = "ok";
 
     Job(String id, String type, EventBus events, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
-        long speed, OnError onError, JobBody body, java.util.concurrent.Executor threads) {
+        long speed, OnError onReadError, OnError onWriteError, JobBody body,
+        java.util.concurrent.Executor threads) {
         this.threads = threads;
         this.id = id;
         this.type = type;
@@ -70,7 +72,8 @@ public final class Job implements JobContext {
         this.blockJob = blockJob;
         this.autoFinalize = autoFinalize;
         this.autoDismiss = autoDismiss;
-        this.onError = onError;
+        this.onReadError = onReadError;
+        this.onWriteError = onWriteError;
         this.body = body;
         this.log = LoggerFactory.getLogger("io.blockjobs.job." + type);
         setSpeedUnchecked(speed);
@@ -421,7 +424,7 @@ public final class Job implements JobContext {
     @Override
     public ErrorAction onIoError(IOException e, boolean read) throws IOException {
         boolean noSpace = io.blockjobs.sdk.block.Errno.of(e) == io.blockjobs.sdk.block.Errno.ENOSPC;
-        OnError policy = onError;
+        OnError policy = read ? onReadError : onWriteError;
         String action = switch (policy) {
             case REPORT -> "report";
             case IGNORE -> "ignore";

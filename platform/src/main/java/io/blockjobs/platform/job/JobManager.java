@@ -97,7 +97,7 @@ public final class JobManager implements AutoCloseable {
 
     /** Starts a job that is not a block job (blockdev-create's {@code create}). */
     public Job start(String id, String type, boolean autoFinalize, boolean autoDismiss, Body body) {
-        Job job = register(id, type, false, autoFinalize, autoDismiss, 0, OnError.REPORT, null);
+        Job job = register(id, type, false, autoFinalize, autoDismiss, 0, OnError.REPORT, OnError.REPORT, null);
         job.txn = new JobTxn(List.of(job));
         launch(job, () -> body.run(job));
         return job;
@@ -150,7 +150,8 @@ public final class JobManager implements AutoCloseable {
             throw e;
         }
         Job job = register(id, command.jobType(), true, args.autoFinalize().orElse(true),
-                args.autoDismiss().orElse(true), speed, args.onError().orElse(OnError.REPORT), body);
+                args.autoDismiss().orElse(true), speed, args.onSourceError().orElse(OnError.REPORT),
+                args.onTargetError().orElse(OnError.REPORT), body);
         synchronized (this) {
             job.resources.edges.addAll(held.edges);
             job.resources.used.addAll(held.used);
@@ -351,11 +352,12 @@ public final class JobManager implements AutoCloseable {
     }
 
     private Job register(String id, String type, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
-                         long speed, OnError onError, JobBody body) {
+                         long speed, OnError onReadError, OnError onWriteError, JobBody body) {
         Job job;
         synchronized (this) {
             checkNewId(id);
-            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onError, body, threads);
+            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onReadError, onWriteError, body,
+                    threads);
             jobs.put(id, job);
         }
         return job;

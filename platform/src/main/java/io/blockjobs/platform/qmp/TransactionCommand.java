@@ -25,6 +25,9 @@ import tools.jackson.databind.JsonNode;
  */
 public final class TransactionCommand {
     private static final Logger LOG = LoggerFactory.getLogger(TransactionCommand.class);
+    /** Actions that start no job, which {@code completion-mode: grouped} refuses as QEMU does. */
+    private static final java.util.Set<String> NON_JOB_ACTIONS = java.util.Set.of("abort", "blockdev-snapshot",
+            "blockdev-snapshot-sync", "blockdev-snapshot-internal-sync");
 
     private TransactionCommand() {
     }
@@ -68,6 +71,14 @@ public final class TransactionCommand {
         d.register(QmpCommand.of("transaction", Args.class, null, a -> {
             boolean grouped = a.properties().flatMap(Properties::completionMode).orElse(CompletionMode.INDIVIDUAL)
                     == CompletionMode.GROUPED;
+            if (grouped) { // QEMU: only jobs (its backups) know how to finish together
+                for (Action action : a.actions()) {
+                    if (NON_JOB_ACTIONS.contains(action.type()) || action.type().startsWith("block-dirty-bitmap-")) {
+                        throw new CommandException("Action '" + action.type()
+                                + "' does not support Transaction property completion-mode = grouped");
+                    }
+                }
+            }
             List<JobManager.Prepared> starting = new ArrayList<>();
             List<TxnAction> actions = new ArrayList<>();
             for (int i = 0; i < a.actions().size(); i++) {

@@ -27,7 +27,9 @@ public enum Errno {
     /** The request was cancelled. */
     ECANCELED(125, "Operation canceled"),
     /** The peer (an NBD server, a cluster) went away. */
-    ESHUTDOWN(108, "Cannot send after transport endpoint shutdown");
+    ESHUTDOWN(108, "Cannot send after transport endpoint shutdown"),
+    /** The request took longer than it was allowed (copy-before-write's {@code cbw-timeout}). */
+    ETIMEDOUT(110, "Connection timed out");
 
     private final int code;
     private final String message;

@@ -19,6 +19,21 @@ public interface JobArgs {
     /** The error policy. */
     Optional<OnError> onError();
 
+    /**
+     * The policy for failed reads ({@code on-source-error}, as backup and mirror name it); by
+     * default {@link #onError()}. A record with an {@code onSourceError} component overrides it.
+     */
+    default Optional<OnError> onSourceError() {
+        return onError();
+    }
+
+    /**
+     * The policy for failed writes ({@code on-target-error}); by default {@link #onError()}.
+     */
+    default Optional<OnError> onTargetError() {
+        return onError();
+    }
+
     /** Whether the job finalizes by itself once done (default true). */
     Optional<Boolean> autoFinalize();
 
