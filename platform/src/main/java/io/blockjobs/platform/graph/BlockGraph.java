@@ -908,8 +908,11 @@ public final class BlockGraph implements AutoCloseable {
         }
         Edge own = filter.filteredEdge();
         List<Edge> moved = new ArrayList<>();
+        List<GraphNode> below = filter.subtree();
         for (Edge e : node.parents) {
-            if (e != own && !keep.contains(e) && !e.staysAtNode()) {
+            // As QEMU's should_update_child: a parent the filter reaches (copy-before-write's
+            // target, backed by the node, for fleecing) stays where it is, or the graph would loop.
+            if (e != own && !keep.contains(e) && !e.staysAtNode() && !below.contains(e.parent())) {
                 moved.add(e);
             }
         }
