@@ -576,4 +576,76 @@ class BackupIT {
         Qemu.assertNoCorruption(target);
         assertThat(Qemu.identical(disk, "qcow2", before, "qcow2")).isTrue();
     }
+
+    /**
+     * A pull-mode incremental built from real tools, as libvirt and virtnbdbackup do it: the
+     * disk's bitmap is copied (disabled) at the fleecing point and exported with the snapshot;
+     * {@code nbdinfo --map=qemu:dirty-bitmap:NAME} gives the dirty extents, {@code qemu-img dd}
+     * reads each from the snapshot and {@code qemu-io} writes it into an overlay of the last
+     * backup, while the guest keeps writing. The overlay is the disk at the fleecing point.
+     */
+    @Test
+    void aPullModeClientCopiesTheDirtyExtentsOfTheSnapshot() throws Exception {
+        Path d = dirFor(Kind.BLOCKJOBD);
+        Path disk = disk(d, "disk");
+        Path full = d.resolve("full.qcow2");
+        Qemu.img("convert", "-O", "qcow2", disk.toString(), full.toString()); // the last backup
+        List<String> opts = new ArrayList<>(node("disk", disk));
+        opts.addAll(node("scratch", image(d, "scratch", "32M")));
+        opts.addAll(List.of("--export", "type=nbd,id=guest0,node-name=disk,name=guest0,writable=on"));
+        StorageDaemon s = start(Kind.BLOCKJOBD, d, opts);
+        s.qmp.ok("block-dirty-bitmap-add", map("node", "disk", "name", "since-full"));
+        Qemu.ioNbd(s.nbdUri("guest0"), "write -P 0xb1 64k 64k", "write -P 0xb2 3M 200k", "write -z 12M 1M",
+                "write -P 0xb3 31M 4k");
+        s.qmp.ok("block-export-del", map("id", "guest0"));
+        s.qmp.awaitEvent("BLOCK_EXPORT_DELETED", e -> "guest0".equals(e.path("id").asString(null)));
+        Path point = pointInTimeOfFile(s, d);
+        // The fleecing point: the bitmap's copy and the filter, before the guest writes again.
+        s.qmp.ok("transaction", map("actions", List.of(
+                map("type", "block-dirty-bitmap-add", "data", map("node", "disk", "name", "pull", "disabled", true)),
+                map("type", "block-dirty-bitmap-merge", "data", map("node", "disk", "target", "pull",
+                        "bitmaps", List.of("since-full"))))));
+        s.qmp.ok("blockdev-add", map("driver", "copy-before-write", "node-name", "cbw", "file", "disk",
+                "target", "scratch"));
+        s.qmp.ok("blockdev-add", map("driver", "snapshot-access", "node-name", "acc", "file", "cbw"));
+        s.qmp.ok("block-export-add", exportOf("guest", "cbw", true));
+        s.qmp.ok("block-export-add", map("type", "nbd", "id", "fleece", "node-name", "acc", "name", "fleece",
+                "bitmaps", List.of(map("node", "disk", "name", "pull"))));
+        Qemu.ioNbd(s.nbdUri("guest"), "write -P 0xc1 64k 64k", "write -P 0xc2 5M 1M", "write -P 0xc3 3M 4k");
+
+        Qemu.Result map = Qemu.run("nbdinfo", "--map=qemu:dirty-bitmap:pull", "--json", s.nbdUri("fleece")).ok();
+        String socket = s.nbdUri("fleece").substring(s.nbdUri("fleece").indexOf("socket=") + "socket=".length());
+        Path inc = d.resolve("inc.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-b", full.toString(), "-F", "qcow2", inc.toString());
+        long dirtyBytes = 0;
+        int n = 0;
+        for (JsonNode extent : Qemu.JSON.readTree(map.out())) {
+            if ((extent.get("type").asInt() & 1) == 0) {
+                continue; // clean since the last backup
+            }
+            long off = extent.get("offset").asLong();
+            long len = extent.get("length").asLong();
+            Path piece = d.resolve("piece" + n++);
+            Qemu.img("convert", "--image-opts", "-O", "raw", "driver=raw,offset=" + off + ",size=" + len
+                    + ",file.driver=nbd,file.export=fleece,file.server.type=unix,file.server.path=" + socket, piece.toString());
+            Qemu.io(inc, "qcow2", "write -s " + piece + " " + off + " " + len);
+            dirtyBytes += len;
+        }
+        assertThat(dirtyBytes).as("the bitmap's dirty extents: 1 + 4 + 16 + 1 granules").isEqualTo(22 * 65536L);
+        s.qmp.ok("block-export-del", map("id", "fleece"));
+        s.qmp.ok("block-export-del", map("id", "guest"));
+        s.quit();
+        Qemu.assertClean(inc);
+        assertThat(Qemu.identical(inc, "qcow2", point, "raw")).as("full + pulled extents = the fleecing point").isTrue();
+        assertThat(Qemu.identical(disk, "qcow2", point, "raw")).as("the guest wrote after it").isFalse();
+    }
+
+    /** The disk's contents now, read through a temporary read-only export. */
+    private static Path pointInTimeOfFile(StorageDaemon s, Path d) throws Exception {
+        s.qmp.ok("block-export-add", exportOf("now", "disk", false));
+        Path p = pointInTime(s, "now", d.resolve("point.raw"));
+        s.qmp.ok("block-export-del", map("id", "now"));
+        s.qmp.awaitEvent("BLOCK_EXPORT_DELETED", e -> "now".equals(e.path("id").asString(null)));
+        return p;
+    }
 }
