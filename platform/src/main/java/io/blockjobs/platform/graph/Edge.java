@@ -196,6 +196,11 @@ public final class Edge implements BlockNode, NodeLimits {
     }
 
     @Override
+    public boolean supportsCompressedWrites() {
+        return child.supportsCompressedWrites();
+    }
+
+    @Override
     public Optional<BlockNode> backing() {
         return child.backing();
     }

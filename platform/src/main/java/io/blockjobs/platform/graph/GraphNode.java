@@ -234,6 +234,17 @@ public final class GraphNode implements BlockNode, NodeLimits {
         return readOnly;
     }
 
+    /** As QEMU's {@code bdrv_supports_compressed_writes}: the driver's, or a filter's child's. */
+    @Override
+    public boolean supportsCompressedWrites() {
+        DriverNode d = driver;
+        if (d != null && d.supportsCompressedWrites()) {
+            return true;
+        }
+        Edge f = filteredEdge();
+        return f != null && f.child().supportsCompressedWrites();
+    }
+
     @Override
     public int clusterSize() {
         return driver.clusterSize();
@@ -272,6 +283,9 @@ public final class GraphNode implements BlockNode, NodeLimits {
         check(offset, length, true, BlockStats.Kind.WRITE);
         debug(BlkdebugEvent.WRITE_AIO);
         Set<RequestFlag> flags = honourNoFlush(requested);
+        if (flags.contains(RequestFlag.WRITE_COMPRESSED) && !supportsCompressedWrites()) {
+            throw new BlockIoException(io.blockjobs.sdk.block.Errno.ENOTSUP, name + ": compressed writes are not supported");
+        }
         if (options.detectZeroes() != NodeOptions.DetectZeroes.OFF && isZero(src)) {
             Set<RequestFlag> zf = EnumSet.noneOf(RequestFlag.class);
             zf.addAll(flags);

@@ -21,6 +21,7 @@ import java.util.concurrent.locks.Lock;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.concurrent.locks.ReentrantReadWriteLock;
 import java.util.zip.DataFormatException;
+import java.util.zip.Deflater;
 import java.util.zip.Inflater;
 
 /**
@@ -666,6 +667,165 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
     }
 
     @Override
+    public void write(long offset, ByteBuffer src, java.util.Set<RequestFlag> flags) throws IOException {
+        if (flags.contains(RequestFlag.WRITE_COMPRESSED)) {
+            writeCompressed(offset, src);
+        } else {
+            write(offset, src);
+        }
+        if (flags.contains(RequestFlag.FUA)) {
+            flush();
+        }
+    }
+
+    @Override
+    public boolean supportsCompressedWrites() {
+        return true;
+    }
+
+    // ---- compressed writes --------------------------------------------------------------------
+
+    /** The host cluster compressed clusters are packed into now, or -1; under the refcounts' lock. */
+    private long packCluster = -1;
+    /** The next free byte in it, on a sector boundary. */
+    private long packNext;
+    /** Compressed clusters placed in it so far. */
+    private int packUsed;
+
+    /**
+     * QEMU's {@code qcow2_co_pwritev_compressed_part}: each whole cluster (or the last, partial
+     * one, padded with zeroes) is deflated, as QEMU's zlib compression, and stored in as few
+     * sectors as it needs, packed with others into shared host clusters. A cluster that does not
+     * shrink, or that is allocated already (QEMU fails those; here nothing is lost), is written
+     * as usual.
+     */
+    private void writeCompressed(long offset, ByteBuffer src) throws IOException {
+        checkRequest(offset, src.remaining(), true);
+        if ((offset & (clusterSize - 1)) != 0
+                || (src.remaining() & (clusterSize - 1)) != 0 && offset + src.remaining() != header.size) {
+            throw new io.blockjobs.sdk.block.BlockIoException(Errno.EINVAL, name
+                    + ": compressed writes must cover whole clusters (offset " + offset + ", " + src.remaining() + " bytes)");
+        }
+        byte[] cluster = new byte[clusterSize];
+        byte[] out = new byte[clusterSize];
+        while (src.hasRemaining()) {
+            long idx = offset >>> clusterBits;
+            int n = (int) Math.min(src.remaining(), clusterSize);
+            ByteBuffer piece = slice(src, n);
+            piece.duplicate().get(cluster, 0, n);
+            java.util.Arrays.fill(cluster, n, clusterSize, (byte) 0);
+            int size = deflate(cluster, out);
+            if (size < 0 || !writeCompressedCluster(idx, out, size)) {
+                write(offset, piece.duplicate());
+            }
+            offset += n;
+        }
+    }
+
+    /**
+     * Raw deflate, readable with the 4 KiB window QEMU inflates with ({@code -12} window bits):
+     * java.util.zip cannot limit the window, so the dictionary is reset every 4 KiB
+     * ({@code FULL_FLUSH}) and no match reaches further back. Returns the size, or -1 if the
+     * result would not be smaller than a cluster less a sector.
+     */
+    private int deflate(byte[] in, byte[] out) {
+        Deflater d = new Deflater(Deflater.DEFAULT_COMPRESSION, true);
+        try {
+            int limit = clusterSize - 512; // at least a sector saved, or it is not worth it
+            int written = 0;
+            for (int pos = 0; pos < clusterSize; pos += 4096) {
+                boolean last = pos + 4096 >= clusterSize;
+                d.setInput(in, pos, Math.min(4096, clusterSize - pos));
+                if (last) {
+                    d.finish();
+                }
+                while (true) {
+                    int room = limit - written;
+                    if (room <= 0) {
+                        return -1;
+                    }
+                    int n = d.deflate(out, written, room, last ? Deflater.NO_FLUSH : Deflater.FULL_FLUSH);
+                    written += n;
+                    if (last ? d.finished() : n < room) {
+                        break; // finished, or this 4 KiB flushed out whole
+                    }
+                }
+            }
+            return written;
+        } finally {
+            d.end();
+        }
+    }
+
+    /** Stores one compressed cluster; false if it is allocated already and must be written as usual. */
+    private boolean writeCompressedCluster(long idx, byte[] data, int size) throws IOException {
+        int sectors = (size + 511) / 512;
+        Lock lock = stripe(idx).writeLock();
+        lock.lock();
+        try {
+            long e = l2Entry(idx);
+            Kind kind = kind(e);
+            if (kind != Kind.UNALLOCATED && kind != Kind.ZERO_PLAIN) {
+                return false;
+            }
+            int l1Index = (int) (idx >>> l2Bits);
+            int inTable = (int) (idx & ((1L << l2Bits) - 1));
+            long l2 = ensureL2Table(l1Index);
+            long host = placeCompressed(sectors);
+            ByteBuffer padded = ByteBuffer.allocate(sectors * 512);
+            padded.put(data, 0, size).clear();
+            file.write(host, padded); // a failure leaves the bytes counted: a leak, never a dangling entry
+            noteFileEnd(host + (long) sectors * 512);
+            writeL2Entries(l1Index, l2, inTable, new long[] {host | COMPRESSED | ((long) (sectors - 1) << csizeShift)});
+            return true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Sectors for a compressed cluster: in the host cluster being packed if they fit, else in a
+     * new one. A new host cluster's refcount is raised at once, durably, to the most compressed
+     * clusters it can hold, so that no entry ever points to more than its count; what was not
+     * used is given back when the next one starts or the image closes (a crash leaks it, at most).
+     */
+    private long placeCompressed(int sectors) throws IOException {
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            long bytes = (long) sectors * 512;
+            if (packCluster >= 0 && packNext + bytes <= packCluster + clusterSize) {
+                long at = packNext;
+                packNext += bytes;
+                packUsed++;
+                return at;
+            }
+            finishPack();
+            long host = refcounts.allocateCluster();
+            int reserve = clusterSize / 512;
+            refcounts.adjust(host >>> clusterBits, reserve - 1);
+            refcounts.flushFile();
+            packCluster = host;
+            packNext = host + bytes;
+            packUsed = 1;
+            return host;
+        } finally {
+            meta.unlock();
+        }
+    }
+
+    /** Gives back the refcount a packed host cluster did not use; the refcounts' lock is held. */
+    private void finishPack() throws IOException {
+        if (packCluster < 0) {
+            return;
+        }
+        int reserve = clusterSize / 512;
+        long host = packCluster;
+        packCluster = -1;
+        refcounts.adjust(host >>> clusterBits, packUsed - reserve);
+    }
+
+    @Override
     public void writeUnallocated(long offset, ByteBuffer src) throws IOException {
         checkRequest(offset, src.remaining(), true);
         long pos = offset;
@@ -971,6 +1131,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
                 Lock meta = refcounts.lock();
                 meta.lock();
                 try {
+                    finishPack();
                     refcounts.releasePool();
                 } finally {
                     meta.unlock();

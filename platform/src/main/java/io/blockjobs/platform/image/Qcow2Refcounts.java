@@ -232,7 +232,7 @@ final class Qcow2Refcounts {
     }
 
     /** Flushes the file, after writing what was counted in memory. */
-    private void flushFile() throws IOException {
+    void flushFile() throws IOException {
         writeBack();
         file.flush();
     }

@@ -648,4 +648,39 @@ class BackupIT {
         s.qmp.awaitEvent("BLOCK_EXPORT_DELETED", e -> "now".equals(e.path("id").asString(null)));
         return p;
     }
+
+    /**
+     * {@code compress: true}: the target's clusters are stored compressed, as QEMU's are, and the
+     * target is still the disk at the backup's start; a raw target is refused with QEMU's words.
+     */
+    @Test
+    void aCompressedBackupIsCompressedAndExact() throws Exception {
+        for (Kind kind : BOTH) {
+            Path d = dirFor(kind);
+            Path disk = disk(d, "disk");
+            Path before = d.resolve("before.qcow2");
+            Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+            Path target = image(d, "target", "32M");
+            Path raw = d.resolve("raw.img");
+            Qemu.img("create", "-f", "raw", raw.toString(), "32M");
+            List<String> opts = new ArrayList<>(node("disk", disk));
+            opts.addAll(node("tgt", target));
+            opts.addAll(List.of("--blockdev", "driver=file,node-name=rawt,filename=" + raw,
+                    "--export", "type=nbd,id=e,node-name=disk,name=disk,writable=on"));
+            StorageDaemon s = start(kind, d, opts);
+            JsonNode refused = s.qmp.error("blockdev-backup", map("device", "disk", "target", "rawt", "sync", "full",
+                    "compress", true));
+            assertThat(refused.get("desc").asString()).isEqualTo("Compression is not supported for this drive ");
+            s.qmp.ok("blockdev-backup", map("job-id", "c", "device", "disk", "target", "tgt", "sync", "full",
+                    "compress", true, "speed", 16 * MIB));
+            Qemu.ioNbd(s.nbdUri("disk"), "write -P 0xd1 0 64k", "write -P 0xd2 5M 1M");
+            assertThat(completed(s, "c").has("error")).isFalse();
+            s.quit();
+            Qemu.assertClean(target);
+            assertThat(Qemu.identical(target, "qcow2", before, "qcow2")).as("%s", kind).isTrue();
+            JsonNode check = Qemu.JSON.readTree(Qemu.check(target).out());
+            // The disk's 8 MiB + 4 MiB + 64 KiB of one repeated byte: every data cluster compresses.
+            assertThat(check.get("compressed-clusters").asLong()).as("%s", kind).isEqualTo(193);
+        }
+    }
 }

@@ -48,6 +48,14 @@ public interface BlockNode extends AutoCloseable {
         return 64 * 1024;
     }
 
+    /**
+     * Whether writes with {@link RequestFlag#WRITE_COMPRESSED} are stored compressed (qcow2 can;
+     * raw and files cannot): backup's {@code compress} needs a target that can.
+     */
+    default boolean supportsCompressedWrites() {
+        return false;
+    }
+
     /** The backing node, if this node is an overlay. */
     default Optional<BlockNode> backing() {
         return Optional.empty();

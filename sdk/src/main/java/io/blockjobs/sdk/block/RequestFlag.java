@@ -15,7 +15,14 @@ public enum RequestFlag {
      * A write-zeroes must be fast or fail with {@link Errno#ENOTSUP}: the node must not fall back
      * to writing zero buffers (NBD's {@code FAST_ZERO}).
      */
-    NO_FALLBACK;
+    NO_FALLBACK,
+    /**
+     * A write may be stored compressed (qcow2's compressed clusters, QEMU's
+     * {@code BDRV_REQ_WRITE_COMPRESSED}): whole clusters, or the last, partial one of the node.
+     * Nodes that cannot ({@link BlockNode#supportsCompressedWrites()} false) refuse it with
+     * {@link Errno#ENOTSUP}.
+     */
+    WRITE_COMPRESSED;
 
     /** No flags. */
     public static final Set<RequestFlag> NONE = Set.of();

@@ -138,9 +138,6 @@ final class BackupJob {
         if (a.device().equals(targetName)) {
             throw new CommandException("Source and target cannot be the same");
         }
-        if (a.compress().orElse(false)) {
-            throw new CommandException("Compression is not supported for this drive " + targetName);
-        }
         if (maxWorkers < 1 || maxWorkers > Integer.MAX_VALUE) {
             throw new CommandException("max-workers must be between 1 and " + Integer.MAX_VALUE);
         }
@@ -154,6 +151,11 @@ final class BackupJob {
         BlockNode source = setup.use(a.device(), "source",
                 discardSource ? EnumSet.of(BlockPermission.WRITE) : none, all);
         BlockNode target = setup.use(targetName, "target", none, all);
+        boolean compress = a.compress().orElse(false);
+        if (compress && !target.supportsCompressedWrites()) {
+            // QEMU names the BlockBackend here, and a node has none: its message ends with a blank.
+            throw new CommandException("Compression is not supported for this drive ");
+        }
         try {
             if (source.size() != target.size()) {
                 throw new CommandException("Source and target image have different sizes");
@@ -176,12 +178,14 @@ final class BackupJob {
             throw new CommandException("Required max-chunk (" + maxChunk + ") is less than backup cluster size ("
                     + copy.clusterSize() + ")");
         }
+        copy.setCompress(compress);
         if (sync == Sync.BITMAP) {
             // Only what the bitmap marks; clusters the filter may have saved already stay saved.
             copy.restrictTo(bitmapRuns(bitmap, copy.size()));
         }
         setup.use(filter.nodeName(), "main node", none, all);
-        int chunk = (int) Math.max(copy.clusterSize(),
+        // QEMU's block_copy_max_transfer: a compressed copy goes a cluster at a time.
+        int chunk = compress ? copy.clusterSize() : (int) Math.max(copy.clusterSize(),
                 maxChunk > 0 ? Math.min(maxChunk, BlockCopy.MAX_BUFFER) : BlockCopy.MAX_BUFFER);
         chunk = chunk / copy.clusterSize() * copy.clusterSize();
         int workers = (int) Math.max(1, Math.min(maxWorkers, MAX_MEM / chunk));

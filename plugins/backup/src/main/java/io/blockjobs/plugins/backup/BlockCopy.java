@@ -2,11 +2,13 @@ package io.blockjobs.plugins.backup;
 
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.RequestFlag;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.List;
+import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.Condition;
@@ -46,6 +48,7 @@ final class BlockCopy {
     /** Clusters being copied now. */
     private final BitSet busy;
     private final AtomicLong copied = new AtomicLong();
+    private volatile Set<RequestFlag> writeFlags = RequestFlag.NONE;
 
     BlockCopy(BlockNode source, BlockNode target, long size, int clusterSize) {
         this.source = source;
@@ -60,6 +63,28 @@ final class BlockCopy {
 
     int clusterSize() {
         return clusterSize;
+    }
+
+    /** Backup's {@code compress}: data is written as compressed clusters (the target must support it). */
+    void setCompress(boolean compress) {
+        writeFlags = compress ? Set.of(RequestFlag.WRITE_COMPRESSED) : RequestFlag.NONE;
+    }
+
+    /**
+     * How far from {@code pos} (before {@code end}) the source is uniformly data or zeroes, in
+     * whole clusters as QEMU's {@code block_copy_block_status}: less than a cluster of either
+     * counts as a cluster of data.
+     */
+    private long[] status(long pos, long end) throws IOException {
+        BlockStatus status = source.chainStatus(pos, end - pos);
+        long n = Math.min(status.length(), end - pos);
+        if (pos + n < end) {
+            n = n / clusterSize * clusterSize;
+        }
+        if (n == 0) {
+            return new long[] {Math.min(clusterSize, end - pos), 0};
+        }
+        return new long[] {n, status.zero() ? 1 : 0};
     }
 
     long size() {
@@ -277,7 +302,8 @@ final class BlockCopy {
             List<Run> runs = claim(offset, end);
             if (!runs.isEmpty()) {
                 if (buffer == null) {
-                    buffer = ByteBuffer.allocate((int) Math.min(MAX_BUFFER, (long) (last - first) * clusterSize));
+                    buffer = ByteBuffer.allocate((int) Math.min(Math.max(MAX_BUFFER, clusterSize),
+                            (long) (last - first) * clusterSize));
                 }
                 try {
                     for (Run r : runs) {
@@ -312,16 +338,16 @@ final class BlockCopy {
         long pos = run.offset();
         long end = Math.min(size, run.end());
         while (pos < end) {
-            BlockStatus status = source.chainStatus(pos, end - pos);
-            long n = Math.min(status.length(), end - pos);
-            if (status.zero()) {
+            long[] st = status(pos, end);
+            long n = st[0];
+            if (st[1] == 1) {
                 target.writeZeroes(pos, n, false);
             } else {
                 int chunk = (int) Math.min(n, buffer.capacity());
                 buffer.clear().limit(chunk);
                 source.read(pos, buffer);
                 buffer.flip();
-                target.write(pos, buffer);
+                target.write(pos, buffer, writeFlags);
                 n = chunk;
             }
             pos += n;
@@ -334,9 +360,9 @@ final class BlockCopy {
             long pos = r.offset();
             long end = Math.min(size, r.end());
             while (pos < end) {
-                BlockStatus status = source.chainStatus(pos, end - pos);
-                long n = Math.min(status.length(), end - pos);
-                if (status.zero()) {
+                long[] st = status(pos, end);
+                long n = st[0];
+                if (st[1] == 1) {
                     zeroes.add(new Run(pos, n));
                 } else {
                     ByteBuffer slice = buffer.duplicate();
@@ -360,7 +386,7 @@ final class BlockCopy {
                 if (pos < dataEnd) {
                     ByteBuffer slice = buffer.duplicate();
                     slice.limit((int) (dataEnd - chunkOffset)).position((int) (pos - chunkOffset));
-                    target.write(pos, slice);
+                    target.write(pos, slice, writeFlags);
                     pos = dataEnd;
                 }
                 if (zero != null && pos == zero.offset()) {
