@@ -1213,6 +1213,10 @@ public final class BlockGraph implements AutoCloseable {
                 }
             }
         }
+        DriverNode d = parent.driverNode();
+        if (d != null) {
+            nperm |= mask(d.extraChildPermissions(e.name()));
+        }
         e.setPermissions(nperm, nshared);
     }
 

@@ -683,4 +683,75 @@ class BackupIT {
             assertThat(check.get("compressed-clusters").asLong()).as("%s", kind).isEqualTo(193);
         }
     }
+
+    /**
+     * The target's error policy: a write that fails once ({@code once}) under {@code stop} pauses
+     * the job with its io-status, and {@code job-resume} retries it; a full target ({@code ENOSPC})
+     * under the default {@code report} fails the backup, and the disk and its writers go on.
+     */
+    @Test
+    void targetErrorsStopOrFailTheBackupNeverTheDisk() throws Exception {
+        Path d = dirFor(Kind.BLOCKJOBD);
+        Path disk = disk(d, "disk");
+        Path before = d.resolve("before.qcow2");
+        Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+        List<String> opts = new ArrayList<>(node("disk", disk));
+        opts.addAll(List.of("--export", "type=nbd,id=e,node-name=disk,name=disk,writable=on"));
+        StorageDaemon s = start(Kind.BLOCKJOBD, d, opts);
+        Path t1 = image(d, "t1", "32M");
+        s.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "t1", "file", map("driver", "blkdebug",
+                "inject-error", List.of(map("event", "pwritev", "errno", 5, "once", true)),
+                "image", map("driver", "file", "filename", t1.toString()))));
+        s.qmp.ok("blockdev-backup", map("job-id", "st", "device", "disk", "target", "t1", "sync", "full",
+                "on-target-error", "stop"));
+        JsonNode error = s.qmp.awaitEvent("BLOCK_JOB_ERROR", e -> true).get("data");
+        assertThat(error.toString()).isEqualTo("{\"device\":\"st\",\"operation\":\"write\",\"action\":\"stop\"}");
+        s.qmp.awaitEvent("JOB_STATUS_CHANGE", e -> "paused".equals(e.path("status").asString(null)));
+        assertThat(s.qmp.ok("query-block-jobs").get(0).get("io-status").asString()).isEqualTo("failed");
+        s.qmp.ok("job-resume", map("id", "st"));
+        assertThat(completed(s, "st").has("error")).isFalse();
+        s.qmp.ok("blockdev-del", map("node-name", "t1"));
+        assertThat(Qemu.identical(t1, "qcow2", before, "qcow2")).as("the retried write landed").isTrue();
+
+        Path t2 = image(d, "t2", "32M");
+        s.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "t2", "file", map("driver", "blkdebug",
+                "inject-error", List.of(map("event", "pwritev", "errno", 28)),
+                "image", map("driver", "file", "filename", t2.toString()))));
+        s.qmp.ok("blockdev-backup", map("job-id", "full", "device", "disk", "target", "t2", "sync", "full"));
+        assertThat(completed(s, "full").get("error").asString()).isEqualTo("No space left on device");
+        Qemu.ioNbd(s.nbdUri("disk"), "write -P 0xe1 0 64k"); // the filter is gone: writes pass again
+        s.quit();
+        Qemu.assertClean(disk);
+        Qemu.assertClean(t2);
+        Qemu.io(disk, "qcow2", "read -P 0xe1 0 64k", "read -P 0x11 64k 8128k", "read -P 0x22 12M 4M");
+    }
+
+    /** {@code discard-source} (QEMU 9.1): what was copied is discarded from the source. */
+    @Test
+    void discardSourceDiscardsWhatWasCopied() throws Exception {
+        Path d = dirFor(Kind.BLOCKJOBD);
+        Path disk = d.resolve("disk.qcow2");
+        Qemu.img("create", "-f", "qcow2", disk.toString(), "32M");
+        Qemu.io(disk, "qcow2", "write -P 0x11 0 8M");
+        Path before = d.resolve("before.qcow2");
+        Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+        Path target = image(d, "target", "32M");
+        List<String> opts = new ArrayList<>(List.of("--blockdev", "driver=file,node-name=f-disk,filename=" + disk,
+                "--blockdev", "driver=qcow2,node-name=disk,file=f-disk,discard=unmap"));
+        opts.addAll(node("tgt", target));
+        StorageDaemon s = start(Kind.BLOCKJOBD, d, opts);
+        s.qmp.ok("blockdev-backup", map("job-id", "b", "device", "disk", "target", "tgt", "sync", "full",
+                "discard-source", true));
+        assertThat(completed(s, "b").has("error")).isFalse();
+        s.quit();
+        assertThat(Qemu.identical(target, "qcow2", before, "qcow2")).isTrue();
+        long allocated = 0;
+        for (JsonNode m : Qemu.map(disk)) {
+            if (m.get("data").asBoolean()) {
+                allocated += m.get("length").asLong();
+            }
+        }
+        assertThat(allocated).as("the source's data was discarded once copied").isZero();
+        Qemu.assertClean(disk);
+    }
 }

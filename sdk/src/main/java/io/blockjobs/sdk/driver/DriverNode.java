@@ -29,6 +29,15 @@ public interface DriverNode extends BlockNode {
     }
 
     /**
+     * Permissions the node takes on its child {@code childName} beyond what its own users need
+     * (none by default): a copy-before-write filter that discards what it copied
+     * ({@code discard-source}) writes its file even when nobody writes through it.
+     */
+    default java.util.Set<io.blockjobs.sdk.block.BlockPermission> extraChildPermissions(String childName) {
+        return java.util.Set.of();
+    }
+
+    /**
      * Whether the format can have a backing file (qcow2 can, raw cannot): the graph then gives
      * it its backing child through {@link #setBacking}.
      */

@@ -148,8 +148,7 @@ final class BackupJob {
         Set<BlockPermission> all = EnumSet.allOf(BlockPermission.class);
         // The op blockers of QEMU's backup source and target; the filter takes the permissions.
         boolean discardSource = a.discardSource().orElse(false);
-        BlockNode source = setup.use(a.device(), "source",
-                discardSource ? EnumSet.of(BlockPermission.WRITE) : none, all);
+        BlockNode source = setup.use(a.device(), "source", none, all);
         BlockNode target = setup.use(targetName, "target", none, all);
         boolean compress = a.compress().orElse(false);
         if (compress && !target.supportsCompressedWrites()) {
@@ -168,6 +167,9 @@ final class BackupJob {
         }
         Map<String, Object> options = new HashMap<>();
         options.put("target", targetName);
+        if (discardSource) {
+            options.put("discard-source", true);
+        }
         a.onCbwError().ifPresent(o -> options.put("on-cbw-error", o.name().toLowerCase(Locale.ROOT).replace('_', '-')));
         BlockNode filter = setup.insertFilter(a.device(),
                 new FilterSpec("copy-before-write", a.filterNodeName().orElse(null), options, List.of()));
@@ -189,7 +191,7 @@ final class BackupJob {
                 maxChunk > 0 ? Math.min(maxChunk, BlockCopy.MAX_BUFFER) : BlockCopy.MAX_BUFFER);
         chunk = chunk / copy.clusterSize() * copy.clusterSize();
         int workers = (int) Math.max(1, Math.min(maxWorkers, MAX_MEM / chunk));
-        return new Body(sync, mode.orElse(null), bitmap, cbw, source, chunk, workers, discardSource);
+        return new Body(sync, mode.orElse(null), bitmap, cbw, source, chunk, workers);
     }
 
     private static void requireNode(JobSetup setup, String name) {
@@ -224,10 +226,9 @@ final class BackupJob {
         private final BlockNode source;
         private final int chunk;
         private final int workers;
-        private final boolean discardSource;
 
         Body(Sync sync, BitmapMode mode, DirtyBitmap bitmap, CopyBeforeWrite.Node cbw, BlockNode source, int chunk,
-             int workers, boolean discardSource) {
+             int workers) {
             this.sync = sync;
             this.mode = mode;
             this.bitmap = bitmap;
@@ -236,7 +237,6 @@ final class BackupJob {
             this.source = source;
             this.chunk = chunk;
             this.workers = workers;
-            this.discardSource = discardSource;
         }
 
         @Override
@@ -315,11 +315,6 @@ final class BackupJob {
                     throw e;
                 }
                 copy.finish(runs, true);
-                if (discardSource) {
-                    for (BlockCopy.Run r : runs) {
-                        source.discard(r.offset(), r.length());
-                    }
-                }
             });
         }
 

@@ -49,6 +49,7 @@ final class BlockCopy {
     private final BitSet busy;
     private final AtomicLong copied = new AtomicLong();
     private volatile Set<RequestFlag> writeFlags = RequestFlag.NONE;
+    private volatile boolean discardSource;
 
     BlockCopy(BlockNode source, BlockNode target, long size, int clusterSize) {
         this.source = source;
@@ -63,6 +64,11 @@ final class BlockCopy {
 
     int clusterSize() {
         return clusterSize;
+    }
+
+    /** Backup's {@code discard-source} (QEMU 9.1): each range copied is discarded from the source. */
+    void setDiscardSource(boolean discard) {
+        discardSource = discard;
     }
 
     /** Backup's {@code compress}: data is written as compressed clusters (the target must support it). */
@@ -268,8 +274,20 @@ final class BlockCopy {
         }
     }
 
-    /** Ends claimed runs: copied, or (failed) to be copied again. */
+    /**
+     * Ends claimed runs: copied, or (failed) to be copied again. With {@code discard-source} the
+     * source gives up a copied run first, while it is still busy (a failed discard is no loss).
+     */
     void finish(List<Run> runs, boolean copiedOk) {
+        if (copiedOk && discardSource) {
+            for (Run r : runs) {
+                try {
+                    source.discard(r.offset(), r.length());
+                } catch (IOException | RuntimeException e) {
+                    // the data stays in the source: nothing is lost
+                }
+            }
+        }
         lock.lock();
         try {
             for (Run r : runs) {

@@ -58,7 +58,7 @@ final class CopyBeforeWrite implements BlockDriver {
     public List<OptionSpec> options() {
         return List.of(OptionSpec.required("file", "BlockdevRef"), OptionSpec.required("target", "BlockdevRef"),
                 OptionSpec.optional("bitmap", "BlockDirtyBitmap"), OptionSpec.optional("on-cbw-error", "OnCbwError"),
-                OptionSpec.optional("cbw-timeout", "uint32"));
+                OptionSpec.optional("cbw-timeout", "uint32"), OptionSpec.optional("discard-source", "bool"));
     }
 
     @Override
@@ -80,6 +80,7 @@ final class CopyBeforeWrite implements BlockDriver {
         if (timeout != null && (timeout < 0 || timeout > 0xffffffffL)) {
             throw ctx.options().invalid("cbw-timeout", "Parameter 'cbw-timeout' expects uint32");
         }
+        boolean discardSource = ctx.options().bool("discard-source", false);
         BlockNode file = ctx.child("file", ChildRole.FILTERED);
         BlockNode target = ctx.child("target", ChildRole.DATA);
         long size = file.size();
@@ -88,8 +89,10 @@ final class CopyBeforeWrite implements BlockDriver {
         }
         // As QEMU's block_copy_calculate_cluster_size: at least 64 KiB, and no smaller than the target's.
         int cluster = Math.max(64 * 1024, target.clusterSize());
-        Node node = new Node(ctx.nodeName(), file, target, new BlockCopy(file, target, size, cluster), breakSnapshot,
-                timeout == null ? 0 : TimeUnit.SECONDS.toNanos(timeout));
+        BlockCopy copy = new BlockCopy(file, target, size, cluster);
+        copy.setDiscardSource(discardSource);
+        Node node = new Node(ctx.nodeName(), file, target, copy, breakSnapshot,
+                timeout == null ? 0 : TimeUnit.SECONDS.toNanos(timeout), discardSource);
         OPEN.put(ctx.nodeName(), node);
         return node;
     }
@@ -111,8 +114,11 @@ final class CopyBeforeWrite implements BlockDriver {
         /** Snapshot reads of the filtered node in flight, as [start, end) byte ranges: writes there wait. */
         private final List<long[]> frozenReads = new ArrayList<>();
         private volatile IOException snapshotError;
+        private final boolean discardSource;
 
-        Node(String name, BlockNode file, BlockNode target, BlockCopy copy, boolean breakSnapshot, long timeoutNanos) {
+        Node(String name, BlockNode file, BlockNode target, BlockCopy copy, boolean breakSnapshot, long timeoutNanos,
+             boolean discardSource) {
+            this.discardSource = discardSource;
             this.name = name;
             this.file = file;
             this.target = target;
@@ -348,6 +354,13 @@ final class CopyBeforeWrite implements BlockDriver {
         @Override
         public Optional<String> filteredChild() {
             return Optional.of("file");
+        }
+
+        /** {@code discard-source}: the filter discards from its file what it copied, so it writes it. */
+        @Override
+        public Set<io.blockjobs.sdk.block.BlockPermission> extraChildPermissions(String childName) {
+            return discardSource && childName.equals("file")
+                    ? Set.of(io.blockjobs.sdk.block.BlockPermission.WRITE) : Set.of();
         }
 
         @Override
