@@ -31,7 +31,8 @@ import tools.jackson.databind.JsonNode;
  * {@code bench.rounds} (default 3), {@code bench.cache} ({@code on,off}), {@code bench.jobs}
  * ({@code stream,commit,active}), {@code bench.speed} (MiB/s of the speed-limit line, default
  * 100, 0 to skip it), {@code bench.bjJavaOpts} (JVM options for blockjobd, e.g. a JFR
- * recording whose file name holds {@code %p}).
+ * recording whose file name holds {@code %p}), {@code bench.backup} ({@code yes}: then
+ * {@link BackupBench}; {@code no}; {@code only}).
  */
 public final class JobBench {
     private static final long GIB = 1L << 30;
@@ -101,6 +102,11 @@ public final class JobBench {
         long speedMib = Long.getLong("bench.speed", 100);
         String opts = System.getProperty("bench.bjJavaOpts", "");
         Map<String, String> env = opts.isBlank() ? Map.of() : Map.of("BLOCKJOBS_JAVA_OPTS", opts);
+        String backup = System.getProperty("bench.backup", "yes"); // yes, no, only (BackupBench)
+        if (backup.equals("only")) {
+            BackupBench.run(dir.resolve("backup"));
+            return;
+        }
         JobBench bench = new JobBench(dir, blockjobd, size, env);
         System.out.printf(Locale.ROOT, "qcow2 chain base <- mid <- top of %s (base: data in the first half; mid: %s "
                         + "of data from 3/8; top: empty); each job copies %s. Files in %s%n",
@@ -114,6 +120,9 @@ public final class JobBench {
                 + "flush, and an active commit's job-complete, included).");
         System.out.println("CPU s/GiB: the daemon's user + system time over that span, per GiB copied. "
                 + "Cells: median [min-max] of the rounds; ratios: of the medians [min-max of each round's].");
+        if (!backup.equals("no")) {
+            BackupBench.run(dir.resolve("backup"));
+        }
     }
 
     private void mode(boolean direct, List<Job> jobs, int rounds, long speedMib) throws Exception {
