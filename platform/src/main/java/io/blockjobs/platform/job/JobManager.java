@@ -149,8 +149,10 @@ public final class JobManager implements AutoCloseable {
             release(held);
             throw e;
         }
+        OnError onError = args.onError().orElse(OnError.REPORT);
         Job job = register(id, command.jobType(), true, args.autoFinalize().orElse(true),
-                args.autoDismiss().orElse(true), speed, args.onError().orElse(OnError.REPORT), body);
+                args.autoDismiss().orElse(true), speed, args.onSourceError().orElse(onError),
+                args.onTargetError().orElse(onError), body);
         synchronized (this) {
             job.resources.edges.addAll(held.edges);
             job.resources.used.addAll(held.used);
@@ -246,6 +248,12 @@ public final class JobManager implements AutoCloseable {
             b.claimForJob();
             held.bitmaps.add(b::releaseFromJob);
             return b;
+        }
+
+        @Override
+        public io.blockjobs.sdk.job.Drain drain(String nodeName) {
+            GraphNode node = requireDevice(nodeName);
+            return () -> graph.drain(node);
         }
 
         @Override
@@ -352,10 +360,16 @@ public final class JobManager implements AutoCloseable {
 
     private Job register(String id, String type, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
                          long speed, OnError onError, JobBody body) {
+        return register(id, type, blockJob, autoFinalize, autoDismiss, speed, onError, onError, body);
+    }
+
+    private Job register(String id, String type, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
+                         long speed, OnError onReadError, OnError onWriteError, JobBody body) {
         Job job;
         synchronized (this) {
             checkNewId(id);
-            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onError, body, threads);
+            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onReadError, onWriteError,
+                    body, threads);
             jobs.put(id, job);
         }
         return job;
@@ -663,6 +677,11 @@ public final class JobManager implements AutoCloseable {
 
     public void complete(Job job) {
         job.complete();
+    }
+
+    /** {@code block-job-change}: new values for a running job's options. */
+    public void change(Job job, Map<String, Object> options) {
+        job.change(options);
     }
 
     /**

@@ -19,6 +19,22 @@ public interface JobArgs {
     /** The error policy. */
     Optional<OnError> onError();
 
+    /**
+     * The error policy for failed reads of the source, where a command names it apart (mirror's
+     * {@code on-source-error}); empty: {@link #onError()}. A record declares it as a component.
+     */
+    default Optional<OnError> onSourceError() {
+        return Optional.empty();
+    }
+
+    /**
+     * The error policy for failed writes of the target, where a command names it apart (mirror's
+     * {@code on-target-error}); empty: {@link #onError()}. A record declares it as a component.
+     */
+    default Optional<OnError> onTargetError() {
+        return Optional.empty();
+    }
+
     /** Whether the job finalizes by itself once done (default true). */
     Optional<Boolean> autoFinalize();
 

@@ -97,4 +97,17 @@ public interface JobSetup {
      *                    (its cluster size within 4 KiB to 64 KiB, else 64 KiB)
      */
     io.blockjobs.sdk.bitmap.DirtyBitmap createBitmap(String nodeName, long granularity);
+
+    /**
+     * A drain of {@code nodeName} for this job's switch-over: {@link Drain#begin()} holds off new
+     * requests of every other user of the node (exports, parents) and waits for theirs in flight;
+     * the job's own requests still pass. Begun on the job's thread, ended by the main loop after
+     * the graph edit, as QEMU's mirror does ({@link WriteTracker#blockWrites} for a filter of
+     * {@link #insertFilter}).
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if there is no such node
+     */
+    default Drain drain(String nodeName) {
+        throw new UnsupportedOperationException("this host cannot drain nodes for a job");
+    }
 }
