@@ -622,6 +622,19 @@ public final class JobManager implements AutoCloseable {
             }
 
             @Override
+            public void dropUses(String nodeName) {
+                synchronized (JobManager.this) {
+                    for (java.util.Iterator<Edge> it = job.resources.edges.iterator(); it.hasNext(); ) {
+                        Edge e = it.next();
+                        if (e.child().name().equals(nodeName)) {
+                            graph.detachRoot(e);
+                            it.remove();
+                        }
+                    }
+                }
+            }
+
+            @Override
             public void removeFilter(String filterNodeName) {
                 graph.removeFilter(filterNodeName);
                 job.resources.filters.remove(filterNodeName);

@@ -179,6 +179,7 @@ final class Mirror implements JobBody, WriteHook {
                     if (!flushTarget(ctx)) {
                         continue;
                     }
+                    report(ctx, 0); // BLOCK_JOB_READY says how much was done
                     ctx.ready();
                     ready = true;
                 }
@@ -500,6 +501,7 @@ final class Mirror implements JobBody, WriteHook {
     @Override
     public void prepare(GraphEdit edit) {
         String from = settings.replaces() != null ? settings.replaces() : filterName;
+        edit.dropUses(targetName); // the target's users now need not share with the job's writes
         edit.replaceUsers(from, targetName);
     }
 
