@@ -251,6 +251,26 @@ public final class JobManager implements AutoCloseable {
         }
 
         @Override
+        public void checkReplaceable(String nodeName) {
+            GraphNode node = requireDevice(nodeName);
+            for (Edge e : node.parents()) {
+                if (e.parent() != null && e.name().equals("backing")) {
+                    throw new CommandException("Node '" + nodeName + "' is busy: node is used as backing hd of '"
+                            + e.parent().name() + "'");
+                }
+            }
+            String blocked = blocker(nodeName);
+            if (blocked != null) {
+                throw new CommandException(blocked);
+            }
+        }
+
+        @Override
+        public boolean isRootNode(String nodeName) {
+            return requireDevice(nodeName).parents().stream().allMatch(e -> e.parent() == null);
+        }
+
+        @Override
         public io.blockjobs.sdk.job.Drain drain(String nodeName) {
             GraphNode node = requireDevice(nodeName);
             return () -> graph.drain(node);

@@ -110,4 +110,25 @@ public interface JobSetup {
     default Drain drain(String nodeName) {
         throw new UnsupportedOperationException("this host cannot drain nodes for a job");
     }
+
+    /**
+     * Whether {@code nodeName} is a root node: no other node has it as a child (exports and jobs
+     * are not nodes), as QEMU's {@code bdrv_is_root_node}; commands that work on a device
+     * refuse other nodes with QEMU's "Need a root block node".
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if there is no such node
+     */
+    default boolean isRootNode(String nodeName) {
+        return true;
+    }
+
+    /**
+     * Refuses, with QEMU's op blocker message, a node that may not be replaced by another (QEMU's
+     * {@code BLOCK_OP_TYPE_REPLACE}): the backing file of another node ("Node 'base' is busy:
+     * node is used as backing hd of 'top'"), or a node a job uses.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if it may not be, or there is no such node
+     */
+    default void checkReplaceable(String nodeName) {
+    }
 }

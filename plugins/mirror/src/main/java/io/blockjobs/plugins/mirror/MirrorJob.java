@@ -55,7 +55,7 @@ public final class MirrorJob implements BlockjobsPlugin {
     }
 
     static JobBody prepareBlockdev(BlockdevArgs a, JobSetup setup) {
-        List<ChainLink> source = lookup(setup, a.device());
+        List<ChainLink> source = rootLookup(setup, a.device());
         lookup(setup, a.target());
         Options o = new Options(a.replaces().orElse(null), a.sync(), a.granularity().orElse(0L),
                 a.bufSize().orElse(0L), a.sync() == Mirror.Sync.FULL, true, a.filterNodeName().orElse(null),
@@ -66,6 +66,15 @@ public final class MirrorJob implements BlockjobsPlugin {
     /** What {@code blockdev-mirror} and {@code drive-mirror} hand to {@code mirror_start}. */
     record Options(String replaces, Mirror.Sync sync, long granularity, long bufSize, boolean zeroTarget,
                    boolean unmap, String filterNodeName, Mirror.CopyMode copyMode) {
+    }
+
+    /** QEMU's {@code qmp_get_root_bs}: a node by name that no other node uses, or QEMU's message. */
+    static List<ChainLink> rootLookup(JobSetup setup, String name) {
+        List<ChainLink> chain = lookup(setup, name);
+        if (!setup.isRootNode(name)) {
+            throw new CommandException("Need a root block node");
+        }
+        return chain;
     }
 
     /** QEMU's {@code bdrv_lookup_bs(name, name)}: a node by name, or QEMU's message. */
@@ -161,16 +170,10 @@ public final class MirrorJob implements BlockjobsPlugin {
             }
             throw e;
         }
-        boolean reachable = false;
-        for (ChainLink link : source) {
-            if (link.nodeName().equals(replaces)) {
-                reachable = true;
-                break;
-            }
-            if (link.node().driver().equals(link.format())) {
-                break; // an image, not a filter: what lies below it is another layer's data
-            }
-        }
+        setup.checkReplaceable(replaces);
+        // QEMU's bdrv_recurse_can_replace: the source itself, or a node under it through filters,
+        // so the same image once filters are skipped
+        boolean reachable = replaces.equals(source.get(0).nodeName()) || imageOf(replaced.get(0)).equals(imageOf(source.get(0)));
         if (!reachable) {
             throw new CommandException("Cannot replace '" + replaces + "' by a node mirrored from '"
                     + source.get(0).nodeName() + "', because it cannot be guaranteed that doing so would not lead"
