@@ -251,6 +251,40 @@ public final class JobManager implements AutoCloseable {
         }
 
         @Override
+        public BlockNode createImage(io.blockjobs.sdk.job.NewImage image) {
+            String format = image.format();
+            if (!format.equals("qcow2") && !format.equals("raw")) {
+                throw new CommandException(graph.drivers().get(format) == null
+                        ? "Unknown file format '" + format + "'"
+                        : "Format driver '" + format + "' does not support image creation");
+            }
+            java.nio.file.Path file = java.nio.file.Path.of(image.filename());
+            try {
+                if (format.equals("raw")) {
+                    if (image.backingFile() != null) {
+                        throw new CommandException("Backing file not supported for file format 'raw'");
+                    }
+                    io.blockjobs.platform.image.Images.createRaw(file, image.size());
+                } else {
+                    io.blockjobs.platform.image.Qcow2CreateOptions o =
+                            io.blockjobs.platform.image.Qcow2CreateOptions.of(image.size());
+                    if (image.backingFile() != null) {
+                        o = o.withBacking(image.backingFile(), image.backingFormat());
+                    }
+                    io.blockjobs.platform.image.Images.createQcow2(file, o);
+                }
+            } catch (IOException e) {
+                throw new CommandException("Could not create '" + image.filename() + "': " + e.getMessage());
+            }
+            return openImage(image.filename(), format, image.nodeName(), image.optionsFrom());
+        }
+
+        @Override
+        public BlockNode openImage(String filename, String format, String nodeName, String optionsFrom) {
+            return graph.openForJob(filename, format, nodeName, optionsFrom == null ? null : requireDevice(optionsFrom));
+        }
+
+        @Override
         public void checkReplaceable(String nodeName) {
             GraphNode node = requireDevice(nodeName);
             for (Edge e : node.parents()) {

@@ -61,9 +61,20 @@ final class Mirror implements JobBody, WriteHook {
     /** QEMU's {@code MirrorCopyMode}. */
     enum CopyMode { BACKGROUND, WRITE_BLOCKING }
 
+    /** QEMU's {@code NewImageMode}: drive-mirror's target is made or found. */
+    enum Mode { EXISTING, ABSOLUTE_PATHS }
+
+    /**
+     * The backing the target gets at the switch-over (QEMU's {@code MIRROR_SOURCE_BACKING_CHAIN}
+     * and {@code MIRROR_OPEN_BACKING_CHAIN}, drive-mirror's): {@code backingNode} under the
+     * target, with {@code backingFile} as its header names it.
+     */
+    record TargetBacking(String backingNode, String backingFile) {
+    }
+
     /** What the job copies and how. */
     record Settings(Sync sync, long granularity, long bufSize, boolean zeroTarget, boolean unmap, CopyMode copyMode,
-                    String replaces) {
+                    String replaces, TargetBacking targetBacking) {
     }
 
     /** A client write through the filter, between its hooks. */
@@ -502,6 +513,10 @@ final class Mirror implements JobBody, WriteHook {
     public void prepare(GraphEdit edit) {
         String from = settings.replaces() != null ? settings.replaces() : filterName;
         edit.dropUses(targetName); // the target's users now need not share with the job's writes
+        TargetBacking b = settings.targetBacking();
+        if (b != null) {
+            edit.setBacking(targetName, b.backingNode(), b.backingFile());
+        }
         edit.replaceUsers(from, targetName);
     }
 

@@ -11,6 +11,7 @@ import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
 import io.blockjobs.sdk.job.JobCommand;
 import io.blockjobs.sdk.job.JobSetup;
+import io.blockjobs.sdk.job.NewImage;
 import io.blockjobs.sdk.job.OnError;
 import io.blockjobs.sdk.plugin.BlockjobsPlugin;
 import java.io.IOException;
@@ -22,7 +23,7 @@ import java.util.Set;
 import org.pf4j.Extension;
 
 /**
- * QMP {@code blockdev-mirror}: copies a disk that clients keep writing onto another node, keeps
+ * QMP {@code blockdev-mirror} and {@code drive-mirror}: copies a disk that clients keep writing onto another node, keeps
  * it in sync, and on {@code job-complete} switches every user of the disk over to it (see
  * {@link Mirror} for the algorithm). The arguments, their checks and messages are QEMU 7.2's
  * ({@code qapi/block-core.json}, {@code blockdev.c}'s {@code blockdev_mirror_common},
@@ -49,9 +50,72 @@ public final class MirrorJob implements BlockjobsPlugin {
         }
     }
 
+    /** {@code drive-mirror}'s arguments, as QEMU 7.2 names them. */
+    public record DriveArgs(Optional<String> jobId, String device, String target, Optional<String> format,
+                            Optional<String> nodeName, Optional<String> replaces, Mirror.Sync sync,
+                            Optional<Mirror.Mode> mode, Optional<Long> speed, Optional<Long> granularity,
+                            Optional<Long> bufSize, Optional<OnError> onSourceError,
+                            Optional<OnError> onTargetError, Optional<Boolean> unmap,
+                            Optional<Mirror.CopyMode> copyMode, Optional<Boolean> autoFinalize,
+                            Optional<Boolean> autoDismiss) implements JobArgs {
+        /** Mirror has no {@code on-error}: reads follow on-source-error, writes on-target-error. */
+        @Override
+        public Optional<OnError> onError() {
+            return Optional.empty();
+        }
+    }
+
     @Override
     public List<JobCommand<?>> jobCommands() {
-        return List.of(new JobCommand<>("blockdev-mirror", "mirror", BlockdevArgs.class, MirrorJob::prepareBlockdev));
+        return List.of(new JobCommand<>("blockdev-mirror", "mirror", BlockdevArgs.class, MirrorJob::prepareBlockdev),
+                new JobCommand<>("drive-mirror", "mirror", DriveArgs.class, MirrorJob::prepareDrive));
+    }
+
+    /**
+     * QEMU's {@code qmp_drive_mirror}: the target is a file, made as the sync mode needs it (none:
+     * backed by the source; top: by the source's backing; full: alone) unless {@code mode:
+     * existing}, opened without its backing chain, and given that backing at the switch-over.
+     */
+    static JobBody prepareDrive(DriveArgs a, JobSetup setup) {
+        List<ChainLink> source = rootLookup(setup, a.device());
+        Mirror.Mode mode = a.mode().orElse(Mirror.Mode.ABSOLUTE_PATHS);
+        String format = a.format().orElse(mode == Mirror.Mode.EXISTING ? null : source.get(0).node().driver());
+        Mirror.Sync sync = a.sync();
+        ChainLink backing = source.size() > 1 ? source.get(1) : null; // bdrv_cow_bs(bdrv_skip_filters(bs))
+        if (backing == null && sync == Mirror.Sync.TOP) {
+            sync = Mirror.Sync.FULL;
+        }
+        ChainLink targetBacking = sync == Mirror.Sync.NONE ? source.get(0) : backing;
+        long size;
+        try {
+            size = source.get(0).node().size();
+        } catch (IOException e) {
+            throw new CommandException("bdrv_getlength failed: " + e.getMessage());
+        }
+        if (a.replaces().isPresent() && a.nodeName().isEmpty()) {
+            throw new CommandException("a node-name must be provided when replacing a named node of the graph");
+        }
+        String nodeName = a.nodeName().orElse(null);
+        BlockNode target;
+        Mirror.TargetBacking atSwitch = null;
+        if ((sync == Mirror.Sync.FULL || targetBacking == null) && mode != Mirror.Mode.EXISTING) {
+            target = setup.createImage(NewImage.of(a.target(), format, size).withNodeName(nodeName)
+                    .withOptionsOf(a.device()));
+        } else if (mode == Mirror.Mode.ABSOLUTE_PATHS) {
+            target = setup.createImage(NewImage.of(a.target(), format, size).withNodeName(nodeName)
+                    .withOptionsOf(a.device()).withBacking(targetBacking.filename(), targetBacking.format()));
+            atSwitch = new Mirror.TargetBacking(targetBacking.nodeName(), targetBacking.filename());
+        } else {
+            target = setup.openImage(a.target(), format, nodeName, a.device());
+            if (targetBacking != null && sync != Mirror.Sync.FULL) {
+                // QEMU opens the backing its header names: the source's chain, as the sync mode made it
+                atSwitch = new Mirror.TargetBacking(targetBacking.nodeName(), targetBacking.filename());
+            }
+        }
+        boolean zeroTarget = sync == Mirror.Sync.FULL && mode == Mirror.Mode.EXISTING; // a new image reads zeroes
+        Options o = new Options(a.replaces().orElse(null), sync, a.granularity().orElse(0L), a.bufSize().orElse(0L),
+                zeroTarget, a.unmap().orElse(true), null, a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), atSwitch);
+        return start(setup, a.device(), source, target.nodeName(), o);
     }
 
     static JobBody prepareBlockdev(BlockdevArgs a, JobSetup setup) {
@@ -59,13 +123,13 @@ public final class MirrorJob implements BlockjobsPlugin {
         lookup(setup, a.target());
         Options o = new Options(a.replaces().orElse(null), a.sync(), a.granularity().orElse(0L),
                 a.bufSize().orElse(0L), a.sync() == Mirror.Sync.FULL, true, a.filterNodeName().orElse(null),
-                a.copyMode().orElse(Mirror.CopyMode.BACKGROUND));
+                a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), null);
         return start(setup, a.device(), source, a.target(), o);
     }
 
     /** What {@code blockdev-mirror} and {@code drive-mirror} hand to {@code mirror_start}. */
     record Options(String replaces, Mirror.Sync sync, long granularity, long bufSize, boolean zeroTarget,
-                   boolean unmap, String filterNodeName, Mirror.CopyMode copyMode) {
+                   boolean unmap, String filterNodeName, Mirror.CopyMode copyMode, Mirror.TargetBacking targetBacking) {
     }
 
     /** QEMU's {@code qmp_get_root_bs}: a node by name that no other node uses, or QEMU's message. */
@@ -135,7 +199,7 @@ public final class MirrorJob implements BlockjobsPlugin {
             }
         }
         Mirror mirror = new Mirror(new Mirror.Settings(sync, granularity, bufSize, o.zeroTarget(), o.unmap(),
-                o.copyMode(), replaces));
+                o.copyMode(), replaces, o.targetBacking()));
         BlockNode filter = setup.insertFilter(device,
                 new FilterSpec("mirror_top", o.filterNodeName(), Map.of(), List.of(mirror)));
         setup.use(filter.nodeName(), "main node", EnumSet.of(BlockPermission.CONSISTENT_READ),
