@@ -140,6 +140,45 @@ public final class BlockGraph implements AutoCloseable {
         }
     }
 
+    /**
+     * Opens an image file for a job (drive-mirror's target): read-write, without its backing
+     * chain, owned by its users, so it closes when none is left ({@link #releaseUnused}).
+     *
+     * @param format      the format, or null to probe it
+     * @param optionsFrom the node whose cache and discard options it takes, or null for the defaults
+     */
+    public synchronized GraphNode openForJob(String filename, String format, String nodeName, GraphNode optionsFrom) {
+        String driver = format;
+        if (driver == null) {
+            try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(Path.of(filename))) {
+                java.nio.ByteBuffer magic = java.nio.ByteBuffer.allocate(4);
+                ch.read(magic, 0);
+                driver = magic.position() == 4 && magic.getInt(0) == 0x514649fb
+                        ? "qcow2" : "raw"; // "QFI\xfb", the qcow2 magic
+            } catch (IOException e) {
+                throw new CommandException("Could not open '" + filename + "': " + message(e));
+            }
+        }
+        ObjectNode o = JsonNodeFactory.instance.objectNode().put("driver", driver);
+        if (nodeName != null) {
+            o.put("node-name", nodeName);
+        }
+        o.putObject("file").put("driver", "file").put("filename", filename);
+        if (driver.equals("qcow2")) {
+            o.putNull("backing"); // QEMU's BDRV_O_NO_BACKING: the job defines the data
+        }
+        List<GraphNode> opened = new ArrayList<>();
+        try {
+            NodeOptions like = optionsFrom == null ? null : NodeOptions.like(optionsFrom.options());
+            GraphNode node = open(new Options(o, ""), like, false, opened, new HashSet<>());
+            refreshPermissions();
+            return node;
+        } catch (RuntimeException e) {
+            closeAll(opened);
+            throw e;
+        }
+    }
+
     private GraphNode open(Options o, NodeOptions parent, boolean monitorOwned, List<GraphNode> opened,
                            Set<Path> chain) {
         return open(o, parent, monitorOwned, opened, chain, null);

@@ -76,6 +76,16 @@ public record NodeOptions(boolean readOnly, boolean autoReadOnly, boolean forceS
                 parent.cacheDirect, parent.noFlush);
     }
 
+    /**
+     * The options of an image a job opens for itself in the likeness of {@code source}, as QEMU
+     * opens drive-mirror's and drive-backup's target with the source's open flags: read-write,
+     * the source's cache mode and discard policy (BDRV_O_UNMAP); detect-zeroes is no flag.
+     */
+    static NodeOptions like(NodeOptions source) {
+        return new NodeOptions(false, false, false, source.discardUnmap(), DetectZeroes.OFF, source.cacheDirect,
+                source.noFlush);
+    }
+
     /** Defaults for a node with no parent to inherit from. */
     static NodeOptions defaults(boolean readOnly) {
         return new NodeOptions(readOnly, false, false, false, DetectZeroes.OFF, false, false);

@@ -31,7 +31,8 @@ public final class Job implements JobContext {
     private final boolean blockJob;
     private final boolean autoFinalize;
     private final boolean autoDismiss;
-    private final OnError onReadError;
+    private final OnError onError;
+    /** The policy for failed writes, where the command names it apart (mirror's on-target-error). */
     private final OnError onWriteError;
     private final JobBody body;
     private final Logger log;
@@ -63,17 +64,22 @@ public final class Job implements JobContext {
     private String ioStatus = "ok";
 
     Job(String id, String type, EventBus events, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
-        long speed, OnError onReadError, OnError onWriteError, JobBody body,
-        java.util.concurrent.Executor threads) {
+        long speed, OnError onError, JobBody body, java.util.concurrent.Executor threads) {
+        this(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onError, onError, body, threads);
+    }
+
+    /** A job whose reads and writes fail under different policies (mirror's on-source-error, on-target-error). */
+    Job(String id, String type, EventBus events, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
+        long speed, OnError onReadError, OnError onWriteError, JobBody body, java.util.concurrent.Executor threads) {
         this.threads = threads;
+        this.onWriteError = onWriteError;
         this.id = id;
         this.type = type;
         this.events = events;
         this.blockJob = blockJob;
         this.autoFinalize = autoFinalize;
         this.autoDismiss = autoDismiss;
-        this.onReadError = onReadError;
-        this.onWriteError = onWriteError;
+        this.onError = onReadError;
         this.body = body;
         this.log = LoggerFactory.getLogger("io.blockjobs.job." + type);
         setSpeedUnchecked(speed);
@@ -238,6 +244,20 @@ public final class Job implements JobContext {
     private void setSpeedUnchecked(long bytesPerSecond) {
         speed = bytesPerSecond;
         rateLimit.setSpeed(bytesPerSecond);
+    }
+
+    /** {@code block-job-change}, on the main loop. */
+    void change(java.util.Map<String, Object> options) {
+        lock.lock();
+        try {
+            checkVerb(JobVerb.CHANGE);
+        } finally {
+            lock.unlock();
+        }
+        if (body == null) {
+            throw new CommandException("Job type does not support change");
+        }
+        body.change(options);
     }
 
     void complete() {
@@ -424,7 +444,7 @@ public final class Job implements JobContext {
     @Override
     public ErrorAction onIoError(IOException e, boolean read) throws IOException {
         boolean noSpace = io.blockjobs.sdk.block.Errno.of(e) == io.blockjobs.sdk.block.Errno.ENOSPC;
-        OnError policy = read ? onReadError : onWriteError;
+        OnError policy = read ? onError : onWriteError;
         String action = switch (policy) {
             case REPORT -> "report";
             case IGNORE -> "ignore";
@@ -505,8 +525,13 @@ public final class Job implements JobContext {
         lock.lock();
         try {
             boolean ready = status == JobStatus.READY || status == JobStatus.STANDBY;
+            java.util.Optional<io.blockjobs.sdk.job.Convergence> c = body == null ? java.util.Optional.empty()
+                    : body.convergence();
+            // QEMU 8.2's BlockJobInfo has actively-synced in mirror's branch of its union only
             return new BlockJobInfo(type, id, length, offset, busy, pauseCount > 0, speed, ioStatus, ready, status,
-                    autoFinalize, autoDismiss, error);
+                    autoFinalize, autoDismiss, error,
+                    c.filter(x -> type.equals("mirror")).map(io.blockjobs.sdk.job.Convergence::activelySynced),
+                    c.map(io.blockjobs.sdk.job.Convergence::dirtyBytes));
         } finally {
             lock.unlock();
         }
@@ -558,9 +583,14 @@ public final class Job implements JobContext {
                           String error) {
     }
 
-    /** QMP's {@code BlockJobInfo} record. */
+    /**
+     * QMP's {@code BlockJobInfo} record, with QEMU 8.2's {@code actively-synced} for mirror jobs
+     * and blockjobs' {@code x-dirty-bytes} for converging jobs (mirror, active commit): the bytes
+     * still to copy, which stay high while clients write faster than the job copies.
+     */
     public record BlockJobInfo(String type, String device, long len, long offset, boolean busy, boolean paused,
                                long speed, String ioStatus, boolean ready, JobStatus status, boolean autoFinalize,
-                               boolean autoDismiss, String error) {
+                               boolean autoDismiss, String error, java.util.Optional<Boolean> activelySynced,
+                               java.util.Optional<Long> xDirtyBytes) {
     }
 }

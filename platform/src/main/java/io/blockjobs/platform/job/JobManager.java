@@ -97,7 +97,7 @@ public final class JobManager implements AutoCloseable {
 
     /** Starts a job that is not a block job (blockdev-create's {@code create}). */
     public Job start(String id, String type, boolean autoFinalize, boolean autoDismiss, Body body) {
-        Job job = register(id, type, false, autoFinalize, autoDismiss, 0, OnError.REPORT, OnError.REPORT, null);
+        Job job = register(id, type, false, autoFinalize, autoDismiss, 0, OnError.REPORT, null);
         job.txn = new JobTxn(List.of(job));
         launch(job, () -> body.run(job));
         return job;
@@ -149,9 +149,10 @@ public final class JobManager implements AutoCloseable {
             release(held);
             throw e;
         }
+        OnError onError = args.onError().orElse(OnError.REPORT);
         Job job = register(id, command.jobType(), true, args.autoFinalize().orElse(true),
-                args.autoDismiss().orElse(true), speed, args.onSourceError().orElse(OnError.REPORT),
-                args.onTargetError().orElse(OnError.REPORT), body);
+                args.autoDismiss().orElse(true), speed, args.onSourceError().orElse(onError),
+                args.onTargetError().orElse(onError), body);
         synchronized (this) {
             job.resources.edges.addAll(held.edges);
             job.resources.used.addAll(held.used);
@@ -247,6 +248,66 @@ public final class JobManager implements AutoCloseable {
             b.claimForJob();
             held.bitmaps.add(b::releaseFromJob);
             return b;
+        }
+
+        @Override
+        public BlockNode createImage(io.blockjobs.sdk.job.NewImage image) {
+            String format = image.format();
+            if (!format.equals("qcow2") && !format.equals("raw")) {
+                throw new CommandException(graph.drivers().get(format) == null
+                        ? "Unknown file format '" + format + "'"
+                        : "Format driver '" + format + "' does not support image creation");
+            }
+            java.nio.file.Path file = java.nio.file.Path.of(image.filename());
+            try {
+                if (format.equals("raw")) {
+                    if (image.backingFile() != null) {
+                        throw new CommandException("Backing file not supported for file format 'raw'");
+                    }
+                    io.blockjobs.platform.image.Images.createRaw(file, image.size());
+                } else {
+                    io.blockjobs.platform.image.Qcow2CreateOptions o =
+                            io.blockjobs.platform.image.Qcow2CreateOptions.of(image.size());
+                    if (image.backingFile() != null) {
+                        o = o.withBacking(image.backingFile(), image.backingFormat());
+                    }
+                    io.blockjobs.platform.image.Images.createQcow2(file, o);
+                }
+            } catch (IOException e) {
+                throw new CommandException("Could not create '" + image.filename() + "': " + e.getMessage());
+            }
+            return openImage(image.filename(), format, image.nodeName(), image.optionsFrom());
+        }
+
+        @Override
+        public BlockNode openImage(String filename, String format, String nodeName, String optionsFrom) {
+            return graph.openForJob(filename, format, nodeName, optionsFrom == null ? null : requireDevice(optionsFrom));
+        }
+
+        @Override
+        public void checkReplaceable(String nodeName) {
+            GraphNode node = requireDevice(nodeName);
+            for (Edge e : node.parents()) {
+                if (e.parent() != null && e.name().equals("backing")) {
+                    throw new CommandException("Node '" + nodeName + "' is busy: node is used as backing hd of '"
+                            + e.parent().name() + "'");
+                }
+            }
+            String blocked = blocker(nodeName);
+            if (blocked != null) {
+                throw new CommandException(blocked);
+            }
+        }
+
+        @Override
+        public boolean isRootNode(String nodeName) {
+            return requireDevice(nodeName).parents().stream().allMatch(e -> e.parent() == null);
+        }
+
+        @Override
+        public io.blockjobs.sdk.job.Drain drain(String nodeName) {
+            GraphNode node = requireDevice(nodeName);
+            return () -> graph.drain(node);
         }
 
         @Override
@@ -352,12 +413,17 @@ public final class JobManager implements AutoCloseable {
     }
 
     private Job register(String id, String type, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
+                         long speed, OnError onError, JobBody body) {
+        return register(id, type, blockJob, autoFinalize, autoDismiss, speed, onError, onError, body);
+    }
+
+    private Job register(String id, String type, boolean blockJob, boolean autoFinalize, boolean autoDismiss,
                          long speed, OnError onReadError, OnError onWriteError, JobBody body) {
         Job job;
         synchronized (this) {
             checkNewId(id);
-            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onReadError, onWriteError, body,
-                    threads);
+            job = new Job(id, type, events, blockJob, autoFinalize, autoDismiss, speed, onReadError, onWriteError,
+                    body, threads);
             jobs.put(id, job);
         }
         return job;
@@ -610,6 +676,19 @@ public final class JobManager implements AutoCloseable {
             }
 
             @Override
+            public void dropUses(String nodeName) {
+                synchronized (JobManager.this) {
+                    for (java.util.Iterator<Edge> it = job.resources.edges.iterator(); it.hasNext(); ) {
+                        Edge e = it.next();
+                        if (e.child().name().equals(nodeName)) {
+                            graph.detachRoot(e);
+                            it.remove();
+                        }
+                    }
+                }
+            }
+
+            @Override
             public void removeFilter(String filterNodeName) {
                 graph.removeFilter(filterNodeName);
                 job.resources.filters.remove(filterNodeName);
@@ -665,6 +744,11 @@ public final class JobManager implements AutoCloseable {
 
     public void complete(Job job) {
         job.complete();
+    }
+
+    /** {@code block-job-change}: new values for a running job's options. */
+    public void change(Job job, Map<String, Object> options) {
+        job.change(options);
     }
 
     /**

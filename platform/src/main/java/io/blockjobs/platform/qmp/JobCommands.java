@@ -28,6 +28,13 @@ public final class JobCommands {
     public record SetSpeedArgs(String device, long speed) {
     }
 
+    /**
+     * {@code block-job-change}'s arguments, QEMU 8.2's {@code BlockJobChangeOptions}: a union on
+     * {@code type} whose only branch, {@code mirror}, has {@code copy-mode}.
+     */
+    public record ChangeArgs(String id, String type, Optional<String> copyMode) {
+    }
+
     public static void register(QmpDispatcher d, JobManager jobs) {
         d.register(QmpCommand.of("query-jobs", Void.class, QmpTypes.listOf(Job.JobInfo.class),
                 a -> jobs.all().stream().map(Job::info).toList()));
@@ -51,10 +58,33 @@ public final class JobCommands {
                 a -> done(() -> jobs.blockJobCancel(jobs.getBlockJob(a.device()), a.force().orElse(false)))));
         d.register(QmpCommand.of("block-job-set-speed", SetSpeedArgs.class, null,
                 a -> done(() -> jobs.setSpeed(jobs.getBlockJob(a.device()), a.speed()))));
+        d.register(QmpCommand.of("block-job-change", ChangeArgs.class, null, a -> done(() -> change(jobs, a))));
         d.register(QmpCommand.of("block-job-finalize", JobIdArgs.class, null,
                 a -> done(() -> jobs.finalizeJob(jobs.getBlockJob(a.id())))));
         d.register(QmpCommand.of("block-job-dismiss", JobIdArgs.class, null,
                 a -> done(() -> jobs.dismiss(jobs.getBlockJob(a.id())))));
+    }
+
+    private static void change(JobManager jobs, ChangeArgs a) {
+        if (!a.type().equals("mirror")) {
+            // QAPI refuses a discriminator value without a branch... JobType has more values, with no members
+            if (a.copyMode().isPresent()) {
+                throw new io.blockjobs.sdk.error.CommandException("Parameter 'copy-mode' is unexpected");
+            }
+        } else if (a.copyMode().isEmpty()) {
+            throw new io.blockjobs.sdk.error.CommandException("Parameter 'copy-mode' is missing");
+        } else if (!a.copyMode().get().equals("background") && !a.copyMode().get().equals("write-blocking")) {
+            throw new io.blockjobs.sdk.error.CommandException("Parameter 'copy-mode' does not accept value '"
+                    + a.copyMode().get() + "'");
+        }
+        Job job = jobs.getBlockJob(a.id());
+        if (!job.type().equals(a.type())) {
+            throw new io.blockjobs.sdk.error.CommandException("Job '" + a.id() + "' is of type '" + job.type()
+                    + "', not '" + a.type() + "'");
+        }
+        java.util.Map<String, Object> options = new java.util.LinkedHashMap<>();
+        a.copyMode().ifPresent(m -> options.put("copy-mode", m));
+        jobs.change(job, options);
     }
 
     private static Object done(Runnable r) {

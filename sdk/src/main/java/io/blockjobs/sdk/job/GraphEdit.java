@@ -28,4 +28,13 @@ public interface GraphEdit {
 
     /** Removes a filter put in by {@link JobSetup#trackWrites}; its users go to the node beneath it. */
     void removeFilter(String filterNodeName);
+
+    /**
+     * Gives up this job's own uses of {@code nodeName} ({@link JobSetup#use}) now, before the
+     * switch-over, as QEMU's mirror drops its target's BlockBackend before it replaces the source:
+     * the users moved onto the node then need not share with the job. The job does no more I/O
+     * to the node through those uses.
+     */
+    default void dropUses(String nodeName) {
+    }
 }

@@ -20,18 +20,19 @@ public interface JobArgs {
     Optional<OnError> onError();
 
     /**
-     * The policy for failed reads ({@code on-source-error}, as backup and mirror name it); by
-     * default {@link #onError()}. A record with an {@code onSourceError} component overrides it.
+     * The error policy for failed reads of the source, where a command names it apart (mirror's
+     * {@code on-source-error}); empty: {@link #onError()}. A record declares it as a component.
      */
     default Optional<OnError> onSourceError() {
-        return onError();
+        return Optional.empty();
     }
 
     /**
-     * The policy for failed writes ({@code on-target-error}); by default {@link #onError()}.
+     * The error policy for failed writes of the target, where a command names it apart (mirror's
+     * {@code on-target-error}); empty: {@link #onError()}. A record declares it as a component.
      */
     default Optional<OnError> onTargetError() {
-        return onError();
+        return Optional.empty();
     }
 
     /** Whether the job finalizes by itself once done (default true). */

@@ -87,6 +87,14 @@ public interface JobBody {
     }
 
     /**
+     * How far a converging job is from its target, for {@code query-block-jobs}; empty for jobs
+     * that do not converge (the default). May be called on any thread, while the job runs.
+     */
+    default java.util.Optional<Convergence> convergence() {
+        return java.util.Optional.empty();
+    }
+
+    /**
      * {@code block-job-change}: new values for the job's options, on the main loop.
      *
      * @throws CommandException if the job does not support the change (the default)

@@ -97,4 +97,76 @@ public interface JobSetup {
      *                    (its cluster size within 4 KiB to 64 KiB, else 64 KiB)
      */
     io.blockjobs.sdk.bitmap.DirtyBitmap createBitmap(String nodeName, long granularity);
+
+    /**
+     * A drain of {@code nodeName} for this job's switch-over: {@link Drain#begin()} holds off new
+     * requests of every other user of the node (exports, parents) and waits for theirs in flight;
+     * the job's own requests still pass. Begun on the job's thread, ended by the main loop after
+     * the graph edit, as QEMU's mirror does ({@link WriteTracker#blockWrites} for a filter of
+     * {@link #insertFilter}).
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if there is no such node
+     */
+    default Drain drain(String nodeName) {
+        throw new UnsupportedOperationException("this host cannot drain nodes for a job");
+    }
+
+    /**
+     * Whether {@code nodeName} is a root node: no other node has it as a child (exports and jobs
+     * are not nodes), as QEMU's {@code bdrv_is_root_node}; commands that work on a device
+     * refuse other nodes with QEMU's "Need a root block node".
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if there is no such node
+     */
+    default boolean isRootNode(String nodeName) {
+        return true;
+    }
+
+    /**
+     * Refuses, with QEMU's op blocker message, a node that may not be replaced by another (QEMU's
+     * {@code BLOCK_OP_TYPE_REPLACE}): the backing file of another node ("Node 'base' is busy:
+     * node is used as backing hd of 'top'"), or a node a job uses.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if it may not be, or there is no such node
+     */
+    default void checkReplaceable(String nodeName) {
+    }
+
+    /**
+     * Creates a new image file and opens it as a node for this job, as QEMU's {@code drive-mirror}
+     * and {@code drive-backup} create their target ({@code bdrv_img_create}, then
+     * {@code bdrv_open}): the file gets the {@link NewImage#format() format}, the size and, for
+     * qcow2, the backing file name and format given; the node opens read-write without opening
+     * a backing chain (QEMU's {@code BDRV_O_NO_BACKING}: the job's copy defines the data, and
+     * {@link GraphEdit#setBacking} attaches a backing later if one is wanted).
+     *
+     * <p>Use the returned node's {@link io.blockjobs.sdk.block.BlockNode#nodeName() name} with
+     * {@link #use} like any other. The node belongs to its users, not to the monitor: it is
+     * closed when nothing uses it any more (the job ended and no export or parent was switched
+     * onto it), as QEMU drops its reference; the file stays.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException with QEMU's message if the format is
+     *         unknown or cannot create images ("Unknown file format 'x'", "Format driver 'x' does
+     *         not support image creation"), the node name is taken, or the file cannot be made
+     */
+    default io.blockjobs.sdk.block.BlockNode createImage(NewImage image) {
+        throw new UnsupportedOperationException("this host cannot create images for a job");
+    }
+
+    /**
+     * Opens an existing image file as a node for this job (QEMU's {@code drive-mirror} with
+     * {@code mode: existing}), read-write and without its backing chain, as
+     * {@link #createImage} opens a new one; closed when nothing uses it any more.
+     *
+     * @param format      the image's format, or null to probe it
+     * @param nodeName    the node name to give it, or null for a generated one
+     * @param optionsFrom the node whose cache mode and discard policy it takes (see
+     *                    {@link NewImage#optionsFrom()}), or null for the defaults
+     * @throws io.blockjobs.sdk.error.CommandException with QEMU's message if the file cannot be
+     *         opened, the format is unknown, or the node name is taken
+     */
+    default io.blockjobs.sdk.block.BlockNode openImage(String filename, String format, String nodeName,
+                                                       String optionsFrom) {
+        throw new UnsupportedOperationException("this host cannot open images for a job");
+    }
 }

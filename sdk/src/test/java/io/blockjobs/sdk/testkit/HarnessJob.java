@@ -1398,6 +1398,12 @@ public final class HarnessJob {
         }
 
         @Override
+        public io.blockjobs.sdk.job.Drain drain(String nodeName) {
+            BlockNode node = graph.requireDevice(nodeName);
+            return () -> graph.drain(node);
+        }
+
+        @Override
         public DirtyBitmap createBitmap(String nodeName, long granularity) {
             BlockNode node = graph.requireDevice(nodeName);
             if (!(HarnessGraph.skipFilters(node) instanceof MemoryNode m)) {
