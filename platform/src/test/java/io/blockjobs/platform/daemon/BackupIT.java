@@ -754,4 +754,59 @@ class BackupIT {
         assertThat(allocated).as("the source's data was discarded once copied").isZero();
         Qemu.assertClean(disk);
     }
+
+    /**
+     * {@code drive-backup}: the target file is created as QEMU creates it (alone for {@code full},
+     * over the device's backing file for {@code top}) or opened ({@code mode: existing}); each
+     * restores to the disk at the backup's start, and the headers are QEMU's.
+     */
+    @Test
+    void driveBackupCreatesItsTargetAsQemuDoes() throws Exception {
+        Map<Kind, List<String>> seen = new EnumMap<>(Kind.class);
+        for (Kind kind : BOTH) {
+            Path d = dirFor(kind);
+            Path base = disk(d, "base");
+            Path top = d.resolve("top.qcow2");
+            Qemu.img("create", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", top.toString());
+            Qemu.io(top, "qcow2", "write -P 0x99 1M 2M", "write -z 12M 64k");
+            Path before = d.resolve("before.qcow2");
+            Qemu.img("convert", "-O", "qcow2", top.toString(), before.toString());
+            Path existing = image(d, "existing", "32M");
+            List<String> opts = new ArrayList<>(List.of(
+                    "--blockdev", "driver=file,node-name=f-base,filename=" + base,
+                    "--blockdev", "driver=qcow2,node-name=base,file=f-base,read-only=on",
+                    "--blockdev", "driver=file,node-name=f-top,filename=" + top,
+                    "--blockdev", "driver=qcow2,node-name=top,file=f-top,backing=base",
+                    "--export", "type=nbd,id=e,node-name=top,name=top,writable=on"));
+            StorageDaemon s = start(kind, d, opts);
+            List<String> out = new ArrayList<>();
+            Path full = d.resolve("full.qcow2");
+            Path topOnly = d.resolve("top-only.qcow2");
+            s.qmp.ok("drive-backup", map("job-id", "df", "device", "top", "target", full.toString(), "sync", "full"));
+            assertThat(completed(s, "df").has("error")).isFalse();
+            s.qmp.ok("transaction", map("actions", List.of(map("type", "drive-backup", "data", map("job-id", "dt",
+                    "device", "top", "target", topOnly.toString(), "sync", "top", "speed", 4 * MIB)))));
+            Qemu.ioNbd(s.nbdUri("top"), "write -P 0x9a 1M 64k", "write -P 0x9b 20M 64k"); // during the copy
+            assertThat(completed(s, "dt").has("error")).isFalse();
+            s.qmp.ok("drive-backup", map("job-id", "dx", "device", "top", "target", existing.toString(),
+                    "mode", "existing", "format", "qcow2", "sync", "full"));
+            assertThat(completed(s, "dx").has("error")).isFalse();
+            out.add(s.qmp.error("drive-backup", map("device", "top", "target", d.resolve("x.qcow2").toString(),
+                    "format", "vmdk-ish", "sync", "full")).get("desc").asString().replace(d.toString(), "DIR"));
+            s.quit();
+            for (Path p : List.of(full, topOnly, existing)) {
+                Qemu.assertClean(p);
+                JsonNode info = Qemu.info(p);
+                out.add(p.getFileName() + ": " + info.get("format").asString() + " " + info.get("virtual-size").asLong()
+                        + " backing " + info.path("backing-filename").asString("-").replace(d.toString(), "DIR")
+                        + " " + info.path("backing-filename-format").asString("-"));
+            }
+            assertThat(Qemu.identical(full, "qcow2", before, "qcow2")).as("%s full", kind).isTrue();
+            assertThat(Qemu.identical(topOnly, "qcow2", before, "qcow2")).as("%s top over base", kind).isTrue();
+            seen.put(kind, out);
+        }
+        assertThat(seen.get(Kind.BLOCKJOBD)).isEqualTo(seen.get(Kind.QEMU));
+        assertThat(seen.get(Kind.BLOCKJOBD)).contains("top-only.qcow2: qcow2 33554432 backing DIR/base.qcow2 qcow2",
+                "full.qcow2: qcow2 33554432 backing - -");
+    }
 }

@@ -6,6 +6,7 @@ import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.error.CommandException;
+import io.blockjobs.sdk.job.ChainLink;
 import io.blockjobs.sdk.job.Copier;
 import io.blockjobs.sdk.job.FilterSpec;
 import io.blockjobs.sdk.job.GraphEdit;
@@ -13,6 +14,7 @@ import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
 import io.blockjobs.sdk.job.JobContext;
 import io.blockjobs.sdk.job.JobSetup;
+import io.blockjobs.sdk.job.NewImage;
 import io.blockjobs.sdk.job.OnError;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -86,10 +88,64 @@ final class BackupJob {
         }
     }
 
+    /** QEMU's {@code NewImageMode}. */
+    public enum Mode {
+        EXISTING, ABSOLUTE_PATHS
+    }
+
+    /** {@code drive-backup}'s arguments: {@code BackupCommon} with a target file, as QEMU names them. */
+    public record DriveArgs(Optional<String> jobId, String device, String target, Optional<String> format,
+                            Optional<Mode> mode, Sync sync, Optional<Long> speed, Optional<String> bitmap,
+                            Optional<BitmapMode> bitmapMode, Optional<Boolean> compress,
+                            Optional<OnError> onSourceError, Optional<OnError> onTargetError,
+                            Optional<OnCbwError> onCbwError, Optional<Boolean> autoFinalize,
+                            Optional<Boolean> autoDismiss, Optional<String> filterNodeName,
+                            Optional<Boolean> discardSource, Optional<Perf> xPerf) implements JobArgs {
+        @Override
+        public Optional<OnError> onError() {
+            return Optional.empty();
+        }
+    }
+
     static JobBody prepare(Args a, JobSetup setup) {
         requireNode(setup, a.device());
         requireNode(setup, a.target());
         return prepare(a, setup, a.target());
+    }
+
+    /**
+     * QEMU's {@code drive_backup_prepare} (deprecated in QEMU 6.2, still there): the target file
+     * is created at the device's size unless {@code mode: existing} — for {@code sync: top} over
+     * the device's backing file (a device without one makes it {@code full}), for {@code none}
+     * over the device itself, else alone — then opened, and backed up to as by blockdev-backup.
+     */
+    static JobBody prepareDrive(DriveArgs a, JobSetup setup) {
+        List<ChainLink> chain = requireNode(setup, a.device());
+        Mode mode = a.mode().orElse(Mode.ABSOLUTE_PATHS);
+        String format = a.format().orElse(mode == Mode.EXISTING ? null : chain.get(0).format());
+        Sync sync = a.sync();
+        ChainLink backing = chain.size() > 1 ? chain.get(1) : null;
+        if (sync == Sync.TOP && backing == null) {
+            sync = Sync.FULL;
+        }
+        ChainLink under = sync == Sync.NONE ? chain.get(0) : sync == Sync.TOP ? backing : null;
+        long size;
+        try {
+            size = chain.get(0).node().size();
+        } catch (IOException e) {
+            throw new CommandException("bdrv_getlength failed: " + e.getMessage());
+        }
+        BlockNode target;
+        if (mode == Mode.EXISTING) {
+            target = setup.openImage(a.target(), format, null, a.device());
+        } else {
+            NewImage image = NewImage.of(a.target(), format, size).withOptionsOf(a.device());
+            target = setup.createImage(under == null ? image : image.withBacking(under.filename(), under.format()));
+        }
+        Args common = new Args(a.jobId(), a.device(), target.nodeName(), sync, a.speed(), a.bitmap(), a.bitmapMode(),
+                a.compress(), a.onSourceError(), a.onTargetError(), a.onCbwError(), a.autoFinalize(),
+                a.autoDismiss(), a.filterNodeName(), a.discardSource(), a.xPerf());
+        return prepare(common, setup, target.nodeName());
     }
 
     /** QEMU's {@code do_backup_common} and {@code backup_job_create}: checks, then the filter and the job. */
@@ -194,9 +250,9 @@ final class BackupJob {
         return new Body(sync, mode.orElse(null), bitmap, cbw, source, chunk, workers);
     }
 
-    private static void requireNode(JobSetup setup, String name) {
+    private static List<ChainLink> requireNode(JobSetup setup, String name) {
         try {
-            setup.chain(name);
+            return setup.chain(name);
         } catch (CommandException e) {
             throw new CommandException("Cannot find device='" + name + "' nor node-name='" + name + "'");
         }

@@ -7,7 +7,7 @@ import java.util.List;
 import org.pf4j.Extension;
 
 /**
- * The backup plugin's contributions: the {@code blockdev-backup} job command and the
+ * The backup plugin's contributions: the {@code blockdev-backup} and {@code drive-backup} job commands and the
  * {@code copy-before-write} and {@code snapshot-access} block drivers.
  */
 @Extension
@@ -15,7 +15,8 @@ public final class BackupPlugin implements BlockjobsPlugin {
 
     @Override
     public List<JobCommand<?>> jobCommands() {
-        return List.of(new JobCommand<>("blockdev-backup", "backup", BackupJob.Args.class, BackupJob::prepare));
+        return List.of(new JobCommand<>("blockdev-backup", "backup", BackupJob.Args.class, BackupJob::prepare),
+                new JobCommand<>("drive-backup", "backup", BackupJob.DriveArgs.class, BackupJob::prepareDrive));
     }
 
     @Override
