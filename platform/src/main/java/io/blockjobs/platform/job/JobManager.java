@@ -452,8 +452,8 @@ public final class JobManager implements AutoCloseable {
         } catch (JobCancelledException e) {
             cancelled = true;
         } catch (Exception | Error e) {
-            error = e.getMessage() == null ? e.toString() : e.getMessage();
-            LOG.info("job {} failed: {}", job.id(), error);
+            error = jobError(e);
+            LOG.info("job {} failed: {}", job.id(), e.getMessage() == null ? e.toString() : e.getMessage());
         }
         job.settleCopiers();
         job.endRun(); // a drain or shutdown need not wait for the main loop to take this in
@@ -464,6 +464,23 @@ public final class JobManager implements AutoCloseable {
         } catch (Exception e) {
             LOG.warn("job {}: completion did not run: {}", job.id(), e.toString());
         }
+    }
+
+    /**
+     * What {@code query-jobs} and {@code BLOCK_JOB_COMPLETED} say a failed job's error was: for a
+     * failed request, its errno's text, as QEMU's {@code strerror(-ret)} ("No space left on
+     * device"); the details (which image, which offset) go to the log. Other failures, and an
+     * image's own complaints ({@link io.blockjobs.platform.image.ImageException}: a bad cluster
+     * size, damaged metadata), keep their message.
+     */
+    static String jobError(Throwable e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof io.blockjobs.sdk.block.BlockIoException b
+                    && !(t instanceof io.blockjobs.platform.image.ImageException)) {
+                return b.errno().message();
+            }
+        }
+        return e.getMessage() == null ? e.toString() : e.getMessage();
     }
 
     /** QEMU's {@code job_completed}, on the main loop: the job's run ended. */

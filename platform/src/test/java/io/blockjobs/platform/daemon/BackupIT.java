@@ -809,4 +809,40 @@ class BackupIT {
         assertThat(seen.get(Kind.BLOCKJOBD)).contains("top-only.qcow2: qcow2 33554432 backing DIR/base.qcow2 qcow2",
                 "full.qcow2: qcow2 33554432 backing - -");
     }
+
+    /**
+     * A target on a real full file system (an 8 MiB tmpfs, mounted for the test; it needs root,
+     * as CI has): the backup fails with ENOSPC on both daemons, the disk is untouched and its
+     * writers go on, and the target is readable without corruption.
+     */
+    @Test
+    void aTargetOnAFullFileSystemFailsTheBackupNeverTheDisk() throws Exception {
+        Map<Kind, String> errors = new EnumMap<>(Kind.class);
+        for (Kind kind : BOTH) {
+            Path d = dirFor(kind);
+            Path small = Files.createDirectories(d.resolve("small-fs"));
+            Qemu.Result mount = Qemu.run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", small.toString());
+            org.junit.jupiter.api.Assumptions.assumeTrue(mount.exit() == 0, "cannot mount a tmpfs: " + mount.err());
+            try {
+                Path disk = disk(d, "disk");
+                Path before = d.resolve("before.qcow2");
+                Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+                Path target = image(small, "target", "32M");
+                List<String> opts = new ArrayList<>(node("disk", disk));
+                opts.addAll(node("tgt", target));
+                opts.addAll(List.of("--export", "type=nbd,id=e,node-name=disk,name=disk,writable=on"));
+                StorageDaemon s = start(kind, d, opts);
+                s.qmp.ok("blockdev-backup", map("job-id", "b", "device", "disk", "target", "tgt", "sync", "full"));
+                errors.put(kind, completed(s, "b").path("error").asString("none"));
+                Qemu.ioNbd(s.nbdUri("disk"), "write -P 0xf1 0 64k");
+                s.quit();
+                Qemu.assertClean(disk);
+                Qemu.io(disk, "qcow2", "read -P 0xf1 0 64k", "read -P 0x11 64k 8128k");
+                Qemu.assertNoCorruption(target);
+            } finally {
+                Qemu.run("umount", small.toString());
+            }
+        }
+        assertThat(errors.get(Kind.BLOCKJOBD)).isEqualTo(errors.get(Kind.QEMU)).isEqualTo("No space left on device");
+    }
 }
