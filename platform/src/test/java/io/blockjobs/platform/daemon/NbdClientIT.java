@@ -274,6 +274,43 @@ class NbdClientIT {
         assertThat(w.out() + w.err()).doesNotContain("wrote 4096");
     }
 
+    /** A job writes into a node over NBD: block-commit of a local layer into a qcow2 base served by qemu-nbd. */
+    @Test
+    void commitIntoABaseOverNbd() throws Exception {
+        Path base = dir.resolve("base.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-o", "preallocation=metadata", base.toString(), "32M"); // the export cannot grow
+        Qemu.io(base, "qcow2", "write -P 0x81 0 4M");
+        Path mid = dir.resolve("mid.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", mid.toString());
+        Qemu.io(mid, "qcow2", "write -P 0x82 2M 4M", "write -z 8M 1M");
+        Path top = dir.resolve("top.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-b", mid.toString(), "-F", "qcow2", top.toString());
+        Qemu.io(top, "qcow2", "write -P 0x83 5M 1M");
+        Path expected = dir.resolve("expected.raw");
+        Qemu.img("convert", "-f", "qcow2", "-O", "raw", top.toString(), expected.toString());
+        QemuNbd server = new QemuNbd(dir.resolve("base.sock"), base, "raw"); // the qcow2 file, as bytes
+        qmp.ok("blockdev-add", Map.of("driver", "qcow2", "node-name", "base", "file", nbd(null, unix(server.socket), "exp")));
+        qmp.ok("blockdev-add", Map.of("driver", "qcow2", "node-name", "mid", "backing", "base",
+                "file", Map.of("driver", "file", "filename", mid.toString())));
+        qmp.ok("blockdev-add", Map.of("driver", "qcow2", "node-name", "top", "backing", "mid",
+                "file", Map.of("driver", "file", "filename", top.toString())));
+        qmp.ok("block-commit", Map.of("job-id", "c", "device", "top", "top-node", "mid", "base-node", "base"));
+        JsonNode done = qmp.awaitEvent("BLOCK_JOB_COMPLETED", d -> d.get("device").asString().equals("c"));
+        assertThat(done.get("data").has("error")).as("%s", done).isFalse();
+        String uri = reexport("top", "top");
+        assertThat(Qemu.run("qemu-img", "compare", "-f", "raw", "-F", "raw", expected.toString(), uri).exit())
+                .as("the guest's view after the commit").isZero();
+        qmp.ok("block-export-del", Map.of("id", "e-top"));
+        qmp.awaitEvent("BLOCK_EXPORT_DELETED", d -> d.get("id").asString().equals("e-top"));
+        for (String node : List.of("top", "mid", "base")) { // mid, dropped from the chain, still holds base
+            qmp.ok("blockdev-del", Map.of("node-name", node));
+        }
+        server.close();
+        Qemu.assertClean(base);
+        // The base now holds what mid held over it.
+        Qemu.io(base, "qcow2", "read -P 0x81 0 2M", "read -P 0x82 2M 4M", "read -P 0 8M 1M");
+    }
+
     /** The same bad blockdev-add arguments on both daemons: the same messages (TLS aside). */
     @Test
     void badInputAsQemuStorageDaemon() throws Exception {
