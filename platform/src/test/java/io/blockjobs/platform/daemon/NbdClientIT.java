@@ -63,11 +63,21 @@ class NbdClientIT {
         final ProcessHandle process;
 
         QemuNbd(Path socket, Path image, String format, String... extra) throws IOException {
+            this(socket, List.of("-k", socket.toString()), image, format, extra);
+        }
+
+        /** On TCP, 127.0.0.1:{@code port}. */
+        QemuNbd(int port, Path image, String format, String... extra) throws IOException {
+            this(null, List.of("-b", "127.0.0.1", "-p", Integer.toString(port)), image, format, extra);
+        }
+
+        private QemuNbd(Path socket, List<String> address, Path image, String format, String... extra) throws IOException {
             this.socket = socket;
-            Path pidFile = socket.resolveSibling(socket.getFileName() + ".pid");
-            Files.deleteIfExists(pidFile);
-            List<String> cmd = new ArrayList<>(List.of("qemu-nbd", "--fork", "--pid-file", pidFile.toString(), "-k",
-                    socket.toString(), "-f", format, "-x", "exp", "--persistent", "-e", "16"));
+            Path pidFile = Files.createTempFile(dir, "qemu-nbd", ".pid");
+            Files.delete(pidFile);
+            List<String> cmd = new ArrayList<>(List.of("qemu-nbd", "--fork", "--pid-file", pidFile.toString()));
+            cmd.addAll(address);
+            cmd.addAll(List.of("-f", format, "-x", "exp", "--persistent", "-e", "16"));
             cmd.addAll(List.of(extra));
             cmd.add(image.toString());
             Qemu.run(cmd.toArray(String[]::new)).ok(); // --fork: returns once the socket listens
@@ -272,6 +282,18 @@ class NbdClientIT {
         Qemu.run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x61 0 1M", client.nbdUri("ro")).ok();
         Qemu.Result w = Qemu.run("qemu-io", "-f", "raw", "-c", "write 0 4k", client.nbdUri("ro"));
         assertThat(w.out() + w.err()).doesNotContain("wrote 4096");
+        // The same export over TCP (a second read-only server may share the image).
+        int port;
+        try (java.net.ServerSocket probe = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            port = probe.getLocalPort();
+        }
+        new QemuNbd(port, image, "qcow2", "-r");
+        addNbd("tcp", Map.of("type", "inet", "host", "127.0.0.1", "port", Integer.toString(port)), "exp", "read-only", true);
+        JsonNode tcp = qmp.ok("query-named-block-nodes", Map.of("flat", true)).get(0);
+        assertThat(tcp.get("node-name").asString()).isEqualTo("tcp");
+        assertThat(tcp.get("file").asString()).isEqualTo("nbd://127.0.0.1:" + port + "/exp");
+        qmp.ok("block-export-add", Map.of("type", "nbd", "id", "e-tcp", "node-name", "tcp", "name", "tcp"));
+        Qemu.run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x61 0 1M", "-c", "read -P 0 1M 1M", client.nbdUri("tcp")).ok();
     }
 
     /** A job writes into a node over NBD: block-commit of a local layer into a qcow2 base served by qemu-nbd. */
