@@ -98,6 +98,8 @@ public final class NbdClientDriver implements BlockDriver {
         }
     }
 
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(NbdClientDriver.class);
+
     /** One attempt, or (with {@code open-timeout}) attempts until one succeeds or the time is up. */
     private static NbdConnection connect(NbdClientNode.Target target, java.util.function.Consumer<NbdConnection> onLost,
                                          long openTimeout) {
@@ -111,6 +113,8 @@ public final class NbdClientDriver implements BlockDriver {
                 if (left <= 0) {
                     throw new CommandException(e.getMessage());
                 }
+                LOG.info("{}: {}; trying again for up to {} s (open-timeout)", target.address().describe(), e.getMessage(),
+                        TimeUnit.NANOSECONDS.toSeconds(left));
                 try {
                     TimeUnit.NANOSECONDS.sleep(Math.min(backoff, left)); // QEMU's retry back-off
                 } catch (InterruptedException ie) {

@@ -139,7 +139,7 @@ class NbdClientIT {
     private static final String[] WORKLOAD = {
         "write -P 0x22 4M 2M", "write -z 12M 1M", "write -P 0x23 20M 64k", "discard 1M 1M",
         "aio_write -P 0x44 30M 1M", "aio_write -P 0x45 31M 1M", "aio_write -P 0x46 33M 512k", "aio_write -z 36M 2M",
-        "aio_flush", "write -P 0x47 100 1000", "write -z -u 40M 4M", "flush",
+        "aio_flush", "write -P 0x47 100 1000", "write -f -P 0x48 50M 64k", "write -z -f 52M 64k", "write -z -u 40M 4M", "flush",
     };
 
     // ---- tests ------------------------------------------------------------------------------------
@@ -357,6 +357,7 @@ class NbdClientIT {
                 nbd("k", good, "exp", "reconnect-delay", "x"),
                 nbd("l", good, "exp", "open-timeout", 1.5),
                 nbd("m", good, "exp", "x-dirty-bitmap", "qemu:dirty-bitmap:none"),
+                nbd("o", unix(dir.resolve("absent.sock")), "exp", "open-timeout", 1),
                 Map.of("driver", "nbd", "node-name", "n", "export", "exp"));
         for (Map<String, Object> c : cases) {
             String ours = qmp.error("blockdev-add", c).get("desc").asString();
@@ -368,6 +369,28 @@ class NbdClientIT {
         // Nothing was left behind, and the daemon goes on: a good one opens.
         assertThat(qmp.ok("query-named-block-nodes").isEmpty()).isTrue();
         addNbd("ok", good, "exp");
+    }
+
+    /** With open-timeout, blockdev-add waits for a server that is not there yet. */
+    @Test
+    void openTimeoutWaitsForTheServer() throws Exception {
+        Path image = dir.resolve("late.qcow2");
+        Qemu.img("create", "-f", "qcow2", image.toString(), "16M");
+        Qemu.io(image, "qcow2", "write -P 0x91 0 1M");
+        Path socket = dir.resolve("late.sock");
+        CompletableFuture<JsonNode> add = CompletableFuture.supplyAsync(() -> {
+            try {
+                return qmp.execute("blockdev-add", nbd("late", unix(socket), "exp", "open-timeout", 60));
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        }, r -> Thread.ofVirtual().start(r));
+        awaitTrue("a first attempt failed", Duration.ofSeconds(30),
+                () -> client.log().stream().anyMatch(l -> l.contains("(open-timeout)")));
+        assertThat(add).isNotDone();
+        new QemuNbd(socket, image, "qcow2");
+        assertThat(add.get(60, TimeUnit.SECONDS).has("return")).as("%s", add.get()).isTrue();
+        Qemu.ioNbd(reexport("late", "late"), "read -P 0x91 0 1M");
     }
 
     // ---- reconnect ----------------------------------------------------------------------------------
