@@ -371,6 +371,29 @@ class NbdClientIT {
         addNbd("ok", good, "exp");
     }
 
+    /** The server's NBD errnos reach the client as typed errors, and its own export replies with them. */
+    @Test
+    void serverErrnosArriveTyped() throws Exception {
+        Path image = dir.resolve("err.raw");
+        Qemu.img("create", "-f", "raw", image.toString(), "16M");
+        Path home = Files.createDirectories(dir.resolve("qsd"));
+        StorageDaemon qsd = StorageDaemon.start(StorageDaemon.Kind.QEMU, home, List.of(
+                "--blockdev", "driver=file,node-name=f0,filename=" + image,
+                "--blockdev", "{\"driver\":\"blkdebug\",\"node-name\":\"bd\",\"image\":\"f0\",\"inject-error\":["
+                        + "{\"event\":\"write_aio\",\"errno\":28,\"sector\":0},"
+                        + "{\"event\":\"write_aio\",\"errno\":5,\"sector\":2048}]}",
+                "--blockdev", "driver=raw,node-name=r0,file=bd",
+                "--export", "type=nbd,id=e0,node-name=r0,name=disk,writable=on"));
+        servers.add(qsd);
+        addNbd("n0", unix(home.resolve("nbd.sock")), "disk");
+        String uri = reexport("n0", "re");
+        Qemu.Result nospc = Qemu.run("qemu-io", "-f", "raw", "-c", "write 0 4k", uri);
+        assertThat(nospc.out() + nospc.err()).contains("write failed: No space left on device");
+        Qemu.Result eio = Qemu.run("qemu-io", "-f", "raw", "-c", "write 1M 4k", uri);
+        assertThat(eio.out() + eio.err()).contains("write failed: Input/output error");
+        Qemu.ioNbd(uri, "write -P 0x5a 2M 4k", "read -P 0x5a 2M 4k");
+    }
+
     /** With open-timeout, blockdev-add waits for a server that is not there yet. */
     @Test
     void openTimeoutWaitsForTheServer() throws Exception {
