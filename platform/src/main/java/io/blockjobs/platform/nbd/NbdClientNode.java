@@ -199,7 +199,7 @@ final class NbdClientNode implements DriverNode {
     private boolean willRetry() {
         lock.lock();
         try {
-            return state == State.CONNECTING_WAIT && System.nanoTime() < waitDeadline || state == State.CONNECTED;
+            return state == State.CONNECTING_WAIT && waitDeadline - System.nanoTime() > 0 || state == State.CONNECTED;
         } finally {
             lock.unlock();
         }
@@ -465,6 +465,7 @@ final class NbdClientNode implements DriverNode {
             c.channel.close().syncUninterruptibly();
         }
         if (r != null) {
+            r.interrupt(); // an attempt may be blocked on a server that accepted and says nothing
             try {
                 r.join(TimeUnit.SECONDS.toMillis(5));
             } catch (InterruptedException e) {

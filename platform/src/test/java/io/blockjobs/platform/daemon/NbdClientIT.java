@@ -470,7 +470,6 @@ class NbdClientIT {
             if (System.nanoTime() > deadline) {
                 throw new AssertionError("not within " + timeout + ": " + what);
             }
-            Thread.onSpinWait();
             TimeUnit.MILLISECONDS.sleep(50); // a poll interval, not a synchronisation
         }
     }
