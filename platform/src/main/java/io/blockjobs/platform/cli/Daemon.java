@@ -48,6 +48,7 @@ final class Daemon {
         String version = Version.get();
         qmp = new QmpServer(group, dispatcher, events, CoreCommands.greeting(version));
         nbd = new NbdServer(group, graph, events, bitmaps);
+        drivers.register(new io.blockjobs.platform.nbd.NbdClientDriver(group), "built-in"); // the NBD client
         CoreCommands.register(dispatcher, version, () -> dispatcher.onMainLoop(() -> {
             shutdown("host-qmp-quit");
             return null;
