@@ -845,4 +845,37 @@ class BackupIT {
         }
         assertThat(errors.get(Kind.BLOCKJOBD)).isEqualTo(errors.get(Kind.QEMU)).isEqualTo("No space left on device");
     }
+
+    /**
+     * {@code cbw-timeout} (QEMU 7.1): a copy-before-write slower than the timeout (the target
+     * throttled to 2 MiB/s, a 4 MiB guest write) breaks the snapshot under {@code break-snapshot};
+     * the guest's write succeeds, and snapshot reads fail from then on, on both daemons.
+     */
+    @Test
+    void aCopyBeforeWriteSlowerThanCbwTimeoutBreaksTheSnapshot() throws Exception {
+        Map<Kind, List<String>> seen = new EnumMap<>(Kind.class);
+        for (Kind kind : BOTH) {
+            Path d = dirFor(kind);
+            List<String> opts = new ArrayList<>(node("disk", disk(d, "disk")));
+            opts.addAll(node("scratch", image(d, "scratch", "32M")));
+            opts.addAll(List.of("--object", "throttle-group,id=tg,limits.bps-write=" + 2 * MIB,
+                    "--blockdev", "driver=throttle,node-name=slow,throttle-group=tg,file=scratch"));
+            StorageDaemon s = start(kind, d, opts);
+            s.qmp.ok("blockdev-add", map("driver", "copy-before-write", "node-name", "cbw", "file", "disk",
+                    "target", "slow", "on-cbw-error", "break-snapshot", "cbw-timeout", 1));
+            s.qmp.ok("blockdev-add", map("driver", "snapshot-access", "node-name", "acc", "file", "cbw"));
+            s.qmp.ok("block-export-add", exportOf("guest", "cbw", true));
+            s.qmp.ok("block-export-add", exportOf("fleece", "acc", false));
+            Qemu.Result before = Qemu.run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 6M 64k", s.nbdUri("fleece"));
+            Qemu.Result w = Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0xa2 0 4M", s.nbdUri("guest"));
+            Qemu.Result after = Qemu.run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x11 6M 64k", s.nbdUri("fleece"));
+            seen.put(kind, List.of("snapshot read before: " + (before.out().contains("failed") ? "failed" : "ok"),
+                    "guest write: " + (w.out().contains("failed") ? "failed" : "ok"),
+                    "snapshot read after: " + (after.out().contains("failed") ? "failed" : "ok")));
+            s.close(); // the timed-out copy may still be writing to the slow target
+            running.remove(s);
+        }
+        assertThat(seen.get(Kind.BLOCKJOBD)).isEqualTo(seen.get(Kind.QEMU))
+                .containsExactly("snapshot read before: ok", "guest write: ok", "snapshot read after: failed");
+    }
 }
