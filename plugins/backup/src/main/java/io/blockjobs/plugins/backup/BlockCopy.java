@@ -48,6 +48,8 @@ final class BlockCopy {
     /** Clusters being copied now. */
     private final BitSet busy;
     private final AtomicLong copied = new AtomicLong();
+    /** Clusters dirty or busy (the two never overlap): what is left, counted as it changes. */
+    private int pending;
     private volatile Set<RequestFlag> writeFlags = RequestFlag.NONE;
     private volatile boolean discardSource;
 
@@ -60,6 +62,7 @@ final class BlockCopy {
         this.dirty = new BitSet(clusters);
         this.busy = new BitSet(clusters);
         dirty.set(0, clusters);
+        pending = clusters;
     }
 
     int clusterSize() {
@@ -106,20 +109,14 @@ final class BlockCopy {
     long remainingBytes() {
         lock.lock();
         try {
-            BitSet left = (BitSet) dirty.clone();
-            left.or(busy);
-            return bytesOf(left);
+            long n = (long) pending * clusterSize;
+            if (dirty.get(clusters - 1) || busy.get(clusters - 1)) {
+                n -= (long) clusters * clusterSize - size; // the last cluster is partial
+            }
+            return n;
         } finally {
             lock.unlock();
         }
-    }
-
-    private long bytesOf(BitSet set) {
-        long n = (long) set.cardinality() * clusterSize;
-        if (set.get(clusters - 1)) {
-            n -= (long) clusters * clusterSize - size; // the last cluster is partial
-        }
-        return n;
     }
 
     /** Whether the cluster holding {@code offset} is still to be copied (or being copied). */
@@ -163,17 +160,7 @@ final class BlockCopy {
         lock.lock();
         try {
             dirty.and(keep);
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    /** Marks the clusters {@code [offset, offset + length)} touches as to be copied. */
-    void setDirty(long offset, long length) {
-        lock.lock();
-        try {
-            dirty.set((int) (offset / clusterSize), clusterEnd(offset + length));
-            dirty.andNot(busy); // a busy cluster is copied already
+            pending = dirty.cardinality() + busy.cardinality();
         } finally {
             lock.unlock();
         }
@@ -185,6 +172,9 @@ final class BlockCopy {
         try {
             int first = (int) ((offset + clusterSize - 1) / clusterSize);
             int end = offset + length >= size ? clusters : (int) ((offset + length) / clusterSize);
+            for (int c = first < end ? dirty.nextSetBit(first) : -1; c >= 0 && c < end; c = dirty.nextSetBit(c + 1)) {
+                pending--;
+            }
             if (first < end) {
                 dirty.clear(first, end);
             }
@@ -297,6 +287,7 @@ final class BlockCopy {
                 if (!copiedOk) {
                     dirty.set(c, e);
                 } else {
+                    pending -= e - c;
                     copied.addAndGet(r.length());
                 }
             }
