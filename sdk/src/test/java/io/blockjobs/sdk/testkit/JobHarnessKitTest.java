@@ -170,7 +170,7 @@ class JobHarnessKitTest {
                 seen.add("after " + ok);
             }
         };
-        setup.insertFilter(a.device(), new io.blockjobs.sdk.job.FilterSpec("copy-before-write", "cbw", java.util.Map.of(),
+        setup.insertFilter(a.device(), new io.blockjobs.sdk.job.FilterSpec("mirror_top", "cbw", java.util.Map.of(),
                 java.util.List.of(hook)));
         setup.use(a.device(), "source", NONE, READ_WRITE);
         SEEN.set(seen);
