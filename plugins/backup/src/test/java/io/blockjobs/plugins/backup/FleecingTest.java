@@ -154,7 +154,8 @@ class FleecingTest {
      * Pull mode as before QEMU 6.2: {@code sync: none} into an overlay backed by the disk. The job's
      * filter goes between the disk and its users but not between the overlay and its backing disk
      * (the filter reaches the overlay: QEMU's {@code should_update_child}); the overlay reads the
-     * disk as it was; the job runs until cancelled.
+     * disk as it was; the job runs until cancelled, and wakes meanwhile for the copies and every 100 ms
+ * to look for a cancel, not in a spin.
      */
     @Test
     void aSyncNoneBackupIntoAnOverlayIsAFleeceAndEndsCancelled() throws Exception {
@@ -164,6 +165,7 @@ class FleecingTest {
             h.add(overlay);
             byte[] before = disk.view();
             RootEdge guest = h.client("disk");
+            long started = System.nanoTime();
             HarnessJob job = h.start("blockdev-backup", "{\"job-id\": \"fleece\", \"device\": \"disk\", \"target\": \"fl\","
                     + " \"sync\": \"none\", \"filter-node-name\": \"cbw\"}");
             assertThat(guest.target().nodeName()).isEqualTo("cbw");
@@ -173,6 +175,9 @@ class FleecingTest {
             assertThat(read(reader, 0, (int) SIZE)).as("the overlay: the disk when the job started").isEqualTo(before);
             assertThat(allocated(overlay)).isEqualTo(TOUCHED);
             h.detach(reader);
+            long elapsedMillis = (System.nanoTime() - started) / 1_000_000;
+            assertThat(job.pausePoints()).as("pause points in %d ms: one per wake-up (five copies, and every 100 ms)",
+                    elapsedMillis).isLessThanOrEqualTo((int) (elapsedMillis / 100) + 20);
             job.cancel();
             HarnessJob.Outcome o = job.awaitEnd();
             assertThat(o.cancelled()).as("BLOCK_JOB_CANCELLED: " + o.events()).isTrue();
