@@ -28,6 +28,8 @@ import java.util.concurrent.CopyOnWriteArrayList;
  * its filtered child are one layer of the chain: its backing is its child's.
  */
 final class HarnessDriverNode implements BlockNode, ViewSource {
+    private static final int WRITE = HarnessGraph.bit(io.blockjobs.sdk.block.BlockPermission.WRITE);
+    private static final int UNCHANGED = HarnessGraph.bit(io.blockjobs.sdk.block.BlockPermission.WRITE_UNCHANGED);
     private final String name;
     private final String driverName;
     private final boolean readOnly;
@@ -47,13 +49,15 @@ final class HarnessDriverNode implements BlockNode, ViewSource {
     /**
      * One child link of a driver node: what {@code DriverContext.child} returned. Requests go to
      * the node the link points to now; the harness retargets it when it moves the parents of a
-     * node.
+     * node. Writes need the write permission the graph computed for the link (from the parent's
+     * users, by the child's role, and what the driver asks beyond), as the platform's edges.
      */
     static final class Link implements BlockNode {
         private final HarnessDriverNode parent;
         private final String key;
         private final ChildRole role;
         private volatile BlockNode target;
+        private volatile int perm = HarnessGraph.ALL; // until the graph computes it
 
         Link(HarnessDriverNode parent, String key, ChildRole role, BlockNode target) {
             this.parent = parent;
@@ -80,6 +84,18 @@ final class HarnessDriverNode implements BlockNode, ViewSource {
 
         void retarget(BlockNode node) {
             this.target = node;
+        }
+
+        void setPermissions(int mask) {
+            this.perm = mask;
+        }
+
+        /** A write without the permission fails as the platform's edge fails it. */
+        private void needs(int mask, String what) throws IOException {
+            if ((perm & mask) == 0) {
+                throw new BlockIoException(Errno.EPERM, target.nodeName() + ": " + what + " without the permission to ("
+                        + "node '" + parent.nodeName() + "' uses it as '" + key + "' child)");
+            }
         }
 
         @Override
@@ -118,42 +134,52 @@ final class HarnessDriverNode implements BlockNode, ViewSource {
         }
 
         @Override
+        public boolean supportsCompressedWrites() {
+            return target.supportsCompressedWrites();
+        }
+
+        @Override
         public void read(long offset, ByteBuffer dst) throws IOException {
             target.read(offset, dst);
         }
 
         @Override
         public void write(long offset, ByteBuffer src) throws IOException {
-            target.write(offset, src, RequestFlag.NONE);
+            write(offset, src, RequestFlag.NONE);
         }
 
         @Override
         public void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
+            needs(WRITE, "write");
             target.write(offset, src, flags);
         }
 
         @Override
         public void writeZeroes(long offset, long length, boolean mayUnmap) throws IOException {
-            target.writeZeroes(offset, length, mayUnmap);
+            writeZeroes(offset, length, mayUnmap ? Set.of(RequestFlag.MAY_UNMAP) : RequestFlag.NONE);
         }
 
         @Override
         public void writeZeroes(long offset, long length, Set<RequestFlag> flags) throws IOException {
+            needs(WRITE, "write zeroes");
             target.writeZeroes(offset, length, flags);
         }
 
         @Override
         public void discard(long offset, long length) throws IOException {
+            needs(WRITE, "discard");
             target.discard(offset, length);
         }
 
         @Override
         public void writeUnallocated(long offset, ByteBuffer src) throws IOException {
+            needs(WRITE | UNCHANGED, "copy on read");
             target.writeUnallocated(offset, src);
         }
 
         @Override
         public void unallocate(long offset, long length) throws IOException {
+            needs(WRITE | UNCHANGED, "unallocate");
             target.unallocate(offset, length);
         }
 
@@ -285,6 +311,12 @@ final class HarnessDriverNode implements BlockNode, ViewSource {
     @Override
     public int clusterSize() {
         return driver.clusterSize();
+    }
+
+    @Override
+    public boolean supportsCompressedWrites() {
+        DriverNode d = driver;
+        return d != null && d.supportsCompressedWrites();
     }
 
     @Override

@@ -784,6 +784,13 @@ final class HarnessGraph {
         for (BlockNode n : nodes.values()) {
             cumulativeOf(n, cumulative);
         }
+        for (BlockNode n : nodes.values()) { // what driver nodes' links may do now, as the platform's edges
+            for (Parent p : parentsOf(n)) {
+                if (p.link() != null) {
+                    p.link().setPermissions(linkPermissions(p, cumulative)[0]);
+                }
+            }
+        }
         for (BlockNode n : nodes.values()) {
             List<Parent> ps = parentsOf(n);
             List<int[]> perms = new ArrayList<>();
@@ -870,9 +877,19 @@ final class HarnessGraph {
     /**
      * What a driver node's child link takes and shares, by the child's role, as the platform's
      * {@code childPermissions} ({@code bdrv_default_perms}, and the rules of {@code copy-before-write}
-     * and {@code snapshot-access}).
+     * and {@code snapshot-access}), with what the driver asks for beyond
+     * ({@link DriverNode#extraChildPermissions}).
      */
     private int[] driverLinkPermissions(HarnessDriverNode d, HarnessDriverNode.Link link, int perm, int shared) {
+        int[] p = defaultLinkPermissions(d, link, perm, shared);
+        DriverNode driver = d.driverNode(); // null while it opens
+        if (driver != null) {
+            p[0] |= mask(driver.extraChildPermissions(link.key())); // a child it writes itself (discard-source)
+        }
+        return p;
+    }
+
+    private int[] defaultLinkPermissions(HarnessDriverNode d, HarnessDriverNode.Link link, int perm, int shared) {
         boolean writable = !d.openedReadOnly();
         return switch (link.role()) {
             case FILTERED -> {

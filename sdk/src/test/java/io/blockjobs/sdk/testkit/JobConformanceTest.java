@@ -864,9 +864,9 @@ public abstract class JobConformanceTest<A extends JobArgs> {
         assertThatThrownBy(() -> QmpArguments.parse(type, QmpArguments.with(json, "speed", "fast")))
                 .hasMessage("Invalid parameter type for 'speed', expected: integer");
         A args = QmpArguments.parse(type, QmpArguments.with(QmpArguments.with(json, onRead, "enospc"), "speed", 7));
-        assertThat(args.onSourceError()).as(onRead).hasValue(io.blockjobs.sdk.job.OnError.ENOSPC);
+        assertThat(args.onSourceError().or(args::onError)).as(onRead).hasValue(io.blockjobs.sdk.job.OnError.ENOSPC);
         A writes = QmpArguments.parse(type, QmpArguments.with(json, onWrite, "stop"));
-        assertThat(writes.onTargetError()).as(onWrite).hasValue(io.blockjobs.sdk.job.OnError.STOP);
+        assertThat(writes.onTargetError().or(writes::onError)).as(onWrite).hasValue(io.blockjobs.sdk.job.OnError.STOP);
         assertThat(args.speed()).hasValue(7L);
         assertThat(args.device()).isEqualTo(QmpArguments.member(json, "device"));
         try (JobHarness harness = new JobHarness()) {

@@ -306,8 +306,8 @@ public final class JobHarness implements AutoCloseable {
         try {
             checkNewId(id);
             HarnessJob job = new HarnessJob(this, graph, clock, id, command.jobType(), args.autoFinalize().orElse(true),
-                    args.autoDismiss().orElse(true), speed, args.onSourceError().orElse(OnError.REPORT),
-                    args.onTargetError().orElse(OnError.REPORT));
+                    args.autoDismiss().orElse(true), speed, args.onSourceError().or(args::onError).orElse(OnError.REPORT),
+                    args.onTargetError().or(args::onError).orElse(OnError.REPORT));
             JobBody body;
             try {
                 body = command.factory().prepare(args, job.setup());
