@@ -258,6 +258,27 @@ class BackupJobTest extends JobConformanceTest<BackupJob.Args> {
         }
     }
 
+    /**
+     * {@code discard-source}: the filter discards what it copied through its own file child, which
+     * takes write for it ({@code extraChildPermissions}) though nobody writes through the filter;
+     * a guest writes the disk afterwards.
+     */
+    @Test
+    void discardSourceDiscardsWhatWasCopiedThroughTheFiltersFile() throws Exception {
+        MemoryChain chain = twoLayers();
+        try (JobHarness h = harness(chain)) {
+            byte[] before = chain.top().view();
+            HarnessJob.Outcome o = h.start("blockdev-backup", "{\"device\": \"top\", \"target\": \"target\","
+                    + " \"sync\": \"full\", \"discard-source\": true}").awaitEnd();
+            RootEdge guest = h.client("top");
+            assertThat(o.completed()).as("completed: " + o.events()).isTrue();
+            assertThat(((MemoryNode) h.node("target")).view()).isEqualTo(before);
+            assertThat(chain.top().view()).as("the source's copied clusters are discarded").isEqualTo(new byte[(int) SIZE]);
+            guest.write(C, ByteBuffer.wrap(new byte[] {1}));
+            assertThat(chain.top().view(C, 1)).containsExactly(1);
+        }
+    }
+
     /** The top's zero cluster over the base's data, and the chain's unallocated end, reach the target as write-zeroes. */
     @Test
     void aZeroClusterOfTheSourceIsWrittenAsWriteZeroes() {
