@@ -36,7 +36,7 @@ final class HarnessFilter implements BlockNode, ViewSource {
         this.driver = driver;
         this.child = child;
         this.bottom = bottom;
-        this.childName = driver.equals("copy-on-read") || driver.equals("copy-before-write") ? "file" : "backing";
+        this.childName = driver.equals("copy-on-read") ? "file" : "backing";
         this.hooks.addAll(hooks);
     }
 

@@ -3,6 +3,12 @@ package io.blockjobs.sdk.testkit;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.block.WriteHook;
+import io.blockjobs.sdk.driver.BlockDriver;
+import io.blockjobs.sdk.driver.ChildRole;
+import io.blockjobs.sdk.driver.DriverContext;
+import io.blockjobs.sdk.driver.DriverNode;
+import io.blockjobs.sdk.driver.DriverOptions;
+import io.blockjobs.sdk.driver.OpenFlags;
 import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.error.ErrorClass;
 import java.io.IOException;
@@ -12,6 +18,7 @@ import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.regex.Pattern;
@@ -19,16 +26,18 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The harness's block graph, built as the platform's is: named nodes ({@link MemoryNode}s and the
- * filters jobs put in), the links between them (an overlay's backing link, a filter's child),
- * and root edges (jobs' and clients'). It puts filters in and takes them out, switches users
- * over, changes backing links, freezes them, drains, and checks permissions with QEMU's rules
- * and messages, as {@code BlockGraph} does.
+ * The harness's block graph, built as the platform's is: named nodes ({@link MemoryNode}s, the
+ * filters jobs put in, and nodes that registered drivers open), the links between them (an
+ * overlay's backing link, a filter's child, a driver node's children), and root edges (jobs' and
+ * clients'). It opens driver nodes ({@code blockdev-add}) and deletes them, puts filters in and
+ * takes them out, switches users over, changes backing links, freezes them, drains, and checks
+ * permissions with QEMU's rules and messages, as {@code BlockGraph} does.
  */
 final class HarnessGraph {
     private static final Logger LOG = LoggerFactory.getLogger(HarnessGraph.class);
     private static final Pattern NODE_NAME = Pattern.compile("[A-Za-z][A-Za-z0-9_.-]{0,30}");
-    private static final Set<String> JOB_FILTERS = Set.of("commit_top", "mirror_top", "copy-before-write");
+    /** The filters that only forward and run hooks; {@code copy-on-read} is the harness's own too. */
+    private static final Set<String> JOB_FILTERS = Set.of("commit_top", "mirror_top");
     private static final int READ = bit(BlockPermission.CONSISTENT_READ);
     private static final int WRITE = bit(BlockPermission.WRITE);
     private static final int UNCHANGED = bit(BlockPermission.WRITE_UNCHANGED);
@@ -40,8 +49,15 @@ final class HarnessGraph {
         void undo();
     }
 
-    /** A link to a node from above: a root edge, an overlay's backing link, a filter's child link. */
-    private record Parent(RootEdge root, BlockNode node, String name) {
+    /**
+     * A link to a node from above: a root edge, an overlay's backing link, a filter's child link,
+     * a driver node's child link ({@code link}).
+     */
+    private record Parent(RootEdge root, BlockNode node, String name, HarnessDriverNode.Link link) {
+        Parent(RootEdge root, BlockNode node, String name) {
+            this(root, node, name, null);
+        }
+
         String description() {
             return root != null ? root.user() : "node '" + node.nodeName() + "'";
         }
@@ -51,7 +67,27 @@ final class HarnessGraph {
     private final List<RootEdge> roots = new CopyOnWriteArrayList<>();
     private final Map<BlockNode, List<Object>> frozenBy = new IdentityHashMap<>(); // by the link's parent
     private final Set<BlockNode> neverFreeze = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+    private final Map<String, BlockDriver> drivers = new LinkedHashMap<>();
+    private final Map<String, Object> objects = new LinkedHashMap<>();
     private int generated;
+
+    // ---- drivers and objects -----------------------------------------------------------------------
+
+    /** Registers a driver under its name, as a plugin's start registers its drivers with the platform. */
+    synchronized void register(BlockDriver driver) {
+        String name = driver.name();
+        if (JOB_FILTERS.contains(name) || name.equals("copy-on-read") || drivers.containsKey(name)) {
+            throw new IllegalArgumentException("a block driver named '" + name + "' is registered already");
+        }
+        drivers.put(name, driver);
+    }
+
+    /** Adds a user-creatable object ({@code object-add}) that drivers find by id. */
+    synchronized void addObject(String id, Object object) {
+        if (objects.putIfAbsent(id, object) != null) {
+            throw new CommandException("attempt to add duplicate property '" + id + "' to object (type 'container')");
+        }
+    }
 
     // ---- nodes -----------------------------------------------------------------------------------
 
@@ -98,7 +134,7 @@ final class HarnessGraph {
     synchronized List<String> filterNames() {
         List<String> names = new ArrayList<>();
         nodes.forEach((name, n) -> {
-            if (n instanceof HarnessFilter) {
+            if (isFilter(n)) {
                 names.add(name);
             }
         });
@@ -107,6 +143,11 @@ final class HarnessGraph {
 
     synchronized List<BlockNode> all() {
         return new ArrayList<>(nodes.values());
+    }
+
+    /** Whether the node is a filter: one a job put in, or a node of a filter driver. */
+    static boolean isFilter(BlockNode n) {
+        return n instanceof HarnessFilter || n instanceof HarnessDriverNode d && d.isFilter();
     }
 
     /** The next node down: a filter's child, an overlay's backing node. */
@@ -120,6 +161,9 @@ final class HarnessGraph {
         if (n instanceof RootEdge e) {
             return e.target();
         }
+        if (n instanceof HarnessDriverNode d && d.isFilter()) {
+            return d.filtered().target();
+        }
         return n.backing().orElse(null);
     }
 
@@ -131,6 +175,8 @@ final class HarnessGraph {
                 node = e.target();
             } else if (node instanceof HarnessFilter f) {
                 node = f.child();
+            } else if (node instanceof HarnessDriverNode d && d.isFilter()) {
+                node = d.filtered().target();
             } else {
                 return node;
             }
@@ -164,11 +210,15 @@ final class HarnessGraph {
     // ---- filters ---------------------------------------------------------------------------------
 
     /**
-     * Puts a filter above {@code nodeName}; every user of the node but {@code keep} and jobs'
-     * edges (which stay at their node) moves to the filter.
+     * Puts a filter above {@code nodeName}: the harness's own ({@code copy-on-read}, or a job
+     * filter that only forwards and runs {@code hooks}), or a node of a registered filter driver
+     * opened with {@code options} and {@code file} set to the node, as the platform's
+     * {@code insertFilter}. Every user of the node but {@code keep}, jobs' edges (which stay at
+     * their node) and parents the filter reaches itself (QEMU's {@code should_update_child})
+     * moves to the filter.
      */
-    synchronized HarnessFilter insertFilter(String nodeName, String driver, String filterName, Map<String, Object> options,
-                                           List<WriteHook> hooks, Set<RootEdge> keep, boolean mayFreeze) {
+    synchronized BlockNode insertFilter(String nodeName, String driver, String filterName, Map<String, Object> options,
+                                        List<WriteHook> hooks, Set<RootEdge> keep, boolean mayFreeze) {
         BlockNode node = require(nodeName);
         String name;
         if (filterName != null) {
@@ -177,30 +227,44 @@ final class HarnessGraph {
         } else {
             name = generateName();
         }
-        BlockNode bottom = null;
-        if (driver.equals("copy-on-read")) {
-            for (String key : options.keySet()) {
-                if (!key.equals("bottom")) {
-                    throw new CommandException("Parameter '" + key + "' is unexpected");
+        BlockNode filter;
+        if (driver.equals("copy-on-read") || JOB_FILTERS.contains(driver)) {
+            BlockNode bottom = null;
+            if (driver.equals("copy-on-read")) {
+                for (String key : options.keySet()) {
+                    if (!key.equals("bottom")) {
+                        throw new CommandException("Parameter '" + key + "' is unexpected");
+                    }
+                }
+                Object b = options.get("bottom");
+                if (b != null) {
+                    bottom = require(String.valueOf(b));
                 }
             }
-            Object b = options.get("bottom");
-            if (b != null) {
-                bottom = require(String.valueOf(b));
+            filter = new HarnessFilter(name, driver, node, bottom, hooks);
+            nodes.put(name, filter);
+        } else {
+            Map<String, Object> o = new LinkedHashMap<>(options);
+            o.put("driver", driver);
+            o.put("file", nodeName);
+            HarnessDriverNode d = openNode(new HarnessOptions(o, ""), name, false, node.isReadOnly());
+            if (!d.isFilter()) {
+                release(d);
+                throw new CommandException("'" + driver + "' is not a filter driver");
             }
-        } else if (!JOB_FILTERS.contains(driver)) {
-            throw new CommandException("Parameter 'driver' does not accept value '" + driver + "'");
+            hooks.forEach(d::addHook);
+            filter = d;
         }
-        HarnessFilter filter = new HarnessFilter(name, driver, node, bottom, hooks);
-        nodes.put(name, filter);
         if (!mayFreeze) {
             neverFreeze.add(filter);
         }
+        Set<BlockNode> reached = reach(filter);
         List<Parent> moved = new ArrayList<>();
         for (Parent p : parentsOf(node)) {
             boolean own = p.node() == filter;
             boolean staysAtNode = p.root() != null && !p.root().isClient();
-            if (!own && !staysAtNode && (p.root() == null || !keep.contains(p.root()))) {
+            boolean reachedByFilter = p.node() != null && reached.contains(p.node());
+            if (!own && !staysAtNode && !reachedByFilter && (p.root() == null || !keep.contains(p.root()))) {
                 moved.add(p);
             }
         }
@@ -209,8 +273,7 @@ final class HarnessGraph {
             refreshPermissions();
         } catch (RuntimeException e) {
             move(moved, node);
-            nodes.remove(name);
-            neverFreeze.remove(filter);
+            release(filter);
             refreshQuietly();
             throw e;
         } catch (Exception e) {
@@ -221,18 +284,251 @@ final class HarnessGraph {
 
     /** Removes a filter; its users go to the node beneath. Nothing happens if it is gone. */
     synchronized void removeFilter(String filterName) {
-        if (!(nodes.get(filterName) instanceof HarnessFilter f)) {
+        BlockNode f = nodes.get(filterName);
+        if (f == null || !isFilter(f)) {
             return;
         }
         try (AutoCloseable drained = drain(f)) {
-            move(parentsOf(f), f.child());
+            move(parentsOf(f), below(f));
         } catch (Exception e) {
             throw new IllegalStateException(e);
         }
-        nodes.remove(filterName);
-        neverFreeze.remove(f);
-        frozenBy.remove(f);
+        release(f);
         refreshQuietly();
+    }
+
+    // ---- driver nodes --------------------------------------------------------------------------
+
+    /**
+     * Opens a node of a registered driver as {@code blockdev-add} does: {@code driver} and
+     * {@code node-name} (required), the generic {@code read-only}, {@code auto-read-only} and
+     * {@code force-share}, and the driver's own options; children are named by node name.
+     */
+    synchronized HarnessDriverNode open(Map<String, ?> options) {
+        HarnessOptions o = new HarnessOptions(options, "");
+        String name = o.string("node-name");
+        checkNewName(name);
+        HarnessDriverNode d = openNode(o, name, true, false);
+        refreshQuietly();
+        return d;
+    }
+
+    /** Opens one driver node under {@code name}; its read-only flag is the option's, or {@code inherited}. */
+    private HarnessDriverNode openNode(HarnessOptions o, String name, boolean monitorOwned, boolean inherited) {
+        String driverName = o.string("driver");
+        BlockDriver driver = drivers.get(driverName);
+        if (driver == null) {
+            throw new CommandException("Parameter 'driver' does not accept value '" + driverName + "'");
+        }
+        o.ignore("node-name");
+        boolean readOnly = o.bool("read-only", inherited);
+        OpenFlags flags = new OpenFlags(readOnly, o.bool("auto-read-only", false), o.bool("force-share", false), false);
+        HarnessDriverNode node = new HarnessDriverNode(name, driverName, readOnly, monitorOwned);
+        nodes.put(name, node);
+        Opening ctx = new Opening(node, o, flags);
+        DriverNode opened = null;
+        try {
+            opened = driver.open(ctx);
+            if (opened == null) {
+                throw new IllegalStateException(driverName + ": open returned no node");
+            }
+            o.checkAllUsed();
+        } catch (IOException e) {
+            ctx.abandon();
+            throw new CommandException(e.getMessage() == null ? e.toString() : e.getMessage());
+        } catch (RuntimeException e) {
+            closeQuietly(opened); // opened, then refused for a member nobody read
+            ctx.abandon();
+            throw e;
+        }
+        node.attachDriver(opened);
+        return node;
+    }
+
+    /**
+     * QMP {@code blockdev-del}, with QEMU's checks in QEMU's order: a client ("Node x is in use"),
+     * a job ({@code blocker}'s message), a parent using it as its backing file, ownership (a job's
+     * filter), then any other parent. A driver node is closed; a memory node only leaves the graph
+     * (a test may still look at it).
+     *
+     * @param blocker the op blocker's message for a node, or null
+     */
+    synchronized void delete(String name, java.util.function.Function<BlockNode, String> blocker) {
+        BlockNode n = nodes.get(name);
+        if (n == null) {
+            throw new CommandException("Failed to find node with node-name='" + name + "'");
+        }
+        for (RootEdge r : roots) {
+            if (r.target() == n && r.isClient()) {
+                throw new CommandException("Node " + name + " is in use");
+            }
+        }
+        String blocked = blocker.apply(n);
+        if (blocked != null) {
+            throw new CommandException(blocked);
+        }
+        List<Parent> parents = parentsOf(n);
+        for (Parent p : parents) {
+            if (p.node() != null && p.name().equals("backing")) {
+                throw new CommandException("Node '" + name + "' is busy: node is used as backing hd of '"
+                        + p.node().nodeName() + "'");
+            }
+        }
+        if (n instanceof HarnessFilter || n instanceof HarnessDriverNode d && !d.monitorOwned()) {
+            throw new CommandException("Node " + name + " is not owned by the monitor");
+        }
+        if (!parents.isEmpty()) {
+            throw new CommandException("Block device " + name + " is in use");
+        }
+        release(n);
+        refreshQuietly();
+    }
+
+    /** Closes every driver node, parents first: the harness ends. */
+    synchronized void closeDrivers() {
+        List<BlockNode> all = new ArrayList<>(nodes.values());
+        for (int i = all.size() - 1; i >= 0; i--) {
+            if (all.get(i) instanceof HarnessDriverNode d) {
+                release(d);
+            }
+        }
+    }
+
+    /** A node leaves the graph: a driver node is closed and its links to its children go. */
+    private void release(BlockNode n) {
+        if (nodes.get(n.nodeName()) == n) {
+            nodes.remove(n.nodeName());
+        }
+        neverFreeze.remove(n);
+        frozenBy.remove(n);
+        if (n instanceof HarnessDriverNode d) {
+            closeQuietly(d.driverNode());
+            for (HarnessDriverNode.Link l : d.children()) {
+                d.removeChild(l);
+            }
+        }
+    }
+
+    private static void closeQuietly(DriverNode n) {
+        if (n == null) {
+            return;
+        }
+        try {
+            n.close();
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("closing {}: {}", n.driver(), e.getMessage());
+        }
+    }
+
+    /** What a driver sees while it opens one node in the harness, as the platform's. */
+    private final class Opening implements DriverContext {
+        private final HarnessDriverNode node;
+        private final HarnessOptions options;
+        private final OpenFlags flags;
+
+        Opening(HarnessDriverNode node, HarnessOptions options, OpenFlags flags) {
+            this.node = node;
+            this.options = options;
+            this.flags = flags;
+        }
+
+        @Override
+        public String nodeName() {
+            return node.nodeName();
+        }
+
+        @Override
+        public DriverOptions options() {
+            return options;
+        }
+
+        @Override
+        public boolean readOnly() {
+            return flags.readOnly();
+        }
+
+        @Override
+        public OpenFlags flags() {
+            return flags;
+        }
+
+        @Override
+        public BlockNode child(String key, ChildRole role) {
+            return optionalChild(key, role).orElseThrow(() -> options.missing(key));
+        }
+
+        @Override
+        public Optional<BlockNode> optionalChild(String key, ChildRole role) {
+            Object ref = options.raw(key);
+            if (ref == null) {
+                return Optional.empty();
+            }
+            return Optional.of(attach(key, role, ref(key, ref)));
+        }
+
+        @Override
+        public Optional<BlockNode> backing(String recordedName, String recordedFormat) {
+            if (options.given("backing")) {
+                Object ref = options.raw("backing");
+                return ref == null ? Optional.empty() : Optional.of(attach("backing", ChildRole.COW, ref("backing", ref)));
+            }
+            if (recordedName == null) {
+                return Optional.empty();
+            }
+            for (BlockNode n : nodes.values()) {
+                if (n != node && recordedName.equals(n.filename())) {
+                    return Optional.of(attach("backing", ChildRole.COW, n));
+                }
+            }
+            throw new CommandException(node.nodeName() + ": could not open backing file '" + recordedName
+                    + "': the harness has no node of that file name");
+        }
+
+        @Override
+        public <T> T object(String id, Class<T> type) {
+            Object o;
+            synchronized (HarnessGraph.this) {
+                o = objects.get(id);
+            }
+            if (!type.isInstance(o)) {
+                String typeName = type.getSimpleName().replaceAll("([a-z])([A-Z])", "$1-$2")
+                        .toLowerCase(java.util.Locale.ROOT);
+                throw new CommandException("No " + typeName + " object with id '" + id + "'");
+            }
+            return type.cast(o);
+        }
+
+        private BlockNode ref(String key, Object ref) {
+            if (ref instanceof String s) {
+                return require(s);
+            }
+            if (ref instanceof Map<?, ?>) {
+                throw new CommandException("Parameter '" + key + "': the harness opens no inline child; open it first"
+                        + " (JobHarness.open, add) and name it here");
+            }
+            throw options.type(key, "string or object");
+        }
+
+        /** Attaches a child and checks permissions at once, as the platform's {@code bdrv_open_child}. */
+        private BlockNode attach(String key, ChildRole role, BlockNode child) {
+            HarnessDriverNode.Link link = node.addChild(key, role, child);
+            try {
+                refreshPermissions();
+            } catch (RuntimeException e) {
+                node.removeChild(link);
+                throw e;
+            }
+            return link;
+        }
+
+        /** A failed open: the node goes, and its links to its children with it. */
+        void abandon() {
+            for (HarnessDriverNode.Link l : node.children()) {
+                node.removeChild(l);
+            }
+            nodes.remove(node.nodeName());
+            refreshQuietly();
+        }
     }
 
     // ---- switch-over and backing links -----------------------------------------------------------
@@ -313,7 +609,8 @@ final class HarnessGraph {
         BlockNode base = baseName == null ? null : require(baseName);
         List<BlockNode> links = new ArrayList<>();
         for (BlockNode i = top; i != null && i != base; ) {
-            BlockNode child = i instanceof HarnessFilter || i instanceof MemoryNode ? below(i) : null;
+            BlockNode child = i instanceof HarnessFilter || i instanceof MemoryNode || i instanceof HarnessDriverNode
+                    ? below(i) : null;
             if (child == null) {
                 break;
             }
@@ -370,7 +667,13 @@ final class HarnessGraph {
     }
 
     private static String linkName(BlockNode parent) {
-        return parent instanceof HarnessFilter f ? f.childName() : "backing";
+        if (parent instanceof HarnessFilter f) {
+            return f.childName();
+        }
+        if (parent instanceof HarnessDriverNode d && d.isFilter()) {
+            return d.filtered().key();
+        }
+        return "backing";
     }
 
     // ---- drain -----------------------------------------------------------------------------------
@@ -383,7 +686,7 @@ final class HarnessGraph {
         List<RootEdge.Gate> gates = new ArrayList<>();
         synchronized (this) {
             for (RootEdge r : roots) {
-                if (r.gate() != null && subtree(r.target()).contains(node)) {
+                if (r.gate() != null && reach(r.target()).contains(node)) {
                     gates.add(r.gate());
                 }
             }
@@ -402,12 +705,23 @@ final class HarnessGraph {
         };
     }
 
-    private static Set<BlockNode> subtree(BlockNode top) {
-        Set<BlockNode> nodes = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
-        for (BlockNode n = top; n != null && nodes.add(n); n = below(n)) {
-            // walk down
+    /** {@code top} and every node beneath it: backing links, filters' children, driver nodes' children. */
+    private static Set<BlockNode> reach(BlockNode top) {
+        Set<BlockNode> seen = java.util.Collections.newSetFromMap(new IdentityHashMap<>());
+        List<BlockNode> todo = new ArrayList<>(List.of(top));
+        while (!todo.isEmpty()) {
+            BlockNode n = todo.remove(todo.size() - 1);
+            if (n == null || !seen.add(n)) {
+                continue;
+            }
+            if (n instanceof HarnessDriverNode d) {
+                d.children().forEach(l -> todo.add(l.target()));
+                d.backing().ifPresent(todo::add);
+            } else {
+                todo.add(below(n));
+            }
         }
-        return nodes;
+        return seen;
     }
 
     // ---- permissions -----------------------------------------------------------------------------
@@ -425,6 +739,12 @@ final class HarnessGraph {
                 parents.add(new Parent(null, m, "backing"));
             } else if (p instanceof HarnessFilter f && f.child() == n) {
                 parents.add(new Parent(null, f, f.childName()));
+            } else if (p instanceof HarnessDriverNode d) {
+                for (HarnessDriverNode.Link l : d.children()) {
+                    if (l.target() == n) {
+                        parents.add(new Parent(null, d, l.key(), l));
+                    }
+                }
             }
         }
         return parents;
@@ -434,6 +754,8 @@ final class HarnessGraph {
         for (Parent p : links) {
             if (p.root() != null) {
                 p.root().retarget(to);
+            } else if (p.link() != null) {
+                p.link().retarget(to);
             } else if (p.node() instanceof MemoryNode m) {
                 m.relink(to);
             } else if (p.node() instanceof HarnessFilter f) {
@@ -462,6 +784,13 @@ final class HarnessGraph {
         for (BlockNode n : nodes.values()) {
             cumulativeOf(n, cumulative);
         }
+        for (BlockNode n : nodes.values()) { // what driver nodes' links may do now, as the platform's edges
+            for (Parent p : parentsOf(n)) {
+                if (p.link() != null) {
+                    p.link().setPermissions(linkPermissions(p, cumulative)[0]);
+                }
+            }
+        }
         for (BlockNode n : nodes.values()) {
             List<Parent> ps = parentsOf(n);
             List<int[]> perms = new ArrayList<>();
@@ -481,7 +810,8 @@ final class HarnessGraph {
                     }
                 }
             }
-            if (!(n instanceof HarnessFilter) && n.isReadOnly() && (cumulative.get(n)[0] & (WRITE | UNCHANGED)) != 0) {
+            boolean readOnly = n instanceof HarnessDriverNode d ? d.openedReadOnly() : !isFilter(n) && n.isReadOnly();
+            if (readOnly && (cumulative.get(n)[0] & (WRITE | UNCHANGED)) != 0) {
                 throw new CommandException("Block node is read-only");
             }
         }
@@ -514,6 +844,9 @@ final class HarnessGraph {
         int[] parent = cumulativeOf(p.node(), memo);
         int perm = parent[0];
         int shared = parent[1];
+        if (p.link() != null) {
+            return driverLinkPermissions((HarnessDriverNode) p.node(), p.link(), perm, shared);
+        }
         if (p.node() instanceof HarnessFilter f) {
             int nperm;
             int nshared;
@@ -539,6 +872,44 @@ final class HarnessGraph {
         }
         // a backing link: reads only, and lets others write what the overlay's users let be written
         return new int[] {perm & READ, ((shared & WRITE) != 0 ? WRITE | RESIZE : 0) | READ | UNCHANGED};
+    }
+
+    /**
+     * What a driver node's child link takes and shares, by the child's role, as the platform's
+     * {@code childPermissions} ({@code bdrv_default_perms}, and the rules of {@code copy-before-write}
+     * and {@code snapshot-access}), with what the driver asks for beyond
+     * ({@link DriverNode#extraChildPermissions}).
+     */
+    private int[] driverLinkPermissions(HarnessDriverNode d, HarnessDriverNode.Link link, int perm, int shared) {
+        int[] p = defaultLinkPermissions(d, link, perm, shared);
+        DriverNode driver = d.driverNode(); // null while it opens
+        if (driver != null) {
+            p[0] |= mask(driver.extraChildPermissions(link.key())); // a child it writes itself (discard-source)
+        }
+        return p;
+    }
+
+    private int[] defaultLinkPermissions(HarnessDriverNode d, HarnessDriverNode.Link link, int perm, int shared) {
+        boolean writable = !d.openedReadOnly();
+        return switch (link.role()) {
+            case FILTERED -> {
+                if (d.driver().equals("copy-before-write") && !parentsOf(d).isEmpty()) {
+                    // QEMU's cbw_child_perm: nobody else writes the source
+                    yield new int[] {perm | ((perm & WRITE) != 0 ? READ : 0), shared & ~(WRITE | RESIZE)};
+                }
+                yield new int[] {perm, shared};
+            }
+            case COW -> new int[] {perm & READ, ((shared & WRITE) != 0 ? WRITE | RESIZE : 0) | READ | UNCHANGED};
+            case STORAGE, DATA -> {
+                if (d.driver().equals("copy-before-write") && link.key().equals("target")) {
+                    yield new int[] {WRITE, ALL & ~RESIZE}; // the old data is written there
+                }
+                if (d.driver().equals("snapshot-access")) {
+                    yield new int[] {0, ALL}; // it reads through its file's snapshot
+                }
+                yield new int[] {perm | READ | (writable ? WRITE | RESIZE : 0), shared & ~(WRITE | RESIZE)};
+            }
+        };
     }
 
     // ---- names -----------------------------------------------------------------------------------

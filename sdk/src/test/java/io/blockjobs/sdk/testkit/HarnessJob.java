@@ -108,7 +108,8 @@ public final class HarnessJob {
     private final String type;
     private final boolean autoFinalize;
     private final boolean autoDismiss;
-    private final OnError onError;
+    private final OnError onSourceError;
+    private final OnError onTargetError;
     private final Logger log;
     private final Object owner = new Object(); // the job's frozen links and graph edits
     private final RecordingGraphEdit edit;
@@ -166,7 +167,7 @@ public final class HarnessJob {
     private final Set<Integer> breakpoints = new java.util.HashSet<>();
 
     HarnessJob(JobHarness harness, HarnessGraph graph, FakeClock clock, String id, String type, boolean autoFinalize,
-               boolean autoDismiss, long speed, OnError onError) {
+               boolean autoDismiss, long speed, OnError onSourceError, OnError onTargetError) {
         this.harness = harness;
         this.graph = graph;
         this.clock = clock;
@@ -174,7 +175,8 @@ public final class HarnessJob {
         this.type = type;
         this.autoFinalize = autoFinalize;
         this.autoDismiss = autoDismiss;
-        this.onError = onError;
+        this.onSourceError = onSourceError;
+        this.onTargetError = onTargetError;
         this.speed = speed;
         this.rateLimit.setSpeed(speed);
         this.log = LoggerFactory.getLogger("io.blockjobs.job." + type);
@@ -198,9 +200,14 @@ public final class HarnessJob {
         return body;
     }
 
-    /** The job's {@code on-error} policy. */
+    /** The job's policy for failed reads: {@code on-error}, or {@code on-source-error} where the job has it. */
     public OnError onError() {
-        return onError;
+        return onSourceError;
+    }
+
+    /** The job's policy for failed writes: {@code on-error}, or {@code on-target-error} where the job has it. */
+    public OnError onTargetError() {
+        return onTargetError;
     }
 
     /** Whether the job finalizes by itself. */
@@ -1196,14 +1203,15 @@ public final class HarnessJob {
     }
 
     /**
-     * The {@code on-error} policy, as the platform applies it: {@code report} rethrows;
+     * The error policy, as the platform applies it (for a read the source's, {@code on-error} or
+     * {@code on-source-error}; for a write the target's): {@code report} rethrows;
      * {@code ignore} goes on; {@code stop} pauses the job (io-status failed, or nospace for
      * ENOSPC) until {@code job-resume}, then retries; {@code enospc} and {@code auto} stop on
      * ENOSPC and report anything else. Each error is announced as {@code BLOCK_JOB_ERROR}.
      */
     ErrorAction applyErrorPolicy(IOException e, boolean read) throws IOException {
         boolean noSpace = Errno.of(e) == Errno.ENOSPC;
-        String action = switch (onError) {
+        String action = switch (read ? onSourceError : onTargetError) {
             case REPORT -> "report";
             case IGNORE -> "ignore";
             case STOP -> "stop";
@@ -1359,8 +1367,8 @@ public final class HarnessJob {
         }
 
         private BlockNode chainNext(BlockNode n) {
-            if (n instanceof HarnessFilter f) {
-                return chainNext(f.child());
+            if (HarnessGraph.isFilter(n)) {
+                return chainNext(HarnessGraph.below(n));
             }
             return HarnessGraph.below(n);
         }
@@ -1368,8 +1376,8 @@ public final class HarnessJob {
         @Override
         public WriteTracker trackWrites(String nodeName, String filterNodeName) {
             WriteTrackerImpl tracker = new WriteTrackerImpl();
-            HarnessFilter f = graph.insertFilter(nodeName, "mirror_top", filterNodeName, Map.of(), List.of(tracker),
-                    Set.copyOf(edges), true);
+            HarnessFilter f = (HarnessFilter) graph.insertFilter(nodeName, "mirror_top", filterNodeName, Map.of(),
+                    List.of(tracker), Set.copyOf(edges), true);
             filters.add(f.nodeName());
             tracker.attach(f);
             trackers.add(tracker);
@@ -1378,7 +1386,7 @@ public final class HarnessJob {
 
         @Override
         public BlockNode insertFilter(String nodeName, FilterSpec filter) {
-            HarnessFilter f = graph.insertFilter(nodeName, filter.driver(), filter.nodeName(), filter.options(),
+            BlockNode f = graph.insertFilter(nodeName, filter.driver(), filter.nodeName(), filter.options(),
                     filter.hooks(), Set.copyOf(edges), !filter.driver().equals("commit_top"));
             filters.add(f.nodeName());
             return f;

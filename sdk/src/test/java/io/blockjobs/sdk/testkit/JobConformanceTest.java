@@ -54,8 +54,10 @@ import org.junit.jupiter.api.TestFactory;
  *       as QMP checks them, an unknown device refused with nothing left behind.</li>
  * </ul>
  *
- * <p>Every test builds a fresh chain and harness. The job's arguments come from JSON text, as a
- * QMP client sends them; the tests change members of it ({@code speed}, {@code on-error}).
+ * <p>Every test builds a fresh chain and harness ({@link #setUpHarness} installs what the job needs
+ * besides the chain: a plugin's drivers, a target node). The job's arguments come from JSON text,
+ * as a QMP client sends them; the tests change members of it ({@code speed}, the error policies
+ * {@link #errorPolicyArgument} names).
  *
  * @param <A> the command's argument record
  */
@@ -77,12 +79,42 @@ public abstract class JobConformanceTest<A extends JobArgs> {
     /** Checks the nodes after a successful run; {@link Run#expected()} is what the client must read. */
     protected abstract void checkResult(Run run);
 
+    /**
+     * Sets up each fresh harness before the chain is added to it: install the plugin whose drivers
+     * the job's filters need ({@link JobHarness#install}), add nodes that are not in the chain (a
+     * backup's target, named in {@link #arguments()} and found in {@link #checkResult} with
+     * {@code run.harness().node(name)}), objects. Nothing by default.
+     */
+    protected void setUpHarness(JobHarness harness) {
+    }
+
+    /**
+     * The argument that sets the job's error policy for failed reads ({@code read}) or failed
+     * writes: {@code on-error} for both by default; a job with QEMU's two policies names
+     * {@code on-source-error} and {@code on-target-error}.
+     */
+    protected String errorPolicyArgument(boolean read) {
+        return "on-error";
+    }
+
+    /**
+     * Whether a client's write of a range the job is copying waits until that copy is done:
+     * backup's copy-before-write must save the old data first, as QEMU's block-copy waits for the
+     * copy in flight. By default it does not wait, and the job must let the newer data win.
+     */
+    protected boolean writesWaitForTheJobsCopy() {
+        return false;
+    }
+
     /** The node clients use (they write beside the job through it): the chain's top by default. */
     protected String clientNode(MemoryChain chain) {
         return chain.top().nodeName();
     }
 
-    /** Where a read fault hits the job's work, if the job reads (a node and an offset it reads). */
+    /**
+     * Where a read fault hits the job's work, if the job reads (a memory node of the harness, in
+     * the chain or added by {@link #setUpHarness}, and an offset it reads).
+     */
     protected Optional<FaultSite> readFault(MemoryChain chain) {
         return Optional.empty();
     }
@@ -209,6 +241,14 @@ public abstract class JobConformanceTest<A extends JobArgs> {
             return harness;
         }
 
+        /** The memory node named {@code name} in the harness: a layer of the chain, or one {@link #setUpHarness} added. */
+        public MemoryNode memoryNode(String name) {
+            if (harness.node(name) instanceof MemoryNode m) {
+                return m;
+            }
+            throw new IllegalArgumentException("no memory node '" + name + "' in the harness: " + harness.nodeNames());
+        }
+
         /** The chain before the job started. */
         public MemoryChain.Snapshot before() {
             return before;
@@ -273,6 +313,7 @@ public abstract class JobConformanceTest<A extends JobArgs> {
     }
 
     private Run newRun(JobHarness harness) {
+        setUpHarness(harness);
         MemoryChain chain = chain();
         harness.add(chain);
         return new Run(chain, harness, clientNode(chain));
@@ -398,6 +439,15 @@ public abstract class JobConformanceTest<A extends JobArgs> {
         t.join(TimeUnit.SECONDS.toMillis(30));
         assertThat(t.isAlive()).as("a client write after the job is still held off (a drain was not ended)").isFalse();
         assertThat(run.clientView()).as("what the client reads after its last write").isEqualTo(run.expected());
+    }
+
+    /** Waits until {@code t} is parked (waiting for something) or ended, for at most 30 s. */
+    private static void awaitParked(Thread t) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (t.isAlive() && t.getState() != Thread.State.WAITING && t.getState() != Thread.State.TIMED_WAITING
+                && System.nanoTime() < deadline) {
+            java.util.concurrent.locks.LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(1)); // polls a state
+        }
     }
 
     private static void assertPausedWithNothingInFlight(HarnessJob job) {
@@ -557,7 +607,8 @@ public abstract class JobConformanceTest<A extends JobArgs> {
                 continue;
             }
             for (Policy p : POLICIES) {
-                tests.add(DynamicTest.dynamicTest("on-error " + p.onError() + ", " + (read ? "read" : "write") + " fault "
+                tests.add(DynamicTest.dynamicTest(errorPolicyArgument(read) + " " + p.onError() + ", "
+                        + (read ? "read" : "write") + " fault "
                         + p.errno() + " at " + site.get().node() + ":" + site.get().offset(),
                         () -> onError(p, read, site.get())));
             }
@@ -569,9 +620,9 @@ public abstract class JobConformanceTest<A extends JobArgs> {
     private void onError(Policy p, boolean read, FaultSite site) throws Exception {
         try (JobHarness harness = new JobHarness()) {
             Run run = newRun(harness);
-            MemoryNode node = run.chain.node(site.node());
+            MemoryNode node = run.memoryNode(site.node());
             Fault fault = read ? node.failReadOnce(site.offset(), p.errno()) : node.failWriteOnce(site.offset(), p.errno());
-            HarnessJob job = prepare(run, QmpArguments.with(arguments(), "on-error", p.onError())).start();
+            HarnessJob job = prepare(run, QmpArguments.with(arguments(), errorPolicyArgument(read), p.onError())).start();
             if (p.action().equals("stop")) {
                 JobStatus s = job.awaitStatus(JobStatus.PAUSED, JobStatus.STANDBY);
                 assertPausedWithNothingInFlight(job);
@@ -640,7 +691,8 @@ public abstract class JobConformanceTest<A extends JobArgs> {
 
     /**
      * A client writes a range while the job's read of it is in flight (held at the read fault's
-     * site): whatever the job does with what it read, the client's newer data must win.
+     * site): whatever the job does with what it read, the client's newer data must win. Where
+     * {@link #writesWaitForTheJobsCopy} the write waits, without landing, until the read is let go.
      */
     @Test
     void aClientsWriteWhileTheJobReadsTheSameRangeWins() throws Exception {
@@ -648,16 +700,28 @@ public abstract class JobConformanceTest<A extends JobArgs> {
             Run run = newRun(harness);
             Optional<FaultSite> site = readFault(run.chain);
             assumeTrue(site.isPresent(), "the test names no read site (readFault)");
-            MemoryNode node = run.chain.node(site.get().node());
+            MemoryNode node = run.memoryNode(site.get().node());
             Stall stall = node.stallRead(site.get().offset());
             prepare(run, arguments()).start();
             stall.awaitStalled();
             int cluster = run.chain.top().clusterSize();
             long start = site.get().offset() / cluster * cluster;
             Thread writer = Thread.ofVirtual().start(() -> run.write(ClientWrite.data(start, cluster, 77)));
-            writer.join(TimeUnit.SECONDS.toMillis(30));
-            assertThat(writer.isAlive()).as("the client's write waits for the job's read").isFalse();
-            stall.release();
+            if (writesWaitForTheJobsCopy()) {
+                awaitParked(writer);
+                assertThat(writer.isAlive()).as("the client's write waits for the job's copy of the range").isTrue();
+                byte[] old = java.util.Arrays.copyOfRange(run.before().view(run.clientNode()), (int) start,
+                        (int) start + cluster);
+                assertThat(run.chain.node(run.clientNode()).view(start, cluster)).as("the write has not landed yet")
+                        .isEqualTo(old);
+                stall.release();
+                writer.join(TimeUnit.SECONDS.toMillis(30));
+                assertThat(writer.isAlive()).as("the client's write ends once the job's copy did").isFalse();
+            } else {
+                writer.join(TimeUnit.SECONDS.toMillis(30));
+                assertThat(writer.isAlive()).as("the client's write does not wait for the job's read").isFalse();
+                stall.release();
+            }
             HarnessJob.Outcome o = drive(run);
             assertSucceeded(run, o);
             checkResult(run);
@@ -793,12 +857,16 @@ public abstract class JobConformanceTest<A extends JobArgs> {
                 .hasMessage("Parameter 'device' is missing");
         assertThatThrownBy(() -> QmpArguments.parse(type, QmpArguments.with(json, "device", 5)))
                 .hasMessage("Invalid parameter type for 'device', expected: string");
-        assertThatThrownBy(() -> QmpArguments.parse(type, QmpArguments.with(json, "on-error", "sometimes")))
-                .hasMessage("Parameter 'on-error' does not accept value 'sometimes'");
+        String onRead = errorPolicyArgument(true);
+        String onWrite = errorPolicyArgument(false);
+        assertThatThrownBy(() -> QmpArguments.parse(type, QmpArguments.with(json, onRead, "sometimes")))
+                .hasMessage("Parameter '" + onRead + "' does not accept value 'sometimes'");
         assertThatThrownBy(() -> QmpArguments.parse(type, QmpArguments.with(json, "speed", "fast")))
                 .hasMessage("Invalid parameter type for 'speed', expected: integer");
-        A args = QmpArguments.parse(type, QmpArguments.with(QmpArguments.with(json, "on-error", "enospc"), "speed", 7));
-        assertThat(args.onError()).hasValue(io.blockjobs.sdk.job.OnError.ENOSPC);
+        A args = QmpArguments.parse(type, QmpArguments.with(QmpArguments.with(json, onRead, "enospc"), "speed", 7));
+        assertThat(args.onSourceError().or(args::onError)).as(onRead).hasValue(io.blockjobs.sdk.job.OnError.ENOSPC);
+        A writes = QmpArguments.parse(type, QmpArguments.with(json, onWrite, "stop"));
+        assertThat(writes.onTargetError().or(writes::onError)).as(onWrite).hasValue(io.blockjobs.sdk.job.OnError.STOP);
         assertThat(args.speed()).hasValue(7L);
         assertThat(args.device()).isEqualTo(QmpArguments.member(json, "device"));
         try (JobHarness harness = new JobHarness()) {

@@ -2,11 +2,14 @@ package io.blockjobs.sdk.testkit;
 
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockPermission;
+import io.blockjobs.sdk.driver.BlockDriver;
 import io.blockjobs.sdk.error.CommandException;
+import io.blockjobs.sdk.error.ErrorClass;
 import io.blockjobs.sdk.job.JobArgs;
 import io.blockjobs.sdk.job.JobBody;
 import io.blockjobs.sdk.job.JobCommand;
 import io.blockjobs.sdk.job.OnError;
+import io.blockjobs.sdk.plugin.BlockjobsPlugin;
 import java.util.ArrayList;
 import java.util.EnumSet;
 import java.util.LinkedHashMap;
@@ -21,15 +24,29 @@ import java.util.regex.Pattern;
  * in-memory nodes, jobs prepared from their arguments (JSON text, as a QMP client sends them) by
  * the command's factory with a {@link io.blockjobs.sdk.job.JobSetup} that uses nodes with
  * permissions and op blockers, puts filters in ({@code copy-on-read}, {@code commit_top},
- * {@code mirror_top} with its write tracker), reopens and freezes; each job runs on its own
- * virtual thread under a {@link HarnessJob} that the test drives with QMP's verbs; clients
- * ({@link #client}) write beside it through whatever filter it put in.
+ * {@code mirror_top} with its write tracker, and filters of registered drivers), reopens and
+ * freezes; each job runs on its own virtual thread under a {@link HarnessJob} that the test
+ * drives with QMP's verbs; clients ({@link #client}) write beside it through whatever filter it
+ * put in.
  *
  * <pre>{@code
  * JobHarness harness = new JobHarness().add(top);          // top and its backing chain
  * RootEdge guest = harness.client("top");                  // writes beside the job
  * HarnessJob job = harness.start(command, "{\"job-id\": \"j\", \"device\": \"top\"}");
  * HarnessJob.Outcome outcome = job.awaitEnd();
+ * }</pre>
+ *
+ * <p>Block drivers a plugin contributes open as the platform opens them, once
+ * {@linkplain #install installed} (or {@linkplain #register registered}): a job's
+ * {@code insertFilter} with such a driver's name opens it over the node, and a test opens nodes
+ * itself as {@code blockdev-add} would ({@link #open}), for a client to use:
+ *
+ * <pre>{@code
+ * JobHarness harness = new JobHarness().install(new BackupPlugin()).add(disk, scratch);
+ * harness.open(Map.of("driver", "copy-before-write", "node-name", "cbw", "file", "disk", "target", "scratch"));
+ * harness.open(Map.of("driver", "snapshot-access", "node-name", "acc", "file", "cbw"));
+ * RootEdge guest = harness.client("cbw");                  // the guest writes through the filter
+ * RootEdge fleece = harness.client("acc");                 // reads the disk as it was
  * }</pre>
  *
  * <p>Time is a {@link FakeClock}: speed limits sleep on it, so nothing sleeps for real.
@@ -43,6 +60,7 @@ public final class JobHarness implements AutoCloseable {
     private final Map<String, HarnessJob> jobs = new LinkedHashMap<>();
     private final List<JobEvent> events = new ArrayList<>();
     private final Map<String, HarnessBitmap> bitmaps = new LinkedHashMap<>(); // by "node/name"
+    private final Map<String, JobCommand<?>> commands = new LinkedHashMap<>();
 
     /** A harness whose clock moves forward by each sleep at once. */
     public JobHarness() {
@@ -57,6 +75,78 @@ public final class JobHarness implements AutoCloseable {
     /** The harness's clock. */
     public FakeClock clock() {
         return clock;
+    }
+
+    // ---- plugins ---------------------------------------------------------------------------------
+
+    /**
+     * Installs a plugin as the platform does when it starts one: its block drivers are registered
+     * ({@link #register}) and its job commands can be run by name ({@link #command}). Its plain
+     * QMP commands are not run by the harness.
+     *
+     * @throws IllegalArgumentException if a driver or command of that name is there already
+     */
+    public JobHarness install(BlockjobsPlugin plugin) {
+        register(plugin.blockDrivers().toArray(BlockDriver[]::new));
+        synchronized (commands) {
+            for (JobCommand<?> c : plugin.jobCommands()) {
+                if (commands.putIfAbsent(c.name(), c) != null) {
+                    throw new IllegalArgumentException("a job command named '" + c.name() + "' is installed already");
+                }
+            }
+        }
+        return this;
+    }
+
+    /**
+     * Registers block drivers: {@link #open} and a job's {@code insertFilter} open nodes of them
+     * by name, with a {@link io.blockjobs.sdk.driver.DriverContext} over the harness as the
+     * platform's: the options given (for a filter a job puts in, the filter's options and
+     * {@code file}, the node), children by node name (the child's request entry point; the graph
+     * moves the link as it moves any parent's), {@code read-only} (inherited by a job's filter
+     * from its node), the generic flags, and objects ({@link #addObject}).
+     *
+     * @throws IllegalArgumentException if a driver of that name is registered already
+     */
+    public JobHarness register(BlockDriver... drivers) {
+        for (BlockDriver d : drivers) {
+            graph.register(d);
+        }
+        return this;
+    }
+
+    /**
+     * The job command named {@code name} of an installed plugin.
+     *
+     * @throws CommandException QEMU's {@code CommandNotFound} if no installed plugin has it
+     */
+    public JobCommand<?> command(String name) {
+        synchronized (commands) {
+            JobCommand<?> c = commands.get(name);
+            if (c == null) {
+                throw new CommandException(ErrorClass.COMMAND_NOT_FOUND, "The command " + name + " has not been found");
+            }
+            return c;
+        }
+    }
+
+    /** Prepares a job of an installed plugin's command from its arguments as JSON text; not started yet. */
+    public HarnessJob prepare(String commandName, String argumentsJson) {
+        return prepare(command(commandName), argumentsJson);
+    }
+
+    /** Prepares and starts a job of an installed plugin's command from its arguments as JSON text. */
+    public HarnessJob start(String commandName, String argumentsJson) {
+        return prepare(commandName, argumentsJson).start();
+    }
+
+    /**
+     * Adds a user-creatable object ({@code object-add}, {@code --object}) that drivers find with
+     * {@code DriverContext.object(id, type)}.
+     */
+    public JobHarness addObject(String id, Object object) {
+        graph.addObject(id, object);
+        return this;
     }
 
     // ---- the graph -----------------------------------------------------------------------------
@@ -101,7 +191,35 @@ public final class JobHarness implements AutoCloseable {
         return b;
     }
 
-    /** The node named {@code name} now (an image, or a filter a job put in), or null. */
+    /**
+     * Opens a node of a registered driver as {@code blockdev-add} does, from its options as QMP
+     * gives them: {@code driver} and {@code node-name} (both required), {@code read-only},
+     * {@code auto-read-only} and {@code force-share}, and the driver's own; children are named by
+     * node name (nodes added, or opened before). Members nobody read are refused with QEMU's
+     * message. Returns the node; {@link #client} attaches users to it, {@link #delete} closes it,
+     * and so does {@link #close()}.
+     *
+     * @throws CommandException for a driver that is not registered, a bad or taken name, bad
+     *         options, a child that cannot be found or attached (QEMU's messages)
+     */
+    public BlockNode open(Map<String, ?> options) {
+        return graph.open(options);
+    }
+
+    /**
+     * Deletes a node as {@code blockdev-del} does, with QEMU's checks and messages: refused while
+     * a client or a job uses it, another node has it as a child, or it is a job's filter. A node
+     * of a driver is closed; a memory node only leaves the graph (the test may still read it).
+     */
+    public void delete(String nodeName) {
+        graph.delete(nodeName, n -> {
+            HarnessJob holder = holderOf(n);
+            return holder == null ? null : "Node '" + nodeName + "' is busy: block device is in use by block job: "
+                    + holder.type();
+        });
+    }
+
+    /** The node named {@code name} now (an image, a filter a job put in, a node a driver opened), or null. */
     public BlockNode node(String name) {
         return graph.find(name);
     }
@@ -134,6 +252,8 @@ public final class JobHarness implements AutoCloseable {
                 n += m.requestsInFlight();
             } else if (node instanceof HarnessFilter f) {
                 n += f.requestsInFlight();
+            } else if (node instanceof HarnessDriverNode d) {
+                n += d.requestsInFlight();
             }
         }
         return n;
@@ -186,7 +306,8 @@ public final class JobHarness implements AutoCloseable {
         try {
             checkNewId(id);
             HarnessJob job = new HarnessJob(this, graph, clock, id, command.jobType(), args.autoFinalize().orElse(true),
-                    args.autoDismiss().orElse(true), speed, args.onError().orElse(OnError.REPORT));
+                    args.autoDismiss().orElse(true), speed, args.onSourceError().or(args::onError).orElse(OnError.REPORT),
+                    args.onTargetError().or(args::onError).orElse(OnError.REPORT));
             JobBody body;
             try {
                 body = command.factory().prepare(args, job.setup());
@@ -266,7 +387,10 @@ public final class JobHarness implements AutoCloseable {
         }
     }
 
-    /** Cancels the jobs still running and waits for them: a test that failed leaves no thread behind. */
+    /**
+     * Cancels the jobs still running and waits for them, then closes the nodes drivers opened: a
+     * test that failed leaves no thread behind, nor an open driver node.
+     */
     @Override
     public void close() {
         List<HarnessJob> live;
@@ -290,5 +414,6 @@ public final class JobHarness implements AutoCloseable {
                 // the test has failed already, or the job ended meanwhile
             }
         }
+        graph.closeDrivers();
     }
 }

@@ -170,7 +170,7 @@ class JobHarnessKitTest {
                 seen.add("after " + ok);
             }
         };
-        setup.insertFilter(a.device(), new io.blockjobs.sdk.job.FilterSpec("copy-before-write", "cbw", java.util.Map.of(),
+        setup.insertFilter(a.device(), new io.blockjobs.sdk.job.FilterSpec("mirror_top", "hooked", java.util.Map.of(),
                 java.util.List.of(hook)));
         setup.use(a.device(), "source", NONE, READ_WRITE);
         SEEN.set(seen);
@@ -187,7 +187,7 @@ class JobHarnessKitTest {
             RootEdge client = h.client("top");
             HarnessJob job = h.prepare(HOOKED, "{\"device\": \"top\", \"target\": \"target\"}").breakAt(2).start();
             job.awaitBreak();
-            assertThat(client.target().nodeName()).isEqualTo("cbw");
+            assertThat(client.target().nodeName()).isEqualTo("hooked");
             client.write(C, java.nio.ByteBuffer.wrap(new byte[] {7, 7}));
             assertThatThrownBy(() -> client.write(0, java.nio.ByteBuffer.wrap(new byte[] {9}))).hasMessage("break-guest-write");
             client.writeZeroes(2L * C, C, true);

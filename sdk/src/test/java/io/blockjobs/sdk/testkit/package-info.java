@@ -14,7 +14,10 @@
  *       ({@link io.blockjobs.sdk.testkit.HarnessJob}) with QMP's verbs, events, error policies, a
  *       real copier and a fake clock ({@link io.blockjobs.sdk.testkit.FakeClock}); clients
  *       ({@link io.blockjobs.sdk.testkit.RootEdge}) write beside the jobs; finalization goes
- *       through a {@link io.blockjobs.sdk.testkit.RecordingGraphEdit}.</li>
+ *       through a {@link io.blockjobs.sdk.testkit.RecordingGraphEdit}. A plugin's block drivers
+ *       open in it as in the platform once installed
+ *       ({@link io.blockjobs.sdk.testkit.JobHarness#install}): a job's filters of them, and nodes
+ *       a test opens as {@code blockdev-add} would ({@link io.blockjobs.sdk.testkit.JobHarness#open}).</li>
  *   <li>{@link io.blockjobs.sdk.testkit.JobConformanceTest}: the test every job plugin extends.</li>
  * </ul>
  *

@@ -302,11 +302,12 @@ final class BackupJob {
             }
             progress(ctx);
             if (sync == Sync.NONE) {
-                // Nothing to copy but what the filter saves, until the job is cancelled (QEMU's backup_run).
+                // Nothing to copy but what the filter saves, until the job is cancelled (QEMU's backup_run
+                // yields until woken): wake for a copy that ended, or to look for a cancel, not in a spin.
                 while (true) {
                     ctx.pausePoint();
                     checkSnapshot();
-                    copy.awaitSettled(100);
+                    copy.awaitCopy(100);
                     progress(ctx);
                 }
             }

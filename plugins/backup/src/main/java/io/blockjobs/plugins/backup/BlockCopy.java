@@ -236,6 +236,19 @@ final class BlockCopy {
     }
 
     /**
+     * Waits until a copy ends, or {@code millis} passed, whether or not one is in flight now: the
+     * wait of a job that has nothing to copy itself ({@code sync: none}).
+     */
+    void awaitCopy(long millis) throws InterruptedException {
+        lock.lock();
+        try {
+            settled.await(millis, TimeUnit.MILLISECONDS);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
      * Claims the clusters of {@code [offset, end)} that are to be copied and that nobody copies:
      * they are busy until {@link #finish}ed.
      */
