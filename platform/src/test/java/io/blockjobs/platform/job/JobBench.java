@@ -17,7 +17,8 @@ import java.util.Map;
 import tools.jackson.databind.JsonNode;
 
 /**
- * Stream, intermediate commit and active commit of a qcow2 chain, blockjobd beside
+ * Stream, intermediate commit, active commit and mirror (sync full, onto a fresh qcow2) of a
+ * qcow2 chain, blockjobd beside
  * qemu-storage-daemon, with the same cache mode on both ({@code cache.direct=on} on every layer
  * of both, then off on both). Rounds are interleaved (blockjobd, qsd, blockjobd, qsd, ...), each
  * run on a fresh chain made the same way, its files synced and dropped from the page cache
@@ -29,7 +30,7 @@ import tools.jackson.databind.JsonNode;
  * <p>Run: {@code ./build bench-jobs [-Dbench.X=...] [DIR]}. Settings: {@code bench.size} (virtual
  * size of the chain, default {@code 2G}; e.g. {@code 512M} for a quick trial),
  * {@code bench.rounds} (default 3), {@code bench.cache} ({@code on,off}), {@code bench.jobs}
- * ({@code stream,commit,active}), {@code bench.speed} (MiB/s of the speed-limit line, default
+ * ({@code stream,commit,active,mirror}), {@code bench.speed} (MiB/s of the speed-limit line, default
  * 100, 0 to skip it), {@code bench.bjJavaOpts} (JVM options for blockjobd, e.g. a JFR
  * recording whose file name holds {@code %p}), {@code bench.backup} ({@code yes}: then
  * {@link BackupBench}; {@code no}; {@code only}).
@@ -43,7 +44,8 @@ public final class JobBench {
     enum Job {
         STREAM("stream", "block-stream"),
         COMMIT("commit", "block-commit"),
-        ACTIVE("active commit", "block-commit");
+        ACTIVE("active commit", "block-commit"),
+        MIRROR("mirror", "blockdev-mirror");
 
         final String label;
         final String command;
@@ -58,17 +60,27 @@ public final class JobBench {
                 case STREAM -> QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed);
                 case COMMIT -> QmpArgs.map("job-id", "j", "device", "top", "top-node", "mid", "speed", speed);
                 case ACTIVE -> QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed);
+                case MIRROR -> QmpArgs.map("job-id", "j", "device", "top", "target", "tgt", "sync", "full", "speed", speed);
             };
         }
 
         /** The layer the job writes (whose descriptors and page cache tell its mode). */
         String target() {
-            return this == STREAM ? "top" : "base";
+            return switch (this) {
+                case STREAM -> "top";
+                case MIRROR -> "tgt";
+                default -> "base";
+            };
+        }
+
+        /** Whether the job converges and is completed with {@code job-complete}. */
+        boolean completes() {
+            return this == ACTIVE || this == MIRROR;
         }
     }
 
     /** One run: throughput, CPU per GiB, and what the check of the cache mode found. */
-    record Run(double mibPerSec, double cpuPerGib, int descriptors, int direct, long cachedBytes) {
+    record Run(double mibPerSec, double cpuPerGib, int descriptors, int direct, long cachedBytes, double switchMs) {
     }
 
     private final Path dir;
@@ -97,7 +109,7 @@ public final class JobBench {
                     case "off" -> false;
                     default -> throw new IllegalArgumentException("bench.cache: on, off or on,off; not " + m);
                 }).toList();
-        List<Job> jobs = Arrays.stream(System.getProperty("bench.jobs", "stream,commit,active").split(","))
+        List<Job> jobs = Arrays.stream(System.getProperty("bench.jobs", "stream,commit,active,mirror").split(","))
                 .map(j -> Job.valueOf(j.trim().toUpperCase(Locale.ROOT))).toList();
         long speedMib = Long.getLong("bench.speed", 100);
         String opts = System.getProperty("bench.bjJavaOpts", "");
@@ -117,7 +129,8 @@ public final class JobBench {
             bench.mode(direct, jobs, rounds, speedMib);
         }
         System.out.println("MiB/s: data copied over the time from the job command to BLOCK_JOB_COMPLETED (the job's "
-                + "flush, and an active commit's job-complete, included).");
+                + "flush, and an active commit's or a mirror's job-complete, included; mirror copies base's half and "
+                + "mid's data, 3/4 of the size).");
         System.out.println("CPU s/GiB: the daemon's user + system time over that span, per GiB copied. "
                 + "Cells: median [min-max] of the rounds; ratios: of the medians [min-max of each round's].");
         if (!backup.equals("no")) {
@@ -151,6 +164,12 @@ public final class JobBench {
                     cell(a, Run::mibPerSec, 1), cell(b, Run::mibPerSec, 1), ratio(a, b, Run::mibPerSec),
                     cell(a, Run::cpuPerGib, 2), cell(b, Run::cpuPerGib, 2), ratio(a, b, Run::cpuPerGib));
         }
+        for (Job job : jobs) {
+            if (job.completes()) {
+                System.out.printf(Locale.ROOT, "%s, job-complete to BLOCK_JOB_COMPLETED (ms): blockjobd %s, qsd %s%n",
+                        job.label, cell(ours.get(job), Run::switchMs, 1), cell(theirs.get(job), Run::switchMs, 1));
+            }
+        }
         if (speedMib > 0) {
             double ourRate = median(oursLimited, Run::mibPerSec);
             double theirRate = median(theirsLimited, Run::mibPerSec);
@@ -172,17 +191,25 @@ public final class JobBench {
     private Run run(String daemon, Job job, boolean direct, long speed) throws Exception {
         boolean qsd = daemon.endsWith("qemu-storage-daemon");
         Path runDir = dir.resolve(qsd ? "qsd" : "bj");
-        Map<String, Path> files = makeChain(runDir);
+        Map<String, Path> files = new java.util.HashMap<>(makeChain(runDir));
         Path qmp = runDir.resolve("qmp.sock");
         Files.deleteIfExists(qmp);
         String cache = ",cache.direct=" + (direct ? "on" : "off");
-        List<String> args = List.of(
+        List<String> args = new ArrayList<>(List.of(
                 "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + files.get("base") + cache,
                 "--blockdev", "driver=qcow2,node-name=mid,backing=base,file.driver=file,file.filename="
                         + files.get("mid") + cache,
                 "--blockdev", "driver=qcow2,node-name=top,backing=mid,file.driver=file,file.filename="
                         + files.get("top") + cache,
-                "--chardev", "socket,id=m,path=" + qmp + ",server=on,wait=off", "--monitor", "m");
+                "--chardev", "socket,id=m,path=" + qmp + ",server=on,wait=off", "--monitor", "m"));
+        if (job == Job.MIRROR) { // a fresh image of the chain's size, as blockdev-mirror's users make one
+            Path tgt = runDir.resolve("tgt.qcow2");
+            Files.deleteIfExists(tgt);
+            Qemu.img("create", "-q", "-f", "qcow2", tgt.toString(), String.valueOf(size));
+            files.put("tgt", tgt);
+            args.addAll(List.of("--blockdev", "driver=qcow2,node-name=tgt,file.driver=file,file.filename=" + tgt + cache));
+        }
+        long bytes = job == Job.MIRROR ? size / 4 * 3 : copied; // mirror copies the whole view: base's half and mid's
         try (BenchDaemon d = BenchDaemon.start(daemon, args, runDir, qsd ? Map.of() : bjEnv);
              QmpClient c = QmpClient.connect(qmp)) {
             for (Path f : files.values()) {
@@ -191,12 +218,16 @@ public final class JobBench {
             double cpu0 = d.cpuSeconds();
             long start = System.nanoTime();
             c.ok(job.command, job.args(speed));
-            if (job == Job.ACTIVE) {
+            long completeAt = 0;
+            if (job.completes()) {
                 c.awaitEvent("BLOCK_JOB_READY", x -> true, JOB_TIMEOUT);
+                completeAt = System.nanoTime();
                 c.ok("job-complete", QmpArgs.map("id", "j"));
             }
             JsonNode done = c.awaitEvent("BLOCK_JOB_COMPLETED", x -> true, JOB_TIMEOUT);
-            double seconds = (System.nanoTime() - start) / 1e9;
+            long end = System.nanoTime();
+            double seconds = (end - start) / 1e9;
+            double switchMs = completeAt == 0 ? 0 : (end - completeAt) / 1e6;
             double cpu = d.cpuSeconds() - cpu0;
             if (done.at("/data/error").isString()) {
                 throw new IllegalStateException(job.label + " failed in " + daemon + ": " + done);
@@ -207,8 +238,8 @@ public final class JobBench {
             Path target = files.get(job.target());
             List<BenchDaemon.Descriptor> fds = checkMode(d, target, direct, daemon);
             int directFds = (int) fds.stream().filter(BenchDaemon.Descriptor::direct).count();
-            return new Run(copied / (double) MIB / seconds, cpu / (copied / (double) GIB),
-                    fds.size(), directFds, cachedBytes(target));
+            return new Run(bytes / (double) MIB / seconds, cpu / (bytes / (double) GIB),
+                    fds.size(), directFds, cachedBytes(target), switchMs);
         }
     }
 
