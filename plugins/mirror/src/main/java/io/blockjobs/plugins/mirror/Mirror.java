@@ -142,9 +142,9 @@ final class Mirror implements JobBody, WriteHook {
             throw new IOException("Source and target image have different sizes");
         }
         if (size == 0) {
-            ctx.ready();
             ready = true;
             activelySynced = true;
+            ctx.ready();
             while (!ctx.completeRequested()) {
                 ctx.pausePoint();
                 awaitWrite(writeSeq(), SLICE_MILLIS);
@@ -191,12 +191,12 @@ final class Mirror implements JobBody, WriteHook {
                         continue;
                     }
                     report(ctx, 0); // BLOCK_JOB_READY says how much was done
-                    ctx.ready();
+                    // before the event: whoever sees READY sees a job that takes a soft cancel
                     ready = true;
+                    syncedCheck();
+                    ctx.ready();
                 }
-                if (writeBlocking && backgroundWrites.get() == 0 && dirty.count() == 0) {
-                    activelySynced = true;
-                }
+                syncedCheck();
                 report(ctx, 0);
                 if (ctx.completeRequested()) {
                     // The switch-over (or a soft cancel's point-in-time copy): clients wait from here
@@ -314,6 +314,13 @@ final class Mirror implements JobBody, WriteHook {
         held[0] = null;
         if (h != null) {
             h.close();
+        }
+    }
+
+    /** In write-blocking mode, ready and clean with no write in flight that bypassed the target: actively synced. */
+    private void syncedCheck() {
+        if (writeBlocking && backgroundWrites.get() == 0 && dirty.count() == 0 && activeErrors.isEmpty()) {
+            activelySynced = true;
         }
     }
 
@@ -447,8 +454,11 @@ final class Mirror implements JobBody, WriteHook {
                 case DISCARD -> target.discard(offset, length);
             }
             if (request.kind() != WriteRequest.Kind.DISCARD) {
-                // a discard need not read back as it did on the source: the copy loop settles it
                 dirty.reset(first, Math.min(last, dirty.size()) - first);
+            } else {
+                // a discard need not read back on the target as on the source: the copy loop
+                // settles the range, and until then not every write over it reaches the target
+                activelySynced = false;
             }
             done.addAndGet(length);
         } catch (IOException | RuntimeException e) {
