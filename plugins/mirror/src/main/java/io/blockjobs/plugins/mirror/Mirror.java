@@ -77,8 +77,13 @@ final class Mirror implements JobBody, WriteHook {
                     String replaces, TargetBacking targetBacking) {
     }
 
-    /** A client write through the filter, between its hooks. */
-    private record ClientWrite(InFlight.Held held, boolean active, boolean headDirty, boolean tailDirty) {
+    /**
+     * A client write through the filter, between its hooks: whether the target is written too,
+     * whether its unaligned head and tail granules were dirty, and whether a clean one was known
+     * to be in sync then (only once the initial marking is done).
+     */
+    private record ClientWrite(InFlight.Held held, boolean active, boolean headDirty, boolean tailDirty,
+                               boolean cleanIsSynced) {
     }
 
     private final Settings settings;
@@ -105,6 +110,8 @@ final class Mirror implements JobBody, WriteHook {
     /** The run is over or failing: the filter no longer writes the target (QEMU: job->ret < 0 or cancelled). */
     private volatile boolean stopped;
     private volatile AutoCloseable drained;
+    /** What must be copied is marked: from now on a clean granule is one the target holds. */
+    private volatile boolean marked;
     private long cursor;
 
     Mirror(Settings settings) {
@@ -155,6 +162,7 @@ final class Mirror implements JobBody, WriteHook {
         if (settings.sync() != Sync.NONE) {
             markInitial(ctx, size);
         }
+        marked = true;
         long bufSize = settings.bufSize();
         long ioBytes = Math.min(bufSize, Math.max(bufSize / MAX_IN_FLIGHT, MAX_IO_BYTES));
         ioBytes = Math.max(granularity, ioBytes - ioBytes % granularity);
@@ -396,7 +404,7 @@ final class Mirror implements JobBody, WriteHook {
         if (!active) {
             backgroundWrites.incrementAndGet();
         }
-        writes.put(request, new ClientWrite(held, active, headDirty, tailDirty));
+        writes.put(request, new ClientWrite(held, active, headDirty, tailDirty, marked));
     }
 
     @Override
@@ -439,8 +447,12 @@ final class Mirror implements JobBody, WriteHook {
             }
         }
         long length = end - offset;
-        long first = offset - offset % granularity;
-        long last = end % granularity == 0 ? end : end - end % granularity + granularity;
+        // The granules the write covers whole are in sync now; a partial head or tail one was
+        // clean, and so in sync but for this write, only if the initial marking was done then
+        // (before it, clean says nothing: its bit may still come, or may have come and be lost)
+        boolean partialsSynced = w.cleanIsSynced();
+        long first = offset % granularity == 0 || !partialsSynced ? ceil(offset) : offset - offset % granularity;
+        long last = end % granularity == 0 || !partialsSynced ? end - end % granularity : ceil(end);
         activeBytes.addAndGet(length);
         try {
             switch (request.kind()) {
@@ -454,7 +466,9 @@ final class Mirror implements JobBody, WriteHook {
                 case DISCARD -> target.discard(offset, length);
             }
             if (request.kind() != WriteRequest.Kind.DISCARD) {
-                dirty.reset(first, Math.min(last, dirty.size()) - first);
+                if (last > first) {
+                    dirty.reset(first, Math.min(last, dirty.size()) - first);
+                }
             } else {
                 // a discard need not read back on the target as on the source: the copy loop
                 // settles the range, and until then not every write over it reaches the target
@@ -462,12 +476,17 @@ final class Mirror implements JobBody, WriteHook {
             }
             done.addAndGet(length);
         } catch (IOException | RuntimeException e) {
-            dirty.set(first, last - first);
+            long from = offset - offset % granularity;
+            dirty.set(from, ceil(end) - from);
             activelySynced = false;
             activeErrors.add(e instanceof IOException io ? io : new IOException(e.toString(), e));
         } finally {
             activeBytes.addAndGet(-length);
         }
+    }
+
+    private long ceil(long offset) {
+        return offset % granularity == 0 ? offset : offset - offset % granularity + granularity;
     }
 
     // ---- the job's other hooks (main loop) ------------------------------------------------------
