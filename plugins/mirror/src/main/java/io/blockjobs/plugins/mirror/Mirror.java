@@ -297,8 +297,13 @@ final class Mirror implements JobBody, WriteHook {
                 held[0] = inFlight.acquire(offset, length, length);
             }
             try {
-                if (zero) {
+                if (zero && stillZero(o, length)) {
                     target.writeZeroes(o, length, settings.unmap());
+                } else if (zero) {
+                    // a client wrote here after the loop looked: copy what is there now
+                    buffer.clear().limit(length);
+                    source.read(o, buffer);
+                    target.write(o, buffer.flip());
                 } else {
                     target.write(o, buffer);
                 }
@@ -309,6 +314,15 @@ final class Mirror implements JobBody, WriteHook {
             }
             release(held);
         });
+    }
+
+    /**
+     * Whether a range the loop found reading as zeroes still does, asked while the operation
+     * holds it: a client's write between the look and the hold must not be zeroed on the target.
+     */
+    private boolean stillZero(long offset, int length) throws IOException {
+        BlockStatus now = source.chainStatus(offset, length);
+        return now.zero() && now.length() >= length;
     }
 
     private void failed(InFlight.Held[] held, long offset, long length) {
