@@ -585,7 +585,7 @@ public final class Job implements JobContext {
 
     /**
      * QMP's {@code BlockJobInfo} record, with QEMU 8.2's {@code actively-synced} for mirror jobs
-     * and blockjobs' {@code x-dirty-bytes} for converging jobs (mirror, active commit): the bytes
+     * and blockjobs' {@code x-dirty-bytes} for converging jobs that report it (mirror): the bytes
      * still to copy, which stay high while clients write faster than the job copies.
      */
     public record BlockJobInfo(String type, String device, long len, long offset, boolean busy, boolean paused,

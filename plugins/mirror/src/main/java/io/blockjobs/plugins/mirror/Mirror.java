@@ -77,8 +77,13 @@ final class Mirror implements JobBody, WriteHook {
                     String replaces, TargetBacking targetBacking) {
     }
 
-    /** A client write through the filter, between its hooks. */
-    private record ClientWrite(InFlight.Held held, boolean active, boolean headDirty, boolean tailDirty) {
+    /**
+     * A client write through the filter, between its hooks: whether the target is written too,
+     * whether its unaligned head and tail granules were dirty, and whether a clean one was known
+     * to be in sync then (only once the initial marking is done).
+     */
+    private record ClientWrite(InFlight.Held held, boolean active, boolean headDirty, boolean tailDirty,
+                               boolean cleanIsSynced) {
     }
 
     private final Settings settings;
@@ -105,6 +110,8 @@ final class Mirror implements JobBody, WriteHook {
     /** The run is over or failing: the filter no longer writes the target (QEMU: job->ret < 0 or cancelled). */
     private volatile boolean stopped;
     private volatile AutoCloseable drained;
+    /** What must be copied is marked: from now on a clean granule is one the target holds. */
+    private volatile boolean marked;
     private long cursor;
 
     Mirror(Settings settings) {
@@ -142,9 +149,9 @@ final class Mirror implements JobBody, WriteHook {
             throw new IOException("Source and target image have different sizes");
         }
         if (size == 0) {
-            ctx.ready();
             ready = true;
             activelySynced = true;
+            ctx.ready();
             while (!ctx.completeRequested()) {
                 ctx.pausePoint();
                 awaitWrite(writeSeq(), SLICE_MILLIS);
@@ -155,6 +162,7 @@ final class Mirror implements JobBody, WriteHook {
         if (settings.sync() != Sync.NONE) {
             markInitial(ctx, size);
         }
+        marked = true;
         long bufSize = settings.bufSize();
         long ioBytes = Math.min(bufSize, Math.max(bufSize / MAX_IN_FLIGHT, MAX_IO_BYTES));
         ioBytes = Math.max(granularity, ioBytes - ioBytes % granularity);
@@ -191,12 +199,12 @@ final class Mirror implements JobBody, WriteHook {
                         continue;
                     }
                     report(ctx, 0); // BLOCK_JOB_READY says how much was done
-                    ctx.ready();
+                    // before the event: whoever sees READY sees a job that takes a soft cancel
                     ready = true;
+                    syncedCheck();
+                    ctx.ready();
                 }
-                if (writeBlocking && backgroundWrites.get() == 0 && dirty.count() == 0) {
-                    activelySynced = true;
-                }
+                syncedCheck();
                 report(ctx, 0);
                 if (ctx.completeRequested()) {
                     // The switch-over (or a soft cancel's point-in-time copy): clients wait from here
@@ -289,8 +297,13 @@ final class Mirror implements JobBody, WriteHook {
                 held[0] = inFlight.acquire(offset, length, length);
             }
             try {
-                if (zero) {
+                if (zero && stillZero(o, length)) {
                     target.writeZeroes(o, length, settings.unmap());
+                } else if (zero) {
+                    // a client wrote here after the loop looked: copy what is there now
+                    buffer.clear().limit(length);
+                    source.read(o, buffer);
+                    target.write(o, buffer.flip());
                 } else {
                     target.write(o, buffer);
                 }
@@ -301,6 +314,15 @@ final class Mirror implements JobBody, WriteHook {
             }
             release(held);
         });
+    }
+
+    /**
+     * Whether a range the loop found reading as zeroes still does, asked while the operation
+     * holds it: a client's write between the look and the hold must not be zeroed on the target.
+     */
+    private boolean stillZero(long offset, int length) throws IOException {
+        BlockStatus now = source.chainStatus(offset, length);
+        return now.zero() && now.length() >= length;
     }
 
     private void failed(InFlight.Held[] held, long offset, long length) {
@@ -314,6 +336,13 @@ final class Mirror implements JobBody, WriteHook {
         held[0] = null;
         if (h != null) {
             h.close();
+        }
+    }
+
+    /** In write-blocking mode, ready and clean with no write in flight that bypassed the target: actively synced. */
+    private void syncedCheck() {
+        if (writeBlocking && backgroundWrites.get() == 0 && dirty.count() == 0 && activeErrors.isEmpty()) {
+            activelySynced = true;
         }
     }
 
@@ -389,7 +418,7 @@ final class Mirror implements JobBody, WriteHook {
         if (!active) {
             backgroundWrites.incrementAndGet();
         }
-        writes.put(request, new ClientWrite(held, active, headDirty, tailDirty));
+        writes.put(request, new ClientWrite(held, active, headDirty, tailDirty, marked));
     }
 
     @Override
@@ -432,8 +461,12 @@ final class Mirror implements JobBody, WriteHook {
             }
         }
         long length = end - offset;
-        long first = offset - offset % granularity;
-        long last = end % granularity == 0 ? end : end - end % granularity + granularity;
+        // The granules the write covers whole are in sync now; a partial head or tail one was
+        // clean, and so in sync but for this write, only if the initial marking was done then
+        // (before it, clean says nothing: its bit may still come, or may have come and be lost)
+        boolean partialsSynced = w.cleanIsSynced();
+        long first = offset % granularity == 0 || !partialsSynced ? ceil(offset) : offset - offset % granularity;
+        long last = end % granularity == 0 || !partialsSynced ? end - end % granularity : ceil(end);
         activeBytes.addAndGet(length);
         try {
             switch (request.kind()) {
@@ -447,17 +480,27 @@ final class Mirror implements JobBody, WriteHook {
                 case DISCARD -> target.discard(offset, length);
             }
             if (request.kind() != WriteRequest.Kind.DISCARD) {
-                // a discard need not read back as it did on the source: the copy loop settles it
-                dirty.reset(first, Math.min(last, dirty.size()) - first);
+                if (last > first) {
+                    dirty.reset(first, Math.min(last, dirty.size()) - first);
+                }
+            } else {
+                // a discard need not read back on the target as on the source: the copy loop
+                // settles the range, and until then not every write over it reaches the target
+                activelySynced = false;
             }
             done.addAndGet(length);
         } catch (IOException | RuntimeException e) {
-            dirty.set(first, last - first);
+            long from = offset - offset % granularity;
+            dirty.set(from, ceil(end) - from);
             activelySynced = false;
             activeErrors.add(e instanceof IOException io ? io : new IOException(e.toString(), e));
         } finally {
             activeBytes.addAndGet(-length);
         }
+    }
+
+    private long ceil(long offset) {
+        return offset % granularity == 0 ? offset : offset - offset % granularity + granularity;
     }
 
     // ---- the job's other hooks (main loop) ------------------------------------------------------
