@@ -277,4 +277,127 @@ class MigrationIT {
         daemons.remove(dst);
         Qemu.assertClean(target);
     }
+
+    // ---- scripts/migrate.js ------------------------------------------------------------------------
+
+    /** The distribution's client, {@code bin/blockjobs}. */
+    private static Path clientLauncher() {
+        return io.blockjobs.platform.testkit.DaemonProcess.blockjobd().resolveSibling("blockjobs");
+    }
+
+    /** Polls query-jobs until the workflow's mirror job is running; returns its id. */
+    private static String awaitMirrorRunning(StorageDaemon d) throws Exception {
+        long deadline = System.nanoTime() + 60_000_000_000L;
+        while (true) {
+            for (JsonNode j : d.qmp.ok("query-jobs")) {
+                if (j.get("type").asString().equals("mirror") && j.get("status").asString().equals("running")) {
+                    return j.get("id").asString();
+                }
+            }
+            assertThat(System.nanoTime()).as("%s: the workflow's mirror runs", d).isLessThan(deadline);
+            Thread.onSpinWait();
+        }
+    }
+
+    /**
+     * {@code blockjobs run migrate.js} as a user runs it, onto a new local qcow2 image; the copy is
+     * held to 4 MiB/s over 16 MiB of data, so it is not ready by the 1 s deadline and the script
+     * switches it to write-blocking, then completes it.
+     */
+    @Test
+    void migrateJsMovesADiskToANewLocalImageFallingBackToWriteBlocking() throws Exception {
+        StorageDaemon src = startSource(Kind.BLOCKJOBD);
+        Path target = dir.resolve("moved.qcow2");
+        java.util.concurrent.CompletableFuture<Qemu.Result> run = java.util.concurrent.CompletableFuture.supplyAsync(
+                () -> Qemu.run(clientLauncher().toString(), "--socket", dir.resolve("source-blockjobd/qmp.sock").toString(),
+                        "run", "migrate.js", "--id", "mig", "--arg", "node=disk", "--arg", "target=" + target,
+                        "--arg", "deadline=1", "--arg", "speed=" + 4 * MIB),
+                r -> Thread.ofVirtual().start(r));
+        String job = awaitMirrorRunning(src);
+        write(src, "write -P 0x71 1M 64k", "write -P 0x72 29M 8k", "write -z 21M 64k");
+        Qemu.Result r = run.get(120, java.util.concurrent.TimeUnit.SECONDS);
+        assertThat(r.exit()).as("%s", r).isZero();
+        assertThat(r.out()).contains("migrating disk (" + SIZE + " bytes, exported as e) to " + target + " (qcow2)\n",
+                        "not ready after 1 s (", "switching " + job + " to copy-mode write-blocking\n",
+                        "migrated disk to disk-migrated in ")
+                .containsPattern("job " + job + " mirror completed 100%")
+                .containsPattern("ready after [0-9.]+ s \\(write-blocking\\)");
+        JsonNode result = Qemu.JSON.readTree(r.out().substring(r.out().lastIndexOf("\n{") + 1));
+        assertThat(result.get("copyMode").asString()).isEqualTo("write-blocking");
+        assertThat(result.get("targetNode").asString()).isEqualTo("disk-migrated");
+        assertThat(result.get("exports").toString()).isEqualTo("[\"e\"]");
+        assertThat(exportedNode(src)).isEqualTo("disk-migrated");
+
+        Path atSwitch = copyOf(shadow, "at-switch.raw");
+        write(src, "write -P 0x73 7M 64k");
+        src.quit();
+        assertThat(Qemu.identical(target, "qcow2", shadow, "raw")).as("the new image holds every write").isTrue();
+        assertThat(Qemu.identical(source, "qcow2", atSwitch, "raw")).as("the source stopped at the switch").isTrue();
+        Qemu.assertClean(target);
+        Qemu.assertClean(source);
+    }
+
+    /** {@code workflow-run migrate.js} over QMP, onto another daemon's NBD export; converges in background mode. */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.EnumSource(Kind.class)
+    void migrateJsMovesADiskToAnotherDaemonOverNbd(Kind to) throws Exception {
+        Path target = newImage("destination.qcow2", "qcow2");
+        StorageDaemon dst = startDestination(to, "destination", target, "qcow2");
+        StorageDaemon src = startSource(Kind.BLOCKJOBD);
+        String id = src.qmp.ok("workflow-run", map("script", "migrate.js", "args", map("node", "disk",
+                "server", migrationSocket.toString(), "export", "disk", "targetNode", "remote", "speed", 2 * MIB)))
+                .get("id").asString();
+        String job = awaitMirrorRunning(src);
+        write(src, "write -P 0x81 3M 64k", "write -P 0x82 27M 4k");
+        assertThat(job(src, job).get("ready").asBoolean()).as("written while the job copies").isFalse();
+        JsonNode done = src.qmp.awaitEvent("WORKFLOW_FINISHED", d -> d.get("id").asString().equals(id)).get("data");
+        assertThat(done.get("state").asString()).as("%s", done).isEqualTo("completed");
+        assertThat(done.at("/result/copyMode").asString()).isEqualTo("background");
+        assertThat(done.at("/result/bytes").asLong()).as("the disk and what was written during the copy").isGreaterThanOrEqualTo(SIZE);
+        List<String> log = new ArrayList<>();
+        for (JsonNode w : src.qmp.ok("query-workflows")) {
+            if (w.get("id").asString().equals(id)) {
+                w.get("log").forEach(l -> log.add(l.asString()));
+            }
+        }
+        assertThat(log).anyMatch(l -> l.equals("migrating disk (" + SIZE + " bytes, exported as e) to NBD export 'disk' at "
+                + migrationSocket)).anyMatch(l -> l.matches(job + " ready after [0-9.]+ s \\(background\\): .*"))
+                .noneMatch(l -> l.contains("write-blocking"));
+        assertThat(exportedNode(src)).isEqualTo("remote");
+
+        write(src, "write -P 0x83 9M 64k");
+        Qemu.ioNbd(destinationUri(), "read -P 0x83 9M 64k", "read -P 0x81 3M 64k");
+        src.quit();
+        dst.quit();
+        assertThat(Qemu.identical(target, "qcow2", shadow, "raw")).as("the destination holds every write").isTrue();
+        Qemu.assertClean(target);
+        Qemu.assertClean(source);
+    }
+
+    @Test
+    void migrateJsRefusesWhatItCannotDo() throws Exception {
+        Path small = dir.resolve("small.qcow2");
+        Qemu.img("create", "-f", "qcow2", small.toString(), "16M");
+        StorageDaemon dst = startDestination(Kind.BLOCKJOBD, "destination", small, "qcow2");
+        StorageDaemon src = startSource(Kind.BLOCKJOBD);
+        assertThat(failure(src, map("target", "/nowhere.qcow2"))).contains("needs the node to move");
+        assertThat(failure(src, map("node", "disk"))).contains("needs one destination");
+        assertThat(failure(src, map("node", "nope", "target", dir.resolve("x.qcow2").toString())))
+                .contains("Cannot find node 'nope'");
+        assertThat(failure(src, map("node", "disk", "server", migrationSocket.toString(), "export", "disk")))
+                .contains("the destination is " + 16 * MIB + " bytes, disk is " + SIZE);
+        assertThat(src.qmp.ok("query-named-block-nodes").toString()).as("the target node is dropped again")
+                .doesNotContain("disk-migrated");
+        assertThat(src.qmp.ok("query-jobs").isEmpty()).isTrue();
+        assertThat(exportedNode(src)).isEqualTo("disk");
+        assertThat(exportedNode(dst)).isEqualTo("disk");
+    }
+
+    /** Runs migrate.js with {@code args}; it must fail; returns its error's desc. */
+    private static String failure(StorageDaemon d, Map<String, Object> args) throws Exception {
+        String id = d.qmp.ok("workflow-run", map("script", "migrate.js", "args", args)).get("id").asString();
+        JsonNode done = d.qmp.awaitEvent("WORKFLOW_FINISHED", e -> e.get("id").asString().equals(id)).get("data");
+        assertThat(done.get("state").asString()).as("%s", done).isEqualTo("failed");
+        return done.at("/error/desc").asString();
+    }
 }
