@@ -31,7 +31,8 @@ export default async function migrate(bj, args) {
     throw new bj.QmpError('GenericError', 'migrate.js needs the node to move: --arg node=NAME');
   }
   if ((args.target === undefined) === (args.server === undefined)) {
-    throw new bj.QmpError('GenericError', 'migrate.js needs one destination: --arg target=FILE, or --arg server=SOCKET --arg export=NAME');
+    throw new bj.QmpError('GenericError',
+      'migrate.js needs one destination: --arg target=FILE, or --arg server=SOCKET --arg export=NAME');
   }
   if (args.server !== undefined && typeof args.export !== 'string') {
     throw new bj.QmpError('GenericError', "an NBD destination needs the export's name: --arg export=NAME");
@@ -54,7 +55,8 @@ export default async function migrate(bj, args) {
   }
   const size = source.image['virtual-size'];
   const exports = (await bj.qmp('query-block-exports')).filter((e) => e['node-name'] === node).map((e) => e.id);
-  const where = args.target !== undefined ? `${args.target} (${format})` : `NBD export '${args.export}' at ${describe(args.server)}`;
+  const where = args.target !== undefined
+    ? `${args.target} (${format})` : `NBD export '${args.export}' at ${describe(args.server)}`;
   bj.log(`migrating ${node} (${size} bytes${exports.length ? `, exported as ${exports.join(', ')}` : ''}) to ${where}`);
 
   await openTarget();

@@ -311,7 +311,8 @@ class MigrationIT {
         Path target = dir.resolve("moved." + format);
         java.util.concurrent.CompletableFuture<Qemu.Result> run = java.util.concurrent.CompletableFuture.supplyAsync(
                 () -> Qemu.run(clientLauncher().toString(), "--socket", dir.resolve("source-blockjobd/qmp.sock").toString(),
-                        "run", "migrate.js", "--id", "mig", "--arg", "node=disk", "--arg", "target=" + target, "--arg", "format=" + format,
+                        "run", "migrate.js", "--id", "mig", "--arg", "node=disk", "--arg", "target=" + target,
+                        "--arg", "format=" + format,
                         "--arg", "deadline=1", "--arg", "speed=" + 4 * MIB),
                 r -> Thread.ofVirtual().start(r));
         String job = awaitMirrorRunning(src);
@@ -357,7 +358,8 @@ class MigrationIT {
         JsonNode done = src.qmp.awaitEvent("WORKFLOW_FINISHED", d -> d.get("id").asString().equals(id)).get("data");
         assertThat(done.get("state").asString()).as("%s", done).isEqualTo("completed");
         assertThat(done.at("/result/copyMode").asString()).isEqualTo("background");
-        assertThat(done.at("/result/bytes").asLong()).as("the disk and what was written during the copy").isGreaterThanOrEqualTo(SIZE);
+        assertThat(done.at("/result/bytes").asLong()).as("the disk and what was written during the copy")
+                .isGreaterThanOrEqualTo(SIZE);
         List<String> log = new ArrayList<>();
         for (JsonNode w : src.qmp.ok("query-workflows")) {
             if (w.get("id").asString().equals(id)) {
