@@ -144,6 +144,8 @@ public final class HarnessJob {
     private boolean ended;
     private boolean started;
     private int kicks;
+    /** {@link #kicks} when the job last reached a pause point: a verb after it is still to be seen. */
+    private int kicksAtPausePoint;
     private long speed;
     private long done;
     private long total;
@@ -1038,6 +1040,7 @@ public final class HarnessJob {
         lock.lock();
         try {
             index = ++pausePoints;
+            kicksAtPausePoint = kicks;
             todo = actions.remove(index);
             hold = breakpoints.remove(index);
         } finally {
@@ -1496,7 +1499,9 @@ public final class HarnessJob {
             lock.lock();
             try {
                 long deadline = clock.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
-                int kicksBefore = kicks;
+                // A verb that came since the last pause point (a pause between it and this call)
+                // must end the wait at once, or the fake clock would keep the job asleep for good.
+                int kicksBefore = kicksAtPausePoint;
                 waitingForWrites = true;
                 busy = false;
                 changed.signalAll();
