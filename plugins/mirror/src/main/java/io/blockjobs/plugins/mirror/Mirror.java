@@ -106,6 +106,8 @@ final class Mirror implements JobBody, WriteHook {
     private volatile String targetName;
     private volatile boolean writeBlocking;
     private volatile boolean activelySynced;
+    /** {@code job-complete} or a soft cancel was accepted (set on the main loop by the hooks). */
+    private volatile boolean finishAsked;
     private volatile boolean ready;
     /** The run is over or failing: the filter no longer writes the target (QEMU: job->ret < 0 or cancelled). */
     private volatile boolean stopped;
@@ -152,7 +154,7 @@ final class Mirror implements JobBody, WriteHook {
             ready = true;
             activelySynced = true;
             ctx.ready();
-            while (!ctx.completeRequested()) {
+            while (!finishing(ctx)) {
                 ctx.pausePoint();
                 awaitWrite(writeSeq(), SLICE_MILLIS);
             }
@@ -206,7 +208,7 @@ final class Mirror implements JobBody, WriteHook {
                 }
                 syncedCheck();
                 report(ctx, 0);
-                if (ctx.completeRequested()) {
+                if (finishing(ctx)) {
                     // The switch-over (or a soft cancel's point-in-time copy): clients wait from here
                     // until the main loop has moved them (or left them), as QEMU's in_drain.
                     drained = drain.begin();
@@ -515,12 +517,27 @@ final class Mirror implements JobBody, WriteHook {
         if (!ready) {
             throw new CommandException("The active block job '" + ctx.id() + "' cannot be completed");
         }
+        finishAsked = true;
+        wrote(); // as QEMU's job_enter: the loop looks now, not at its next 100 ms slice
     }
 
     /** Before ready a cancel is always forced, as QEMU's {@code mirror_cancel}. */
     @Override
     public boolean cancel(boolean force) {
-        return force || !ready;
+        boolean forced = force || !ready;
+        if (!forced) {
+            finishAsked = true; // a soft cancel ends as a completion without the switch
+        }
+        wrote();
+        return forced;
+    }
+
+    /**
+     * Whether the job is to finish: {@code job-complete} or a soft cancel, as the platform says,
+     * or as the hooks above saw it a moment before the platform records it.
+     */
+    private boolean finishing(JobContext ctx) {
+        return finishAsked || ctx.completeRequested();
     }
 
     /** {@code block-job-change}: background to write-blocking, as QEMU 8.2's {@code mirror_change}. */
