@@ -20,6 +20,7 @@ import java.util.concurrent.locks.ReentrantLock;
 final class DirtyTracker implements WriteTracker, WriteHook {
     private final ReentrantLock lock = new ReentrantLock();
     private final Condition written = lock.newCondition();
+    private long wakes;
     private final BitSet dirty = new BitSet();
     private volatile int granularity = 64 * 1024;
     private volatile GraphNode filter;
@@ -84,10 +85,22 @@ final class DirtyTracker implements WriteTracker, WriteHook {
         lock.lock();
         try {
             long nanos = TimeUnit.MILLISECONDS.toNanos(millis);
-            while (dirty.isEmpty() && nanos > 0) {
+            long seen = wakes;
+            while (dirty.isEmpty() && nanos > 0 && wakes == seen) {
                 nanos = written.awaitNanos(nanos);
             }
             return !dirty.isEmpty();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** A verb for the job arrived ({@code job-complete}): a wait for writes ends now, as QEMU's job_enter. */
+    void wake() {
+        lock.lock();
+        try {
+            wakes++;
+            written.signalAll();
         } finally {
             lock.unlock();
         }

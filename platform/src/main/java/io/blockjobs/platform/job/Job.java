@@ -208,6 +208,7 @@ public final class Job implements JobContext {
             boolean forced = body == null || body.cancel(force);
             softCancel = !forced && ready;
             cancelled = true;
+            resources.wakers.forEach(Runnable::run);
             if (userPaused) { // cancelling a paused job resumes it
                 userPaused = false;
                 pauseCount--;
@@ -270,6 +271,7 @@ public final class Job implements JobContext {
             body.complete(this);
             completeRequested = true;
             changed.signalAll();
+            resources.wakers.forEach(Runnable::run); // a converged job waiting for writes looks now
         } finally {
             lock.unlock();
         }

@@ -159,6 +159,7 @@ public final class JobManager implements AutoCloseable {
             job.resources.frozen.addAll(held.frozen);
             job.resources.filters.addAll(held.filters);
             job.resources.bitmaps.addAll(held.bitmaps);
+            job.resources.wakers.addAll(held.wakers);
             for (GraphNode n : held.used) {
                 claimedNodes.put(n, job);
             }
@@ -224,6 +225,7 @@ public final class JobManager implements AutoCloseable {
             GraphNode f = graph.insertFilter(nodeName, "mirror_top", filterNodeName, Map.of(), List.of(tracker),
                     Set.copyOf(held.edges), true);
             held.filters.add(f.name());
+            held.wakers.add(tracker::wake);
             tracker.attach(f, graph);
             return tracker;
         }

@@ -22,6 +22,7 @@ final class JobResources {
     final List<String> filters = new ArrayList<>();
     final List<BlockGraph.Undo> edits = new ArrayList<>();
     final List<Runnable> bitmaps = new ArrayList<>(); // give back the bitmaps the job used or made
+    final List<Runnable> wakers = new java.util.concurrent.CopyOnWriteArrayList<>(); // end the job's waits for writes
 
     /** Undoes the prepared edits, newest first. */
     void undoEdits() {
