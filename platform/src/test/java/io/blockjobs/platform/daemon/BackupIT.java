@@ -50,6 +50,13 @@ class BackupIT {
         return disk;
     }
 
+    /** A copy of {@code image} beside it, made before a daemon opens it: the disk at a point in time. */
+    private static Path copyOf(Path image) {
+        Path copy = image.resolveSibling("before.qcow2");
+        Qemu.img("convert", "-O", "qcow2", image.toString(), copy.toString());
+        return copy;
+    }
+
     private static Path image(Path d, String name, String size) {
         Path p = d.resolve(name + ".qcow2");
         Qemu.img("create", "-f", "qcow2", p.toString(), size);
@@ -116,8 +123,7 @@ class BackupIT {
         for (Kind kind : BOTH) {
             Path d = dirFor(kind);
             Path disk = disk(d, "disk");
-            Path before = d.resolve("before.qcow2");
-            Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+            Path before = copyOf(disk);
             Path target = image(d, "target", "32M");
             List<String> opts = new ArrayList<>(node("disk", disk));
             opts.addAll(node("tgt", target));
@@ -153,8 +159,7 @@ class BackupIT {
         Path disk = d.resolve("disk.qcow2");
         Qemu.img("create", "-f", "qcow2", disk.toString(), "64M");
         Qemu.io(disk, "qcow2", "write -P 0x5a 0 64M");
-        Path before = d.resolve("before.qcow2");
-        Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+        Path before = copyOf(disk);
         Path target = image(d, "target", "64M");
         List<String> opts = new ArrayList<>(node("disk", disk));
         opts.addAll(node("tgt", target));
@@ -450,8 +455,7 @@ class BackupIT {
         for (Kind kind : BOTH) {
             Path d = dirFor(kind);
             Path disk = disk(d, "disk");
-            Path before = d.resolve("before.qcow2");
-            Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+            Path before = copyOf(disk);
             List<String> opts = new ArrayList<>(node("disk", disk));
             opts.addAll(node("scratch", image(d, "scratch", "32M")));
             StorageDaemon s = start(kind, d, opts);
@@ -488,8 +492,7 @@ class BackupIT {
         for (Kind kind : BOTH) {
             Path d = dirFor(kind);
             Path disk = disk(d, "disk");
-            Path before = d.resolve("before.qcow2");
-            Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+            Path before = copyOf(disk);
             Path overlay = d.resolve("overlay.qcow2");
             Qemu.img("create", "-f", "qcow2", "-b", disk.toString(), "-F", "qcow2", overlay.toString());
             List<String> opts = new ArrayList<>(node("disk", disk));
@@ -562,8 +565,7 @@ class BackupIT {
     void aKilledDaemonLeavesTheDiskIntact() throws Exception {
         Path d = dirFor(Kind.BLOCKJOBD);
         Path disk = disk(d, "disk");
-        Path before = d.resolve("before.qcow2");
-        Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+        Path before = copyOf(disk);
         Path target = image(d, "target", "32M");
         List<String> opts = new ArrayList<>(node("disk", disk));
         opts.addAll(node("tgt", target));
@@ -658,8 +660,7 @@ class BackupIT {
         for (Kind kind : BOTH) {
             Path d = dirFor(kind);
             Path disk = disk(d, "disk");
-            Path before = d.resolve("before.qcow2");
-            Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+            Path before = copyOf(disk);
             Path target = image(d, "target", "32M");
             Path raw = d.resolve("raw.img");
             Qemu.img("create", "-f", "raw", raw.toString(), "32M");
@@ -693,8 +694,7 @@ class BackupIT {
     void targetErrorsStopOrFailTheBackupNeverTheDisk() throws Exception {
         Path d = dirFor(Kind.BLOCKJOBD);
         Path disk = disk(d, "disk");
-        Path before = d.resolve("before.qcow2");
-        Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+        Path before = copyOf(disk);
         List<String> opts = new ArrayList<>(node("disk", disk));
         opts.addAll(List.of("--export", "type=nbd,id=e,node-name=disk,name=disk,writable=on"));
         StorageDaemon s = start(Kind.BLOCKJOBD, d, opts);
@@ -733,8 +733,7 @@ class BackupIT {
         Path disk = d.resolve("disk.qcow2");
         Qemu.img("create", "-f", "qcow2", disk.toString(), "32M");
         Qemu.io(disk, "qcow2", "write -P 0x11 0 8M");
-        Path before = d.resolve("before.qcow2");
-        Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+        Path before = copyOf(disk);
         Path target = image(d, "target", "32M");
         List<String> opts = new ArrayList<>(List.of("--blockdev", "driver=file,node-name=f-disk,filename=" + disk,
                 "--blockdev", "driver=qcow2,node-name=disk,file=f-disk,discard=unmap"));
@@ -769,8 +768,7 @@ class BackupIT {
             Path top = d.resolve("top.qcow2");
             Qemu.img("create", "-f", "qcow2", "-b", base.toString(), "-F", "qcow2", top.toString());
             Qemu.io(top, "qcow2", "write -P 0x99 1M 2M", "write -z 12M 64k");
-            Path before = d.resolve("before.qcow2");
-            Qemu.img("convert", "-O", "qcow2", top.toString(), before.toString());
+            Path before = copyOf(top);
             Path existing = image(d, "existing", "32M");
             List<String> opts = new ArrayList<>(List.of(
                     "--blockdev", "driver=file,node-name=f-base,filename=" + base,
@@ -825,8 +823,7 @@ class BackupIT {
             org.junit.jupiter.api.Assumptions.assumeTrue(mount.exit() == 0, "cannot mount a tmpfs: " + mount.err());
             try {
                 Path disk = disk(d, "disk");
-                Path before = d.resolve("before.qcow2");
-                Qemu.img("convert", "-O", "qcow2", disk.toString(), before.toString());
+                Path before = copyOf(disk);
                 Path target = image(small, "target", "32M");
                 List<String> opts = new ArrayList<>(node("disk", disk));
                 opts.addAll(node("tgt", target));

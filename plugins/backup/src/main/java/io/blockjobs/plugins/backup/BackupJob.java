@@ -317,7 +317,8 @@ final class BackupJob {
                     BlockCopy.Run next;
                     while ((next = copy.nextDirty(pos, chunk)) != null) {
                         checkSnapshot();
-                        copyChunk(copier, next.offset(), (int) next.length());
+                        BlockCopy.Chunk chunk = copy.chunk(next.offset(), next.length());
+                        copier.copy(next.offset(), (int) next.length(), chunk::read, chunk::write);
                         ctx.throttle(next.length());
                         progress(ctx);
                         pos = next.end();
@@ -338,41 +339,6 @@ final class BackupJob {
             checkSnapshot();
             cbw.target().flush(); // durable before the job reports success
             progress(ctx);
-        }
-
-        /**
-         * One chunk of the background pass: claims what is still to be copied in it when the copy
-         * runs (the filter may have saved some meanwhile), reads, writes; a failed half gives the
-         * clusters back so that the retry, or the next pass, copies them.
-         */
-        private void copyChunk(Copier copier, long offset, int length) throws IOException {
-            List<BlockCopy.Run>[] claimed = new List[1];
-            List<BlockCopy.Run> zeroes = new ArrayList<>();
-            copier.copy(offset, length, (o, dst) -> {
-                zeroes.clear();
-                claimed[0] = copy.claim(o, o + length);
-                try {
-                    copy.readRuns(o, claimed[0], dst, zeroes);
-                } catch (IOException | RuntimeException e) {
-                    copy.finish(claimed[0], false);
-                    claimed[0] = null;
-                    throw e;
-                }
-                dst.position(dst.limit());
-            }, (o, src) -> {
-                List<BlockCopy.Run> runs = claimed[0];
-                claimed[0] = null;
-                if (runs == null || runs.isEmpty()) {
-                    return;
-                }
-                try {
-                    copy.writeRuns(o, runs, src, zeroes);
-                } catch (IOException | RuntimeException e) {
-                    copy.finish(runs, false);
-                    throw e;
-                }
-                copy.finish(runs, true);
-            });
         }
 
         /** {@code sync: top}: clusters the device's own layer does not allocate are left out. */

@@ -119,17 +119,6 @@ final class BlockCopy {
         }
     }
 
-    /** Whether the cluster holding {@code offset} is still to be copied (or being copied). */
-    boolean isDirty(long offset) {
-        int c = (int) (offset / clusterSize);
-        lock.lock();
-        try {
-            return dirty.get(c) || busy.get(c);
-        } finally {
-            lock.unlock();
-        }
-    }
-
     /** The copy bitmap's clusters still to be copied, as byte runs (for a bitmap merge). */
     List<Run> dirtyRuns() {
         lock.lock();
@@ -376,8 +365,57 @@ final class BlockCopy {
         }
     }
 
+    /**
+     * One chunk of a background pass, for a copier: {@link #read} claims what is still to be
+     * copied in it when the copy runs (the filter may have saved some meanwhile) and reads it;
+     * {@link #write} writes it and ends the claim. A failed half gives the clusters back, so that
+     * a retry (which reads again) or the next pass copies them.
+     */
+    final class Chunk {
+        private final long end;
+        private final List<Run> zeroes = new ArrayList<>();
+        private List<Run> claimed;
+
+        private Chunk(long end) {
+            this.end = end;
+        }
+
+        void read(long offset, ByteBuffer dst) throws IOException {
+            zeroes.clear();
+            claimed = claim(offset, end);
+            try {
+                readRuns(offset, claimed, dst, zeroes);
+            } catch (IOException | RuntimeException e) {
+                finish(claimed, false);
+                claimed = null;
+                throw e;
+            }
+            dst.position(dst.limit());
+        }
+
+        void write(long offset, ByteBuffer src) throws IOException {
+            List<Run> runs = claimed;
+            claimed = null;
+            if (runs == null || runs.isEmpty()) {
+                return;
+            }
+            try {
+                writeRuns(offset, runs, src, zeroes);
+            } catch (IOException | RuntimeException e) {
+                finish(runs, false);
+                throw e;
+            }
+            finish(runs, true);
+        }
+    }
+
+    /** A chunk of {@code length} bytes from {@code offset}, for one copy of a background pass. */
+    Chunk chunk(long offset, long length) {
+        return new Chunk(offset + length);
+    }
+
     /** Reads the claimed runs of a background chunk into its buffer, at their place in the chunk. */
-    void readRuns(long chunkOffset, List<Run> runs, ByteBuffer buffer, List<Run> zeroes) throws IOException {
+    private void readRuns(long chunkOffset, List<Run> runs, ByteBuffer buffer, List<Run> zeroes) throws IOException {
         for (Run r : runs) {
             long pos = r.offset();
             long end = Math.min(size, r.end());
@@ -397,7 +435,7 @@ final class BlockCopy {
     }
 
     /** Writes what {@link #readRuns} read: data runs from the buffer, zero runs as write-zeroes. */
-    void writeRuns(long chunkOffset, List<Run> runs, ByteBuffer buffer, List<Run> zeroes) throws IOException {
+    private void writeRuns(long chunkOffset, List<Run> runs, ByteBuffer buffer, List<Run> zeroes) throws IOException {
         int z = 0;
         for (Run r : runs) {
             long pos = r.offset();
