@@ -708,13 +708,23 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
         }
         byte[] cluster = new byte[clusterSize];
         byte[] out = new byte[clusterSize];
+        Deflater deflater = new Deflater(Deflater.DEFAULT_COMPRESSION, true); // one zlib stream, reset per cluster
+        try {
+            writeCompressed(offset, src, cluster, out, deflater);
+        } finally {
+            deflater.end();
+        }
+    }
+
+    private void writeCompressed(long offset, ByteBuffer src, byte[] cluster, byte[] out, Deflater deflater)
+            throws IOException {
         while (src.hasRemaining()) {
             long idx = offset >>> clusterBits;
             int n = (int) Math.min(src.remaining(), clusterSize);
             ByteBuffer piece = slice(src, n);
             piece.duplicate().get(cluster, 0, n);
             java.util.Arrays.fill(cluster, n, clusterSize, (byte) 0);
-            int size = deflate(cluster, out);
+            int size = deflate(deflater, cluster, out);
             if (size < 0 || !writeCompressedCluster(idx, out, size)) {
                 write(offset, piece.duplicate());
             }
@@ -728,33 +738,29 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
      * ({@code FULL_FLUSH}) and no match reaches further back. Returns the size, or -1 if the
      * result would not be smaller than a cluster less a sector.
      */
-    private int deflate(byte[] in, byte[] out) {
-        Deflater d = new Deflater(Deflater.DEFAULT_COMPRESSION, true);
-        try {
-            int limit = clusterSize - 512; // at least a sector saved, or it is not worth it
-            int written = 0;
-            for (int pos = 0; pos < clusterSize; pos += 4096) {
-                boolean last = pos + 4096 >= clusterSize;
-                d.setInput(in, pos, Math.min(4096, clusterSize - pos));
-                if (last) {
-                    d.finish();
+    private int deflate(Deflater d, byte[] in, byte[] out) {
+        d.reset();
+        int limit = clusterSize - 512; // at least a sector saved, or it is not worth it
+        int written = 0;
+        for (int pos = 0; pos < clusterSize; pos += 4096) {
+            boolean last = pos + 4096 >= clusterSize;
+            d.setInput(in, pos, Math.min(4096, clusterSize - pos));
+            if (last) {
+                d.finish();
+            }
+            while (true) {
+                int room = limit - written;
+                if (room <= 0) {
+                    return -1;
                 }
-                while (true) {
-                    int room = limit - written;
-                    if (room <= 0) {
-                        return -1;
-                    }
-                    int n = d.deflate(out, written, room, last ? Deflater.NO_FLUSH : Deflater.FULL_FLUSH);
-                    written += n;
-                    if (last ? d.finished() : n < room) {
-                        break; // finished, or this 4 KiB flushed out whole
-                    }
+                int n = d.deflate(out, written, room, last ? Deflater.NO_FLUSH : Deflater.FULL_FLUSH);
+                written += n;
+                if (last ? d.finished() : n < room) {
+                    break; // finished, or this 4 KiB flushed out whole
                 }
             }
-            return written;
-        } finally {
-            d.end();
         }
+        return written;
     }
 
     /** Stores one compressed cluster; false if it is allocated already and must be written as usual. */
