@@ -49,7 +49,7 @@ public final class BlockjobDaemon {
 
     private static final List<String> WITH_VALUE =
             List.of("blockdev", "object", "chardev", "monitor", "nbd-server", "export", "pidfile", "plugins",
-                    "workflow-schedule");
+                    "workflow-schedule", "backup-dir");
 
     public static void main(String[] args) {
         List<Opt> opts;
@@ -219,6 +219,7 @@ public final class BlockjobDaemon {
                         pidfile = Path.of(o.value());
                         Files.writeString(pidfile, ProcessHandle.current().pid() + "\n");
                     }
+                    case "backup-dir" -> daemon.backupStore.open(Path.of(o.value()));
                     case "plugins" -> {
                         if (!Files.isDirectory(Path.of(o.value()))) {
                             throw new OptionException(o, "not a directory");
@@ -292,6 +293,7 @@ public final class BlockjobDaemon {
                                          run a workflow unattended, e.g. schedule=0 2 * * *
                   --pidfile PATH         write the daemon's pid there
                   --plugins DIR          load job plugins from DIR
+                  --backup-dir DIR       the backup store that backup policies write into (x-backup-store-*)
                   --help, -h             print this help
                   --version, -V          print the version
                 """);

@@ -41,6 +41,7 @@ final class Daemon {
     final PluginHost plugins;
     final WorkflowEngine workflows;
     final WorkflowScheduler schedules;
+    final io.blockjobs.platform.qmp.BackupStoreCommands backupStore;
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final AtomicBoolean stopping = new AtomicBoolean();
 
@@ -62,6 +63,7 @@ final class Daemon {
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph);
         PluginCommands.register(dispatcher, plugins);
         TransactionCommand.register(dispatcher, jobs, plugins, graph, bitmaps);
+        backupStore = io.blockjobs.platform.qmp.BackupStoreCommands.register(dispatcher, graph);
         workflows = new WorkflowEngine(events, dispatcher::execute, home().resolve("scripts"));
         schedules = workflows.scheduler();
         WorkflowCommands.register(dispatcher, workflows, schedules);
