@@ -280,10 +280,16 @@ public final class BackupStore {
         if (p.getFileName().toString().endsWith(".json")) {
             type = "manifest";
         } else {
-            try (FileNode f = FileNode.open(p, false)) {
-                type = Images.probe(f);
+            // A plain read, not FileNode: an image a node has open (and locked) is listed too.
+            try (FileChannel c = FileChannel.open(p, StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS)) {
+                ByteBuffer buf = ByteBuffer.allocate((int) Math.min(c.size(), 2L << 20)); // header and extensions
+                while (buf.hasRemaining() && c.read(buf, buf.position()) > 0) {
+                    // read on
+                }
+                buf.flip();
+                type = buf.remaining() >= 4 && buf.getInt(0) == Qcow2Header.MAGIC ? "qcow2" : "raw";
                 if (type.equals("qcow2")) {
-                    backing = backingName(p, f);
+                    backing = backingName(p, Qcow2Header.parse(p.toString(), buf).backingFile);
                 }
             } catch (IOException | RuntimeException e) {
                 type = "unreadable";
@@ -293,13 +299,8 @@ public final class BackupStore {
                 Files.exists(markerOf(p), LinkOption.NOFOLLOW_LINKS));
     }
 
-    /** The store name of a qcow2 image's backing file, if it has one inside the store. */
-    private Optional<String> backingName(Path p, FileNode f) throws IOException {
-        int len = (int) Math.min(f.size(), 2L << 20); // the header and its extensions sit in the first cluster
-        ByteBuffer buf = ByteBuffer.allocate(len);
-        f.read(0, buf);
-        buf.flip();
-        String name = Qcow2Header.parse(p.toString(), buf).backingFile;
+    /** A backing file name as the store names it (or as it is, if it lies outside the store). */
+    private Optional<String> backingName(Path p, String name) throws ImageException {
         if (name == null) {
             return Optional.empty();
         }
