@@ -88,6 +88,14 @@ class BackupPolicyIT {
         }
     }
 
+    /** The blockjobs client, with --socket to the daemon. */
+    private Qemu.Result client(String... args) {
+        List<String> cmd = new ArrayList<>(List.of(DaemonProcess.blockjobd().resolveSibling("blockjobs").toString(),
+                "--socket", daemon.qmpSocket.toString()));
+        cmd.addAll(List.of(args));
+        return Qemu.run(cmd.toArray(String[]::new));
+    }
+
     /** A client's writes through the disk's NBD export: a few patterns at seeded offsets. */
     private void clientWrites(String node, long seed, int count) {
         SplittableRandom r = new SplittableRandom(seed);
@@ -354,18 +362,34 @@ class BackupPolicyIT {
         assertThat(wf).isNotEmpty();
     }
 
-    /** A backup file deleted by hand breaks its chain: the chain check catches it, and a full follows. */
+    /**
+     * A backup file deleted by hand breaks its chain: {@code blockjobs backups} shows it, the chain
+     * check catches it, and a full follows.
+     */
     @Test
     void aBackupDeletedByHandIsCaughtByTheChainCheck() throws Exception {
         store = dir.resolve("store");
         disk("disk0");
         startDaemon();
         clientWrites("disk0", 2, 4);
-        backup(map("disks", "disk0", "now", at(0)));
+        JsonNode full = backup(map("disks", "disk0", "now", at(0)));
         clientWrites("disk0", 3, 2);
         JsonNode inc = backup(map("disks", "disk0", "now", at(1)));
         assertThat(only(inc, "disk0", "mode")).isEqualTo("inc");
+        Qemu.Result listed = client("--json", "backups");
+        assertThat(listed.exit()).as(listed.err()).isZero();
+        JsonNode chains = Qemu.JSON.readTree(listed.out());
+        assertThat(chains).hasSize(1);
+        assertThat(chains.get(0).get("complete").asBoolean()).isTrue();
+        assertThat(chains.get(0).get("backups").findValuesAsString("mode")).containsExactly("full", "inc");
+        assertThat(chains.get(0).get("backups").findValuesAsString("id")).containsExactly(
+                only(full, "disk0", "id"), only(inc, "disk0", "id"));
+
         Files.delete(store.resolve(only(inc, "disk0", "file")));
+        Qemu.Result broken = client("backups", store.toString()); // the folder itself, as a table
+        assertThat(broken.exit()).as("an incomplete chain").isEqualTo(1);
+        assertThat(broken.out()).contains("DISK").contains(only(full, "disk0", "id"))
+                .contains("no: " + only(inc, "disk0", "file") + ": missing");
         clientWrites("disk0", 4, 2);
         Path now = readDisk("disk0", "now");
         JsonNode next = backup(map("disks", "disk0", "mode", "inc", "now", at(2)));
