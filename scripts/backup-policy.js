@@ -25,6 +25,8 @@
 //   keep-last, keep-hourly, keep-daily, keep-weekly, keep-monthly, keep-yearly: retention, with
 //              Proxmox Backup Server's semantics (UTC periods). No option: keep everything. A backup
 //              that a kept one depends on is always kept.
+//   verify     true: after the backups, run verify.js on each chain that got one (its files re-read
+//              and checked against the manifest); a failure fails the run
 //   dry-run    true: say what would be backed up and pruned, change nothing
 //   now        the time of this run (ISO 8601), for simulations; default: the clock
 //
@@ -94,6 +96,7 @@ export default async function backupPolicy(bj, args) {
     }
   }
   await retention(bj, disks, policy, result, false, plans);
+  if (flag(args.verify)) result.verified = await verifyChains(bj, plans.filter((p) => done.get(p.disk).error === undefined));
   const failed = plans.filter((p) => done.get(p.disk).error !== undefined);
   if (failed.length > 0) {
     throw new bj.QmpError('GenericError', failed.map((p) => `backup of ${p.disk} failed: ${done.get(p.disk).error}`)
@@ -343,6 +346,22 @@ async function removePartials(bj, disk, files) {
       await bj.qmp('x-backup-store-delete', { name: f.name });
     }
   }
+}
+
+// verify.js on the chain of each backup just made, each as a workflow of its own.
+async function verifyChains(bj, plans) {
+  const out = [];
+  for (const p of plans) {
+    const id = `${bj.workflow.id}-verify-${p.disk}`;
+    const end = bj.events.next('WORKFLOW_FINISHED', { id });
+    await bj.qmp('workflow-run', { script: 'verify.js', id, args: { disk: p.disk, chain: p.chainId } });
+    const e = (await end).data;
+    out.push({ disk: p.disk, chain: p.chainId, ok: e.state === 'completed', ...(e.error ? { error: e.error.desc } : {}) });
+    if (e.state !== 'completed') {
+      throw new bj.QmpError('GenericError', `verification of ${p.disk}'s chain ${p.chainId} failed: ${e.error.desc}`);
+    }
+  }
+  return out;
 }
 
 // ---- retention ----------------------------------------------------------------------------------

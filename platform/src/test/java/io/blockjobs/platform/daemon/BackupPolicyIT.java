@@ -401,6 +401,40 @@ class BackupPolicyIT {
     }
 
     /**
+     * verify.js re-reads every backup: with the policy's {@code verify} all is well; after one
+     * byte of the full backup's data is changed on disk, the full fails its SHA-256 check and the
+     * incremental over it is reported as building on a failed backup.
+     */
+    @Test
+    void verifyCatchesABackupChangedOnDiskAndWhatBuildsOnIt() throws Exception {
+        store = dir.resolve("store");
+        disk("disk0");
+        startDaemon();
+        clientWrites("disk0", 5, 4);
+        JsonNode full = backup(map("disks", "disk0", "now", at(0), "verify", "true"));
+        assertThat(full.at("/verified/0/ok").asBoolean()).isTrue();
+        clientWrites("disk0", 6, 2);
+        JsonNode inc = backup(map("disks", "disk0", "now", at(1), "verify", "true"));
+        assertThat(inc.at("/verified/0/ok").asBoolean()).isTrue();
+
+        Path fullFile = store.resolve(only(full, "disk0", "file"));
+        try (var c = java.nio.channels.FileChannel.open(fullFile, java.nio.file.StandardOpenOption.WRITE,
+                java.nio.file.StandardOpenOption.READ)) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(1);
+            long at = c.size() - 4096; // data, not metadata: the image still opens
+            c.read(b, at);
+            b.put(0, (byte) (b.get(0) ^ 0xff)).rewind();
+            c.write(b, at);
+        }
+        JsonNode end = run("verify.js", map("disk", "disk0"));
+        assertThat(end.get("state").asString()).isEqualTo("failed");
+        String desc = end.at("/error/desc").asString();
+        assertThat(desc).contains("2 backup(s) failed verification")
+                .contains(only(full, "disk0", "file") + " (SHA-256 ")
+                .contains(only(inc, "disk0", "file") + " (it builds on backup " + only(full, "disk0", "id") + ", which failed)");
+    }
+
+    /**
      * The backup folder full (a small tmpfs): the run fails with the file system's error, leaves no
      * file and the checkpoint where it was (the older backups untouched); with room again the next
      * incremental captures everything since the last good backup.
