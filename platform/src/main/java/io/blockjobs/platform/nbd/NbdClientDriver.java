@@ -172,6 +172,24 @@ public final class NbdClientDriver implements BlockDriver {
         return v;
     }
 
+    /**
+     * Connects to an export on a unix socket as a writable node of its own, outside any graph:
+     * a plain NBD client for tools (the demo's client writing through an export).
+     */
+    public static io.blockjobs.sdk.block.BlockNode connectUnix(EventLoopGroup group, String socket, String export)
+            throws IOException {
+        NbdAddress address = new NbdAddress.Unix(socket);
+        NbdClientNode.Target target = new NbdClientNode.Target(group, address, export, Nbd.BASE_ALLOCATION);
+        NbdClientNode[] node = new NbdClientNode[1];
+        NbdConnection first = target.open(conn -> {
+            if (node[0] != null) {
+                node[0].lost(conn);
+            }
+        });
+        node[0] = new NbdClientNode(target, filename(address, export), first, false, 0);
+        return node[0];
+    }
+
     /** QEMU's {@code nbd_refresh_filename}. */
     static String filename(NbdAddress address, String export) {
         return switch (address) {
