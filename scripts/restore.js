@@ -13,6 +13,8 @@
 //   format   qcow2 (default) or raw
 //   export   optional: an NBD export name for the restored disk (needs a running NBD server)
 //   speed    optional: bytes per second for the copy
+//   live     true (with export): serve the disk at once: the new image starts as an overlay of the
+//            backup, exported, and block-stream pulls the data in while clients use it
 //
 // Returns {disk, backup, time, mode, source, target, bytes}.
 //
@@ -49,6 +51,7 @@ export default async function restore(bj, args) {
 
   const src = `rs-${id}`; // node names: at most 31 characters, as QEMU allows
   const tgt = `rt-${id}`;
+  if (flag(args.live)) return liveRestore();
   await bj.qmp('blockdev-add', { driver: 'qcow2', 'node-name': src, 'read-only': true,
     file: { driver: 'file', filename: source } });
   let targetOpen = false;
@@ -81,6 +84,32 @@ export default async function restore(bj, args) {
   return { disk, backup: id, time: b.time, mode: b.mode, source: b.file, target: String(args.target), bytes: size,
     exported: targetOpen && args.export !== undefined ? String(args.export) : null };
 
+  // Live: the new image starts as an overlay of the backup, exported at once (its reads fall
+  // through to the backup until their data is there), while block-stream pulls everything in;
+  // then the image stands alone.
+  async function liveRestore() {
+    if (args.export === undefined) {
+      throw new bj.QmpError('GenericError', 'a live restore serves the disk while it restores: give --arg export=NAME');
+    }
+    if (format !== 'qcow2') {
+      throw new bj.QmpError('GenericError', 'a live restore writes a qcow2 image (it starts as an overlay of the backup)');
+    }
+    await create({ driver: 'file', filename: String(args.target), size: 0 }, true);
+    await bj.qmp('blockdev-add', { driver: 'file', 'node-name': `${tgt}-f`, filename: String(args.target) });
+    await create({ driver: 'qcow2', file: `${tgt}-f`, size, 'backing-file': source, 'backing-fmt': 'qcow2' });
+    await bj.qmp('blockdev-add', { driver: 'qcow2', 'node-name': tgt, file: `${tgt}-f` });
+    await bj.qmp('block-export-add', { type: 'nbd', id: String(args.export), 'node-name': tgt, name: String(args.export),
+      writable: true });
+    bj.log(`${args.target} is exported as ${args.export}; streaming the rest of ${b.file} into it`);
+    const stream = { device: tgt };
+    if (args.speed !== undefined) stream.speed = Number(args.speed);
+    const j = bj.job('block-stream', stream);
+    await j.done;
+    bj.log(`restored ${disk} as of ${b.time}: ${args.target}, exported as ${args.export}, no longer needs the backup`);
+    return { disk, backup: id, time: b.time, mode: b.mode, source: b.file, target: String(args.target), bytes: size,
+      exported: String(args.export), live: true };
+  }
+
   async function create(options, mustBeNew) {
     if (mustBeNew) {
       // blockdev-create would truncate an existing file: a restore never overwrites anything. A
@@ -97,4 +126,8 @@ export default async function restore(bj, args) {
     await j.done;
     await j.dismiss();
   }
+}
+
+function flag(v) {
+  return v === true || v === 'true' || v === 'on' || v === 'yes';
 }

@@ -270,6 +270,47 @@ class BackupPolicyIT {
     }
 
     /**
+     * A live restore: the restored disk is served over NBD at once, reading as the backup's point
+     * in time while block-stream is still pulling its data in; afterwards the image stands alone.
+     */
+    @Test
+    void aLiveRestoreServesThePointInTimeWhileItStreamsIn() throws Exception {
+        store = dir.resolve("store");
+        disk("disk0");
+        startDaemon();
+        clientWrites("disk0", 7, 6);
+        backup(map("disks", "disk0", "now", at(0)));
+        clientWrites("disk0", 8, 6);
+        Path then = readDisk("disk0", "then");
+        JsonNode inc = backup(map("disks", "disk0", "now", at(1)));
+        clientWrites("disk0", 9, 6); // the disk moves on; the restore must not see it
+
+        Path target = dir.resolve("live.qcow2");
+        String wf = qmp.ok("workflow-run", map("script", "restore.js", "args", map("disk", "disk0",
+                "backup", only(inc, "disk0", "id"), "target", target.toString(), "export", "restored", "live", "true",
+                "speed", String.valueOf(MIB)))).get("id").asString();
+        qmp.awaitEvent("WORKFLOW_LOG", d -> d.get("id").asString().equals(wf)
+                && d.get("message").asString().contains("is exported as restored"));
+        Path during = dir.resolve("during.raw");
+        Qemu.img("convert", "-f", "raw", "-O", "raw", daemon.nbdUri("restored"), during.toString());
+        JsonNode streaming = null;
+        for (JsonNode j : qmp.ok("query-block-jobs")) {
+            streaming = j;
+        }
+        assertThat(streaming).as("the stream was still running while the export was read").isNotNull();
+        assertThat(Qemu.identical(then, "raw", during, "raw")).as("served as of the backup while streaming").isTrue();
+        JsonNode end = qmp.awaitEvent("WORKFLOW_FINISHED", d -> d.get("id").asString().equals(wf),
+                java.time.Duration.ofMinutes(2)).get("data");
+        assertThat(end.get("state").asString()).as("%s", end).isEqualTo("completed");
+        assertThat(end.at("/result/live").asBoolean()).isTrue();
+        qmp.ok("block-export-del", map("id", "restored"));
+        stopDaemon();
+        assertThat(Qemu.info(target).has("backing-filename")).as("standalone after the stream").isFalse();
+        assertThat(Qemu.identical(then, "raw", target, "qcow2")).isTrue();
+        Qemu.assertClean(target);
+    }
+
+    /**
      * PBS's keep-daily then keep-weekly, written here from its documentation (UTC, newest first,
      * periods already covered skipped, N periods each), independently of the script's code.
      */
