@@ -49,7 +49,7 @@ public final class BlockjobDaemon {
 
     private static final List<String> WITH_VALUE =
             List.of("blockdev", "object", "chardev", "monitor", "nbd-server", "export", "pidfile", "plugins",
-                    "workflow-schedule", "backup-dir");
+                    "workflow-schedule", "backup-dir", "schedule-file");
 
     public static void main(String[] args) {
         List<Opt> opts;
@@ -220,6 +220,7 @@ public final class BlockjobDaemon {
                         Files.writeString(pidfile, ProcessHandle.current().pid() + "\n");
                     }
                     case "backup-dir" -> daemon.backupStore.open(Path.of(o.value()));
+                    case "schedule-file" -> daemon.schedules.keepIn(Path.of(o.value()));
                     case "plugins" -> {
                         if (!Files.isDirectory(Path.of(o.value()))) {
                             throw new OptionException(o, "not a directory");
@@ -294,6 +295,7 @@ public final class BlockjobDaemon {
                   --pidfile PATH         write the daemon's pid there
                   --plugins DIR          load job plugins from DIR
                   --backup-dir DIR       the backup store that backup policies write into (x-backup-store-*)
+                  --schedule-file FILE   keep workflow schedules (and their last results) in FILE across restarts
                   --help, -h             print this help
                   --version, -V          print the version
                 """);

@@ -175,7 +175,7 @@ public final class WorkflowEngine implements AutoCloseable {
 
     /** A scheduler that starts runs of this engine. */
     public WorkflowScheduler scheduler() {
-        return new WorkflowScheduler(this, timer);
+        return new WorkflowScheduler(this, timer, events);
     }
 
     /** Throws as {@code workflow-run} would if the script cannot be read. */

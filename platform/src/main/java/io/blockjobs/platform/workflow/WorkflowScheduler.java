@@ -5,7 +5,13 @@ import com.cronutils.model.CronType;
 import com.cronutils.model.definition.CronDefinitionBuilder;
 import com.cronutils.model.time.ExecutionTime;
 import com.cronutils.parser.CronParser;
+import io.blockjobs.platform.Json;
 import io.blockjobs.sdk.error.CommandException;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.time.Duration;
 import java.time.ZoneId;
 import java.time.ZoneOffset;
@@ -20,6 +26,9 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
+import tools.jackson.databind.JsonNode;
+import tools.jackson.databind.node.ArrayNode;
+import tools.jackson.databind.node.ObjectNode;
 
 /**
  * Runs workflows unattended on cron schedules: five fields as in crontab ({@code 0 2 * * *}),
@@ -27,6 +36,9 @@ import org.slf4j.LoggerFactory;
  * {@code @weekly}, {@code @monthly}, {@code @yearly}. Times are the daemon's local time. A
  * schedule whose previous run is still going skips that turn, as a backup policy must not
  * overlap itself.
+ *
+ * <p>With a schedule file ({@code blockjobd --schedule-file FILE}) the schedules made over QMP are
+ * kept there, with each one's last run and its result, and come back when the daemon restarts.
  */
 public final class WorkflowScheduler implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(WorkflowScheduler.class);
@@ -39,10 +51,16 @@ public final class WorkflowScheduler implements AutoCloseable {
     private final WorkflowEngine engine;
     private final ScheduledExecutorService timer;
     private final Map<String, Entry> entries = new TreeMap<>();
+    private Path file; // where schedules are kept across restarts, or null
 
-    /** A registered schedule, as {@code query-workflow-schedules} shows it. */
+    /**
+     * A registered schedule, as {@code query-workflow-schedules} shows it: its next run, and its
+     * last run (id, start time, and result: {@code running}, {@code completed}, {@code failed},
+     * {@code cancelled}, or {@code interrupted} if the daemon stopped during it).
+     */
     public record ScheduleInfo(String name, String script, String schedule, Optional<String> nextRun,
-                               Optional<String> lastRun, long runs) {
+                               Optional<String> lastRun, Optional<String> lastStarted, Optional<String> lastResult,
+                               Optional<String> lastError, long runs) {
     }
 
     private final class Entry {
@@ -53,6 +71,9 @@ public final class WorkflowScheduler implements AutoCloseable {
         final AtomicLong runs = new AtomicLong();
         volatile ZonedDateTime next;
         volatile String lastRun;
+        volatile String lastStarted;
+        volatile String lastResult; // as kept in the schedule file, for a run the engine no longer knows
+        volatile String lastError;
         ScheduledFuture<?> future;
 
         Entry(String name, String schedule, ExecutionTime times, WorkflowEngine.Request request) {
@@ -90,6 +111,9 @@ public final class WorkflowScheduler implements AutoCloseable {
                     LOG.warn("schedule {}: run {} is still going; skipping this turn", name, lastRun);
                 } else {
                     String id = name + "-" + runs.incrementAndGet();
+                    lastStarted = ZonedDateTime.now().toOffsetDateTime().toString();
+                    lastResult = null;
+                    lastError = null;
                     lastRun = engine.start(new WorkflowEngine.Request(request.script(), request.args(),
                             Optional.of(id), request.timeoutSeconds(), request.statementLimit(), request.cpuSeconds(),
                             Optional.of(name)));
@@ -102,6 +126,7 @@ public final class WorkflowScheduler implements AutoCloseable {
                     ZonedDateTime now = ZonedDateTime.now();
                     arm(now.isAfter(due) ? now : due);
                 }
+                save();
             }
         }
     }
@@ -118,9 +143,22 @@ public final class WorkflowScheduler implements AutoCloseable {
                 .orElse(null);
     }
 
-    public WorkflowScheduler(WorkflowEngine engine, ScheduledExecutorService timer) {
+    public WorkflowScheduler(WorkflowEngine engine, ScheduledExecutorService timer,
+                             io.blockjobs.platform.event.EventBus events) {
         this.engine = engine;
         this.timer = timer;
+        // A scheduled run's end goes into the schedule file at once (off the publishing thread).
+        events.subscribe(e -> {
+            if (e.event() instanceof io.blockjobs.platform.event.QmpEvent.WorkflowFinished f) {
+                timer.execute(() -> finished(f.id()));
+            }
+        });
+    }
+
+    private synchronized void finished(String run) {
+        if (file != null && entries.values().stream().anyMatch(e -> run.equals(e.lastRun))) {
+            save();
+        }
     }
 
     /** Parses a schedule; throws with the parser's complaint. */
@@ -136,48 +174,154 @@ public final class WorkflowScheduler implements AutoCloseable {
         }
     }
 
-    /** Registers (or replaces) a schedule; the script must exist now. */
+    /** Registers (or changes) a schedule; the script must exist now. A changed schedule keeps its history. */
     public synchronized ScheduleInfo add(String name, String schedule, WorkflowEngine.Request request) {
+        Entry e = register(name, schedule, request);
+        save();
+        return info(e);
+    }
+
+    private Entry register(String name, String schedule, WorkflowEngine.Request request) {
         if (name.isEmpty()) {
             throw new CommandException("Invalid schedule name ''");
         }
         ExecutionTime times = parse(schedule);
         engine.checkScript(request.script());
-        remove(name, false);
+        Entry old = entries.get(name);
+        cancel(name);
         Entry e = new Entry(name, schedule, times, request);
+        if (old != null) { // a schedule changed keeps its history (and its run numbers go on)
+            e.runs.set(old.runs.get());
+            ScheduleInfo i = info(old);
+            e.lastRun = old.lastRun;
+            e.lastStarted = old.lastStarted;
+            e.lastResult = i.lastResult().orElse(null);
+            e.lastError = i.lastError().orElse(null);
+        }
         entries.put(name, e);
         e.arm(ZonedDateTime.now());
-        return info(e);
+        return e;
     }
 
     /** Removes a schedule; a run it started goes on. */
     public synchronized void remove(String name, boolean mustExist) {
+        if (!cancel(name) && mustExist) {
+            throw new CommandException("Schedule '" + name + "' not found");
+        }
+        save();
+    }
+
+    private boolean cancel(String name) {
         Entry e = entries.remove(name);
         if (e == null) {
-            if (mustExist) {
-                throw new CommandException("Schedule '" + name + "' not found");
-            }
-            return;
+            return false;
         }
         if (e.future != null) {
             e.future.cancel(false);
         }
+        return true;
     }
 
     public synchronized List<ScheduleInfo> query() {
-        return entries.values().stream().map(WorkflowScheduler::info).toList();
+        return entries.values().stream().map(this::info).toList();
     }
 
-    private static ScheduleInfo info(Entry e) {
+    private ScheduleInfo info(Entry e) {
+        String result = e.lastResult;
+        String error = e.lastError;
+        if (e.lastRun != null) {
+            for (WorkflowInfo w : engine.query()) {
+                if (w.id().equals(e.lastRun)) {
+                    result = w.state();
+                    error = w.error().map(WorkflowError::desc).orElse(null);
+                }
+            }
+        }
         return new ScheduleInfo(e.name, e.request.script(), e.schedule,
                 Optional.ofNullable(e.next).map(t -> t.toOffsetDateTime().toString()),
-                Optional.ofNullable(e.lastRun), e.runs.get());
+                Optional.ofNullable(e.lastRun), Optional.ofNullable(e.lastStarted), Optional.ofNullable(result),
+                Optional.ofNullable(error), e.runs.get());
     }
 
+    /**
+     * Keeps the schedules in {@code file} from now on, after registering those it already holds
+     * (a schedule that no longer parses, or whose script is gone, is logged and dropped).
+     */
+    public synchronized void keepIn(Path file) throws IOException {
+        this.file = file;
+        if (Files.exists(file)) {
+            JsonNode saved;
+            try {
+                saved = Json.MAPPER.readTree(Files.readString(file, StandardCharsets.UTF_8));
+            } catch (RuntimeException e) {
+                throw new IOException(file + " is not a schedule file: " + e.getMessage());
+            }
+            for (JsonNode s : saved.path("schedules")) {
+                String name = s.path("name").asString();
+                try {
+                    WorkflowEngine.Request r = new WorkflowEngine.Request(s.path("script").asString(),
+                            s.hasNonNull("args") ? s.get("args") : null, Optional.empty(), optLong(s, "timeout"),
+                            optLong(s, "max-statements"), optLong(s, "cpu-time"), Optional.of(name));
+                    Entry e = register(name, s.path("schedule").asString(), r);
+                    e.runs.set(s.path("runs").asLong());
+                    e.lastRun = s.hasNonNull("last-run") ? s.get("last-run").asString() : null;
+                    e.lastStarted = s.hasNonNull("last-started") ? s.get("last-started").asString() : null;
+                    e.lastResult = s.hasNonNull("last-result") ? s.get("last-result").asString() : null;
+                    e.lastError = s.hasNonNull("last-error") ? s.get("last-error").asString() : null;
+                    if ("running".equals(e.lastResult)) {
+                        e.lastResult = "interrupted"; // the daemon stopped while it ran
+                        e.lastError = "the daemon stopped during the run";
+                    }
+                } catch (CommandException e) {
+                    LOG.warn("schedule {} from {} dropped: {}", name, file, e.getMessage());
+                }
+            }
+        }
+        save();
+    }
+
+    private static Optional<Long> optLong(JsonNode n, String key) {
+        return n.hasNonNull(key) ? Optional.of(n.get(key).asLong()) : Optional.empty();
+    }
+
+    /** Writes the schedules to the schedule file (beside it, then renamed over it: never half written). */
+    private void save() {
+        if (file == null) {
+            return;
+        }
+        ObjectNode root = Json.object();
+        ArrayNode list = root.putArray("schedules");
+        for (Entry e : entries.values()) {
+            ScheduleInfo i = info(e);
+            ObjectNode s = list.addObject().put("name", e.name).put("script", e.request.script())
+                    .put("schedule", e.schedule).put("runs", e.runs.get());
+            if (e.request.args() != null) {
+                s.set("args", e.request.args());
+            }
+            e.request.timeoutSeconds().ifPresent(v -> s.put("timeout", v));
+            e.request.statementLimit().ifPresent(v -> s.put("max-statements", v));
+            e.request.cpuSeconds().ifPresent(v -> s.put("cpu-time", v));
+            i.lastRun().ifPresent(v -> s.put("last-run", v));
+            i.lastStarted().ifPresent(v -> s.put("last-started", v));
+            i.lastResult().ifPresent(v -> s.put("last-result", v));
+            i.lastError().ifPresent(v -> s.put("last-error", v));
+        }
+        Path tmp = file.resolveSibling("." + file.getFileName() + ".tmp");
+        try {
+            Files.writeString(tmp, Json.MAPPER.writerWithDefaultPrettyPrinter().writeValueAsString(root),
+                    StandardCharsets.UTF_8);
+            Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+        } catch (IOException e) {
+            LOG.warn("cannot write the schedule file {}: {}", file, e.getMessage());
+        }
+    }
+
+    /** Stops every timer; the schedule file keeps the schedules (with their last results) for the next start. */
     @Override
     public synchronized void close() {
+        save();
         for (String name : List.copyOf(entries.keySet())) {
-            remove(name, false);
+            cancel(name);
         }
     }
 }

@@ -47,6 +47,7 @@ class BackupPolicyIT {
     final Map<String, Path> disks = new LinkedHashMap<>();
     DaemonProcess daemon;
     QmpClient qmp;
+    List<String> extra = List.of();
 
     @AfterEach
     void stop() throws Exception {
@@ -73,6 +74,7 @@ class BackupPolicyIT {
                     + d.getKey() + ",writable=on"));
         }
         args.addAll(List.of("--backup-dir", store.toString()));
+        args.addAll(extra);
         daemon = DaemonProcess.startWithMonitor(dir, args);
         qmp = QmpClient.connect(daemon.qmpSocket);
     }
@@ -540,6 +542,70 @@ class BackupPolicyIT {
         assertThat(dry.get("pruned")).hasSize(3); // a new full and keep-last=1: the old chain would go
         assertThat(storeImages()).isEqualTo(before);
         assertThat(bitmaps("disk0")).isEqualTo(bitmaps);
+    }
+
+    /**
+     * A nightly schedule made over QMP survives a restart when the daemon keeps a schedule file:
+     * query-workflow-schedules shows its last run, that run's result and the next run, before and
+     * after, and it goes on running.
+     */
+    @Test
+    void aScheduleMadeOverQmpSurvivesARestartWithItsLastResult() throws Exception {
+        store = dir.resolve("store");
+        disk("disk0");
+        Path schedules = dir.resolve("schedules.json");
+        extra = List.of("--schedule-file", schedules.toString());
+        startDaemon();
+        qmp.ok("workflow-schedule", map("name", "nightly", "script", "backup-policy.js", "schedule", "*/3 * * * * *",
+                "args", map("disks", "disk0", "keep-last", 2)));
+        JsonNode first = qmp.awaitEvent("WORKFLOW_FINISHED", d -> d.get("id").asString().equals("nightly-1")).get("data");
+        assertThat(first.get("state").asString()).as("%s", first).isEqualTo("completed");
+        // Nightly from now on (no run may be going when the daemon stops); the schedule keeps its history.
+        qmp.ok("workflow-schedule", map("name", "nightly", "script", "backup-policy.js", "schedule", "0 3 * * *",
+                "args", map("disks", "disk0", "keep-last", 2)));
+        JsonNode before = qmp.ok("query-workflow-schedules").get(0);
+        assertThat(before.get("schedule").asString()).isEqualTo("0 3 * * *");
+        String lastRun = before.get("last-run").asString();
+        assertThat(lastRun).startsWith("nightly-");
+        awaitNotRunning(lastRun);
+        before = qmp.ok("query-workflow-schedules").get(0);
+        assertThat(before.get("last-result").asString()).isEqualTo("completed");
+        stopDaemon();
+        assertThat(Files.readString(schedules)).contains("\"nightly\"").contains("backup-policy.js");
+
+        startDaemon();
+        JsonNode after = qmp.ok("query-workflow-schedules").get(0);
+        assertThat(after.get("name").asString()).isEqualTo("nightly");
+        assertThat(after.get("script").asString()).isEqualTo("backup-policy.js");
+        assertThat(after.get("next-run").asString()).isEqualTo(before.get("next-run").asString());
+        assertThat(after.get("last-run").asString()).isEqualTo(lastRun);
+        assertThat(after.get("last-result").asString()).isEqualTo("completed");
+        assertThat(after.get("last-started").asString()).isEqualTo(before.get("last-started").asString());
+        assertThat(after.get("runs").asLong()).isEqualTo(before.get("runs").asLong());
+        // ...then back to every three seconds: the restored schedule runs, and its result shows
+        qmp.ok("workflow-schedule", map("name", "nightly", "script", "backup-policy.js", "schedule", "*/3 * * * * *",
+                "args", map("disks", "disk0", "keep-last", 2)));
+        String nextId = "nightly-" + (after.get("runs").asLong() + 1);
+        JsonNode next = qmp.awaitEvent("WORKFLOW_FINISHED", d -> d.get("id").asString().equals(nextId)).get("data");
+        assertThat(next.get("state").asString()).as("%s", next).isEqualTo("completed");
+        JsonNode shown = qmp.ok("query-workflow-schedules").get(0);
+        assertThat(shown.get("last-run").asString()).isEqualTo(next.get("id").asString());
+        assertThat(shown.get("last-result").asString()).isEqualTo("completed");
+        assertThat(shown.has("last-started")).isTrue();
+        assertThat(shown.has("next-run")).isTrue();
+        qmp.ok("workflow-unschedule", map("name", "nightly"));
+        stopDaemon();
+        startDaemon();
+        assertThat(qmp.ok("query-workflow-schedules")).isEmpty();
+    }
+
+    /** Waits for a workflow run to end (it may have ended already). */
+    private void awaitNotRunning(String id) throws Exception {
+        for (JsonNode w : qmp.ok("query-workflows")) {
+            if (w.get("id").asString().equals(id) && w.get("state").asString().equals("running")) {
+                qmp.awaitEvent("WORKFLOW_FINISHED", d -> d.get("id").asString().equals(id));
+            }
+        }
     }
 
     // ---- the store's refusals -------------------------------------------------------------------
