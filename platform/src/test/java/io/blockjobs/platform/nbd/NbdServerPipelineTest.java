@@ -51,11 +51,11 @@ import tools.jackson.databind.node.ObjectNode;
 class NbdServerPipelineTest {
     static final byte[] GREETING = hex("4e42444d41474943 | 49484156454f5054 | 0003");
     static final long SIZE = 1 << 20;
-    /** HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM, SEND_WRITE_ZEROES, CAN_MULTI_CONN. */
-    static final int WRITABLE = 0x16d;
+    /** HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM, SEND_WRITE_ZEROES, CAN_MULTI_CONN, SEND_CACHE. */
+    static final int WRITABLE = 0x56d;
     static final int WRITABLE_DF = WRITABLE | TFLAG_SEND_DF;
-    /** HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA, CAN_MULTI_CONN. */
-    static final int READ_ONLY = 0x10f;
+    /** HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA, CAN_MULTI_CONN, SEND_CACHE. */
+    static final int READ_ONLY = 0x50f;
 
     @TempDir
     Path dir;
@@ -218,10 +218,10 @@ class NbdServerPipelineTest {
                 chunk(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 4, concat(u32(BASE_ALLOCATION_ID), u32(65536), u32(0))));
         assertBytes(send(ch, request(0, CMD_READ, 5, SIZE - 4, 8), request(CMD_FLAG_FAST_ZERO, CMD_WRITE_ZEROES, 6, 0, 4096),
                         request(0, CMD_BLOCK_STATUS, 7, SIZE, 0), request(0, 99, 8, 0, 0)),
-                errorChunk(5, EINVAL, "read past the end of the export or too large"),
+                errorChunk(5, EINVAL, "operation past EOF; From: 1048572, Len: 8, Size: 1048576"),
                 errorChunk(6, ENOTSUP, dir.resolve("disk.qcow2") + ": fast zero is not supported"),
                 errorChunk(7, EINVAL, "need non-zero length"),
-                errorChunk(8, EINVAL, "unknown command 99"));
+                errorChunk(8, EINVAL, "invalid request type (99) received"));
         assertBytes(send(ch, request(CMD_FLAG_FUA, CMD_WRITE_ZEROES, 9, 0, 2), request(CMD_FLAG_FUA, CMD_TRIM, 10, 65536, 65536),
                         request(0, CMD_FLUSH, 11, 0, 0), request(0, CMD_CACHE, 12, 0, 4096), request(0, CMD_READ, 13, 0, 4)),
                 none(9), none(10), none(11), none(12),
@@ -287,7 +287,7 @@ class NbdServerPipelineTest {
         NbdRequestDecoder decoder = ch.pipeline().get(NbdRequestDecoder.class);
         byte[] header = request(0, CMD_WRITE, 9, 0, MAX_REQUEST + 1L);
         assertBytes(send(ch, header, new byte[1 << 20]),
-                errorChunk(9, EINVAL, "len (33554433) is larger than max len (33554432)"));
+                errorChunk(9, EINVAL, "len (33554433 ) is larger than max len (33554432)"));
         assertThat(decoder.buffered()).isZero();
         assertThat(ch.isOpen()).as("open until the request in flight is answered").isTrue();
         assertThat(ch.config().isAutoRead()).isFalse();
