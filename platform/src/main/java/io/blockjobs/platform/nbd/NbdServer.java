@@ -135,9 +135,11 @@ public final class NbdServer implements AutoCloseable {
             throw e;
         }
         listeners.addAll(bound);
-        for (Channel ch : bound) {
-            if (ch.localAddress() instanceof InetSocketAddress a && !a.getAddress().isLoopbackAddress()) {
-                LOG.warn("NBD listens on {}, which is not a loopback address", a.getAddress().getHostAddress());
+        for (Channel ch : bound) { // as the QMP monitor's warning, with the host the operator gave
+            if (ch.localAddress() instanceof InetSocketAddress a && !a.getAddress().isLoopbackAddress()
+                    && listen instanceof NbdListen.Inet i) {
+                LOG.warn("NBD listens on {}, which is not a loopback address",
+                        i.host().isEmpty() ? a.getAddress().getHostAddress() : i.host());
             }
         }
     }
