@@ -335,4 +335,72 @@ class NbdServerPipelineTest {
         assertBytes(outbound(ch), simple(0, 200, hex("01")));
         assertThat(ch.isOpen()).isFalse();
     }
+
+    @Test
+    void requestsOverTheLimitWaitUnreadUntilEarlierOnesComplete() {
+        executor = queued::add;
+        EmbeddedChannel ch = connect();
+        assertThat(send(ch, hex("00000003"), go("disk"))).isNotEmpty();
+        NbdTransmissionHandler handler = ch.pipeline().get(NbdTransmissionHandler.class);
+        int extra = 6;
+        byte[][] reads = new byte[NbdTransmissionHandler.MAX_IN_FLIGHT + extra][];
+        for (int i = 0; i < reads.length; i++) {
+            reads[i] = request(0, CMD_READ, i, 0, 1);
+        }
+        assertThat(send(ch, reads)).isEmpty(); // all in one buffer: decoded at once
+        assertThat(queued).as("started").hasSize(NbdTransmissionHandler.MAX_IN_FLIGHT);
+        assertThat(handler.waiting()).isEqualTo(extra);
+        assertThat(ch.config().isAutoRead()).isFalse();
+        queued.poll().run();
+        assertThat(handler.waiting()).as("one done, one more started").isEqualTo(extra - 1);
+        assertThat(ch.config().isAutoRead()).isFalse();
+        while (!queued.isEmpty()) {
+            queued.poll().run();
+        }
+        assertThat(handler.waiting()).isZero();
+        assertThat(ch.config().isAutoRead()).isTrue();
+        assertThat(outbound(ch)).hasSize(reads.length * (16 + 1));
+
+        // Bytes: two reads of 32 MiB are in flight at most (refused when served: the export is smaller).
+        assertThat(send(ch, request(0, CMD_READ, 100, 0, MAX_REQUEST), request(0, CMD_READ, 101, 0, MAX_REQUEST),
+                request(0, CMD_READ, 102, 0, MAX_REQUEST))).isEmpty();
+        assertThat(queued).hasSize(2);
+        assertThat(handler.waiting()).isEqualTo(1);
+        while (!queued.isEmpty()) {
+            queued.poll().run();
+        }
+        assertThat(handler.waiting()).isZero();
+        assertThat(outbound(ch)).hasSize(3 * 16);
+        assertThat(send(ch, request(0, CMD_DISC, 103, 0, 0))).isEmpty();
+        assertThat(ch.isOpen()).isFalse();
+    }
+
+    @Test
+    void unknownClientFlagsDropTheConnectionWithoutAReply() {
+        for (String flags : new String[] {"00000007", "80000001"}) {
+            EmbeddedChannel ch = connect();
+            assertThat(send(ch, hex(flags), option(OPT_LIST, new byte[0]))).isEmpty();
+            assertThat(ch.isOpen()).isFalse();
+        }
+    }
+
+    @Test
+    void aHandshakeThatTakesTooLongIsDropped() {
+        EmbeddedChannel slow = new EmbeddedChannel(new ChannelInitializer<Channel>() {
+            @Override
+            protected void initChannel(Channel c) {
+                NbdHandshakeHandler.addTo(c.pipeline(), exports::get, exports::values, Runnable::run, true, 10_000);
+            }
+        });
+        channels.add(slow);
+        assertThat(hex(outbound(slow))).isEqualTo(hex(GREETING));
+        assertThat(send(slow, hex("00000003"))).isEmpty();
+        slow.advanceTimeBy(9, java.util.concurrent.TimeUnit.SECONDS);
+        slow.runScheduledPendingTasks();
+        assertThat(slow.isOpen()).isTrue();
+        slow.advanceTimeBy(1, java.util.concurrent.TimeUnit.SECONDS);
+        slow.runScheduledPendingTasks();
+        assertThat(slow.isOpen()).as("dropped at 10 s").isFalse();
+        assertThat(outbound(slow)).as("without a word").isEmpty();
+    }
 }
