@@ -128,6 +128,37 @@ class NbdHardeningIT {
     }
 
     /**
+     * 500 clients that negotiate and then sit idle cost the daemon less than 100 MiB of RSS
+     * (200 KiB each), and a new client is served meanwhile.
+     */
+    @Test
+    void idleClientsCostBoundedMemory() throws Exception {
+        try (StorageDaemon d = start(StorageDaemon.Kind.BLOCKJOBD)) {
+            Qemu.ioNbd(d.nbdUri("d"), "read -P 0x11 0 1M"); // warm
+            long before = rssKib(d.pid());
+            List<RawNbdClient> idle = new ArrayList<>();
+            try {
+                for (int i = 0; i < 500; i++) {
+                    idle.add(RawNbdClient.open(nbdSocket(d), "d", true));
+                }
+                long t0 = System.nanoTime();
+                Qemu.ioNbd(d.nbdUri("d"), "write -P 0x44 1M 1M", "read -P 0x44 1M 1M");
+                assertThat(Duration.ofNanos(System.nanoTime() - t0)).isLessThan(Duration.ofSeconds(60));
+                long grownMib = (rssKib(d.pid()) - before) / 1024;
+                System.out.printf("500 idle NBD clients: RSS +%d MiB%n", grownMib);
+                assertThat(grownMib).as("RSS growth in MiB for 500 idle clients").isLessThan(100);
+                RawNbdClient last = idle.get(idle.size() - 1);
+                last.request(0, CMD_READ, 7, 1 << 20, 4096);
+                assertThat(last.reply(4096, Duration.ofSeconds(30)).errno()).isZero();
+            } finally {
+                for (RawNbdClient c : idle) {
+                    c.close();
+                }
+            }
+        }
+    }
+
+    /**
      * {@code max-connections}: at the limit a new client is not accepted (it has no greeting)
      * until one goes; at 1 the export does not offer multi-conn. Both as qemu-storage-daemon.
      */
