@@ -333,6 +333,26 @@ class NbdHardeningIT {
         }
     }
 
+    /** {@code --nbd-server} takes the same address options and max-connections as the QMP command. */
+    @Test
+    void theCommandLineServerTakesTheSameOptions() throws Exception {
+        int port = freePort();
+        Path sub = dir.resolve("cli");
+        List<String> options = new ArrayList<>(exportOptions(sub));
+        options.addAll(0, List.of("--chardev", "socket,id=mon0,path=" + sub.resolve("qmp.sock") + ",server=on,wait=off",
+                "--monitor", "chardev=mon0", "--nbd-server", "addr.type=inet,addr.host=127.0.0.1,addr.port=" + port
+                        + ",addr.to=" + (port + 2) + ",addr.ipv4=on,addr.numeric=on,max-connections=1"));
+        try (ServerSocket blocker = new ServerSocket(port, 1, java.net.InetAddress.getByName("127.0.0.1"));
+             DaemonProcess d = DaemonProcess.start(sub.resolve("qmp.sock"), null, options)) {
+            d.awaitReady();
+            String uri = "nbd://127.0.0.1:" + (port + 1) + "/d";
+            assertThat(Qemu.JSON.readTree(Qemu.run("nbdinfo", "--json", uri).ok().out())
+                    .get("exports").get(0).get("can_multi_conn").asBoolean()).as("multi-conn at max-connections=1").isFalse();
+            Qemu.ioNbd(uri, "write -P 0x21 0 64k", "read -P 0x21 0 64k");
+            assertThat(d.log()).noneMatch(l -> l.contains("not a loopback address"));
+        }
+    }
+
     /**
      * {@code nbd-server-start} with an inet address's {@code ipv4}, {@code ipv6}, {@code numeric}
      * and {@code to}: the same errors as qemu-storage-daemon's, and the same addresses answered
