@@ -289,6 +289,8 @@ public final class BlockjobDaemon {
                                          a socket for a monitor (unix sockets are created mode 0600)
                   --monitor [chardev=]ID a QMP monitor on that socket
                   --nbd-server addr.type=unix,addr.path=PATH | addr.type=inet,addr.host=H,addr.port=P
+                               [,addr.to=PORT][,addr.ipv4=on|off][,addr.ipv6=on|off][,addr.numeric=on]
+                               [,max-connections=N]
                   --export type=nbd,id=ID,node-name=NODE[,name=NAME][,writable=on]
                   --workflow-schedule name=NAME,script=SCRIPT,schedule=CRON[,args.KEY=VALUE...]
                                          run a workflow unattended, e.g. schedule=0 2 * * *

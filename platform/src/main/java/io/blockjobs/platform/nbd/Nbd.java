@@ -44,6 +44,7 @@ final class Nbd {
     static final int TFLAG_SEND_WRITE_ZEROES = 1 << 6;
     static final int TFLAG_SEND_DF = 1 << 7;
     static final int TFLAG_CAN_MULTI_CONN = 1 << 8;
+    static final int TFLAG_SEND_CACHE = 1 << 10;
     static final int TFLAG_SEND_FAST_ZERO = 1 << 11;
 
     static final int REQUEST_MAGIC = 0x25609513;

@@ -7,8 +7,6 @@ import io.blockjobs.platform.qmp.CoreCommands;
 import io.blockjobs.platform.qmp.QmpCommand;
 import io.blockjobs.platform.qmp.QmpDispatcher;
 import io.blockjobs.sdk.error.CommandException;
-import java.net.SocketAddress;
-import java.net.UnixDomainSocketAddress;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Optional;
@@ -53,7 +51,11 @@ public final class NbdCommands {
             if (a.tlsCreds().isPresent() || a.tlsAuthz().isPresent()) {
                 throw new CommandException("TLS is not supported by this NBD server");
             }
-            server.start(address(a.addr()), Math.toIntExact(a.maxConnections().orElse(0L)));
+            long max = a.maxConnections().orElse(0L);
+            if (max < 0 || max > 0xffffffffL) {
+                throw new CommandException("Parameter 'max-connections' expects uint32_t");
+            }
+            server.start(address(a.addr()), (int) Math.min(max, Integer.MAX_VALUE));
             return null;
         }));
         d.register(QmpCommand.of("nbd-server-stop", Void.class, null, a -> {
@@ -79,16 +81,20 @@ public final class NbdCommands {
                         .map(e -> new ExportInfo("nbd", e.id(), e.backend().child().name(), false)).toList()));
     }
 
-    /** A SocketAddress in QEMU's flat form ({@code type, path}) or legacy form ({@code type, data}). */
-    public static SocketAddress address(JsonNode addr) {
+    /**
+     * A SocketAddress in QEMU's flat form ({@code type, path}) or legacy form ({@code type, data});
+     * of an inet address, {@code numeric}, {@code to}, {@code ipv4} and {@code ipv6} are honoured
+     * ({@link NbdListen.Inet}), {@code keep-alive} and {@code mptcp} ignored.
+     */
+    public static NbdListen address(JsonNode addr) {
         Options o = new Options(addr, "addr.");
         String type = o.string("type");
         Options fields = o.has("data") ? o.object("data") : o;
-        SocketAddress result = switch (type) {
+        NbdListen result = switch (type) {
             case "unix" -> {
                 String path = fields.string("path");
                 fields.ignore("abstract", "tight");
-                yield UnixDomainSocketAddress.of(Path.of(path));
+                yield new NbdListen.Unix(Path.of(path));
             }
             case "inet" -> {
                 String host = fields.string("host");
@@ -96,13 +102,26 @@ public final class NbdCommands {
                 if (port == null) {
                     throw fields.missing("port");
                 }
-                fields.ignore("numeric", "to", "ipv4", "ipv6", "keep-alive", "mptcp");
-                yield NbdServer.inet(host, port);
+                Long to = fields.optInteger("to");
+                if (to != null && (to < 0 || to > 65535)) {
+                    throw new CommandException("Parameter '" + fields.prefix() + "to' expects uint16_t");
+                }
+                Boolean ipv4 = optBool(fields, "ipv4");
+                Boolean ipv6 = optBool(fields, "ipv6");
+                Boolean numeric = optBool(fields, "numeric");
+                fields.ignore("keep-alive", "mptcp");
+                yield new NbdListen.Inet(host, port, to == null ? null : to.intValue(), ipv4, ipv6,
+                        Boolean.TRUE.equals(numeric));
             }
             default -> throw new CommandException("Parameter 'addr.type' does not accept value '" + type + "'");
         };
         fields.checkAllUsed();
         o.checkAllUsed();
         return result;
+    }
+
+    /** A boolean member that may be absent (QEMU's {@code has_X}). */
+    private static Boolean optBool(Options o, String key) {
+        return o.has(key) ? o.bool(key, false) : null;
     }
 }

@@ -16,6 +16,8 @@ import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
 import java.util.concurrent.Executor;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 import java.util.function.Supplier;
 import org.slf4j.Logger;
@@ -46,7 +48,7 @@ import org.slf4j.LoggerFactory;
  *      2    8 size
  *     10    2 flags   HAS_FLAGS 0x1, READ_ONLY 0x2, SEND_FLUSH 0x4, SEND_FUA 0x8, SEND_TRIM 0x20,
  *                     SEND_WRITE_ZEROES 0x40, SEND_DF 0x80 (with structured replies),
- *                     CAN_MULTI_CONN 0x100
+ *                     CAN_MULTI_CONN 0x100 (unless max-connections is 1), SEND_CACHE 0x400
  * NBD_INFO_BLOCK_SIZE: u16 3, u32 minimum 1, u32 preferred 4096, u32 maximum 32 MiB
  * NBD_INFO_NAME (if asked): u16 1, the name; NBD_INFO_DESCRIPTION (if asked and set): u16 2, it
  * </pre>
@@ -54,7 +56,10 @@ import org.slf4j.LoggerFactory;
  * <p>A client that does not speak fixed newstyle, asks {@code NBD_OPT_EXPORT_NAME} for an unknown
  * export, aborts, or sends an option with a bad magic or longer than {@value #MAX_OPTION} bytes is
  * disconnected; other mistakes (a malformed INFO, an unknown export for GO) get an
- * {@code NBD_REP_ERR_*} reply and the handshake goes on. Runs on the event loop.
+ * {@code NBD_REP_ERR_*} reply and the handshake goes on. Client flags other than
+ * {@code FIXED_NEWSTYLE} and {@code NO_ZEROES} drop the connection, as in QEMU; so does a
+ * handshake that takes longer than the server's limit (QEMU's {@code handshake-max-seconds}).
+ * Runs on the event loop.
  */
 final class NbdHandshakeHandler extends ChannelInboundHandlerAdapter {
     private static final Logger LOG = LoggerFactory.getLogger(NbdHandshakeHandler.class);
@@ -67,6 +72,9 @@ final class NbdHandshakeHandler extends ChannelInboundHandlerAdapter {
     private final Function<String, NbdExport> lookup;
     private final Supplier<? extends Collection<NbdExport>> exports;
     private final Executor io;
+    private final boolean multiConn;
+    private final long timeoutMillis;
+    private ScheduledFuture<?> timeout;
     private boolean greeted;
     private boolean noZeroes;
     private boolean structured;
@@ -79,24 +87,57 @@ final class NbdHandshakeHandler extends ChannelInboundHandlerAdapter {
      * @param io      where the transmission phase serves requests (virtual threads)
      */
     NbdHandshakeHandler(Function<String, NbdExport> lookup, Supplier<? extends Collection<NbdExport>> exports,
-                        Executor io) {
+                        Executor io, boolean multiConn, long timeoutMillis) {
         this.lookup = lookup;
         this.exports = exports;
         this.io = io;
+        this.multiConn = multiConn;
+        this.timeoutMillis = timeoutMillis;
     }
 
-    /** Adds a new client's handlers to its pipeline: option decoder, option reply encoder, this. */
+    /**
+     * Adds a new client's handlers to its pipeline: option decoder, option reply encoder, this;
+     * exports offer {@code NBD_FLAG_CAN_MULTI_CONN}, and the handshake has no time limit.
+     */
     static void addTo(ChannelPipeline p, Function<String, NbdExport> lookup,
                       Supplier<? extends Collection<NbdExport>> exports, Executor io) {
+        addTo(p, lookup, exports, io, true, 0);
+    }
+
+    /**
+     * As {@link #addTo(ChannelPipeline, Function, Supplier, Executor)}.
+     *
+     * @param multiConn     whether exports offer {@code NBD_FLAG_CAN_MULTI_CONN} (QEMU offers it
+     *                      unless the server takes one connection at most)
+     * @param timeoutMillis a handshake not done in this time is dropped (0: no limit)
+     */
+    static void addTo(ChannelPipeline p, Function<String, NbdExport> lookup,
+                      Supplier<? extends Collection<NbdExport>> exports, Executor io, boolean multiConn,
+                      long timeoutMillis) {
         p.addLast(DECODER, new NbdOptionDecoder(MAX_OPTION));
         p.addLast(ENCODER, new NbdOptionReplyEncoder());
-        p.addLast(HANDLER, new NbdHandshakeHandler(lookup, exports, io));
+        p.addLast(HANDLER, new NbdHandshakeHandler(lookup, exports, io, multiConn, timeoutMillis));
     }
 
     @Override
     public void handlerAdded(ChannelHandlerContext ctx) {
+        if (timeoutMillis > 0) {
+            timeout = ctx.executor().schedule(() -> {
+                if (!finished) {
+                    close(ctx, "option negotiation failed: the handshake did not finish in "
+                            + timeoutMillis / 1000 + " seconds");
+                }
+            }, timeoutMillis, TimeUnit.MILLISECONDS);
+        }
         if (ctx.channel().isActive()) {
             greet(ctx);
+        }
+    }
+
+    @Override
+    public void handlerRemoved(ChannelHandlerContext ctx) {
+        if (timeout != null) {
+            timeout.cancel(false);
         }
     }
 
@@ -121,6 +162,11 @@ final class NbdHandshakeHandler extends ChannelInboundHandlerAdapter {
                 return;
             }
             if (msg instanceof NbdClientFlags f) {
+                int unknown = f.flags() & ~(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+                if (unknown != 0) { // as QEMU's nbd_negotiate_options: no reply, the connection drops
+                    close(ctx, String.format("option negotiation failed: Unknown client flags 0x%x received", unknown));
+                    return;
+                }
                 if (!f.has(FLAG_FIXED_NEWSTYLE)) {
                     close(ctx, "client does not speak fixed newstyle");
                     return;
@@ -387,7 +433,10 @@ final class NbdHandshakeHandler extends ChannelInboundHandlerAdapter {
     }
 
     private int transmissionFlags(NbdExport e) {
-        int flags = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_CAN_MULTI_CONN;
+        int flags = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_SEND_CACHE;
+        if (multiConn) {
+            flags |= TFLAG_CAN_MULTI_CONN;
+        }
         if (structured) {
             flags |= TFLAG_SEND_DF;
         }

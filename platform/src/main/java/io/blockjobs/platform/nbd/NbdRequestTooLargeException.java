@@ -15,7 +15,7 @@ final class NbdRequestTooLargeException extends TooLongFrameException {
     private final long length;
 
     NbdRequestTooLargeException(int type, long cookie, long length, int max) {
-        super("len (" + length + ") is larger than max len (" + max + ")");
+        super("len (" + length + " ) is larger than max len (" + max + ")"); // QEMU 7.2's words, its space too
         this.type = type;
         this.cookie = cookie;
         this.length = length;

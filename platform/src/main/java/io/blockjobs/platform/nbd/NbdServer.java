@@ -11,7 +11,14 @@ import io.blockjobs.platform.Json;
 import io.blockjobs.sdk.error.CommandException;
 import io.netty.bootstrap.ServerBootstrap;
 import io.netty.channel.Channel;
+import io.netty.channel.ChannelFuture;
+import io.netty.channel.ChannelHandler;
+import io.netty.channel.ChannelHandlerContext;
+import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.channel.ChannelInitializer;
+import io.netty.channel.ChannelOption;
+import io.netty.channel.ServerChannelRecvByteBufAllocator;
+import io.netty.channel.WriteBufferWaterMark;
 import io.netty.channel.EventLoopGroup;
 import io.netty.channel.group.ChannelGroup;
 import io.netty.channel.group.DefaultChannelGroup;
@@ -19,6 +26,7 @@ import io.netty.channel.socket.nio.NioServerDomainSocketChannel;
 import io.netty.channel.socket.nio.NioServerSocketChannel;
 import io.netty.util.concurrent.GlobalEventExecutor;
 import java.io.IOException;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.SocketAddress;
 import java.net.UnixDomainSocketAddress;
@@ -29,10 +37,26 @@ import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutorService;
+import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.Executors;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
-/** The NBD server: one listener, any number of exports and clients. */
+/**
+ * The NBD server: listeners (one per address), any number of exports and clients. A client's
+ * handshake must finish within {@value #HANDSHAKE_MAX_SECONDS} seconds (QEMU's default
+ * {@code handshake-max-seconds}); its unsent replies stop it from sending more requests above
+ * {@value #HIGH_WATER} bytes until they drain below {@value #LOW_WATER} (see
+ * {@link NbdTransmissionHandler}).
+ */
 public final class NbdServer implements AutoCloseable {
+    private static final Logger LOG = LoggerFactory.getLogger(NbdServer.class);
+    /** QEMU's {@code NBD_DEFAULT_HANDSHAKE_MAX_SECS}. */
+    static final int HANDSHAKE_MAX_SECONDS = 10;
+    /** Unsent reply bytes above which a client's requests wait. */
+    static final int HIGH_WATER = 32 << 20;
+    /** ... and below which they go on. */
+    static final int LOW_WATER = 8 << 20;
     private final EventLoopGroup group;
     private final BlockGraph graph;
     private final EventBus events;
@@ -41,7 +65,7 @@ public final class NbdServer implements AutoCloseable {
     private final Map<String, NbdExport> byName = new ConcurrentHashMap<>();
     private final ChannelGroup clients = new DefaultChannelGroup(GlobalEventExecutor.INSTANCE);
     private final ExecutorService io = Executors.newVirtualThreadPerTaskExecutor();
-    private Channel listener;
+    private final List<Channel> listeners = new ArrayList<>();
     private Path socketPath;
 
     public NbdServer(EventLoopGroup group, BlockGraph graph, EventBus events, Bitmaps bitmaps) {
@@ -52,56 +76,194 @@ public final class NbdServer implements AutoCloseable {
     }
 
     public synchronized boolean running() {
-        return listener != null;
+        return !listeners.isEmpty();
     }
 
-    /** Starts listening on a unix socket path or a TCP address. */
-    public synchronized void start(SocketAddress address, int maxConnections) throws IOException, InterruptedException {
-        if (listener != null) {
+    /** Starts listening on a unix socket path or a TCP address, with no limit on connections. */
+    public void start(SocketAddress address) throws IOException, InterruptedException {
+        start(address instanceof UnixDomainSocketAddress u ? new NbdListen.Unix(u.getPath())
+                : new NbdListen.Inet(((InetSocketAddress) address).getHostString(),
+                        Integer.toString(((InetSocketAddress) address).getPort()), null, null, null, false), 0);
+    }
+
+    /**
+     * QMP {@code nbd-server-start} and {@code --nbd-server}: listens on {@code listen}, each
+     * address it resolves to (as QEMU's {@code qio_net_listener_open_sync}). With
+     * {@code maxConnections} above 0, at that many clients the server accepts no more until one
+     * goes (they wait in the listen backlog), as QEMU's {@code nbd_update_server_watch}; at 1 the
+     * exports do not offer {@code NBD_FLAG_CAN_MULTI_CONN}.
+     */
+    public synchronized void start(NbdListen listen, int maxConnections) throws IOException, InterruptedException {
+        if (!listeners.isEmpty()) {
             throw new CommandException("NBD server already running");
         }
+        if (maxConnections < 0) {
+            throw new CommandException("max-connections must be 0 or more");
+        }
+        boolean multiConn = maxConnections != 1;
+        long timeout = HANDSHAKE_MAX_SECONDS * 1000L;
         ChannelInitializer<Channel> init = new ChannelInitializer<>() {
             @Override
             protected void initChannel(Channel ch) {
-                if (maxConnections > 0 && clients.size() >= maxConnections) {
-                    ch.close();
-                    return;
-                }
                 clients.add(ch);
-                NbdHandshakeHandler.addTo(ch.pipeline(), NbdServer.this::lookup, NbdServer.this::exports, io);
+                NbdHandshakeHandler.addTo(ch.pipeline(), NbdServer.this::lookup, NbdServer.this::exports, io, multiConn,
+                        timeout);
             }
         };
-        ServerBootstrap b = new ServerBootstrap().group(group).childHandler(init);
-        if (address instanceof UnixDomainSocketAddress unix) {
-            Files.deleteIfExists(unix.getPath());
-            b.channel(NioServerDomainSocketChannel.class);
-            socketPath = unix.getPath();
-        } else {
-            b.channel(NioServerSocketChannel.class);
-        }
+        ServerBootstrap b = new ServerBootstrap().group(group).childHandler(init)
+                .handler(new ConnectionCounter(maxConnections))
+                // One accept at a time, so that the counter stops accepting at the limit exactly.
+                .option(ChannelOption.RCVBUF_ALLOCATOR, new ServerChannelRecvByteBufAllocator().maxMessagesPerRead(1))
+                .childOption(ChannelOption.WRITE_BUFFER_WATER_MARK, new WriteBufferWaterMark(LOW_WATER, HIGH_WATER));
+        List<Channel> bound = new ArrayList<>();
         try {
-            listener = b.bind(address).sync().channel();
-        } catch (Exception e) {
+            switch (listen) {
+                case NbdListen.Unix u -> {
+                    Files.deleteIfExists(u.path());
+                    b.channel(NioServerDomainSocketChannel.class);
+                    bound.add(bind(b, UnixDomainSocketAddress.of(u.path()), u.path().toString()));
+                    socketPath = u.path();
+                }
+                case NbdListen.Inet i -> {
+                    b.channel(NioServerSocketChannel.class);
+                    bound.addAll(bindInet(b, i));
+                }
+            }
+        } catch (IOException | InterruptedException | RuntimeException e) {
+            bound.forEach(ch -> ch.close().syncUninterruptibly());
             socketPath = null;
-            throw new CommandException("Failed to start the NBD server on " + address + ": " + e.getMessage());
+            throw e;
+        }
+        listeners.addAll(bound);
+        for (Channel ch : bound) { // as the QMP monitor's warning, with the host the operator gave
+            if (ch.localAddress() instanceof InetSocketAddress a && !a.getAddress().isLoopbackAddress()
+                    && listen instanceof NbdListen.Inet i) {
+                LOG.warn("NBD listens on {}, which is not a loopback address",
+                        i.host().isEmpty() ? a.getAddress().getHostAddress() : i.host());
+            }
         }
     }
 
-    /** The address actually bound (for TCP port 0). */
+    private static Channel bind(ServerBootstrap b, SocketAddress address, String name) throws InterruptedException {
+        try {
+            return b.bind(address).sync().channel();
+        } catch (InterruptedException e) {
+            throw e;
+        } catch (Exception e) {
+            throw new CommandException("Failed to start the NBD server on " + name + ": " + e.getMessage());
+        }
+    }
+
+    /**
+     * Binds every address {@code i} resolves to, each to the first free port from {@code port}
+     * to {@code to}, as QEMU's {@code inet_listen_saddr}: one that is in use is skipped, any
+     * other failure fails the start. A wildcard IPv6 address takes IPv4 clients too unless
+     * {@code ipv4} is off (QEMU's {@code IPV6_V6ONLY}; here IPv4 clients are then disconnected
+     * at once, since the JDK cannot set that option).
+     */
+    private List<Channel> bindInet(ServerBootstrap b, NbdListen.Inet i) throws InterruptedException {
+        List<InetAddress> addresses = i.resolve();
+        int first = i.portNumber();
+        int last = i.to() == null ? first : i.to();
+        if (last < first) {
+            throw new CommandException("Failed to create a socket: the port range " + first + "-" + last + " is empty");
+        }
+        List<Channel> bound = new ArrayList<>();
+        for (InetAddress a : addresses) {
+            Channel ch = null;
+            String inUse = null;
+            for (int port = first; port <= last && ch == null; port++) {
+                ChannelFuture f = b.clone().bind(new InetSocketAddress(a, port)).await();
+                if (f.isSuccess()) {
+                    ch = f.channel();
+                } else if (f.cause() instanceof java.net.BindException e && e.getMessage() != null
+                        && e.getMessage().contains("in use")) {
+                    inUse = e.getMessage();
+                } else {
+                    bound.forEach(c -> c.close().syncUninterruptibly());
+                    throw new CommandException("Failed to bind socket: " + f.cause().getMessage());
+                }
+            }
+            if (ch == null) {
+                bound.forEach(c -> c.close().syncUninterruptibly());
+                throw new CommandException("Failed to find an available port: " + (inUse == null ? "Address already in use" : inUse));
+            }
+            if (i.v6only(a)) {
+                ch.pipeline().addFirst(new V6Only());
+            }
+            bound.add(ch);
+        }
+        return bound;
+    }
+
+    /**
+     * On each listener: counts clients, and stops every listener accepting at max-connections
+     * (under a lock: listeners may run on different event loops, and clients close on theirs).
+     */
+    @ChannelHandler.Sharable
+    private final class ConnectionCounter extends ChannelInboundHandlerAdapter {
+        private final List<Channel> counted = new CopyOnWriteArrayList<>();
+        private final int max;
+        private int connections; // guarded by this
+
+        ConnectionCounter(int max) {
+            this.max = max;
+        }
+
+        @Override
+        public void handlerAdded(ChannelHandlerContext ctx) {
+            counted.add(ctx.channel());
+        }
+
+        @Override
+        public void channelRead(ChannelHandlerContext ctx, Object msg) {
+            change(+1);
+            ((Channel) msg).closeFuture().addListener(f -> change(-1));
+            ctx.fireChannelRead(msg);
+        }
+
+        private synchronized void change(int delta) {
+            connections += delta;
+            boolean accept = max == 0 || connections < max;
+            for (Channel l : counted) {
+                l.config().setAutoRead(accept);
+            }
+        }
+    }
+
+    /** Refuses IPv4 clients of a wildcard IPv6 listener that was asked for IPv6 only. */
+    private static final class V6Only extends ChannelInboundHandlerAdapter {
+        @Override
+        public void channelRead(ChannelHandlerContext ctx, Object msg) {
+            Channel child = (Channel) msg;
+            if (child.remoteAddress() instanceof InetSocketAddress r && r.getAddress() instanceof java.net.Inet4Address) {
+                child.unsafe().closeForcibly();
+                return;
+            }
+            ctx.fireChannelRead(msg);
+        }
+    }
+
+    /** The addresses actually bound (for TCP port 0, or a port range). */
+    public synchronized List<SocketAddress> addresses() {
+        return listeners.stream().map(Channel::localAddress).toList();
+    }
+
+    /** The first address actually bound, or null when the server is not running. */
     public synchronized SocketAddress address() {
-        return listener == null ? null : listener.localAddress();
+        return listeners.isEmpty() ? null : listeners.get(0).localAddress();
     }
 
     /** QMP {@code nbd-server-stop}: closes the listener, every client and every export. */
     public synchronized void stop() {
-        if (listener == null) {
+        if (listeners.isEmpty()) {
             throw new CommandException("NBD server not running");
         }
         for (NbdExport e : new ArrayList<>(byId.values())) {
             removeExport(e.id(), true);
         }
-        listener.close().syncUninterruptibly();
-        listener = null;
+        listeners.forEach(l -> l.close().syncUninterruptibly());
+        listeners.clear();
         clients.close().syncUninterruptibly();
         if (socketPath != null) {
             try {
@@ -130,7 +292,7 @@ public final class NbdServer implements AutoCloseable {
      */
     public synchronized NbdExport addExport(String id, String nodeName, String name, String description, boolean writable,
                                             List<Bitmaps.Source> exportBitmaps, boolean allocationDepth) {
-        if (listener == null) {
+        if (listeners.isEmpty()) {
             throw new CommandException("NBD server not running");
         }
         if (byId.containsKey(id)) {
@@ -245,18 +407,9 @@ public final class NbdServer implements AutoCloseable {
 
     @Override
     public synchronized void close() {
-        if (listener != null) {
+        if (!listeners.isEmpty()) {
             stop();
         }
         io.shutdownNow();
-    }
-
-    /** A TCP address from QMP's host and port strings. */
-    public static SocketAddress inet(String host, String port) {
-        try {
-            return new InetSocketAddress(host, Integer.parseInt(port));
-        } catch (NumberFormatException e) {
-            throw new CommandException("Invalid port '" + port + "'");
-        }
     }
 }

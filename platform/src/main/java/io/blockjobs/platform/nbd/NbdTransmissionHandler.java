@@ -15,6 +15,7 @@ import io.netty.channel.ChannelInboundHandlerAdapter;
 import io.netty.handler.codec.DecoderException;
 import io.netty.util.concurrent.EventExecutor;
 import java.io.IOException;
+import java.util.ArrayDeque;
 import java.util.List;
 import java.util.concurrent.Executor;
 import java.util.concurrent.RejectedExecutionException;
@@ -27,15 +28,28 @@ import org.slf4j.LoggerFactory;
  * {@link NbdReplyEncoder} out.
  *
  * <p>Each request is served on the I/O executor (virtual threads), through {@link NbdExportIo}.
- * Up to {@value #MAX_IN_FLIGHT} are in flight; at that many the channel stops reading until one
- * completes. Each reply is written as soon as its request completes, so replies leave in
- * completion order (the cookie pairs them with requests). With structured replies negotiated a
- * reply is one chunk with {@code NBD_REPLY_FLAG_DONE}: {@code OFFSET_DATA} for a read,
- * {@code ERROR}, or {@code NONE}; a block status request gets one {@code BLOCK_STATUS} chunk per
- * meta context the client chose, the last with {@code DONE}; without structured replies, simple
- * replies.
+ * Memory is bounded per connection, as QEMU bounds it by its request limit, so that a client
+ * that sends many large reads and never reads the replies slows only itself: decoded requests
+ * wait in a queue, and one starts only while fewer than {@value #MAX_IN_FLIGHT} are in flight,
+ * the buffers of those in flight (a write's data, a read's reply) stay within
+ * {@value #MAX_BYTES_IN_FLIGHT} bytes (one request of any size may always start), and the
+ * channel is writable (its unsent replies are under the high water mark {@link NbdServer} sets).
+ * While a request waits the channel stops reading. Each reply is written as soon as its request
+ * completes, so replies leave in completion order (the cookie pairs them with requests). With
+ * structured replies negotiated a reply is one chunk with {@code NBD_REPLY_FLAG_DONE}:
+ * {@code OFFSET_DATA} for a read, {@code ERROR}, or {@code NONE}; a block status request gets one
+ * {@code BLOCK_STATUS} chunk per meta context the client chose, the last with {@code DONE};
+ * without structured replies, simple replies.
  *
- * <p>{@code NBD_CMD_DISC} stops reading and closes the connection once the requests in flight
+ * <p>Each request is checked as QEMU 7.2's {@code nbd_co_receive_request} checks it, in its order
+ * and with its messages: the length of a read, write or cache (at most 32 MiB), writes to a
+ * read-only export, the range, then the flags the command accepts ({@code FUA} for every command;
+ * {@code DF} for a structured read; {@code NO_HOLE} and {@code FAST_ZERO} for write zeroes;
+ * {@code REQ_ONE} for block status). Each refusal is {@code EINVAL} as in QEMU, but for a write to
+ * a read-only export ({@code EPERM}) and a write past the end ({@code ENOSPC}), as the NBD
+ * specification asks.
+ *
+ * <p>{@code NBD_CMD_DISC} stops reading and closes the connection once the requests before it
  * have been answered. A write larger than the decoder accepts
  * ({@link NbdRequestTooLargeException}) is answered with {@code EINVAL} and then treated as a
  * {@code NBD_CMD_DISC}, as QEMU does: its data was not read, so the stream is lost. Any other
@@ -47,7 +61,10 @@ import org.slf4j.LoggerFactory;
  */
 final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
     private static final Logger LOG = LoggerFactory.getLogger(NbdTransmissionHandler.class);
+    /** Requests served at once, at most. */
     static final int MAX_IN_FLIGHT = 64;
+    /** Bytes of request buffers (write data, read replies) in flight, at most: two of the largest. */
+    static final long MAX_BYTES_IN_FLIGHT = 2L * MAX_REQUEST;
 
     private final NbdExport export;
     private final NbdExportIo exportIo;
@@ -55,7 +72,9 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
     private final boolean structured;
     private final NbdMetaContexts meta;
     private final Executor executor;
+    private final ArrayDeque<NbdRequest> waiting = new ArrayDeque<>(); // event loop only
     private int inFlight; // event loop only
+    private long bytesInFlight; // event loop only
     private boolean closing; // event loop only
 
     /**
@@ -81,6 +100,11 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
         return export;
     }
 
+    /** Requests decoded and not yet started (for tests). */
+    int waiting() {
+        return waiting.size();
+    }
+
     @Override
     public void channelRead(ChannelHandlerContext ctx, Object msg) {
         if (!(msg instanceof NbdRequest r)) {
@@ -91,25 +115,80 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
             r.release();
             return;
         }
-        if (r.type() == CMD_DISC) {
+        waiting.add(r);
+        pump(ctx);
+    }
+
+    @Override
+    public void channelWritabilityChanged(ChannelHandlerContext ctx) {
+        pump(ctx);
+        ctx.fireChannelWritabilityChanged();
+    }
+
+    @Override
+    public void channelInactive(ChannelHandlerContext ctx) {
+        releaseWaiting();
+        ctx.fireChannelInactive();
+    }
+
+    @Override
+    public void handlerRemoved(ChannelHandlerContext ctx) {
+        releaseWaiting();
+    }
+
+    private void releaseWaiting() {
+        NbdRequest r;
+        while ((r = waiting.poll()) != null) {
             r.release();
-            disconnect(ctx);
-            return;
         }
-        if (++inFlight >= MAX_IN_FLIGHT) {
-            ctx.channel().config().setAutoRead(false);
+    }
+
+    /** On the event loop: starts what the bounds allow, and reads on only if nothing waits. */
+    private void pump(ChannelHandlerContext ctx) {
+        while (!closing && !waiting.isEmpty() && mayStart(ctx, waiting.peek())) {
+            NbdRequest r = waiting.poll();
+            if (r.type() == CMD_DISC) {
+                r.release();
+                disconnect(ctx);
+                return;
+            }
+            start(ctx, r);
         }
+        if (!closing) {
+            ctx.channel().config().setAutoRead(waiting.isEmpty() && inFlight < MAX_IN_FLIGHT
+                    && bytesInFlight < MAX_BYTES_IN_FLIGHT && ctx.channel().isWritable());
+        }
+    }
+
+    private boolean mayStart(ChannelHandlerContext ctx, NbdRequest r) {
+        if (r.type() == CMD_DISC) {
+            return true; // waits for nothing: the connection closes once the others are answered
+        }
+        return inFlight < MAX_IN_FLIGHT && ctx.channel().isWritable()
+                && (inFlight == 0 || bytesInFlight + cost(r) <= MAX_BYTES_IN_FLIGHT);
+    }
+
+    /** The bytes a request holds while it is served: a write's data, a read's reply. */
+    private static long cost(NbdRequest r) {
+        return r.type() == CMD_WRITE || r.type() == CMD_READ && r.length() <= MAX_REQUEST ? r.length() : 0;
+    }
+
+    private void start(ChannelHandlerContext ctx, NbdRequest r) {
+        long cost = cost(r);
+        inFlight++;
+        bytesInFlight += cost;
         try {
-            executor.execute(() -> run(ctx, r));
+            executor.execute(() -> run(ctx, r, cost));
         } catch (RejectedExecutionException e) { // the server is shutting down
             r.release();
             inFlight--;
+            bytesInFlight -= cost;
             ctx.close();
         }
     }
 
     /** On an I/O thread. */
-    private void run(ChannelHandlerContext ctx, NbdRequest r) {
+    private void run(ChannelHandlerContext ctx, NbdRequest r, long cost) {
         try {
             NbdReply reply;
             try {
@@ -121,10 +200,10 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
         } finally {
             EventExecutor loop = ctx.executor();
             if (loop.inEventLoop()) {
-                completed(ctx);
+                completed(ctx, cost);
             } else {
                 try {
-                    loop.execute(() -> completed(ctx));
+                    loop.execute(() -> completed(ctx, cost));
                 } catch (RejectedExecutionException e) {
                     // the event loop is gone, and the channel with it
                 }
@@ -133,17 +212,19 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
     }
 
     /** On the event loop, after a reply was written. */
-    private void completed(ChannelHandlerContext ctx) {
+    private void completed(ChannelHandlerContext ctx, long cost) {
         inFlight--;
+        bytesInFlight -= cost;
         if (closing) {
             closeWhenIdle(ctx);
-        } else if (inFlight < MAX_IN_FLIGHT) {
-            ctx.channel().config().setAutoRead(true);
+        } else {
+            pump(ctx);
         }
     }
 
     private void disconnect(ChannelHandlerContext ctx) {
         closing = true;
+        releaseWaiting(); // after NBD_CMD_DISC (or a lost stream) nothing more is served
         ctx.channel().config().setAutoRead(false);
         closeWhenIdle(ctx);
     }
@@ -154,42 +235,85 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
         }
     }
 
-    private NbdReply serve(ChannelHandlerContext ctx, NbdRequest r) {
+    /** QEMU's {@code nbd_cmd_lookup}, for messages. */
+    private static String commandName(int type) {
+        return switch (type) {
+            case CMD_READ -> "read";
+            case CMD_WRITE -> "write";
+            case CMD_DISC -> "disconnect";
+            case CMD_FLUSH -> "flush";
+            case CMD_TRIM -> "trim";
+            case CMD_CACHE -> "cache";
+            case CMD_WRITE_ZEROES -> "write zeroes";
+            case CMD_BLOCK_STATUS -> "block status";
+            default -> "<unknown>";
+        };
+    }
+
+    /** QEMU 7.2's message for a request longer than 32 MiB (the stray space is QEMU's). */
+    static String tooLong(long length) {
+        return "len (" + length + " ) is larger than max len (" + MAX_REQUEST + ")";
+    }
+
+    /**
+     * The refusal of a request that {@code nbd_co_receive_request} would refuse, in its order, or
+     * null.
+     */
+    private NbdReply refusal(NbdRequest r) {
+        int type = r.type();
         long cookie = r.cookie();
         long offset = r.offset();
         long length = r.length();
-        boolean inRange = offset >= 0 && length <= size && offset <= size - length;
+        if ((type == CMD_READ || type == CMD_WRITE || type == CMD_CACHE) && length > MAX_REQUEST) {
+            return error(cookie, EINVAL, tooLong(length));
+        }
+        boolean writes = type == CMD_WRITE || type == CMD_WRITE_ZEROES || type == CMD_TRIM;
+        if (writes && !export.writable()) {
+            return error(cookie, EPERM, "Export is read-only");
+        }
+        if (offset < 0 || offset > size || length > size - offset) {
+            return error(cookie, type == CMD_WRITE || type == CMD_WRITE_ZEROES ? ENOSPC : EINVAL,
+                    "operation past EOF; From: " + Long.toUnsignedString(offset) + ", Len: " + length + ", Size: " + size);
+        }
+        int valid = CMD_FLAG_FUA;
+        if (type == CMD_READ && structured) {
+            valid |= CMD_FLAG_DF;
+        } else if (type == CMD_WRITE_ZEROES) {
+            valid |= CMD_FLAG_NO_HOLE | CMD_FLAG_FAST_ZERO;
+        } else if (type == CMD_BLOCK_STATUS) {
+            valid |= CMD_FLAG_REQ_ONE;
+        }
+        if ((r.flags() & ~valid) != 0) {
+            return error(cookie, EINVAL, String.format("unsupported flags for command %s (got 0x%x)",
+                    commandName(type), r.flags()));
+        }
+        return null;
+    }
+
+    private NbdReply serve(ChannelHandlerContext ctx, NbdRequest r) {
+        NbdReply refused = refusal(r);
+        if (refused != null) {
+            return refused;
+        }
+        long cookie = r.cookie();
+        long offset = r.offset();
+        long length = r.length();
         try {
             switch (r.type()) {
                 case CMD_READ -> {
-                    if (!inRange || length > MAX_REQUEST) {
-                        return error(cookie, EINVAL, "read past the end of the export or too large");
-                    }
                     return read(ctx, cookie, offset, (int) length);
                 }
                 case CMD_WRITE -> {
-                    if (!export.writable()) {
-                        return error(cookie, EPERM, "export is read-only");
-                    }
-                    if (!inRange) {
-                        return error(cookie, ENOSPC, "write past the end of the export");
-                    }
                     exportIo.write(offset, r.data().nioBuffer(), r.has(CMD_FLAG_FUA));
                     return done(cookie);
                 }
-                case CMD_WRITE_ZEROES, CMD_TRIM -> {
-                    if (!export.writable()) {
-                        return error(cookie, EPERM, "export is read-only");
-                    }
-                    if (!inRange) {
-                        return error(cookie, ENOSPC, "request past the end of the export");
-                    }
-                    if (r.type() == CMD_TRIM) {
-                        exportIo.trim(offset, length, r.has(CMD_FLAG_FUA));
-                    } else {
-                        exportIo.writeZeroes(offset, length, !r.has(CMD_FLAG_NO_HOLE), r.has(CMD_FLAG_FUA),
-                                r.has(CMD_FLAG_FAST_ZERO));
-                    }
+                case CMD_WRITE_ZEROES -> {
+                    exportIo.writeZeroes(offset, length, !r.has(CMD_FLAG_NO_HOLE), r.has(CMD_FLAG_FUA),
+                            r.has(CMD_FLAG_FAST_ZERO));
+                    return done(cookie);
+                }
+                case CMD_TRIM -> {
+                    exportIo.trim(offset, length, r.has(CMD_FLAG_FUA));
                     return done(cookie);
                 }
                 case CMD_FLUSH -> {
@@ -197,18 +321,9 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
                     return done(cookie);
                 }
                 case CMD_CACHE -> {
-                    return done(cookie);
+                    return done(cookie); // a hint: nothing to prefetch into
                 }
                 case CMD_BLOCK_STATUS -> {
-                    // QEMU's checks, in its order (nbd_co_receive_request, then nbd_handle_request).
-                    if (!inRange) {
-                        return error(cookie, EINVAL, "operation past EOF; From: " + Long.toUnsignedString(offset)
-                                + ", Len: " + length + ", Size: " + size);
-                    }
-                    if ((r.flags() & ~(CMD_FLAG_FUA | CMD_FLAG_REQ_ONE)) != 0) {
-                        return error(cookie, EINVAL, String.format("unsupported flags for command block status (got 0x%x)",
-                                r.flags()));
-                    }
                     if (length == 0) {
                         return error(cookie, EINVAL, "need non-zero length");
                     }
@@ -218,7 +333,7 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
                     return blockStatus(ctx, cookie, offset, length, r.has(CMD_FLAG_REQ_ONE));
                 }
                 default -> {
-                    return error(cookie, EINVAL, "unknown command " + r.type());
+                    return error(cookie, EINVAL, "invalid request type (" + r.type() + ") received");
                 }
             }
         } catch (IOException e) {
@@ -292,7 +407,9 @@ final class NbdTransmissionHandler extends ChannelInboundHandlerAdapter {
             LOG.info("closing NBD connection: {}", e.getMessage());
             if (!closing) {
                 ctx.writeAndFlush(error(e.cookie(), EINVAL, e.getMessage()));
-                disconnect(ctx);
+                // The requests before it are still answered; then the connection closes.
+                waiting.add(new NbdRequest(0, CMD_DISC, e.cookie(), 0, 0));
+                pump(ctx);
             }
         } else if (cause instanceof DecoderException) {
             LOG.info("closing NBD connection: {}", cause.getMessage());

@@ -125,7 +125,7 @@ class NbdRequestCodecTest {
         assertThatThrownBy(() -> ch.writeInbound(rest)).isInstanceOfSatisfying(NbdRequestTooLargeException.class, e -> {
             assertThat(e.cookie()).isEqualTo(0x1234);
             assertThat(e.length()).isEqualTo(17);
-            assertThat(e.getMessage()).isEqualTo("len (17) is larger than max len (16)");
+            assertThat(e.getMessage()).isEqualTo("len (17 ) is larger than max len (16)");
         });
         assertThat(decoder.buffered()).isZero();
         // Whatever follows is dropped as it comes, even a valid request.

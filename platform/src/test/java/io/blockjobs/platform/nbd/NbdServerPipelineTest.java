@@ -51,11 +51,11 @@ import tools.jackson.databind.node.ObjectNode;
 class NbdServerPipelineTest {
     static final byte[] GREETING = hex("4e42444d41474943 | 49484156454f5054 | 0003");
     static final long SIZE = 1 << 20;
-    /** HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM, SEND_WRITE_ZEROES, CAN_MULTI_CONN. */
-    static final int WRITABLE = 0x16d;
+    /** HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM, SEND_WRITE_ZEROES, CAN_MULTI_CONN, SEND_CACHE. */
+    static final int WRITABLE = 0x56d;
     static final int WRITABLE_DF = WRITABLE | TFLAG_SEND_DF;
-    /** HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA, CAN_MULTI_CONN. */
-    static final int READ_ONLY = 0x10f;
+    /** HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA, CAN_MULTI_CONN, SEND_CACHE. */
+    static final int READ_ONLY = 0x50f;
 
     @TempDir
     Path dir;
@@ -218,10 +218,10 @@ class NbdServerPipelineTest {
                 chunk(REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 4, concat(u32(BASE_ALLOCATION_ID), u32(65536), u32(0))));
         assertBytes(send(ch, request(0, CMD_READ, 5, SIZE - 4, 8), request(CMD_FLAG_FAST_ZERO, CMD_WRITE_ZEROES, 6, 0, 4096),
                         request(0, CMD_BLOCK_STATUS, 7, SIZE, 0), request(0, 99, 8, 0, 0)),
-                errorChunk(5, EINVAL, "read past the end of the export or too large"),
+                errorChunk(5, EINVAL, "operation past EOF; From: 1048572, Len: 8, Size: 1048576"),
                 errorChunk(6, ENOTSUP, dir.resolve("disk.qcow2") + ": fast zero is not supported"),
                 errorChunk(7, EINVAL, "need non-zero length"),
-                errorChunk(8, EINVAL, "unknown command 99"));
+                errorChunk(8, EINVAL, "invalid request type (99) received"));
         assertBytes(send(ch, request(CMD_FLAG_FUA, CMD_WRITE_ZEROES, 9, 0, 2), request(CMD_FLAG_FUA, CMD_TRIM, 10, 65536, 65536),
                         request(0, CMD_FLUSH, 11, 0, 0), request(0, CMD_CACHE, 12, 0, 4096), request(0, CMD_READ, 13, 0, 4)),
                 none(9), none(10), none(11), none(12),
@@ -287,7 +287,7 @@ class NbdServerPipelineTest {
         NbdRequestDecoder decoder = ch.pipeline().get(NbdRequestDecoder.class);
         byte[] header = request(0, CMD_WRITE, 9, 0, MAX_REQUEST + 1L);
         assertBytes(send(ch, header, new byte[1 << 20]),
-                errorChunk(9, EINVAL, "len (33554433) is larger than max len (33554432)"));
+                errorChunk(9, EINVAL, "len (33554433 ) is larger than max len (33554432)"));
         assertThat(decoder.buffered()).isZero();
         assertThat(ch.isOpen()).as("open until the request in flight is answered").isTrue();
         assertThat(ch.config().isAutoRead()).isFalse();
@@ -334,5 +334,73 @@ class NbdServerPipelineTest {
         queued.poll().run();
         assertBytes(outbound(ch), simple(0, 200, hex("01")));
         assertThat(ch.isOpen()).isFalse();
+    }
+
+    @Test
+    void requestsOverTheLimitWaitUnreadUntilEarlierOnesComplete() {
+        executor = queued::add;
+        EmbeddedChannel ch = connect();
+        assertThat(send(ch, hex("00000003"), go("disk"))).isNotEmpty();
+        NbdTransmissionHandler handler = ch.pipeline().get(NbdTransmissionHandler.class);
+        int extra = 6;
+        byte[][] reads = new byte[NbdTransmissionHandler.MAX_IN_FLIGHT + extra][];
+        for (int i = 0; i < reads.length; i++) {
+            reads[i] = request(0, CMD_READ, i, 0, 1);
+        }
+        assertThat(send(ch, reads)).isEmpty(); // all in one buffer: decoded at once
+        assertThat(queued).as("started").hasSize(NbdTransmissionHandler.MAX_IN_FLIGHT);
+        assertThat(handler.waiting()).isEqualTo(extra);
+        assertThat(ch.config().isAutoRead()).isFalse();
+        queued.poll().run();
+        assertThat(handler.waiting()).as("one done, one more started").isEqualTo(extra - 1);
+        assertThat(ch.config().isAutoRead()).isFalse();
+        while (!queued.isEmpty()) {
+            queued.poll().run();
+        }
+        assertThat(handler.waiting()).isZero();
+        assertThat(ch.config().isAutoRead()).isTrue();
+        assertThat(outbound(ch)).hasSize(reads.length * (16 + 1));
+
+        // Bytes: two reads of 32 MiB are in flight at most (refused when served: the export is smaller).
+        assertThat(send(ch, request(0, CMD_READ, 100, 0, MAX_REQUEST), request(0, CMD_READ, 101, 0, MAX_REQUEST),
+                request(0, CMD_READ, 102, 0, MAX_REQUEST))).isEmpty();
+        assertThat(queued).hasSize(2);
+        assertThat(handler.waiting()).isEqualTo(1);
+        while (!queued.isEmpty()) {
+            queued.poll().run();
+        }
+        assertThat(handler.waiting()).isZero();
+        assertThat(outbound(ch)).hasSize(3 * 16);
+        assertThat(send(ch, request(0, CMD_DISC, 103, 0, 0))).isEmpty();
+        assertThat(ch.isOpen()).isFalse();
+    }
+
+    @Test
+    void unknownClientFlagsDropTheConnectionWithoutAReply() {
+        for (String flags : new String[] {"00000007", "80000001"}) {
+            EmbeddedChannel ch = connect();
+            assertThat(send(ch, hex(flags), option(OPT_LIST, new byte[0]))).isEmpty();
+            assertThat(ch.isOpen()).isFalse();
+        }
+    }
+
+    @Test
+    void aHandshakeThatTakesTooLongIsDropped() {
+        EmbeddedChannel slow = new EmbeddedChannel(new ChannelInitializer<Channel>() {
+            @Override
+            protected void initChannel(Channel c) {
+                NbdHandshakeHandler.addTo(c.pipeline(), exports::get, exports::values, Runnable::run, true, 10_000);
+            }
+        });
+        channels.add(slow);
+        assertThat(hex(outbound(slow))).isEqualTo(hex(GREETING));
+        assertThat(send(slow, hex("00000003"))).isEmpty();
+        slow.advanceTimeBy(9, java.util.concurrent.TimeUnit.SECONDS);
+        slow.runScheduledPendingTasks();
+        assertThat(slow.isOpen()).isTrue();
+        slow.advanceTimeBy(1, java.util.concurrent.TimeUnit.SECONDS);
+        slow.runScheduledPendingTasks();
+        assertThat(slow.isOpen()).as("dropped at 10 s").isFalse();
+        assertThat(outbound(slow)).as("without a word").isEmpty();
     }
 }
