@@ -29,7 +29,7 @@ import tools.jackson.databind.node.ObjectNode;
         sortOptions = false,
         description = "The blockjobs client: QMP commands, events, jobs and workflows of a running blockjobd.",
         subcommands = {BlockjobsClient.QmpCall.class, BlockjobsClient.Events.class, JobsCommand.class, RunCommand.class,
-                BackupsCommand.class,
+                BackupsCommand.class, RestoreCommand.class,
                 BlockjobsClient.DemoCommand.class},
         footer = {"", "The socket is the one blockjobd serves QMP on (--chardev socket,path=PATH,... --monitor).",
                 "Exit status: 0 success; 1 a QMP error, or a job or workflow that failed or was cancelled;",

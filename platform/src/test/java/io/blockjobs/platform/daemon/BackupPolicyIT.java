@@ -266,6 +266,13 @@ class BackupPolicyIT {
             Qemu.assertClean(target);
             assertThat(Qemu.identical(truth.get("disk0").get(id), "raw", target, "qcow2")).as("restored %s", id).isTrue();
         }
+        // ...and the same through the client, as an operator would
+        String newest = kept.get(kept.size() - 1);
+        Path viaClient = dir.resolve("restored-by-client.qcow2");
+        Qemu.Result restored = client("restore", "--disk", "disk0", "--backup", newest, "--target", viaClient.toString());
+        assertThat(restored.exit()).as("%s%n%s", restored.out(), restored.err()).isZero();
+        assertThat(restored.out()).contains("restored disk0 as of");
+        assertThat(Qemu.identical(truth.get("disk0").get(newest), "raw", viaClient, "qcow2")).isTrue();
         JsonNode refused = run("restore.js", map("disk", "disk0", "backup", kept.get(0),
                 "target", dir.resolve("restored-" + kept.get(0) + ".qcow2").toString()));
         assertThat(refused.at("/error/desc").asString()).contains("already exists");
