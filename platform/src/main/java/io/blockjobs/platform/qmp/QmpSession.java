@@ -35,10 +35,15 @@ import tools.jackson.databind.node.ObjectNode;
  */
 final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame> {
     private static final Logger LOG = LoggerFactory.getLogger(QmpSession.class);
-    /** QMP's writer; it nests as deep as a request may (an id is echoed as it came). */
+    /**
+     * QMP's writer: {@link Json#MAPPER}'s conventions, nesting as deep as a request may (an id is
+     * echoed as it came, and Jackson's default stops at 500 levels).
+     */
     private static final ObjectWriter WRITER = JsonMapper.builder(JsonFactory.builder()
                     .streamWriteConstraints(StreamWriteConstraints.builder().maxNestingDepth(4 * QmpServer.MAX_NESTING).build())
                     .build())
+            .propertyNamingStrategy(tools.jackson.databind.PropertyNamingStrategies.KEBAB_CASE)
+            .changeDefaultPropertyInclusion(v -> v.withValueInclusion(com.fasterxml.jackson.annotation.JsonInclude.Include.NON_ABSENT))
             .build().writer().with(JsonWriteFeature.ESCAPE_NON_ASCII);
     private static final Set<String> REQUEST_MEMBERS = Set.of("execute", "exec-oob", "arguments", "id", "control");
     private static final int MAX_IN_FLIGHT = 8;
