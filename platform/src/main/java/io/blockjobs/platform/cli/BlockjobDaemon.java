@@ -24,6 +24,9 @@ import tools.jackson.databind.node.ObjectNode;
 public final class BlockjobDaemon {
     private static final Logger LOG = LoggerFactory.getLogger(BlockjobDaemon.class);
 
+    /** The locked pid file, held here for the daemon's life: its lock goes with its descriptor. */
+    private static volatile PidFile pidFile;
+
     private BlockjobDaemon() {
     }
 
@@ -70,6 +73,21 @@ public final class BlockjobDaemon {
                 return;
             }
         }
+        Path pidPath = null;
+        for (Opt o : opts) {
+            if (o.name().equals("pidfile")) {
+                pidPath = Path.of(o.value()); // the last one counts, as in QEMU
+            }
+        }
+        if (pidPath != null) {
+            try {
+                PidFile.checkNotHeld(pidPath); // before anything, so as not to touch a running daemon's sockets
+            } catch (PidFile.PidFileException e) {
+                System.err.println("blockjobd: cannot create PID file: " + e.getMessage());
+                System.exit(1);
+                return;
+            }
+        }
         Daemon daemon = new Daemon();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> daemon.shutdown("host-signal"), "blockjobd-exit"));
         // SIGTERM, SIGINT and SIGHUP ask for a clean stop, as in QEMU: the daemon then exits with 0.
@@ -81,11 +99,18 @@ public final class BlockjobDaemon {
                 LOG.debug("cannot handle SIG{}: {}", signal, e.getMessage());
             }
         }
-        Path pidfile = null;
         try {
-            pidfile = configure(daemon, opts);
+            configure(daemon, opts);
+            if (pidPath != null) {
+                // Written once everything listens, as QEMU documents: then clients may connect.
+                pidFile = PidFile.acquire(pidPath);
+            }
         } catch (OptionException e) {
             System.err.println("blockjobd: " + e.getMessage());
+            daemon.shutdown("host-error");
+            Runtime.getRuntime().halt(1);
+        } catch (PidFile.PidFileException e) {
+            System.err.println("blockjobd: cannot create PID file: " + e.getMessage());
             daemon.shutdown("host-error");
             Runtime.getRuntime().halt(1);
         }
@@ -95,11 +120,11 @@ public final class BlockjobDaemon {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        if (pidfile != null) {
+        if (pidFile != null) {
             try {
-                Files.deleteIfExists(pidfile);
+                pidFile.remove();
             } catch (IOException e) {
-                LOG.warn("cannot remove {}: {}", pidfile, e.getMessage());
+                LOG.warn("cannot remove {}: {}", pidFile.path(), e.getMessage());
             }
         }
         System.exit(0);
@@ -143,7 +168,7 @@ public final class BlockjobDaemon {
     }
 
     /** Applies the options in order; monitors listen last, once everything else is in place. */
-    private static Path configure(Daemon daemon, List<Opt> opts) throws OptionException {
+    private static void configure(Daemon daemon, List<Opt> opts) throws OptionException {
         String home = System.getProperty("blockjobs.home");
         if (home != null && Files.isDirectory(Path.of(home, "plugins"))) {
             try {
@@ -154,7 +179,6 @@ public final class BlockjobDaemon {
         }
         Map<String, ObjectNode> chardevs = new HashMap<>();
         List<Opt> monitors = new ArrayList<>();
-        Path pidfile = null;
         for (Opt o : opts) {
             try {
                 switch (o.name()) {
@@ -216,8 +240,7 @@ public final class BlockjobDaemon {
                         }
                     }
                     case "pidfile" -> {
-                        pidfile = Path.of(o.value());
-                        Files.writeString(pidfile, ProcessHandle.current().pid() + "\n");
+                        // locked and written by main() once the daemon is ready
                     }
                     case "backup-dir" -> daemon.backupStore.open(Path.of(o.value()));
                     case "schedule-file" -> daemon.schedules.keepIn(Path.of(o.value()));
@@ -242,15 +265,17 @@ public final class BlockjobDaemon {
             ObjectNode m = KeyValue.parse(o.value(), "chardev");
             ObjectNode c = chardevs.get(m.get("chardev").asString());
             try {
+                String name = (m.has("id") ? m.get("id").asString() : c.get("id").asString()) + " ("
+                        + (c.has("path") ? c.get("path").asString() : c.get("host").asString() + ":" + c.get("port").asString()) + ")";
                 if (c.has("path")) {
-                    daemon.qmp.listenUnix(Path.of(c.get("path").asString()));
+                    daemon.qmp.listenUnix(Path.of(c.get("path").asString()), name);
                 } else {
                     String host = c.get("host").asString();
                     InetAddress address = InetAddress.getByName(host);
                     if (!address.isLoopbackAddress()) {
                         LOG.warn("QMP listens on {}, which is not a loopback address", host);
                     }
-                    daemon.qmp.listenTcp(host, Integer.parseInt(c.get("port").asString()));
+                    daemon.qmp.listenTcp(host, Integer.parseInt(c.get("port").asString()), name);
                 }
             } catch (IOException | RuntimeException e) {
                 throw new OptionException(o, "cannot listen: " + e.getMessage());
@@ -259,7 +284,6 @@ public final class BlockjobDaemon {
                 throw new OptionException(o, "interrupted");
             }
         }
-        return pidfile;
     }
 
     private static boolean isOn(String v) {
@@ -294,7 +318,9 @@ public final class BlockjobDaemon {
                   --export type=nbd,id=ID,node-name=NODE[,name=NAME][,writable=on]
                   --workflow-schedule name=NAME,script=SCRIPT,schedule=CRON[,args.KEY=VALUE...]
                                          run a workflow unattended, e.g. schedule=0 2 * * *
-                  --pidfile PATH         write the daemon's pid there
+                  --pidfile PATH         write the daemon's pid there once it is ready (mode 0600, locked
+                                         while it runs: a second daemon with the same file refuses
+                                         to start; removed when it stops cleanly)
                   --plugins DIR          load job plugins from DIR
                   --backup-dir DIR       the backup store that backup policies write into (x-backup-store-*)
                   --schedule-file FILE   keep workflow schedules (and their last results) in FILE across restarts

@@ -13,8 +13,12 @@ import java.util.concurrent.CompletableFuture;
 import java.util.Set;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
-import tools.jackson.core.JacksonException;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import tools.jackson.core.StreamWriteConstraints;
+import tools.jackson.core.json.JsonFactory;
 import tools.jackson.core.json.JsonWriteFeature;
+import tools.jackson.databind.json.JsonMapper;
 import tools.jackson.databind.JsonNode;
 import tools.jackson.databind.ObjectWriter;
 import tools.jackson.databind.node.ObjectNode;
@@ -23,28 +27,60 @@ import tools.jackson.databind.node.ObjectNode;
  * One QMP connection: the greeting, capabilities negotiation, requests in order, replies with
  * the request's {@code id}, and events once negotiated. Bad input gets an error reply; the
  * connection goes on.
+ *
+ * <p>Its output is bounded. Bytes handed to the socket but not yet taken by the kernel are
+ * counted: above {@link Limits#pauseReading} the monitor's requests are not read (it slows only
+ * itself), and a monitor whose output would grow beyond {@link Limits#maxQueued} (one that does
+ * not read its socket while events flow) is disconnected, with a warning that names it.
  */
 final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame> {
     private static final Logger LOG = LoggerFactory.getLogger(QmpSession.class);
-    private static final ObjectWriter WRITER = Json.MAPPER.writer().with(JsonWriteFeature.ESCAPE_NON_ASCII);
+    /**
+     * QMP's writer: {@link Json#MAPPER}'s conventions, nesting as deep as a request may (an id is
+     * echoed as it came, and Jackson's default stops at 500 levels).
+     */
+    private static final ObjectWriter WRITER = JsonMapper.builder(JsonFactory.builder()
+                    .streamWriteConstraints(StreamWriteConstraints.builder().maxNestingDepth(4 * QmpServer.MAX_NESTING).build())
+                    .build())
+            .propertyNamingStrategy(tools.jackson.databind.PropertyNamingStrategies.KEBAB_CASE)
+            .changeDefaultPropertyInclusion(v -> v.withValueInclusion(com.fasterxml.jackson.annotation.JsonInclude.Include.NON_ABSENT))
+            .build().writer().with(JsonWriteFeature.ESCAPE_NON_ASCII);
     private static final Set<String> REQUEST_MEMBERS = Set.of("execute", "exec-oob", "arguments", "id", "control");
     private static final int MAX_IN_FLIGHT = 8;
+
+    /**
+     * Output bounds of one monitor, in bytes.
+     *
+     * @param pauseReading stop reading requests while more than this waits to be sent
+     * @param maxQueued    disconnect the monitor rather than let more than this wait; one message
+     *                     alone may be larger (a big reply to a monitor that reads)
+     */
+    record Limits(long pauseReading, long maxQueued) {
+    }
 
     private final QmpDispatcher dispatcher;
     private final EventBus events;
     private final ObjectNode greeting;
+    private final String name;
+    private final Limits limits;
     private volatile boolean negotiated;
     private AutoCloseable subscription;
     private int inFlight;
+    /** Bytes written to the channel and not yet to the socket; events add to it from any thread. */
+    private final AtomicLong queued = new AtomicLong();
+    private final AtomicBoolean overflowed = new AtomicBoolean();
 
-    QmpSession(QmpDispatcher dispatcher, EventBus events, ObjectNode greeting) {
+    QmpSession(QmpDispatcher dispatcher, EventBus events, ObjectNode greeting, String name, Limits limits) {
         this.dispatcher = dispatcher;
         this.events = events;
         this.greeting = greeting;
+        this.name = name;
+        this.limits = limits;
     }
 
     @Override
     public void channelActive(ChannelHandlerContext ctx) {
+        LOG.debug("QMP {} connected", name);
         send(ctx, greeting);
     }
 
@@ -54,14 +90,8 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
             reply(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, frame.error()), null);
             return;
         }
-        JsonNode request;
-        try {
-            request = Json.MAPPER.readTree(frame.text());
-        } catch (JacksonException e) {
-            reply(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "JSON parse error, " + e.getOriginalMessage()), null);
-            return;
-        }
-        if (request == null || !request.isObject()) {
+        JsonNode request = frame.value();
+        if (!request.isObject()) {
             reply(ctx, QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "QMP input must be a JSON object"), null);
             return;
         }
@@ -87,16 +117,22 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
                     "Expecting capabilities negotiation with 'qmp_capabilities'"), id);
             return;
         }
-        if (++inFlight >= MAX_IN_FLIGHT) {
-            ctx.channel().config().setAutoRead(false); // back-pressure: read more once replies go out
-        }
+        inFlight++;
+        updateReading(ctx); // back-pressure: read more once replies go out
         CompletableFuture<ObjectNode> result = dispatcher.execute(command, arguments).handle((out, failure) ->
                 failure == null ? out : QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "internal error: " + failure));
-        inOrder(ctx, result, id).thenRun(() -> {
-            if (--inFlight < MAX_IN_FLIGHT) { // on the event loop, after the reply went out
-                ctx.channel().config().setAutoRead(true);
-            }
+        inOrder(ctx, result, id).thenRun(() -> { // on the event loop, after the reply went out
+            inFlight--;
+            updateReading(ctx);
         });
+    }
+
+    /** Reads requests while few are running and little output waits; on the event loop. */
+    private void updateReading(ChannelHandlerContext ctx) {
+        boolean read = inFlight < MAX_IN_FLIGHT && queued.get() <= limits.pauseReading();
+        if (ctx.channel().config().isAutoRead() != read) {
+            ctx.channel().config().setAutoRead(read); // turned on, it reads at once
+        }
     }
 
     private static String checkRequest(JsonNode request) {
@@ -190,13 +226,33 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
         return replies;
     }
 
-    private static void send(ChannelHandlerContext ctx, ObjectNode message) {
-        String text = WRITER.writeValueAsString(message) + "\r\n";
-        ctx.writeAndFlush(Unpooled.wrappedBuffer(text.getBytes(StandardCharsets.US_ASCII)));
+    /** Sends a message, from any thread, unless it would take the monitor's output over its bound. */
+    private void send(ChannelHandlerContext ctx, ObjectNode message) {
+        byte[] bytes = (WRITER.writeValueAsString(message) + "\r\n").getBytes(StandardCharsets.US_ASCII);
+        long before = queued.getAndAdd(bytes.length);
+        if (before > 0 && before + bytes.length > limits.maxQueued()) {
+            queued.addAndGet(-bytes.length);
+            if (overflowed.compareAndSet(false, true)) {
+                LOG.warn("QMP {} disconnected: it does not read its socket, and its output would exceed {} bytes",
+                        name, limits.maxQueued());
+                ctx.channel().close(); // frees what waits for it; never the daemon's memory
+            }
+            return;
+        }
+        ctx.writeAndFlush(Unpooled.wrappedBuffer(bytes)).addListener(f -> { // on the event loop
+            queued.addAndGet(-bytes.length);
+            if (!ctx.channel().config().isAutoRead() && ctx.channel().isActive()) {
+                updateReading(ctx);
+            }
+        });
+        if (before <= limits.pauseReading() && before + bytes.length > limits.pauseReading()) {
+            ctx.executor().execute(() -> updateReading(ctx));
+        }
     }
 
     @Override
     public void channelInactive(ChannelHandlerContext ctx) throws Exception {
+        LOG.debug("QMP {} disconnected", name);
         if (subscription != null) {
             subscription.close();
         }

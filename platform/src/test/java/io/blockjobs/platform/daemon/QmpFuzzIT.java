@@ -79,7 +79,11 @@ class QmpFuzzIT {
         Qemu.assertClean(image);
     }
 
-    /** Follows the stream exactly as the daemon's framing does, to know how to close what is open. */
+    /**
+     * Follows the stream roughly as the daemon's framing does, to know how to close what is open.
+     * Where it is wrong, the newline after each message puts QEMU's lexer (which blockjobd's
+     * follows) back in step: a string cannot hold a raw newline, and recovery stops at one.
+     */
     static final class Framing {
         boolean inText;
         boolean scalar;

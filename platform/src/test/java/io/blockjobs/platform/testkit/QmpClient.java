@@ -26,6 +26,10 @@ import tools.jackson.databind.node.ObjectNode;
  */
 public final class QmpClient implements AutoCloseable {
     private static final Duration TIMEOUT = Duration.ofSeconds(60);
+    /** Reads replies as deep as QMP allows (an id nested 1,023 levels is echoed so). */
+    private static final tools.jackson.databind.ObjectMapper READER = tools.jackson.databind.json.JsonMapper.builder(
+            tools.jackson.core.json.JsonFactory.builder().streamReadConstraints(
+                    tools.jackson.core.StreamReadConstraints.builder().maxNestingDepth(4096).build()).build()).build();
 
     private final SocketChannel channel;
     private final BlockingQueue<JsonNode> replies = new LinkedBlockingQueue<>();
@@ -37,12 +41,12 @@ public final class QmpClient implements AutoCloseable {
         channel = SocketChannel.open(StandardProtocolFamily.UNIX);
         channel.connect(UnixDomainSocketAddress.of(socket));
         BufferedReader in = new BufferedReader(new InputStreamReader(Channels.newInputStream(channel), StandardCharsets.UTF_8));
-        greeting = Qemu.JSON.readTree(in.readLine());
+        greeting = READER.readTree(in.readLine());
         Thread.ofVirtual().start(() -> {
             try {
                 String line;
                 while ((line = in.readLine()) != null) {
-                    JsonNode msg = Qemu.JSON.readTree(line);
+                    JsonNode msg = READER.readTree(line);
                     (msg.has("event") ? events : replies).add(msg);
                 }
             } catch (IOException e) {
@@ -67,9 +71,14 @@ public final class QmpClient implements AutoCloseable {
         return greeting;
     }
 
-    /** Sends raw bytes (for malformed input). */
+    /** Sends raw text (for malformed input). */
     public void sendRaw(String text) throws IOException {
-        ByteBuffer b = ByteBuffer.wrap(text.getBytes(StandardCharsets.UTF_8));
+        sendRaw(text.getBytes(StandardCharsets.UTF_8));
+    }
+
+    /** Sends raw bytes (for input that is not even UTF-8). */
+    public void sendRaw(byte[] bytes) throws IOException {
+        ByteBuffer b = ByteBuffer.wrap(bytes);
         while (b.hasRemaining()) {
             channel.write(b);
         }
