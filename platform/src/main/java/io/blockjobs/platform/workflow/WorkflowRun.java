@@ -203,6 +203,7 @@ final class WorkflowRun {
                 cancel = jobsCancelled;
             }
             if (cancel) { // the run failed while the command was on its way: its job goes too
+                LOG.info("workflow {}: job {} started after the run ended; cancelling it", id, job);
                 engine.execute("job-cancel", Json.object().put("id", job));
             }
         }
