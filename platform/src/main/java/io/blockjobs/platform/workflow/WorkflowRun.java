@@ -90,7 +90,7 @@ final class WorkflowRun {
     private long calls;
     /** Set once the run's thread is done with the script: nothing is queued or kept for it after. */
     private boolean ended;
-    /** Set once the run has cancelled its jobs: a job whose start is confirmed later is cancelled too. */
+    /** Set (under {@link #jobs}' monitor) once the run has cancelled its jobs: one confirmed later is cancelled too. */
     private boolean jobsCancelled;
     private volatile boolean statementLimitHit;
     private int logLines;
@@ -202,7 +202,7 @@ final class WorkflowRun {
                 jobs.add(job);
                 cancel = jobsCancelled;
             }
-            if (cancel) { // the run failed while the command was on its way: its job goes too
+            if (cancel && !engine.closing()) { // the run failed while the command was on its way: its job goes too
                 LOG.info("workflow {}: job {} started after the run ended; cancelling it", id, job);
                 engine.execute("job-cancel", Json.object().put("id", job));
             }
@@ -353,9 +353,6 @@ final class WorkflowRun {
     /** Cancels the jobs this run started that still exist; it does not wait for them to end. */
     private void cancelJobs() {
         if (engine.closing()) {
-            synchronized (jobs) {
-                jobsCancelled = true; // no late job-cancel either
-            }
             return; // the daemon is stopping: it cancels every job itself, and its main loop is busy doing so
         }
         List<String> ids;
