@@ -183,25 +183,49 @@ public final class WorkflowEngine implements AutoCloseable {
         read(script);
     }
 
+    /**
+     * Reads a script. A workflow script is a regular file whose name ends in {@code .js} or
+     * {@code .mjs}, of at most 1 MiB of UTF-8 text, and not in {@code /proc}, {@code /sys} or
+     * {@code /dev} (after following links): so a QMP client cannot have the daemon evaluate, and
+     * quote in an error, a file that is not a script ({@code /proc/self/environ}, a key). Errors
+     * name the file and the problem, never what the file holds.
+     */
     private String read(String script) {
         if (script.isEmpty()) {
             throw new CommandException("'script' must name a script in " + scriptsDir + " or give a path");
         }
         Path path = script.contains("/") ? Path.of(script) : scriptsDir.resolve(script);
+        String name = path.getFileName() == null ? "" : path.getFileName().toString();
+        if (!name.endsWith(".js") && !name.endsWith(".mjs")) {
+            throw new CommandException("'" + path + "' is not a workflow script: its name must end in .js or .mjs");
+        }
         try {
+            Path real = path.toRealPath();
+            for (String system : List.of("/proc", "/sys", "/dev")) {
+                if (real.startsWith(system)) {
+                    throw new CommandException("'" + path + "' is not a workflow script: scripts are not read from " + system);
+                }
+            }
             // Only a regular file of sensible size: a FIFO or a device would hold up the main loop.
-            var attributes = Files.readAttributes(path, java.nio.file.attribute.BasicFileAttributes.class);
+            var attributes = Files.readAttributes(real, java.nio.file.attribute.BasicFileAttributes.class);
             if (!attributes.isRegularFile()) {
                 throw new CommandException("'" + path + "' is not a regular file");
             }
             if (attributes.size() > MAX_SCRIPT_BYTES) {
                 throw new CommandException("'" + path + "' is larger than " + (MAX_SCRIPT_BYTES >> 10) + " KiB; a workflow is a script, not data");
             }
-            return Files.readString(path);
+            return Files.readString(real);
         } catch (NoSuchFileException e) {
             throw new CommandException("Could not open '" + path + "': No such file or directory");
+        } catch (java.nio.file.AccessDeniedException e) {
+            throw new CommandException("Could not open '" + path + "': Permission denied");
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw new CommandException("Could not read '" + path + "': it is not UTF-8 text");
+        } catch (java.nio.file.FileSystemException e) { // the system's reason, as "Is a directory"
+            throw new CommandException("Could not read '" + path + "': " + (e.getReason() == null ? "I/O error" : e.getReason()));
         } catch (IOException | java.io.UncheckedIOException e) {
-            throw new CommandException("Could not read '" + path + "': " + e.getMessage());
+            // not the exception's message: it might come from what was read
+            throw new CommandException("Could not read '" + path + "': I/O error (" + e.getClass().getSimpleName() + ")");
         }
     }
 

@@ -9,6 +9,7 @@ import java.time.Instant;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Deque;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
@@ -34,12 +35,26 @@ import tools.jackson.databind.node.ObjectNode;
  * replies, events, timers) that only that thread hands to the script, since a context is used by
  * one thread at a time. The run ends when the script's promise settles or when it is stopped
  * (cancelled, over budget); then the jobs it started and that are still running are cancelled.
+ *
+ * <p>What a run holds is bounded and let go when it ends: at most {@link #MAX_QMP_IN_FLIGHT}
+ * {@code bj.qmp} calls between sending and the script having the reply (bj.js queues more in the
+ * script's own heap), at most {@link #MAX_TIMERS} pending {@code bj.sleep} timers. The script's
+ * callbacks live in this run's maps, never in a reply's future or a timer's task, so when the run
+ * ends, however its promises stand, clearing those maps leaves nothing of its context reachable
+ * from the daemon (a finished run stays in {@code query-workflows} with only what that shows).
  */
 final class WorkflowRun {
     private static final Logger LOG = LoggerFactory.getLogger(WorkflowRun.class);
     private static final int LOG_TAIL = 50;
     private static final int MAX_LOG_LINE = 4096;
     private static final int MAX_LOG_LINES = 10_000;
+    /**
+     * QMP calls a run may have in flight. Commands run one at a time on the daemon's main loop, so
+     * more in flight would not be faster, only delay other clients' commands and hold more replies.
+     */
+    static final int MAX_QMP_IN_FLIGHT = 32;
+    /** Pending bj.sleep timers a run may have: far more than orchestration needs, few enough to cost nothing. */
+    static final int MAX_TIMERS = 1000;
 
     /** How a run stands, by QMP's names. */
     enum State {
@@ -59,13 +74,24 @@ final class WorkflowRun {
     final Optional<String> schedule;
     final Instant started = Instant.now();
     private final WorkflowEngine engine;
-    private final String source;
-    private final JsonNode args;
+    private String source;
+    private JsonNode args;
     private final Instant deadline;
     private final long statementLimit;
     private final long cpuNanos;
     private final BlockingQueue<Runnable> tasks = new LinkedBlockingQueue<>();
-    private final List<ScheduledFuture<?>> timers = new ArrayList<>();
+    /** Guards {@link #ended} and the maps of what the script waits for. */
+    private final Object lock = new Object();
+    /** The script's callbacks of QMP calls in flight, by call number. */
+    private final Map<Long, Value> replies = new HashMap<>();
+    /** Pending bj.sleep timers and their callbacks, by call number. */
+    private final Map<Long, ScheduledFuture<?>> timers = new HashMap<>();
+    private final Map<Long, Value> wakeUps = new HashMap<>();
+    private long calls;
+    /** Set once the run's thread is done with the script: nothing is queued or kept for it after. */
+    private boolean ended;
+    /** Set (under {@link #jobs}' monitor) once the run has cancelled its jobs: one confirmed later is cancelled too. */
+    private boolean jobsCancelled;
     private volatile boolean statementLimitHit;
     private int logLines;
     private final Deque<String> logTail = new ArrayDeque<>();
@@ -130,13 +156,85 @@ final class WorkflowRun {
     /** Hands an event to the script (events are delivered in the order they were published). */
     void deliver(Event event) {
         if (eventCallback != null && !settled) {
-            tasks.add(() -> {
-                if (eventCallback != null) {
+            enqueue(() -> {
+                Value callback = eventCallback;
+                if (callback != null) {
                     String timestamp = event.timestamp().toString();
-                    eventCallback.execute(event.name(), event.data() == null ? "" : Json.MAPPER.writeValueAsString(event.data()), timestamp);
+                    callback.execute(event.name(), event.data() == null ? "" : Json.MAPPER.writeValueAsString(event.data()), timestamp);
                 }
             });
         }
+    }
+
+    /** Queues a task for the script's thread, unless the run has ended (then nobody would run or free it). */
+    private void enqueue(Runnable task) {
+        synchronized (lock) {
+            if (!ended) {
+                tasks.add(task);
+            }
+        }
+    }
+
+    /**
+     * Lets go of everything that leads to the script's context: callbacks of calls in flight,
+     * timers, queued tasks, the source. Replies that come later find no callback and are dropped.
+     */
+    private void release() {
+        synchronized (lock) {
+            ended = true;
+            timers.values().forEach(f -> f.cancel(false)); // the timer's queue forgets them (remove-on-cancel)
+            timers.clear();
+            wakeUps.clear();
+            replies.clear();
+            tasks.clear();
+        }
+        eventCallback = null;
+        context = null;
+        source = null;
+        args = null;
+    }
+
+    /** A QMP reply for call {@code call}: hands it to the script's callback, if the run still waits for it. */
+    private void replied(long call, String job, ObjectNode reply) {
+        if (job != null && !reply.has("error")) {
+            boolean cancel;
+            synchronized (jobs) {
+                jobs.add(job);
+                cancel = jobsCancelled;
+            }
+            if (cancel && !engine.closing()) { // the run failed while the command was on its way: its job goes too
+                LOG.info("workflow {}: job {} started after the run ended; cancelling it", id, job);
+                engine.execute("job-cancel", Json.object().put("id", job));
+            }
+        }
+        enqueue(() -> {
+            Value callback;
+            synchronized (lock) {
+                callback = replies.remove(call);
+            }
+            if (callback == null) {
+                return;
+            }
+            if (reply.has("error")) {
+                callback.execute(Json.MAPPER.writeValueAsString(reply.get("error")), null);
+            } else {
+                callback.execute(null, Json.MAPPER.writeValueAsString(reply.get("return")));
+            }
+        });
+    }
+
+    /** A bj.sleep timer went off: its callback runs on the script's thread. */
+    private void wokeUp(long call) {
+        enqueue(() -> {
+            Value callback;
+            synchronized (lock) {
+                timers.remove(call);
+                callback = wakeUps.remove(call);
+            }
+            if (callback != null) {
+                callback.execute();
+            }
+        });
     }
 
     /**
@@ -172,13 +270,7 @@ final class WorkflowRun {
                 settle(State.FAILED, null, "GenericError", "workflow failed in the host: " + t);
             }
         } finally {
-            eventCallback = null;
-            synchronized (timers) {
-                timers.forEach(f -> f.cancel(false)); // a pending bj.sleep must not keep the script's heap alive
-                timers.clear();
-            }
-            tasks.clear();
-            context = null;
+            release(); // whatever the script's promises wait for, the daemon keeps nothing of it
             Thread.interrupted(); // the stop's wake-up call has been heard; cancelling jobs must not see it
             Stop why = stop;
             if (!settled && why != null) {
@@ -234,10 +326,28 @@ final class WorkflowRun {
             why = "the workflow was cancelled";
         } else {
             cancelJobs();
-            settle(State.FAILED, null, "GenericError", e.getMessage());
+            settle(State.FAILED, null, "GenericError", e.isSyntaxError() ? syntaxError(e) : e.getMessage());
             return;
         }
         stop = new Stop(State.FAILED, "GenericError", why);
+    }
+
+    /**
+     * A syntax error's file, line, column and the parser's complaint, without the script's text:
+     * GraalJS quotes the source line and the token it met ({@code but found SECRET}), and the file
+     * may not be what its name says.
+     */
+    private String syntaxError(PolyglotException e) {
+        String first = String.valueOf(e.getMessage()).lines().findFirst().orElse("");
+        String prefix = "SyntaxError: " + script + ":";
+        if (!first.startsWith(prefix) || first.indexOf(' ', prefix.length()) < 0) {
+            return "SyntaxError: " + script + " does not parse";
+        }
+        int space = first.indexOf(' ', prefix.length());
+        String problem = first.substring(space + 1)
+                .replaceAll(" but found .*$", "")           // the token met is the file's text
+                .replaceAll("\\s*\"[^\"]*\"", "");             // so is a quoted name
+        return first.substring(0, space) + " " + problem;
     }
 
     /** Cancels the jobs this run started that still exist; it does not wait for them to end. */
@@ -247,6 +357,7 @@ final class WorkflowRun {
         }
         List<String> ids;
         synchronized (jobs) {
+            jobsCancelled = true;
             ids = List.copyOf(jobs);
         }
         for (String job : ids) {
@@ -326,29 +437,29 @@ final class WorkflowRun {
     /** The host side of {@code bj.js}: functions of JSON strings and callbacks, nothing else. */
     private final class Bridge implements ProxyObject {
         private final Map<String, ProxyExecutable> members = Map.of(
+                // Returns null once the command is on its way, or why it is not (bj.js keeps within the bound).
                 "qmp", a -> {
                     String command = a[0].asString();
                     String json = a[1].asString();
-                    Value callback = a[2];
                     // bj.job names the job it starts: it is this run's once the daemon said yes
                     String job = a.length > 3 && a[3].isString() ? a[3].asString() : null;
                     JsonNode arguments = json.isEmpty() ? null : Json.MAPPER.readTree(json);
-                    engine.execute(command, arguments).thenAccept(reply -> {
-                        if (job != null && !reply.has("error")) {
-                            synchronized (jobs) {
-                                jobs.add(job);
-                            }
+                    long call;
+                    synchronized (lock) {
+                        if (ended) {
+                            return "the workflow has ended";
                         }
-                        tasks.add(() -> {
-                            if (reply.has("error")) {
-                                callback.execute(Json.MAPPER.writeValueAsString(reply.get("error")), null);
-                            } else {
-                                callback.execute(null, Json.MAPPER.writeValueAsString(reply.get("return")));
-                            }
-                        });
-                    });
+                        if (replies.size() >= MAX_QMP_IN_FLIGHT) {
+                            return "the workflow has " + MAX_QMP_IN_FLIGHT + " QMP calls in flight, the most it may have";
+                        }
+                        call = ++calls;
+                        replies.put(call, a[2]);
+                    }
+                    // The future's continuation holds the call's number, not the script's callback.
+                    engine.execute(command, arguments).thenAccept(reply -> replied(call, job, reply));
                     return null;
                 },
+                "maxInFlight", a -> MAX_QMP_IN_FLIGHT,
                 "subscribe", a -> {
                     eventCallback = a[0];
                     return null;
@@ -358,12 +469,22 @@ final class WorkflowRun {
                     log(a[0].asString());
                     return null;
                 },
+                // Returns null once the timer is set, or why it is not.
                 "sleep", a -> {
-                    Value callback = a[1];
-                    long ms = Math.max(0, (long) a[0].asDouble());
-                    synchronized (timers) {
-                        timers.removeIf(java.util.concurrent.Future::isDone);
-                        timers.add(engine.timer().schedule(() -> tasks.add(() -> callback.execute()), ms, TimeUnit.MILLISECONDS));
+                    double requested = a[0].asDouble();
+                    // NaN sleeps not at all; beyond the run's wall-clock budget, the run ends first anyway
+                    long ms = Double.isNaN(requested) ? 0 : (long) Math.min(Math.max(0, requested),
+                            Math.max(0, java.time.Duration.between(Instant.now(), deadline).toMillis() + 1000));
+                    synchronized (lock) {
+                        if (ended) {
+                            return "the workflow has ended";
+                        }
+                        if (timers.size() >= MAX_TIMERS) {
+                            return "bj.sleep: the workflow has " + MAX_TIMERS + " timers pending, the most it may have";
+                        }
+                        long call = ++calls;
+                        wakeUps.put(call, a[1]);
+                        timers.put(call, engine.timer().schedule(() -> wokeUp(call), ms, TimeUnit.MILLISECONDS));
                     }
                     return null;
                 },

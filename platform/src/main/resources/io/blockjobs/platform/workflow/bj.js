@@ -20,21 +20,41 @@
     return { promise, resolve, reject };
   }
 
+  // The daemon takes a bounded number of calls in flight from a run; more wait here, in the
+  // script's own heap, oldest first, and go out as replies come back.
+  const maxInFlight = host.maxInFlight();
+  let inFlight = 0;
+  let waiting = [];
+  let next = 0;
+
   // `job`: the id of the job this command starts (bj.job), which the run then owns.
   function send(command, args, job) {
     if (typeof command !== 'string') {
       return Promise.reject(new TypeError('bj.qmp(command, args): command must be a string'));
     }
     const d = deferred();
-    host.qmp(command, args === undefined ? '' : JSON.stringify(args), (error, result) => {
+    const call = { command, json: args === undefined ? '' : JSON.stringify(args), job: job === undefined ? null : job, d };
+    if (inFlight < maxInFlight) dispatch(call); else waiting.push(call);
+    return d.promise;
+  }
+
+  function dispatch(call) {
+    const refused = host.qmp(call.command, call.json, (error, result) => {
+      inFlight--;
+      if (next < waiting.length) {
+        const w = waiting[next];
+        waiting[next++] = undefined;
+        if (next === waiting.length) { waiting = []; next = 0; }
+        dispatch(w);
+      }
       if (error !== null) {
         const e = JSON.parse(error);
-        d.reject(new QmpError(e.class, e.desc));
+        call.d.reject(new QmpError(e.class, e.desc));
       } else {
-        d.resolve(JSON.parse(result));
+        call.d.resolve(JSON.parse(result));
       }
-    }, job === undefined ? null : job);
-    return d.promise;
+    }, call.job);
+    if (refused === null) inFlight++; else call.d.reject(new QmpError('GenericError', refused));
   }
 
   const qmp = (command, args) => send(command, args);
@@ -250,7 +270,8 @@
     log: (...values) => host.log(values.map(format).join(' ')),
     sleep: (ms) => {
       const d = deferred();
-      host.sleep(Number(ms), () => d.resolve());
+      const refused = host.sleep(Number(ms), () => d.resolve());
+      if (refused !== null) throw new QmpError('GenericError', refused); // at once: a loop of them stops here
       return d.promise;
     },
     workflow: Object.freeze({ id: host.id(), script: host.script() }),
