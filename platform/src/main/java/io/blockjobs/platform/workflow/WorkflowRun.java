@@ -96,6 +96,8 @@ final class WorkflowRun {
     private int logLines;
     private final Deque<String> logTail = new ArrayDeque<>();
     private final List<String> jobs = new ArrayList<>();
+    /** Jobs the run started through bj.qmp (job commands, transactions): shown with its jobs, never cancelled by it. */
+    private final List<String> otherJobs = new ArrayList<>();
     private final Thread thread;
     private volatile Context context;
     private volatile Value eventCallback;
@@ -195,7 +197,12 @@ final class WorkflowRun {
     }
 
     /** A QMP reply for call {@code call}: hands it to the script's callback, if the run still waits for it. */
-    private void replied(long call, String job, ObjectNode reply) {
+    private void replied(long call, String job, List<String> others, ObjectNode reply) {
+        if (!others.isEmpty() && !reply.has("error")) {
+            synchronized (jobs) {
+                otherJobs.addAll(others);
+            }
+        }
         if (job != null && !reply.has("error")) {
             boolean cancel;
             synchronized (jobs) {
@@ -417,9 +424,10 @@ final class WorkflowRun {
         synchronized (logTail) {
             tail = List.copyOf(logTail);
         }
-        List<String> jobIds;
+        List<String> jobIds = new ArrayList<>();
         synchronized (jobs) {
-            jobIds = List.copyOf(jobs);
+            jobIds.addAll(jobs);
+            otherJobs.stream().filter(j -> !jobs.contains(j)).forEach(jobIds::add);
         }
         return new WorkflowInfo(id, script, state.qmpName(), started.toString(),
                 Optional.ofNullable(finished).map(Instant::toString), schedule, jobIds, tail,
@@ -432,6 +440,24 @@ final class WorkflowRun {
 
     Optional<JsonNode> result() {
         return Optional.ofNullable(result);
+    }
+
+    /** The job ids a QMP command names: its {@code job-id}, or those of a transaction's actions. */
+    private static List<String> jobIdsIn(String command, JsonNode arguments) {
+        if (arguments == null || !arguments.isObject()) {
+            return List.of();
+        }
+        List<String> ids = new ArrayList<>();
+        if (command.equals("transaction")) {
+            for (JsonNode action : arguments.path("actions")) {
+                if (action.path("data").path("job-id").isString()) {
+                    ids.add(action.path("data").path("job-id").asString());
+                }
+            }
+        } else if (arguments.path("job-id").isString()) {
+            ids.add(arguments.path("job-id").asString());
+        }
+        return ids;
     }
 
     /** The host side of {@code bj.js}: functions of JSON strings and callbacks, nothing else. */
@@ -456,7 +482,8 @@ final class WorkflowRun {
                         replies.put(call, a[2]);
                     }
                     // The future's continuation holds the call's number, not the script's callback.
-                    engine.execute(command, arguments).thenAccept(reply -> replied(call, job, reply));
+                    List<String> others = job == null ? jobIdsIn(command, arguments) : List.of();
+                    engine.execute(command, arguments).thenAccept(reply -> replied(call, job, others, reply));
                     return null;
                 },
                 "maxInFlight", a -> MAX_QMP_IN_FLIGHT,

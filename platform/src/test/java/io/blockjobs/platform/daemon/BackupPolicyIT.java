@@ -423,6 +423,12 @@ class BackupPolicyIT {
         startDaemon();
         clientWrites("disk0", 2, 4);
         JsonNode full = backup(map("disks", "disk0", "now", at(0)));
+        JsonNode run = null;
+        for (JsonNode w : qmp.ok("query-workflows")) {
+            run = w;
+        }
+        assertThat(run.get("jobs").toString()).as("the transaction's job is the run's, for run's progress bars")
+                .contains("\"bj-backup-disk0\"");
         clientWrites("disk0", 3, 2);
         JsonNode inc = backup(map("disks", "disk0", "now", at(1)));
         assertThat(only(inc, "disk0", "mode")).isEqualTo("inc");
