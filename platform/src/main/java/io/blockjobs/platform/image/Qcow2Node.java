@@ -85,6 +85,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
     private volatile long knownFileEnd;
     private volatile boolean closed;
     private boolean ownsChildren = true;
+    /** L2 tables, zeroed and counted, whose L1 entry failed to be written; under the refcount lock. */
+    private final java.util.Map<Integer, Long> unlinkedTables = new java.util.HashMap<>();
 
     private Qcow2Node(BlockNode file, Qcow2Header header, boolean readOnly, AtomicLongArray l1, long[] refcountTable,
             Qcow2Bitmaps.Directory bitmapDirectory) throws IOException {
@@ -780,7 +782,12 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
             long host = placeCompressed(sectors);
             ByteBuffer padded = ByteBuffer.allocate(sectors * 512);
             padded.put(data, 0, size).clear();
-            file.write(host, padded); // a failure leaves the bytes counted: a leak, never a dangling entry
+            try {
+                file.write(host, padded);
+            } catch (IOException | RuntimeException ex) {
+                unplaceCompressed(host, ex); // nothing points to the sectors yet
+                throw ex;
+            }
             noteFileEnd(host + (long) sectors * 512);
             writeL2Entries(l1Index, l2, inTable, new long[] {host | COMPRESSED | ((long) (sectors - 1) << csizeShift)});
             return true;
@@ -809,12 +816,45 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
             finishPack();
             long host = refcounts.allocateCluster();
             int reserve = clusterSize / 512;
-            refcounts.adjust(host >>> clusterBits, reserve - 1);
-            refcounts.flushFile();
+            long index = host >>> clusterBits;
+            try {
+                refcounts.adjust(index, reserve - 1);
+                refcounts.flushFile();
+            } catch (IOException | RuntimeException e) {
+                try { // nothing points to it: all of its count goes
+                    refcounts.adjust(index, -refcounts.get(index));
+                } catch (IOException | RuntimeException again) {
+                    e.addSuppressed(again);
+                }
+                throw e;
+            }
             packCluster = host;
             packNext = host + bytes;
             packUsed = 1;
             return host;
+        } finally {
+            meta.unlock();
+        }
+    }
+
+    /**
+     * Gives back sectors at {@code host} that {@link #placeCompressed} handed out and that nothing
+     * will point to (their write failed): one use less of their host cluster, from the pack's
+     * count while it is still being packed, else from its refcount. A failure to do so is added
+     * to {@code cause} (a leak, as after a crash).
+     */
+    private void unplaceCompressed(long host, Throwable cause) {
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            long cluster = host & ~((long) clusterSize - 1);
+            if (cluster == packCluster) {
+                packUsed--;
+            } else {
+                refcounts.adjust(cluster >>> clusterBits, -1);
+            }
+        } catch (IOException | RuntimeException e) {
+            cause.addSuppressed(e);
         } finally {
             meta.unlock();
         }
@@ -1286,13 +1326,30 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
             if (l2 != 0) {
                 return l2;
             }
-            l2 = refcounts.allocateCluster();
-            file.writeZeroes(l2, clusterSize, false);
-            noteFileEnd(l2 + clusterSize);
-            file.flush(); // the table is durable before the L1 entry points to it
-            l2Cache.put(l2, new AtomicLongArray(clusterSize / 8));
+            Long unlinked = unlinkedTables.remove(l1Index);
+            if (unlinked != null) {
+                l2 = unlinked; // zeroed and durable already
+            } else {
+                l2 = refcounts.allocateCluster();
+                try {
+                    file.writeZeroes(l2, clusterSize, false);
+                    file.flush(); // the table is durable before the L1 entry points to it
+                } catch (IOException | RuntimeException e) {
+                    // Nothing points to it: a write retried on a full disk must not leak a table each time.
+                    giveBack(new Qcow2Refcounts.Run(l2, 1), e);
+                    throw e;
+                }
+                noteFileEnd(l2 + clusterSize);
+            }
             long entry = l2 | COPIED;
-            writeL1Entry(l1Index, entry);
+            try {
+                writeL1Entry(l1Index, entry);
+            } catch (IOException | RuntimeException e) {
+                // The entry may have reached the disk, so the table stays counted: the next try reuses it.
+                unlinkedTables.put(l1Index, l2);
+                throw e;
+            }
+            l2Cache.put(l2, new AtomicLongArray(clusterSize / 8));
             l1.set(l1Index, entry);
             return l2;
         } finally {

@@ -258,7 +258,11 @@ final class Qcow2Refcounts {
         int n = 1;
         while (n < max) {
             if (pool.isEmpty()) {
-                refillPool();
+                try {
+                    refillPool();
+                } catch (IOException e) {
+                    break; // the run so far is counted and good; the next allocation meets the failure again
+                }
             }
             if (pool.peekFirst() != first + n) {
                 break;
@@ -408,7 +412,16 @@ final class Qcow2Refcounts {
             c++;
         }
         freeHint = c;
-        flushFile(); // refcounts durable before any L2 or L1 entry points to these clusters
+        try {
+            flushFile(); // refcounts durable before any L2 or L1 entry points to these clusters
+        } catch (IOException | RuntimeException e) {
+            // Not durable, so not to be handed out: the refill is undone in memory (on disk it
+            // counts them at most: leaks, never a reference without a count).
+            while (!pool.isEmpty()) {
+                count(pool.removeLast(), -1);
+            }
+            throw e;
+        }
         poolBatch = Math.min(maxPoolBatch, poolBatch * 2);
     }
 

@@ -271,6 +271,33 @@ class StreamCommitIT {
         }
     }
 
+    /**
+     * {@code x-reclaim} on an active commit (the default top, or the device named as top) is
+     * refused with a GenericError before anything changes: no job, no filter left in the graph,
+     * and the same commit without it then runs.
+     */
+    @Test
+    void xReclaimIsRefusedForAnActiveCommit() throws Exception {
+        startNamed();
+        for (var args : List.of(map("job-id", "ac", "device", "top", "base-node", "mid1", "x-reclaim", true),
+                map("job-id", "ac", "device", "top", "top-node", "top", "x-reclaim", true))) {
+            JsonNode error = qmp.error("block-commit", args);
+            assertThat(error.get("class").asString()).isEqualTo("GenericError");
+            assertThat(error.get("desc").asString()).isEqualTo("x-reclaim is not supported for an active commit");
+        }
+        assertThat(qmp.ok("query-block-jobs")).isEmpty();
+        for (JsonNode n : qmp.ok("query-named-block-nodes", map("flat", true))) {
+            assertThat(n.get("drv").asString()).as("a node left behind").isNotEqualTo("mirror_top");
+        }
+        assertThat(qmp.ok("query-block-exports").get(0).get("node-name").asString()).isEqualTo("top");
+        qmp.ok("block-commit", map("job-id", "ac", "device", "top", "base-node", "mid1", "x-reclaim", false));
+        qmp.awaitEvent("BLOCK_JOB_READY", d -> d.get("device").asString().equals("ac"));
+        qmp.ok("job-complete", map("id", "ac"));
+        assertThat(runToEnd("ac")).contains("BLOCK_JOB_COMPLETED");
+        quit();
+        assertThat(chainOf(mid1)).containsExactly("mid1.qcow2", "base.qcow2");
+    }
+
     /** {@code qemu-img info}'s actual-size (allocated bytes), read while the daemon may hold the image. */
     private static long actualSize(Path image) {
         return Qemu.JSON.readTree(Qemu.img("info", "-U", "--output=json", image.toString()).out())

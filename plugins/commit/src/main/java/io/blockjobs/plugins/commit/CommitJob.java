@@ -39,7 +39,9 @@ import org.pf4j.Extension;
  * image directly above the base, unless that image holds the range itself.
  *
  * <p>{@code x-reclaim: true} (a blockjobs extension) makes it space-reclaiming: the committed
- * layers release each range once it is durable in the base (see {@link Reclaimer}).
+ * layers release each range once it is durable in the base (see {@link Reclaimer}). An active
+ * commit refuses it: clients write the top while the job runs, a cancel after {@code ready} must
+ * leave the top whole, and the layers between are not the job's to write.
  */
 @Extension
 public final class CommitJob implements BlockjobsPlugin {
@@ -171,6 +173,9 @@ public final class CommitJob implements BlockjobsPlugin {
         }
         if (a.xSafe().orElse(false)) {
             throw new CommandException("x-safe is not supported for an active commit");
+        }
+        if (a.xReclaim().orElse(false)) {
+            throw new CommandException("x-reclaim is not supported for an active commit");
         }
         String topName = chain.get(0).nodeName();
         String baseName = chain.get(base).nodeName();
