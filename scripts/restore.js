@@ -54,13 +54,11 @@ export default async function restore(bj, args) {
   if (flag(args.live)) return liveRestore();
   await bj.qmp('blockdev-add', { driver: 'qcow2', 'node-name': src, 'read-only': true,
     file: { driver: 'file', filename: source } });
-  let targetOpen = false;
   try {
     await create({ driver: 'file', filename: String(args.target), size: format === 'raw' ? size : 0 }, true);
     await bj.qmp('blockdev-add', { driver: 'file', 'node-name': `${tgt}-f`, filename: String(args.target) });
     if (format === 'qcow2') await create({ driver: 'qcow2', file: `${tgt}-f`, size });
     await bj.qmp('blockdev-add', { driver: format, 'node-name': tgt, file: `${tgt}-f` });
-    targetOpen = true;
     const job = { device: src, target: tgt, sync: 'full' };
     if (args.speed !== undefined) job.speed = Number(args.speed);
     const j = bj.job('blockdev-backup', job);
@@ -82,7 +80,7 @@ export default async function restore(bj, args) {
     bj.log(`restored ${disk} as of ${b.time}: ${args.target}`);
   }
   return { disk, backup: id, time: b.time, mode: b.mode, source: b.file, target: String(args.target), bytes: size,
-    exported: targetOpen && args.export !== undefined ? String(args.export) : null };
+    exported: args.export !== undefined ? String(args.export) : null };
 
   // Live: the new image starts as an overlay of the backup, exported at once (its reads fall
   // through to the backup until their data is there), while block-stream pulls everything in;

@@ -143,35 +143,12 @@ final class BackupsCommand implements Callable<Integer> {
         for (JsonNode c : chains) {
             for (JsonNode b : c.path("backups")) {
                 rows.add(new String[] {c.path("disk").asString(), c.path("chain").asString(), b.path("id").asString(),
-                        b.path("time").asString(), b.path("mode").asString(), human(b.path("size").asLong()),
+                        b.path("time").asString(), b.path("mode").asString(), Terminal.bytes(b.path("size").asLong()),
                         b.path("file").asString() + (b.path("ok").asBoolean() ? "" : " (!)"),
                         c.path("complete").asBoolean() ? "yes" : "no: " + c.path("problem").asString()});
             }
         }
-        int[] width = new int[rows.get(0).length];
-        for (String[] r : rows) {
-            for (int i = 0; i < r.length; i++) {
-                width[i] = Math.max(width[i], r[i].length());
-            }
-        }
-        StringBuilder sb = new StringBuilder();
-        for (String[] r : rows) {
-            for (int i = 0; i < r.length; i++) {
-                sb.append(i == r.length - 1 ? r[i] : String.format("%-" + width[i] + "s  ", r[i]));
-            }
-            sb.append('\n');
-        }
-        return sb.toString().stripTrailing();
+        return Terminal.columns(rows);
     }
 
-    private static String human(long bytes) {
-        String[] units = {"B", "KiB", "MiB", "GiB", "TiB"};
-        double v = bytes;
-        int u = 0;
-        while (v >= 1024 && u < units.length - 1) {
-            v /= 1024;
-            u++;
-        }
-        return u == 0 ? bytes + " B" : String.format("%.1f %s", v, units[u]);
-    }
 }

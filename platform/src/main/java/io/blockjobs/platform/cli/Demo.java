@@ -136,14 +136,14 @@ final class Demo {
             runWorkflow(qmpSocket, "restore.js", "disk=disk0", "backup=" + p.id(), "target=" + restored);
             boolean equal = qemuImg ? qemuImgCompare(p.truth(), restored) : sameContent(p.truth(), restored);
             allEqual &= equal;
-            rows.add(new String[] {p.id(), p.mode(), human(p.size()), String.valueOf(p.writesDuring()),
+            rows.add(new String[] {p.id(), p.mode(), Terminal.bytes(p.size()), String.valueOf(p.writesDuring()),
                     restored.getFileName().toString(), equal ? "yes" : "NO"});
         }
         System.out.println();
         System.out.println("The backup store, as `blockjobs backups " + store + "` lists it:");
         BlockjobsClient.commandLine().execute("backups", store.toString());
         System.out.println();
-        System.out.println(table(rows));
+        System.out.println(Terminal.columns(rows));
         System.out.println();
         System.out.println(qemuImg ? "Each restored image was compared with the disk at its instant by qemu-img compare."
                 : "Each restored image was compared with the disk at its instant by blockjobs' own reader"
@@ -356,27 +356,6 @@ final class Demo {
             }
         }
         return false;
-    }
-
-    private static String table(List<String[]> rows) {
-        int[] width = new int[rows.get(0).length];
-        for (String[] r : rows) {
-            for (int i = 0; i < r.length; i++) {
-                width[i] = Math.max(width[i], r[i].length());
-            }
-        }
-        StringBuilder sb = new StringBuilder();
-        for (String[] r : rows) {
-            for (int i = 0; i < r.length; i++) {
-                sb.append(i == r.length - 1 ? r[i] : String.format("%-" + width[i] + "s  ", r[i]));
-            }
-            sb.append('\n');
-        }
-        return sb.toString().stripTrailing();
-    }
-
-    private static String human(long bytes) {
-        return bytes >= MIB ? String.format("%.1f MiB", bytes / (double) MIB) : String.format("%.0f KiB", bytes / 1024.0);
     }
 
     private static void fill(Path image, long offset, long length, byte value) throws IOException {

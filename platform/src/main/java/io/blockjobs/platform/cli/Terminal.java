@@ -161,6 +161,24 @@ final class Terminal {
         return u == 0 ? String.format(Locale.ROOT, "%.0f %s", n, units[u]) : String.format(Locale.ROOT, "%.1f %s", n, units[u]);
     }
 
+    /** Rows as left-aligned columns two spaces apart, the first row the header; no trailing blanks. */
+    static String columns(java.util.List<String[]> rows) {
+        int[] width = new int[rows.get(0).length];
+        for (String[] r : rows) {
+            for (int i = 0; i < r.length; i++) {
+                width[i] = Math.max(width[i], r[i].length());
+            }
+        }
+        StringBuilder sb = new StringBuilder();
+        for (String[] r : rows) {
+            for (int i = 0; i < r.length; i++) {
+                sb.append(i == r.length - 1 ? r[i] : String.format("%-" + width[i] + "s  ", r[i]));
+            }
+            sb.append('\n');
+        }
+        return sb.toString().stripTrailing();
+    }
+
     /** {@code 0:42}, {@code 12:05}, {@code 3:02:11}. */
     static String duration(long seconds) {
         long h = seconds / 3600;

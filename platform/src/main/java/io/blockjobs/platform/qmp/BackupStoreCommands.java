@@ -124,8 +124,7 @@ public final class BackupStoreCommands {
                 continue;
             }
             try {
-                if (Path.of(name).toAbsolutePath().normalize().equals(file)
-                        || java.nio.file.Files.isSameFile(Path.of(name), file)) {
+                if (java.nio.file.Files.isSameFile(Path.of(name), file)) {
                     return n.name();
                 }
             } catch (IOException | RuntimeException e) {

@@ -387,8 +387,8 @@ class BackupPolicyIT {
         stopDaemon();
         startDaemon(); // the checkpoint is now stored in the image and loaded from it
         Qemu.ioNbd(daemon.nbdUri("disk0"), "write -P 0x5a 0 4M");
-        String wf = qmp.ok("workflow-run", map("script", "backup-policy.js", "args",
-                map("disks", "disk0", "now", at(1), "speed", "131072"))).get("id").asString();
+        qmp.ok("workflow-run", map("script", "backup-policy.js", "args",
+                map("disks", "disk0", "now", at(1), "speed", "131072")));
         qmp.awaitEvent("JOB_STATUS_CHANGE", d -> d.get("id").asString().equals("bj-backup-disk0")
                 && d.get("status").asString().equals("running"));
         assertThat(storeImages()).anyMatch(n -> n.endsWith(".inc.qcow2"));
@@ -409,7 +409,6 @@ class BackupPolicyIT {
         stopDaemon();
         assertThat(Qemu.identical(now, "raw", store.resolve(file), "qcow2")).isTrue();
         Qemu.assertClean(store.resolve(file));
-        assertThat(wf).isNotEmpty();
     }
 
     /**
