@@ -274,7 +274,7 @@ public final class BlockjobDaemon {
         for (Opt o : opts) {
             try {
                 switch (o.name()) {
-                    case "blockdev" -> daemon.graph.add(KeyValue.parse(o.value(), null));
+                    case "blockdev" -> daemon.graph.add(KeyValue.parse(o.value(), "driver")); // QEMU's implied key
                     case "object" -> ObjectCommands.add(daemon.graph, KeyValue.parse(o.value(), "qom-type"),
                             !o.value().strip().startsWith("{"));
                     case "chardev" -> {
