@@ -446,12 +446,19 @@ public final class BlockjobDaemon {
                 takes QEMU's key=value syntax or a JSON object.
 
                   --blockdev OPTIONS     add a block node, e.g. driver=file,node-name=f0,filename=disk.qcow2
+                                         (or file,node-name=f0,...: driver is the implied key)
                   --object throttle-group,id=ID,limits.bps-total=N[,limits.iops-write=N...]
                                          a throttle group for throttle nodes (QEMU's ThrottleLimits)
                   --chardev socket,id=ID,path=PATH,server=on,wait=off
                   --chardev socket,id=ID,host=127.0.0.1,port=PORT,server=on,wait=off
-                                         a socket for a monitor (unix sockets are created mode 0600)
-                  --monitor [chardev=]ID a QMP monitor on that socket
+                                         a socket for a monitor to listen on (unix sockets mode 0600)
+                  --chardev socket,id=ID,path=PATH[,reconnect=SECONDS]
+                  --chardev socket,id=ID,host=HOST,port=PORT[,reconnect=SECONDS]
+                                         without server=on: connect to a client that listens there
+                  --chardev stdio,id=ID  QMP on standard input and output
+                  --monitor [chardev=]ID[,mode=control][,pretty=on|off]
+                                         a QMP monitor on that chardev (pretty=on: QEMU's layout)
+                  --daemonize            run in the background; return once ready (pid file written)
                   --nbd-server addr.type=unix,addr.path=PATH | addr.type=inet,addr.host=H,addr.port=P
                                [,addr.to=PORT][,addr.ipv4=on|off][,addr.ipv6=on|off][,addr.numeric=on]
                                [,max-connections=N]
@@ -466,6 +473,8 @@ public final class BlockjobDaemon {
                   --schedule-file FILE   keep workflow schedules (and their last results) in FILE across restarts
                   --help, -h             print this help
                   --version, -V          print the version
+
+                Logs go to stderr at WARN and above; BLOCKJOBS_LOG_LEVEL=INFO (or DEBUG) for more.
                 """);
     }
 }
