@@ -3,8 +3,20 @@ package io.blockjobs.platform.cli;
 import io.blockjobs.platform.nbd.NbdCommands;
 import io.blockjobs.platform.qmp.ObjectCommands;
 import io.blockjobs.sdk.error.CommandException;
+import java.io.BufferedReader;
+import java.io.File;
+import java.io.FileDescriptor;
+import java.io.FileInputStream;
+import java.io.FileOutputStream;
 import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.OutputStream;
+import java.io.PrintStream;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.SocketAddress;
+import java.net.UnixDomainSocketAddress;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -50,6 +62,12 @@ public final class BlockjobDaemon {
         }
     }
 
+    /** Set in the process {@code --daemonize} starts: it tells its parent when it is ready. */
+    private static final String DAEMONIZED_PROPERTY = "blockjobd.daemonized";
+    private static final boolean DAEMONIZED = System.getProperty(DAEMONIZED_PROPERTY) != null;
+    /** The line on which the daemonized process tells its parent it is ready; never shown. */
+    private static final String READY_LINE = "\u0000blockjobd ready\u0000";
+
     private static final List<String> WITH_VALUE =
             List.of("blockdev", "object", "chardev", "monitor", "nbd-server", "export", "pidfile", "plugins",
                     "workflow-schedule", "backup-dir", "schedule-file");
@@ -72,6 +90,10 @@ public final class BlockjobDaemon {
                 System.out.println("blockjobd " + Version.get());
                 return;
             }
+        }
+        if (!DAEMONIZED && opts.stream().anyMatch(o -> o.name().equals("daemonize"))) {
+            System.exit(daemonize(args));
+            return;
         }
         Path pidPath = null;
         for (Opt o : opts) {
@@ -115,6 +137,14 @@ public final class BlockjobDaemon {
             Runtime.getRuntime().halt(1);
         }
         LOG.info("blockjobd {} ready", Version.get());
+        if (DAEMONIZED) {
+            // As QEMU's os_setup_post: the parent may go, and the daemon's output goes nowhere from now on.
+            System.err.println(READY_LINE);
+            System.err.flush();
+            PrintStream nowhere = new PrintStream(OutputStream.nullOutputStream());
+            System.setErr(nowhere);
+            System.setOut(nowhere);
+        }
         try {
             daemon.awaitStop();
         } catch (InterruptedException e) {
@@ -130,6 +160,62 @@ public final class BlockjobDaemon {
         System.exit(0);
     }
 
+    /**
+     * {@code --daemonize}, as QEMU's: the daemon runs as a new process in a session of its own
+     * (stdin and stdout /dev/null), and this one relays what it prints until it is ready (its pid
+     * file written, everything listening), then exits 0 and leaves it running; if it fails first,
+     * this exits 1 once it has shown its message. The JVM cannot fork, so the daemon is this same
+     * command line again, less {@code --daemonize}.
+     */
+    private static int daemonize(String[] args) {
+        ProcessHandle.Info self = ProcessHandle.current().info();
+        String[] all = self.arguments().orElse(null);
+        if (self.command().isEmpty() || all == null || all.length < args.length) {
+            System.err.println("blockjobd: --daemonize: cannot tell this process's command line");
+            return 1;
+        }
+        List<String> command = new ArrayList<>();
+        if (Files.isExecutable(Path.of("/usr/bin/setsid"))) {
+            command.add("/usr/bin/setsid"); // QEMU's setsid(): no terminal's signals reach the daemon
+        }
+        command.add(self.command().get());
+        command.add("-D" + DAEMONIZED_PROPERTY + "=true");
+        command.addAll(List.of(all).subList(0, all.length - args.length)); // the JVM's options and main class
+        for (int i = 0; i < args.length; i++) {
+            String a = args[i];
+            if (a.equals("--daemonize") || a.equals("-daemonize")) {
+                continue;
+            }
+            command.add(a);
+            if (WITH_VALUE.contains(a.replaceFirst("^--?", "")) && i + 1 < args.length) {
+                command.add(args[++i]); // a value, even one that reads "--daemonize"
+            }
+        }
+        Process child;
+        try {
+            child = new ProcessBuilder(command).redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
+                    .redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        } catch (IOException e) {
+            System.err.println("blockjobd: --daemonize: " + e.getMessage());
+            return 1;
+        }
+        try (BufferedReader err = new BufferedReader(new InputStreamReader(child.getErrorStream(), StandardCharsets.UTF_8))) {
+            String line;
+            while ((line = err.readLine()) != null) {
+                if (line.equals(READY_LINE)) {
+                    return 0;
+                }
+                System.err.println(line);
+            }
+            child.waitFor();
+        } catch (IOException e) {
+            System.err.println("blockjobd: --daemonize: " + e.getMessage());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return 1;
+    }
+
     static List<Opt> parse(String[] args) throws OptionException {
         List<Opt> opts = new ArrayList<>();
         for (int i = 0; i < args.length; i++) {
@@ -140,6 +226,10 @@ public final class BlockjobDaemon {
             }
             if (a.equals("-V") || a.equals("--version")) {
                 opts.add(new Opt("version", null));
+                continue;
+            }
+            if (a.equals("--daemonize") || a.equals("-daemonize")) {
+                opts.add(new Opt("daemonize", null));
                 continue;
             }
             if (!a.startsWith("--") && !a.startsWith("-")) {
@@ -178,37 +268,66 @@ public final class BlockjobDaemon {
             }
         }
         Map<String, ObjectNode> chardevs = new HashMap<>();
+        Map<String, Opt> chardevOpts = new HashMap<>();
+        boolean stdioSeen = false;
         List<Opt> monitors = new ArrayList<>();
         for (Opt o : opts) {
             try {
                 switch (o.name()) {
-                    case "blockdev" -> daemon.graph.add(KeyValue.parse(o.value(), null));
+                    case "blockdev" -> daemon.graph.add(KeyValue.parse(o.value(), "driver")); // QEMU's implied key
                     case "object" -> ObjectCommands.add(daemon.graph, KeyValue.parse(o.value(), "qom-type"),
                             !o.value().strip().startsWith("{"));
                     case "chardev" -> {
                         ObjectNode c = KeyValue.parse(o.value(), "backend");
                         String id = text(c, "id", o);
-                        if (!"socket".equals(text(c, "backend", o))) {
-                            throw new OptionException(o, "only 'socket' character devices are supported");
-                        }
-                        if (c.has("server") && !isOn(c.get("server").asString())) {
-                            throw new OptionException(o, "only server=on sockets are supported");
-                        }
-                        if (!c.has("path") && !(c.has("host") && c.has("port"))) {
-                            throw new OptionException(o, "give path=SOCKET or host=ADDRESS,port=PORT");
+                        switch (text(c, "backend", o)) {
+                            case "socket" -> {
+                                if (!c.has("path") && !(c.has("host") && c.has("port"))) {
+                                    throw new OptionException(o, "give path=SOCKET or host=ADDRESS,port=PORT");
+                                }
+                                for (String flag : new String[] {"server", "wait"}) {
+                                    if (c.has(flag) && !isOn(c.get(flag).asString()) && !isOff(c.get(flag).asString())) {
+                                        throw new OptionException(o, "Parameter '" + flag + "' expects 'on' or 'off'");
+                                    }
+                                }
+                                if (c.has("reconnect") && !c.get("reconnect").asString().matches("\\d{1,9}")) {
+                                    throw new OptionException(o, "Parameter 'reconnect' expects a non-negative number below 2^64");
+                                }
+                            }
+                            case "stdio" -> {
+                                if (DAEMONIZED) {
+                                    throw new OptionException(o, "cannot use stdio with -daemonize");
+                                }
+                                if (stdioSeen) {
+                                    throw new OptionException(o, "cannot use stdio by multiple character devices");
+                                }
+                                stdioSeen = true;
+                            }
+                            default -> throw new OptionException(o, "only 'socket' and 'stdio' character devices are supported");
                         }
                         if (chardevs.put(id, c) != null) {
                             throw new OptionException(o, "duplicate chardev id '" + id + "'");
                         }
+                        chardevOpts.put(id, o);
                     }
                     case "monitor" -> {
                         ObjectNode m = KeyValue.parse(o.value(), "chardev");
+                        for (String key : m.propertyNames()) {
+                            if (!List.of("chardev", "id", "mode", "pretty").contains(key)) {
+                                throw new OptionException(o, "Parameter '" + key + "' is unexpected");
+                            }
+                        }
                         String mode = m.has("mode") ? m.get("mode").asString() : "control";
                         if (!mode.equals("control")) {
-                            throw new OptionException(o, "only mode=control (QMP) monitors are supported");
+                            throw new OptionException(o, mode.equals("readline") ? "Only QMP is supported"
+                                    : "Parameter 'mode' does not accept value '" + mode + "'");
                         }
-                        if (!chardevs.containsKey(text(m, "chardev", o))) {
-                            throw new OptionException(o, "no chardev with id '" + m.get("chardev").asString() + "'");
+                        if (m.has("pretty") && !List.of("on", "off").contains(m.get("pretty").asString())) {
+                            throw new OptionException(o, "Parameter 'pretty' expects 'on' or 'off'");
+                        }
+                        String chardev = text(m, "chardev", o);
+                        if (!chardevs.containsKey(chardev)) {
+                            throw new OptionException(o, "chardev \"" + chardev + "\" not found");
                         }
                         monitors.add(o);
                     }
@@ -239,8 +358,8 @@ public final class BlockjobDaemon {
                             throw new OptionException(o, reply.get("error").get("desc").asString());
                         }
                     }
-                    case "pidfile" -> {
-                        // locked and written by main() once the daemon is ready
+                    case "pidfile", "daemonize" -> {
+                        // the pid file is locked and written by main() once the daemon is ready
                     }
                     case "backup-dir" -> daemon.backupStore.open(Path.of(o.value()));
                     case "schedule-file" -> daemon.schedules.keepIn(Path.of(o.value()));
@@ -264,18 +383,35 @@ public final class BlockjobDaemon {
         for (Opt o : monitors) {
             ObjectNode m = KeyValue.parse(o.value(), "chardev");
             ObjectNode c = chardevs.get(m.get("chardev").asString());
+            Opt chardevOpt = chardevOpts.get(m.get("chardev").asString());
+            boolean pretty = m.has("pretty") && m.get("pretty").asString().equals("on");
+            String where = c.has("path") ? c.get("path").asString()
+                    : c.has("host") ? c.get("host").asString() + ":" + c.get("port").asString() : "stdio";
+            String name = (m.has("id") ? m.get("id").asString() : c.get("id").asString()) + " (" + where + ")";
             try {
-                String name = (m.has("id") ? m.get("id").asString() : c.get("id").asString()) + " ("
-                        + (c.has("path") ? c.get("path").asString() : c.get("host").asString() + ":" + c.get("port").asString()) + ")";
-                if (c.has("path")) {
-                    daemon.qmp.listenUnix(Path.of(c.get("path").asString()), name);
+                if (c.get("backend").asString().equals("stdio")) {
+                    // QMP on the process's own stdin and stdout: nothing else is ever printed there
+                    daemon.qmp.serveStreams(new FileInputStream(FileDescriptor.in), new FileOutputStream(FileDescriptor.out),
+                            name, pretty);
+                } else if (!(c.has("server") && isOn(c.get("server").asString()))) {
+                    // QEMU's client mode: the monitor's client listens, the daemon connects to it
+                    SocketAddress address = c.has("path") ? UnixDomainSocketAddress.of(c.get("path").asString())
+                            : new InetSocketAddress(c.get("host").asString(), Integer.parseInt(c.get("port").asString()));
+                    long reconnect = c.has("reconnect") ? Long.parseLong(c.get("reconnect").asString()) : 0;
+                    try {
+                        daemon.qmp.connect(address, where, name, pretty, reconnect);
+                    } catch (IOException e) {
+                        throw new OptionException(chardevOpt, e.getMessage()); // QEMU names the chardev
+                    }
+                } else if (c.has("path")) {
+                    daemon.qmp.listenUnix(Path.of(c.get("path").asString()), name, pretty);
                 } else {
                     String host = c.get("host").asString();
                     InetAddress address = InetAddress.getByName(host);
                     if (!address.isLoopbackAddress()) {
                         LOG.warn("QMP listens on {}, which is not a loopback address", host);
                     }
-                    daemon.qmp.listenTcp(host, Integer.parseInt(c.get("port").asString()), name);
+                    daemon.qmp.listenTcp(host, Integer.parseInt(c.get("port").asString()), name, pretty);
                 }
             } catch (IOException | RuntimeException e) {
                 throw new OptionException(o, "cannot listen: " + e.getMessage());
@@ -284,6 +420,10 @@ public final class BlockjobDaemon {
                 throw new OptionException(o, "interrupted");
             }
         }
+    }
+
+    private static boolean isOff(String v) {
+        return v.equals("off") || v.equals("no") || v.equals("false") || v.equals("n");
     }
 
     private static boolean isOn(String v) {
@@ -306,12 +446,19 @@ public final class BlockjobDaemon {
                 takes QEMU's key=value syntax or a JSON object.
 
                   --blockdev OPTIONS     add a block node, e.g. driver=file,node-name=f0,filename=disk.qcow2
+                                         (or file,node-name=f0,...: driver is the implied key)
                   --object throttle-group,id=ID,limits.bps-total=N[,limits.iops-write=N...]
                                          a throttle group for throttle nodes (QEMU's ThrottleLimits)
                   --chardev socket,id=ID,path=PATH,server=on,wait=off
                   --chardev socket,id=ID,host=127.0.0.1,port=PORT,server=on,wait=off
-                                         a socket for a monitor (unix sockets are created mode 0600)
-                  --monitor [chardev=]ID a QMP monitor on that socket
+                                         a socket for a monitor to listen on (unix sockets mode 0600)
+                  --chardev socket,id=ID,path=PATH[,reconnect=SECONDS]
+                  --chardev socket,id=ID,host=HOST,port=PORT[,reconnect=SECONDS]
+                                         without server=on: connect to a client that listens there
+                  --chardev stdio,id=ID  QMP on standard input and output
+                  --monitor [chardev=]ID[,mode=control][,pretty=on|off]
+                                         a QMP monitor on that chardev (pretty=on: QEMU's layout)
+                  --daemonize            run in the background; return once ready (pid file written)
                   --nbd-server addr.type=unix,addr.path=PATH | addr.type=inet,addr.host=H,addr.port=P
                                [,addr.to=PORT][,addr.ipv4=on|off][,addr.ipv6=on|off][,addr.numeric=on]
                                [,max-connections=N]
@@ -326,6 +473,8 @@ public final class BlockjobDaemon {
                   --schedule-file FILE   keep workflow schedules (and their last results) in FILE across restarts
                   --help, -h             print this help
                   --version, -V          print the version
+
+                Logs go to stderr at WARN and above; BLOCKJOBS_LOG_LEVEL=INFO (or DEBUG) for more.
                 """);
     }
 }

@@ -61,13 +61,15 @@ final class Demo {
 
         Path qmpSocket = dir.resolve("qmp.sock");
         Path nbdSocket = dir.resolve("nbd.sock");
-        Process daemon = new ProcessBuilder(List.of(home + "/bin/blockjobd",
+        ProcessBuilder daemonCommand = new ProcessBuilder(List.of(home + "/bin/blockjobd",
                 "--blockdev", "driver=qcow2,node-name=disk0,file.driver=file,file.filename=" + disk,
                 "--chardev", "socket,id=m,path=" + qmpSocket + ",server=on,wait=off", "--monitor", "m",
                 "--nbd-server", "addr.type=unix,addr.path=" + nbdSocket,
                 "--export", "type=nbd,id=disk0,node-name=disk0,name=disk0,writable=on",
                 "--backup-dir", store.toString()))
-                .redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD);
+        daemonCommand.environment().put("BLOCKJOBS_LOG_LEVEL", "INFO"); // its "ready" line says when it is ready
+        Process daemon = daemonCommand.start();
         EventLoopGroup group = new MultiThreadIoEventLoopGroup(1, NioIoHandler.newFactory());
         try (BufferedReader log = new BufferedReader(new InputStreamReader(daemon.getErrorStream()))) {
             awaitReady(log);

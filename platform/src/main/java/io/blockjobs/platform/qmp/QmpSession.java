@@ -63,6 +63,7 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
     private final ObjectNode greeting;
     private final String name;
     private final Limits limits;
+    private final boolean pretty;
     private volatile boolean negotiated;
     private AutoCloseable subscription;
     private int inFlight;
@@ -71,6 +72,12 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
     private final AtomicBoolean overflowed = new AtomicBoolean();
 
     QmpSession(QmpDispatcher dispatcher, EventBus events, ObjectNode greeting, String name, Limits limits) {
+        this(dispatcher, events, greeting, name, limits, false);
+    }
+
+    /** As a monitor given {@code pretty=on}: its output laid out as QEMU's pretty monitors. */
+    QmpSession(QmpDispatcher dispatcher, EventBus events, ObjectNode greeting, String name, Limits limits, boolean pretty) {
+        this.pretty = pretty;
         this.dispatcher = dispatcher;
         this.events = events;
         this.greeting = greeting;
@@ -228,7 +235,8 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
 
     /** Sends a message, from any thread, unless it would take the monitor's output over its bound. */
     private void send(ChannelHandlerContext ctx, ObjectNode message) {
-        byte[] bytes = (WRITER.writeValueAsString(message) + "\r\n").getBytes(StandardCharsets.US_ASCII);
+        String text = pretty ? QmpPrettyWriter.write(message) : WRITER.writeValueAsString(message) + "\r\n";
+        byte[] bytes = text.getBytes(StandardCharsets.US_ASCII);
         long before = queued.getAndAdd(bytes.length);
         if (before > 0 && before + bytes.length > limits.maxQueued()) {
             queued.addAndGet(-bytes.length);

@@ -52,6 +52,7 @@ public final class BenchDaemon implements AutoCloseable {
             return new BenchDaemon(ProcessHandle.of(pid).orElseThrow(() -> new IOException("qsd is gone")));
         }
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectOutput(ProcessBuilder.Redirect.DISCARD);
+        pb.environment().put("BLOCKJOBS_LOG_LEVEL", "INFO"); // its "ready" line says when it is ready
         pb.environment().putAll(env);
         Process p = pb.start();
         BufferedReader log = new BufferedReader(new InputStreamReader(p.getErrorStream()));

@@ -85,6 +85,7 @@ public final class DaemonProcess implements AutoCloseable {
         cmd.add(blockjobd().toString());
         cmd.addAll(args);
         ProcessBuilder pb = new ProcessBuilder(cmd);
+        pb.environment().put("BLOCKJOBS_LOG_LEVEL", "INFO"); // its "ready" line tells the tests it is ready
         pb.environment().putAll(env);
         Process p = pb.start();
         return new DaemonProcess(p, qmpSocket, nbdSocket);

@@ -38,8 +38,17 @@ public final class QmpClient implements AutoCloseable {
     private final JsonNode greeting;
 
     private QmpClient(Path socket) throws IOException {
-        channel = SocketChannel.open(StandardProtocolFamily.UNIX);
+        this(open(socket));
+    }
+
+    private static SocketChannel open(Path socket) throws IOException {
+        SocketChannel channel = SocketChannel.open(StandardProtocolFamily.UNIX);
         channel.connect(UnixDomainSocketAddress.of(socket));
+        return channel;
+    }
+
+    private QmpClient(SocketChannel channel) throws IOException {
+        this.channel = channel;
         BufferedReader in = new BufferedReader(new InputStreamReader(Channels.newInputStream(channel), StandardCharsets.UTF_8));
         greeting = READER.readTree(in.readLine());
         Thread.ofVirtual().start(() -> {
@@ -58,6 +67,16 @@ public final class QmpClient implements AutoCloseable {
     /** Connects and reads the greeting, without negotiating. */
     public static QmpClient connectRaw(Path socket) throws IOException {
         return new QmpClient(socket);
+    }
+
+    /**
+     * A client on a connection the daemon made to a socket the test listens on (QEMU's
+     * client-mode chardev): reads the greeting and negotiates capabilities.
+     */
+    public static QmpClient accepted(SocketChannel connection) throws IOException {
+        QmpClient c = new QmpClient(connection);
+        c.ok("qmp_capabilities");
+        return c;
     }
 
     /** Connects and negotiates capabilities. */
