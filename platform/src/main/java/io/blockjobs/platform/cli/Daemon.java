@@ -59,6 +59,8 @@ final class Daemon {
         io.blockjobs.platform.qmp.GraphQueryCommands.register(dispatcher, graph);
         JobCommands.register(dispatcher, jobs);
         NbdCommands.register(dispatcher, nbd);
+        io.blockjobs.platform.nbd.NbdLegacyCommands.register(dispatcher, nbd, graph);
+        io.blockjobs.platform.qmp.ResizeCommands.register(dispatcher, graph, jobs, bitmaps, events);
         io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph);
         PluginCommands.register(dispatcher, plugins);

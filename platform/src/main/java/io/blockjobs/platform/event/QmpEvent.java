@@ -76,6 +76,14 @@ public sealed interface QmpEvent {
     record BlockExportDeleted(String id) implements QmpEvent {
     }
 
+    /**
+     * A write went past a node's {@code block-set-write-threshold}; the threshold is now 0.
+     * Members in the order QEMU 7.2's dictionary sends them.
+     */
+    @Name("BLOCK_WRITE_THRESHOLD")
+    record BlockWriteThreshold(String nodeName, long writeThreshold, long amountExceeded) implements QmpEvent {
+    }
+
     /** The daemon is stopping. */
     @Name("SHUTDOWN")
     record Shutdown(boolean guest, String reason) implements QmpEvent {

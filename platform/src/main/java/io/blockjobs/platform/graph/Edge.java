@@ -25,7 +25,7 @@ import java.util.concurrent.locks.ReentrantLock;
  * <p>A root edge of an export holds requests off while a drain covers its node ({@link Gate});
  * a job's own edges never wait, so a job can copy inside the drain it began.
  */
-public final class Edge implements BlockNode, NodeLimits {
+public final class Edge implements BlockNode, NodeLimits, io.blockjobs.platform.image.Resizable {
     private final GraphNode parent;
     private final String name;
     private final ChildRole role;
@@ -183,6 +183,12 @@ public final class Edge implements BlockNode, NodeLimits {
     @Override
     public long size() throws IOException {
         return child.size();
+    }
+
+    /** A parent resizing through its child (raw its file): the child's size changes. */
+    @Override
+    public void truncate(long size) throws IOException {
+        child.truncate(size);
     }
 
     @Override

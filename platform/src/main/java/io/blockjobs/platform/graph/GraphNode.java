@@ -33,7 +33,7 @@ import java.util.concurrent.CopyOnWriteArrayList;
  * children, backing files found in headers, jobs' filters) get generated names and go when
  * their last parent goes.
  */
-public final class GraphNode implements BlockNode, NodeLimits {
+public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.platform.image.Resizable {
     private static final ByteBuffer ZEROES = ByteBuffer.allocateDirect(1 << 20).asReadOnlyBuffer();
 
     private final String name;
@@ -49,6 +49,7 @@ public final class GraphNode implements BlockNode, NodeLimits {
     private volatile Limits limits = new Limits(1, 0, 64 * 1024);
     private volatile boolean readOnly;
     private volatile boolean closed;
+    private final java.util.concurrent.atomic.AtomicLong writeThreshold = new java.util.concurrent.atomic.AtomicLong();
 
     GraphNode(String name, String driverName, boolean monitorOwned, NodeOptions options) {
         this.name = name;
@@ -210,6 +211,57 @@ public final class GraphNode implements BlockNode, NodeLimits {
     /** Waits until no request is in flight on this node. */
     void awaitIdle() {
         requests.awaitIdle();
+    }
+
+    /**
+     * Changes the node's size, as QEMU's {@code bdrv_co_truncate}: a read-only node refuses, a
+     * filter passes it to the node it filters, a driver that cannot resize refuses. The caller
+     * holds the {@code resize} permission (a root edge) and drains the node.
+     */
+    @Override
+    public void truncate(long size) throws IOException {
+        checkOpen();
+        if (size < 0) {
+            throw new BlockIoException(Errno.EINVAL, "Image size cannot be negative");
+        }
+        if (readOnly) {
+            throw new BlockIoException(Errno.EACCES, "Image is read-only");
+        }
+        Edge f = filteredEdge();
+        if (driver instanceof io.blockjobs.platform.image.Resizable r) {
+            r.truncate(size);
+        } else if (f != null) {
+            f.child().truncate(size);
+        } else {
+            throw new BlockIoException(Errno.ENOTSUP, "Image format driver does not support resize");
+        }
+    }
+
+    /** QEMU's {@code write_threshold_offset}: 0 when none is set. */
+    public long writeThreshold() {
+        return writeThreshold.get();
+    }
+
+    /** Sets the write threshold (0: none), as {@code block-set-write-threshold}. */
+    public void setWriteThreshold(long threshold) {
+        writeThreshold.set(threshold);
+    }
+
+    /**
+     * QEMU's {@code bdrv_write_threshold_check_write}: if a request ending at {@code end} passes
+     * the threshold, clears it (once: concurrent writers race for it) and returns the threshold it
+     * passed; otherwise returns 0.
+     */
+    public long passWriteThreshold(long end) {
+        while (true) {
+            long t = writeThreshold.get();
+            if (t == 0 || Long.compareUnsigned(end, t) <= 0) { // QEMU's threshold is a uint64
+                return 0;
+            }
+            if (writeThreshold.compareAndSet(t, 0)) {
+                return t;
+            }
+        }
     }
 
     // ---- BlockNode: the entry point --------------------------------------------------------------

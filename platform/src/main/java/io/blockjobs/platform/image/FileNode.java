@@ -21,7 +21,7 @@ import java.util.Set;
  * <p>With {@code cache.direct=on} requests bypass the page cache ({@code O_DIRECT}): the node's
  * request alignment is then the file system's block size, and the graph pads every request to it.
  */
-public final class FileNode implements DriverNode {
+public final class FileNode implements DriverNode, Resizable {
 
     /** Shared read-only zeroes for write-zeroes and padding; aligned for direct I/O; never written to. */
     static final ByteBuffer ZEROES = ByteBuffer.allocateDirect((1 << 20) + 65536).alignedSlice(65536)
@@ -245,7 +245,8 @@ public final class FileNode implements DriverNode {
         }
     }
 
-    /** Sets the file's length. */
+    /** Sets the file's length (sparse when it grows). */
+    @Override
     public void truncate(long length) throws IOException {
         checkWritable();
         if (length < channel.size()) {

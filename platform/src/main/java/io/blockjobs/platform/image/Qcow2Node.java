@@ -2,6 +2,7 @@ package io.blockjobs.platform.image;
 
 import com.github.benmanes.caffeine.cache.Cache;
 import com.github.benmanes.caffeine.cache.Caffeine;
+import io.blockjobs.sdk.block.BlockIoException;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.block.Errno;
@@ -39,7 +40,7 @@ import java.util.zip.Inflater;
  * <p>Persistent dirty bitmaps (the bitmaps extension) are {@link Qcow2Bitmaps}'; this node offers
  * them as {@link PersistentBitmaps}.
  */
-public final class Qcow2Node implements DriverNode, PersistentBitmaps {
+public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable {
 
     static final long OFFSET_MASK = 0x00ff_ffff_ffff_fe00L;
     static final long COPIED = 1L << 63;
@@ -71,7 +72,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
     private final int clusterBits;
     private final int clusterSize;
     private final int l2Bits;
-    private final AtomicLongArray l1; // written under the refcount lock
+    private volatile AtomicLongArray l1; // written under the refcount lock; replaced when it grows
     private final Cache<Long, AtomicLongArray> l2Cache;
     private final Function<Long, AtomicLongArray> l2Loader = this::loadL2;
     private final Qcow2Refcounts refcounts;
@@ -879,6 +880,105 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps {
             long idx = pos >>> clusterBits;
             int inOff = (int) (pos & (clusterSize - 1));
             pos += allocatingWrite(idx, inOff, src, true); // skips clusters a guest write allocated since
+        }
+    }
+
+    /**
+     * QEMU's {@code qcow2_co_truncate} without preallocation. Growing writes a larger L1 table
+     * first if the new size needs one (durable before the header points to it), then the header;
+     * if the backing file is longer than the old size, the new area is then zeroed so that the
+     * backing file's data does not show through (QEMU's {@code BDRV_REQ_ZERO_WRITE} in
+     * {@code bdrv_co_truncate}). Shrinking drops the clusters past the new end first, then
+     * writes the header. The caller drains the node.
+     */
+    @Override
+    public void truncate(long newSize) throws IOException {
+        checkOpen();
+        if (readOnly) {
+            throw new BlockIoException(Errno.EACCES, "Image is read-only");
+        }
+        if ((newSize & 511) != 0) {
+            throw new BlockIoException(Errno.EINVAL, "The new size must be a multiple of 512");
+        }
+        long oldSize = header.size;
+        if (newSize == oldSize) {
+            return;
+        }
+        Lock meta = refcounts.lock();
+        if (newSize < oldSize) {
+            long keep = roundUp(newSize, clusterSize);
+            if (keep < oldSize) {
+                replaceWholeClusters(keep, oldSize - keep, e -> 0);
+            }
+            meta.lock();
+            try {
+                header.size = newSize;
+                writeHeader();
+            } finally {
+                meta.unlock();
+            }
+            return;
+        }
+        long perL1 = 1L << (clusterBits + l2Bits);
+        long neededL1 = (newSize + perL1 - 1) / perL1;
+        meta.lock();
+        try {
+            if (neededL1 > l1.length()) {
+                growL1(neededL1);
+            }
+            header.size = newSize;
+            try {
+                writeHeader();
+            } catch (IOException | RuntimeException e) {
+                header.size = oldSize;
+                throw e;
+            }
+        } finally {
+            meta.unlock();
+        }
+        BlockNode b = backing;
+        if (b != null && b.size() > oldSize) {
+            writeZeroes(oldSize, newSize - oldSize, false);
+        }
+    }
+
+    /**
+     * Moves the L1 table to {@code entries} entries in new clusters: the new table is durable,
+     * then the header points to it, then the old clusters are released (QEMU's
+     * {@code qcow2_grow_l1_table} with an exact size). Caller holds the refcount lock.
+     */
+    private void growL1(long entries) throws IOException {
+        if (entries * 8 > MAX_L1_BYTES) {
+            throw new BlockIoException(Errno.EFBIG, "Failed to grow the L1 table: File too large");
+        }
+        AtomicLongArray old = l1;
+        int n = (int) entries;
+        int clusters = (int) ((entries * 8 + clusterSize - 1) >>> clusterBits);
+        long at = refcounts.allocateContiguous(clusters);
+        ByteBuffer table = ByteBuffer.allocate(clusters << clusterBits);
+        AtomicLongArray grown = new AtomicLongArray(n);
+        for (int i = 0; i < old.length(); i++) {
+            grown.set(i, old.get(i));
+            table.putLong(i * 8, old.get(i));
+        }
+        long oldOffset = header.l1TableOffset;
+        int oldEntries = header.l1Size;
+        try {
+            file.write(at, table);
+            file.flush();
+            noteFileEnd(at + ((long) clusters << clusterBits));
+            header.l1TableOffset = at;
+            header.l1Size = n;
+            writeHeader();
+        } catch (IOException | RuntimeException e) {
+            header.l1TableOffset = oldOffset;
+            header.l1Size = oldEntries;
+            giveBack(new Qcow2Refcounts.Run(at, clusters), e);
+            throw e;
+        }
+        l1 = grown;
+        if (oldEntries > 0) {
+            refcounts.free(oldOffset, oldEntries * 8L);
         }
     }
 

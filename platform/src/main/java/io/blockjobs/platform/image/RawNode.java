@@ -11,7 +11,7 @@ import java.io.IOException;
 import java.nio.ByteBuffer;
 
 /** The {@code raw} format driver: the guest's disk is the file, byte for byte. */
-public final class RawNode implements DriverNode {
+public final class RawNode implements DriverNode, Resizable {
 
     private final BlockNode file;
 
@@ -84,6 +84,15 @@ public final class RawNode implements DriverNode {
         if (file instanceof DriverNode standalone) {
             standalone.reopenReadWrite();
         }
+    }
+
+    /** The disk is the file: its file takes the new size. */
+    @Override
+    public void truncate(long size) throws IOException {
+        if (!(file instanceof Resizable r)) {
+            throw new ImageException(Errno.ENOTSUP, filename(), "the file beneath cannot be resized");
+        }
+        r.truncate(size);
     }
 
     @Override

@@ -241,7 +241,7 @@ public final class BlockCommands {
         }
         return new BlockDeviceInfo(image0.filename(), n.name(), n.isReadOnly(), n.driver(), backingFile,
                 depth, false, o.detectZeroesName(), 0, 0, 0, 0, 0, 0, image,
-                new CacheInfo(true, o.cacheDirect(), o.noFlush()), 0, dirtyInfo(n, bitmaps));
+                new CacheInfo(true, o.cacheDirect(), o.noFlush()), n.writeThreshold(), dirtyInfo(n, bitmaps));
     }
 
     /** A node's bitmaps as QEMU lists them: absent when it has none. */
