@@ -101,16 +101,19 @@ public final class ObjectCommands {
     }
 
     /**
-     * {@code object-del}: refused while a node uses a throttle group, as QEMU's
-     * {@code can_be_deleted}. QEMU has no such check for secrets (a user copies the value
-     * when it opens) nor for iothreads.
+     * {@code object-del}: refused while a node uses a throttle group, and always for the main
+     * loop, as QEMU's {@code can_be_deleted}. QEMU has no such check for secrets (a user copies
+     * the value when it opens) nor for iothreads (qemu-storage-daemon 7.2 crashes when an
+     * export's goes; blockjobd has nothing to stop).
      */
     public static void delete(BlockGraph graph, String id) {
         Object o = graph.object(id);
         if (o == null) {
             throw new CommandException("object '" + id + "' not found");
         }
-        if (o instanceof ThrottleGroupImpl g && !g.members().isEmpty()) {
+        // QEMU's main loop object can never be deleted.
+        if (o instanceof ThrottleGroupImpl g && !g.members().isEmpty()
+                || o instanceof EventLoopObject e && e.type().equals(EventLoopObject.MAIN_LOOP)) {
             throw new CommandException("object '" + id + "' is in use, can not be deleted");
         }
         graph.removeObject(id);
