@@ -167,6 +167,18 @@ class ObjectsIT {
         for (String[] t : sets) {
             s.add(cmd("qom-set", "{\"path\":\"" + t[0] + "\",\"property\":\"" + t[1] + "\",\"value\":" + t[2] + "}"));
         }
+        // odd values: nulls, wrong types, odd paths
+        s.add(cmd("qom-set", "{\"path\":\"/objects/s2\",\"property\":\"data\",\"value\":5}"));
+        s.add(cmd("qom-set", "{\"path\":\"/objects/io0\",\"property\":\"poll-grow\",\"value\":null}"));
+        s.add(cmd("qom-set", "{\"path\":\"/objects/tg0\",\"property\":\"limits\",\"value\":null}"));
+        s.add(cmd("qom-set", "{\"path\":\"/objects/io0\",\"property\":\"poll-grow\"}"));
+        s.add(cmd("qom-get", "{\"path\":\"/objects/tg0/\",\"property\":\"x-iops-size\"}"));
+        s.add(cmd("qom-list", "{\"path\":\"/objects/tg0/x\"}"));
+        s.add(cmd("qom-list", "{\"path\":5}"));
+        s.add(cmd("qom-list-properties", "{\"typename\":5}"));
+        s.add(cmd("x-blockdev-set-iothread", "{\"node-name\":5,\"iothread\":null}"));
+        s.add(cmd("object-add", "{\"qom-type\":\"secret\",\"id\":\"s9\",\"data\":null}"));
+        s.add(cmd("object-add", "{\"qom-type\":\"iothread\",\"id\":\"io9\",\"poll-max-ns\":null}"));
         for (String[] g : new String[][] {{"/objects/io0", "poll-max-ns"}, {"/objects/io0", "thread-pool-max"},
                 {"/objects/tg0", "limits"}, {"/objects/s2", "format"}, {"/objects/s2", "iv"}}) {
             s.add(cmd("qom-get", "{\"path\":\"" + g[0] + "\",\"property\":\"" + g[1] + "\"}"));
