@@ -277,6 +277,21 @@ class ObjectsIT {
         Path bdir = Files.createDirectories(dir.resolve("bj"));
         try (StorageDaemon qsd = StorageDaemon.start(Kind.QEMU, qdir, List.of());
              StorageDaemon bj = StorageDaemon.start(Kind.BLOCKJOBD, bdir, List.of())) {
+            JsonNode schema = bj.qmp.ok("query-qmp-schema");
+            List<String> names = new ArrayList<>();
+            schema.forEach(e -> names.add(e.get("name").asString()));
+            assertThat(names).contains("object-add", "object-del", "qom-list", "qom-get", "qom-set", "qom-list-types",
+                    "qom-list-properties", "x-blockdev-set-iothread");
+            for (JsonNode e : schema) {
+                if (e.get("name").asString().equals("qom-list-types")) {
+                    String argType = e.get("arg-type").asString();
+                    for (JsonNode t : schema) {
+                        if (t.get("name").asString().equals(argType)) {
+                            assertThat(t.get("members").findValuesAsString("name")).containsExactly("implements", "abstract");
+                        }
+                    }
+                }
+            }
             for (String q : queries) {
                 qsdTypes.clear();
                 ours.clear();
@@ -284,13 +299,13 @@ class ObjectsIT {
                 run(bj, cmd("qom-list-types", q)).get("return").forEach(ours::add);
                 assertThat(ours).as("qom-list-types %s", q).isNotEmpty();
                 assertThat(qsdTypes).as("qom-list-types %s: QSD lists each of ours alike", q).containsAll(ours);
-                Set<String> names = new HashSet<>();
-                ours.forEach(t -> names.add(t.get("name").asString()));
+                Set<String> ourNames = new HashSet<>();
+                ours.forEach(t -> ourNames.add(t.get("name").asString()));
                 // Every type QSD lists that blockjobd has must be listed by blockjobd too.
                 for (JsonNode t : qsdTypes) {
                     if (Set.of("object", "interface", "user-creatable", "container", "secret_common", "secret",
                             "event-loop-base", "iothread", "main-loop", "throttle-group").contains(t.get("name").asString())) {
-                        assertThat(names).as("qom-list-types %s", q).contains(t.get("name").asString());
+                        assertThat(ourNames).as("qom-list-types %s", q).contains(t.get("name").asString());
                     }
                 }
             }
