@@ -68,6 +68,11 @@ public final class NbdCommands {
             }
             List<Bitmaps.Source> bitmaps = a.bitmaps().orElse(List.of()).stream()
                     .map(b -> new Bitmaps.Source(b.node(), b.name())).toList();
+            // QEMU looks the iothread up after the id and the node, before the NBD server; blockjobs needs none.
+            if (a.iothread().isPresent() && server.exports().stream().noneMatch(e -> e.id().equals(a.id()))
+                    && server.graph().find(a.nodeName()) != null) {
+                io.blockjobs.platform.qmp.EventLoopObject.iothread(server.graph(), a.iothread().get(), "iothread \"%s\" not found");
+            }
             server.addExport(a.id(), a.nodeName(), a.name().orElse(null), a.description().orElse(null),
                     a.writable().orElse(false), bitmaps, a.allocationDepth().orElse(false));
             return null;

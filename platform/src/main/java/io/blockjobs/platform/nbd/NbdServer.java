@@ -401,6 +401,11 @@ public final class NbdServer implements AutoCloseable {
         return byName.get(name);
     }
 
+    /** The graph the exports' nodes are in. */
+    public BlockGraph graph() {
+        return graph;
+    }
+
     public List<NbdExport> exports() {
         return new ArrayList<>(byId.values());
     }

@@ -79,7 +79,12 @@ public final class ThrottleGroupProperties {
      * The caller validates the whole once the object is complete.
      */
     public ThrottleConfig apply() {
-        ThrottleConfig config = new ThrottleConfig();
+        return apply(new ThrottleConfig());
+    }
+
+    /** As {@link #apply()}, onto a copy of {@code base} ({@code qom-set limits} merges into the group's). */
+    public ThrottleConfig apply(ThrottleConfig base) {
+        ThrottleConfig config = base.copy();
         for (Setter s : setters) {
             if (s.limits() != null) {
                 config.applyLimits(s.limits());
