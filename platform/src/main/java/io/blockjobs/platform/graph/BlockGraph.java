@@ -359,7 +359,7 @@ public final class BlockGraph implements AutoCloseable {
 
         private GraphNode ref(JsonNode ref, String key) {
             if (ref.isString()) {
-                return require(ref.asString());
+                return lookup(ref.asString(), ref.asString());
             }
             if (ref.isObject()) {
                 return open(new Options(ref, options.prefix() + key + "."), node.options(), false, opened, chain);
@@ -416,11 +416,26 @@ public final class BlockGraph implements AutoCloseable {
         return open(new Options(formatOptions, ""), options, false, opened, below);
     }
 
-    /** The node with this name, or QEMU's error. */
+    /** The node with this name, or QEMU's error for a node name ({@code bdrv_lookup_bs(NULL, name)}). */
     public synchronized GraphNode require(String name) {
-        GraphNode n = nodes.get(name);
+        return lookup(null, name);
+    }
+
+    /**
+     * QEMU's {@code bdrv_lookup_bs(device, nodeName)}: the node named {@code device} or
+     * {@code nodeName} (either may be null; blockjobs' devices are node names), or QEMU's
+     * {@code GenericError} "Cannot find device='D' nor node-name='N'" with both as given. QEMU's
+     * commands that take one name for both, as {@code blockdev-snapshot} and block references
+     * do, pass it twice.
+     */
+    public synchronized GraphNode lookup(String device, String nodeName) {
+        GraphNode n = device == null ? null : nodes.get(device);
+        if (n == null && nodeName != null) {
+            n = nodes.get(nodeName);
+        }
         if (n == null) {
-            throw new CommandException(ErrorClass.GENERIC_ERROR, "Cannot find device='' nor node-name='" + name + "'");
+            throw new CommandException(ErrorClass.GENERIC_ERROR, "Cannot find device='" + (device == null ? "" : device)
+                    + "' nor node-name='" + (nodeName == null ? "" : nodeName) + "'");
         }
         return n;
     }
@@ -656,8 +671,8 @@ public final class BlockGraph implements AutoCloseable {
      * {@code node}; everything that used {@code node} now uses {@code overlay}.
      */
     public synchronized Undo snapshot(String nodeName, String overlayName) {
-        GraphNode node = require(nodeName);
-        GraphNode overlay = require(overlayName);
+        GraphNode node = lookup(nodeName, nodeName);
+        GraphNode overlay = lookup(overlayName, overlayName);
         for (GraphNode n = node; n != null; n = n.chainNext()) {
             if (n == overlay) {
                 throw new CommandException("The overlay '" + overlayName + "' is part of the backing chain of '"

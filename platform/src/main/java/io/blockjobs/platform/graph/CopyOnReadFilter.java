@@ -50,6 +50,9 @@ final class CopyOnReadFilter extends ForwardingFilter {
         }
         int depth = 0;
         GraphNode top = ((Edge) child).child();
+        if (top.skipFilters() == bottom.skipFilters()) {
+            return 0; // the bottom is the child itself: nothing below it to copy
+        }
         for (GraphNode n = top.chainNext(); n != null; n = n.chainNext()) {
             depth++;
             if (n.skipFilters() == bottom.skipFilters()) {

@@ -63,11 +63,18 @@ public final class Images {
 
     /**
      * Where a backing file name points, as QEMU resolves it: absolute names as they are,
-     * relative ones against the folder of the overlay (as the overlay was named, not its target).
+     * relative ones against the folder of the overlay (as the overlay was named, not its target);
+     * a {@code file:} prefix is QEMU's file protocol and is stripped.
      *
      * @throws ImageException for protocol names ({@code nbd:...}, {@code json:...}) it cannot open
      */
     public static Path resolveBacking(Path overlay, String backingName) throws ImageException {
+        if (backingName.startsWith("file:")) {
+            // QEMU's file protocol: the rest is the path, taken as it is. QEMU does not make a
+            // protocol name absolute against the overlay's folder, so a relative one is relative
+            // to the daemon's working directory, as with qemu-img.
+            return Path.of(backingName.substring("file:".length()));
+        }
         int colon = backingName.indexOf(':');
         int slash = backingName.indexOf('/');
         if (colon > 0 && (slash < 0 || colon < slash)) {

@@ -133,8 +133,7 @@ public final class BlockCommands {
 
     /** {@code blockdev-snapshot-sync}, as a command or a transaction action; returns its undo. */
     static BlockGraph.Undo snapshotSync(BlockGraph graph, JobManager jobs, SnapshotSyncArgs a) {
-        String node = a.nodeName().or(a::device).orElseThrow(
-                () -> new CommandException("Cannot find device='' nor node-name=''"));
+        String node = graph.lookup(a.device().orElse(null), a.nodeName().orElse(null)).name();
         jobs.checkNotClaimed(node);
         try (AutoCloseable drained = jobs.drain()) {
             return graph.snapshotSync(node, a.snapshotFile(), a.snapshotNodeName().orElse(null),

@@ -64,29 +64,50 @@ public final class CommitJob implements BlockjobsPlugin {
         return List.of(new JobCommand<>("block-commit", "commit", Args.class, CommitJob::prepare));
     }
 
+    /** Checks the arguments in QEMU's order and with its messages ({@code qmp_block_commit}). */
     static JobBody prepare(Args a, JobSetup setup) {
+        // As QEMU: an unknown device is DeviceNotFound (libvirt probes for it), before anything else.
         List<ChainLink> chain = setup.chain(a.device());
+        if (!setup.isRootNode(a.device())) {
+            throw new CommandException("Need a root block node");
+        }
         String topNode = a.topNode().orElse(null);
         String topFile = a.top().orElse(null);
-        int top;
-        if (topNode == null && topFile == null) {
-            top = 0;
-        } else if (topNode != null && topNode.equals(a.device()) || topFile != null && topFile.equals(chain.get(0).filename())) {
-            top = 0;
-        } else {
-            top = Chains.find(chain, 0, "top-node", topNode, "top", topFile);
+        int top = 0;
+        if (topNode != null && topFile != null) {
+            throw new CommandException("'top-node' and 'top' are mutually exclusive");
+        } else if (topNode != null) {
+            Chains.requireNode(setup, topNode);
+            top = Chains.indexOfNode(chain, topNode);
+            if (top < 0) {
+                throw new CommandException("'" + topNode + "' is not in this backing file chain");
+            }
+        } else if (topFile != null && !topFile.equals(chain.get(0).filename())) {
+            top = Chains.findBackingImage(chain, 0, topFile);
+            if (top < 0) {
+                throw new CommandException("Top image file " + topFile + " not found");
+            }
         }
         String baseNode = a.baseNode().orElse(null);
         String baseFile = a.base().orElse(null);
-        if (baseNode != null && baseNode.equals(chain.get(top).nodeName())
-                || baseFile != null && baseFile.equals(chain.get(top).filename())) {
-            throw new CommandException("cannot commit an image into itself");
-        }
-        int base = Chains.find(chain, top, "base-node", baseNode, "base", baseFile);
-        if (base < 0) {
+        int base;
+        if (baseNode != null && baseFile != null) {
+            throw new CommandException("'base-node' and 'base' are mutually exclusive");
+        } else if (baseNode != null) {
+            Chains.requireNode(setup, baseNode);
+            base = Chains.indexOfNode(chain, baseNode);
+            if (base < top) {
+                throw new CommandException("'" + baseNode + "' is not in this backing file chain");
+            }
+        } else if (baseFile != null) {
+            base = Chains.findBackingImage(chain, top, baseFile);
+            if (base < 0) {
+                throw new CommandException("Can't find '" + baseFile + "' in the backing chain");
+            }
+        } else {
             base = chain.size() - 1;
         }
-        if (base <= top) {
+        if (base == top) {
             throw new CommandException("cannot commit an image into itself");
         }
         if (top == 0) {
@@ -108,6 +129,9 @@ public final class CommitJob implements BlockjobsPlugin {
         String overlay = chain.get(top - 1).nodeName();
         String topName = chain.get(top).nodeName();
         String baseName = chain.get(base).nodeName();
+        // The overlay's header gets the new backing file name: QEMU reopens a read-only overlay
+        // read-write for that (bdrv_child_cb_update_filename); done here, it fails before any copy.
+        setup.reopenReadWrite(overlay);
         BlockNode filter = setup.insertFilter(topName,
                 new FilterSpec("commit_top", a.filterNodeName().orElse(null), Map.of(), List.of()));
         setup.use(a.device(), "main node", NONE, ALL);
@@ -169,7 +193,7 @@ public final class CommitJob implements BlockjobsPlugin {
      */
     static JobBody prepareActive(Args a, JobSetup setup, List<ChainLink> chain, int base) {
         if (a.backingFile().isPresent()) {
-            throw new CommandException("backing-file cannot be given for an active commit: the top has no overlay");
+            throw new CommandException("'backing-file' specified, but 'top' is the active layer");
         }
         if (a.xSafe().orElse(false)) {
             throw new CommandException("x-safe is not supported for an active commit");

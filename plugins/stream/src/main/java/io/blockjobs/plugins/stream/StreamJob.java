@@ -49,17 +49,40 @@ public final class StreamJob implements BlockjobsPlugin {
         return List.of(new JobCommand<>("block-stream", "stream", Args.class, StreamJob::prepare));
     }
 
+    /** Checks the arguments in QEMU's order and with its messages ({@code qmp_block_stream}). */
     static JobBody prepare(Args a, JobSetup setup) {
-        List<ChainLink> chain = setup.chain(a.device());
+        if (a.base().isPresent() && a.baseNode().isPresent()) {
+            throw new CommandException("'base' and 'base-node' cannot be specified at the same time");
+        }
+        if (a.base().isPresent() && a.bottom().isPresent()) {
+            throw new CommandException("'base' and 'bottom' cannot be specified at the same time");
+        }
         if (a.bottom().isPresent() && a.baseNode().isPresent()) {
             throw new CommandException("'bottom' and 'base-node' cannot be specified at the same time");
         }
-        if (a.bottom().isPresent() && a.base().isPresent()) {
-            throw new CommandException("'bottom' and 'base' cannot be specified at the same time");
+        List<ChainLink> chain = Chains.lookup(setup, a.device());
+        int base = -1;
+        if (a.base().isPresent()) {
+            base = Chains.findBackingImage(chain, 0, a.base().get());
+            if (base < 0) {
+                throw new CommandException("Can't find '" + a.base().get() + "' in the backing chain");
+            }
         }
-        int base = Chains.find(chain, 0, "base-node", a.baseNode().orElse(null), "base", a.base().orElse(null));
+        if (a.baseNode().isPresent()) {
+            String name = a.baseNode().get();
+            Chains.requireNode(setup, name);
+            base = Chains.indexOfNode(chain, name);
+            if (base <= 0) {
+                throw new CommandException("Node '" + name + "' is not a backing image of '" + a.device() + "'");
+            }
+        }
         if (a.bottom().isPresent()) {
-            int bottom = Chains.find(chain, 0, "bottom", a.bottom().get(), "bottom", null);
+            String name = a.bottom().get();
+            Chains.requireNode(setup, name);
+            int bottom = Chains.indexOfNode(chain, name);
+            if (bottom < 0) {
+                throw new CommandException("Node '" + name + "' is not in a chain starting from '" + a.device() + "'");
+            }
             base = bottom + 1 < chain.size() ? bottom + 1 : -1;
         }
         if (base < 0 && a.backingFile().isPresent()) {
@@ -68,7 +91,9 @@ public final class StreamJob implements BlockjobsPlugin {
         int end = base < 0 ? chain.size() : base; // layers [1, end) are copied
         String deviceName = a.device();
         String baseName = base < 0 ? null : chain.get(base).nodeName();
-        String bottomName = end - 1 >= 1 ? chain.get(end - 1).nodeName() : null;
+        // The copy-on-read filter copies from the layers down to the bottom (the device itself
+        // when there is nothing to stream: bottom=device, or the base is its backing already).
+        String bottomName = base < 0 ? null : chain.get(end - 1).nodeName();
 
         setup.reopenReadWrite(deviceName);
         Map<String, Object> corOptions = bottomName == null ? Map.of() : Map.of("bottom", bottomName);
