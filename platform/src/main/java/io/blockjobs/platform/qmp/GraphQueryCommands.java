@@ -94,6 +94,10 @@ public final class GraphQueryCommands {
             }
             return out;
         }));
+        // QEMU lists BlockBackends that have a name or a guest device; qemu-storage-daemon, as
+        // blockjobd, has neither (an export's BlockBackend is anonymous), so the list is empty.
+        d.register(QmpCommand.of("query-block", Void.class, QmpTypes.listOf(tools.jackson.databind.JsonNode.class),
+                a -> List.of()));
         d.register(QmpCommand.of("x-debug-query-block-graph", Void.class, Graph.class, a -> graph(graph)));
     }
 

@@ -542,6 +542,7 @@ class NodeOptionsIT {
             Qemu.ioNbd(d.nbdUri("d0"), "write -P 0x11 0 64k", "read -P 0x11 0 64k", "flush", "discard 1M 64k");
             after.put(kind, d.qmp.ok("query-blockstats", map("query-nodes", true)));
             assertThat(d.qmp.ok("query-blockstats")).as("%s: no named devices", kind).isEmpty();
+            assertThat(d.qmp.ok("query-block")).as("%s: no named devices, an export's are anonymous", kind).isEmpty();
             d.quit();
         }
         // blockjobs' nodes have counted requests from the start (a format reads its header at open).
