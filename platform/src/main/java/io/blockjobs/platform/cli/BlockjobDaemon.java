@@ -1,6 +1,7 @@
 package io.blockjobs.platform.cli;
 
 import io.blockjobs.platform.nbd.NbdCommands;
+import io.blockjobs.platform.qmp.Chardevs;
 import io.blockjobs.platform.qmp.ObjectCommands;
 import io.blockjobs.sdk.error.CommandException;
 import java.io.BufferedReader;
@@ -21,8 +22,10 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import tools.jackson.databind.JsonNode;
@@ -303,7 +306,13 @@ public final class BlockjobDaemon {
                                 }
                                 stdioSeen = true;
                             }
-                            default -> throw new OptionException(o, "only 'socket' and 'stdio' character devices are supported");
+                            case "ringbuf", "memory" -> {
+                                if (c.has("size") && !c.get("size").asString().matches("\\d{1,18}")) {
+                                    throw new OptionException(o, "Parameter 'size' expects a non-negative number below 2^64");
+                                }
+                            }
+                            default -> throw new OptionException(o,
+                                    "only 'socket', 'stdio' and 'ringbuf' character devices are supported");
                         }
                         if (chardevs.put(id, c) != null) {
                             throw new OptionException(o, "duplicate chardev id '" + id + "'");
@@ -328,6 +337,9 @@ public final class BlockjobDaemon {
                         String chardev = text(m, "chardev", o);
                         if (!chardevs.containsKey(chardev)) {
                             throw new OptionException(o, "chardev \"" + chardev + "\" not found");
+                        }
+                        if (!List.of("socket", "stdio").contains(chardevs.get(chardev).get("backend").asString())) {
+                            throw new OptionException(o, "a monitor needs a socket or stdio chardev in blockjobd");
                         }
                         monitors.add(o);
                     }
@@ -380,6 +392,30 @@ public final class BlockjobDaemon {
                 throw new OptionException(o, "interrupted");
             }
         }
+        Set<String> monitored = new HashSet<>();
+        for (Opt o : monitors) {
+            monitored.add(KeyValue.parse(o.value(), "chardev").get("chardev").asString());
+        }
+        Map<String, Chardevs.Chardev> registered = new HashMap<>();
+        for (Opt o : opts) { // in the command line's order, for query-chardev
+            if (o.name().equals("chardev")) {
+                ObjectNode c = KeyValue.parse(o.value(), "backend");
+                String id = c.get("id").asString();
+                String backend = c.get("backend").asString();
+                if (backend.equals("ringbuf") || backend.equals("memory")) {
+                    try {
+                        daemon.chardevs.addRingbuf(id, backend,
+                                c.has("size") ? Long.parseLong(c.get("size").asString()) : Chardevs.DEFAULT_RING);
+                    } catch (IllegalArgumentException e) {
+                        throw new OptionException(o, e.getMessage());
+                    }
+                    continue;
+                }
+                registered.put(id, daemon.chardevs.add(id, c.has("path") ? c.get("path").asString() : null,
+                        c.has("host") ? c.get("host").asString() : null, c.has("port") ? c.get("port").asString() : null,
+                        c.has("server") && isOn(c.get("server").asString()), monitored.contains(id)));
+            }
+        }
         for (Opt o : monitors) {
             ObjectNode m = KeyValue.parse(o.value(), "chardev");
             ObjectNode c = chardevs.get(m.get("chardev").asString());
@@ -388,6 +424,7 @@ public final class BlockjobDaemon {
             String where = c.has("path") ? c.get("path").asString()
                     : c.has("host") ? c.get("host").asString() + ":" + c.get("port").asString() : "stdio";
             String name = (m.has("id") ? m.get("id").asString() : c.get("id").asString()) + " (" + where + ")";
+            daemon.qmp.watch(name, registered.get(m.get("chardev").asString())::connected);
             try {
                 if (c.get("backend").asString().equals("stdio")) {
                     // QMP on the process's own stdin and stdout: nothing else is ever printed there

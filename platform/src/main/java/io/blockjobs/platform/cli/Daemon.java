@@ -37,6 +37,7 @@ final class Daemon {
     final JobManager jobs = new JobManager(events, graph, bitmaps, dispatcher::callOnMainLoop);
     final EventLoopGroup group = new MultiThreadIoEventLoopGroup(2, NioIoHandler.newFactory());
     final QmpServer qmp;
+    final io.blockjobs.platform.qmp.Chardevs chardevs = new io.blockjobs.platform.qmp.Chardevs();
     final NbdServer nbd;
     final PluginHost plugins;
     final WorkflowEngine workflows;
@@ -62,6 +63,7 @@ final class Daemon {
         io.blockjobs.platform.nbd.NbdLegacyCommands.register(dispatcher, nbd, graph);
         io.blockjobs.platform.qmp.ResizeCommands.register(dispatcher, graph, jobs, bitmaps, events);
         io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
+        io.blockjobs.platform.qmp.Chardevs.register(dispatcher, chardevs);
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph);
         PluginCommands.register(dispatcher, plugins);
         TransactionCommand.register(dispatcher, jobs, plugins, graph, bitmaps);

@@ -34,10 +34,13 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.attribute.PosixFilePermissions;
 import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.function.Consumer;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import tools.jackson.databind.node.ObjectNode;
@@ -69,6 +72,7 @@ public final class QmpServer implements AutoCloseable {
     private final AtomicLong connectionCount = new AtomicLong();
     private final List<EventLoopGroup> ownGroups = new CopyOnWriteArrayList<>();
     private final AtomicBoolean closed = new AtomicBoolean();
+    private final Map<String, Consumer<Channel>> watchers = new ConcurrentHashMap<>();
 
     public QmpServer(EventLoopGroup group, QmpDispatcher dispatcher, EventBus events, ObjectNode greeting) {
         this.group = group;
@@ -82,11 +86,20 @@ public final class QmpServer implements AutoCloseable {
             @Override
             protected void initChannel(Channel ch) {
                 connections.add(ch);
+                Consumer<Channel> watcher = watchers.get(monitor);
+                if (watcher != null) {
+                    watcher.accept(ch);
+                }
                 String name = "monitor " + monitor + " connection " + connectionCount.incrementAndGet();
                 ch.pipeline().addLast(new QmpFrameDecoder(MAX_MESSAGE, MAX_NESTING),
                         new QmpSession(dispatcher, events, greeting.deepCopy(), name, OUTPUT_LIMITS, pretty));
             }
         };
+    }
+
+    /** Tells {@code watcher} of every connection the monitor named {@code monitor} gets (before it listens or connects). */
+    public void watch(String monitor, Consumer<Channel> watcher) {
+        watchers.put(monitor, watcher);
     }
 
     /**
