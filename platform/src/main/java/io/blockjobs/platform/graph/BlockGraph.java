@@ -328,6 +328,31 @@ public final class BlockGraph implements AutoCloseable {
             }
             Edge file = node.child("file");
             Path overlay = Path.of(file != null ? file.filename() : node.name());
+            if (JsonFilename.is(recordedName)) { // QEMU's json: name: a node tree, opened as blockdev-add opens one
+                ObjectNode spec = JsonFilename.options(recordedName);
+                if (!spec.has("read-only")) {
+                    spec.put("read-only", true); // a backing file, as QEMU opens it
+                }
+                Set<Path> below = chain(overlay);
+                JsonNode target = spec.path("file").isObject() ? spec.path("file").path("filename") : spec.path("filename");
+                if (target.isString()) {
+                    try {
+                        if (below.contains(Path.of(target.asString()).toRealPath())) {
+                            throw new CommandException(overlay + ": could not open backing file '" + recordedName
+                                    + "': backing chain loops: this image is already part of it");
+                        }
+                    } catch (IOException e) {
+                        // not there: the open below says so in its own words
+                    }
+                }
+                try {
+                    return Optional.of(attach("backing", ChildRole.COW, open(new Options(spec, options.prefix() + "backing."),
+                            NodeOptions.inherited(node.options(), true), false, opened, below)));
+                } catch (CommandException e) {
+                    throw new CommandException(overlay + ": could not open backing file '" + recordedName + "': "
+                            + e.getMessage());
+                }
+            }
             try {
                 Path path = Images.resolveBacking(overlay, recordedName);
                 GraphNode backing = openImage(path, recordedFormat, NodeOptions.inherited(node.options(), true),

@@ -208,4 +208,54 @@ class QemuMessagesIT {
         Qemu.io(top, "qcow2", "read -P 9 64k 128k", "read -P 0 0 64k").ok();
         Qemu.assertClean(top);
     }
+
+    /**
+     * QEMU's {@code json:} pseudo-filenames as backing file names, nested and with dotted keys:
+     * both daemons open the node tree they describe read-only, show the file it names, and a
+     * stream copies its data up; a name whose JSON does not parse is refused by both with QEMU's
+     * "Could not parse the JSON options".
+     */
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void jsonPseudoFilenamesAsBackingFileNames(Kind kind) throws Exception {
+        Path d = Files.createDirectories(dir.resolve("json-" + kind.name().toLowerCase()));
+        Path base = d.resolve("base.qcow2");
+        Path raw = d.resolve("base.raw");
+        Path top = d.resolve("top.qcow2");
+        Path top2 = d.resolve("top2.qcow2");
+        Path bad = d.resolve("bad.qcow2");
+        Qemu.img("create", "-q", "-f", "qcow2", base.toString(), "1M").ok();
+        Qemu.io(base, "qcow2", "write -P 9 64k 128k").ok();
+        Qemu.img("create", "-q", "-f", "raw", raw.toString(), "1M").ok();
+        Qemu.io(raw, "raw", "write -P 7 0 64k").ok();
+        Qemu.img("create", "-q", "-f", "qcow2", "-b", "json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\""
+                + base + "\"}}", "-F", "qcow2", top.toString()).ok();
+        Qemu.img("create", "-q", "-f", "qcow2", "-b", "json:{\"driver\":\"raw\",\"file.driver\":\"file\",\"file.filename\":\""
+                + raw + "\"}", "-F", "raw", top2.toString()).ok();
+        Qemu.img("create", "-q", "-f", "qcow2", "-u", "-b", "json:{\"driver\":", "-F", "qcow2", bad.toString(), "1M").ok();
+        StorageDaemon daemon = StorageDaemon.start(kind, d, List.of(
+                "--blockdev", "driver=qcow2,node-name=top,file.driver=file,file.filename=" + top,
+                "--blockdev", "driver=qcow2,node-name=top2,file.driver=file,file.filename=" + top2));
+        daemons.add(daemon);
+        JsonNode nodes = daemon.qmp.ok("query-named-block-nodes", map("flat", true));
+        List<String> files = new ArrayList<>();
+        nodes.forEach(n -> {
+            if (n.get("file").asString().startsWith(d.resolve("base").toString())) {
+                files.add(n.get("file").asString() + (n.get("ro").asBoolean() ? " ro" : " rw"));
+            }
+        });
+        assertThat(files).as("%s opens both backing files read-only", kind).contains(base + " ro", raw + " ro");
+        String error = daemon.qmp.error("blockdev-add", map("driver", "qcow2", "node-name", "bad",
+                "file", map("driver", "file", "filename", bad.toString()))).get("desc").asString();
+        assertThat(error).as("%s", kind).contains("Could not parse the JSON options");
+        daemon.qmp.ok("block-stream", map("job-id", "s", "device", "top"));
+        JsonNode done = daemon.qmp.awaitEvent("BLOCK_JOB_COMPLETED", data -> "s".equals(data.path("device").asString(null)));
+        assertThat(done.at("/data/error").isMissingNode()).as("%s: %s", kind, done).isTrue();
+        daemon.quit();
+        assertThat(Qemu.info(top).has("backing-filename")).as("streamed: no backing file left").isFalse();
+        Qemu.io(top, "qcow2", "read -P 9 64k 128k", "read -P 0 0 64k").ok();
+        Qemu.io(top2, "qcow2", "read -P 7 0 64k", "read -P 0 64k 64k").ok();
+        Qemu.assertClean(top);
+        Qemu.assertClean(top2);
+    }
 }
