@@ -38,3 +38,10 @@ bj_find_jdk() {
   fi
   export JAVA_HOME="$best"
 }
+
+# The key of an ahead-of-time class cache: the JDK, and the name, size and time of every jar in
+# the folder $1. The JVM would load a cache's stale classes after a jar is rebuilt, so the
+# launcher uses the cache only while this key is the one recorded when it was trained.
+bj_aot_key() {
+  { printf '%s\n' "$JAVA_HOME"; (cd "$1" && ls -l --time-style=+%s -- *.jar) | awk '{print $5, $6, $7}'; } | cksum
+}
