@@ -98,12 +98,19 @@ class QmpMemoryIT {
     @Test
     void aMonitorThatNeverReadsIsDisconnectedNotBuffered() throws Exception {
         Path script = dir.resolve("chatty.js");
-        // 10,000 lines of 2,000 bytes: 20 MB of WORKFLOW_LOG events for every monitor, per run.
+        // 10,000 lines of 2,000 bytes: 20 MB of WORKFLOW_LOG events for every monitor, per run,
+        // at about 4 MB/s: a monitor that never reads passes the 8 MiB bound within seconds,
+        // while one that reads, even on a loaded machine that pauses it, keeps up. (Unpaced, a
+        // run made 20 MB in a second, and a reading test client paused by a busy CI machine fell
+        // 8 MiB behind and was rightly disconnected too.)
         Files.writeString(script, """
                 export default async function (bj, args) {
                   const line = 'x'.repeat(2000);
                   for (let i = 0; i < 10000; i++) {
                     bj.log(line);
+                    if (i % 10 === 9) {
+                      await bj.sleep(5);
+                    }
                   }
                   return 'said it all';
                 }
