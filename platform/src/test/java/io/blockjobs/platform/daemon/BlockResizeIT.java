@@ -9,6 +9,7 @@ import io.blockjobs.platform.testkit.StorageDaemon.Kind;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.EnumMap;
 import java.util.LinkedHashMap;
@@ -235,9 +236,7 @@ class BlockResizeIT {
         seen.put("remove hard", reply(d, "nbd-server-remove", map("name", "x", "mode", "hard")));
         seen.put("remove", reply(d, "nbd-server-remove", map("name", "top")));
         seen.put("remove ro", reply(d, "nbd-server-remove", map("name", "ro")));
-        for (String id : List.of("x", "top", "ro")) {
-            d.qmp.awaitEvent("BLOCK_EXPORT_DELETED", e -> e.get("id").asString().equals(id));
-        }
+        d.qmp.awaitEach("BLOCK_EXPORT_DELETED", "id", List.of("x", "top", "ro"), Duration.ofSeconds(60));
         seen.put("exports after", exports(d));
         return seen;
     }

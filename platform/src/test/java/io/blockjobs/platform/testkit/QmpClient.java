@@ -12,7 +12,12 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Collection;
+import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -173,6 +178,24 @@ public final class QmpClient implements AutoCloseable {
             Thread.currentThread().interrupt();
             throw new AssertionError(e);
         }
+    }
+
+    /**
+     * Waits for one event named {@code name} per value in {@code values} of its data's {@code field},
+     * in whatever order they come (concurrent runs and jobs end in any order); returns them by value.
+     */
+    public Map<String, JsonNode> awaitEach(String name, String field, Collection<String> values, Duration timeout) {
+        Set<String> waiting = new HashSet<>(values);
+        Map<String, JsonNode> got = new HashMap<>();
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (!waiting.isEmpty()) {
+            JsonNode e = awaitEvent(name, d -> waiting.contains(d.path(field).asString("")),
+                    Duration.ofNanos(Math.max(0, deadline - System.nanoTime())));
+            String value = e.path("data").path(field).asString();
+            waiting.remove(value);
+            got.put(value, e);
+        }
+        return got;
     }
 
     /** Events received and consumed so far by {@link #awaitEvent}. */
