@@ -62,6 +62,17 @@ final class Daemon {
         NbdCommands.register(dispatcher, nbd);
         io.blockjobs.platform.nbd.NbdLegacyCommands.register(dispatcher, nbd, graph);
         io.blockjobs.platform.qmp.ResizeCommands.register(dispatcher, graph, jobs, bitmaps, events);
+        graph.addNodeListener(new BlockGraph.NodeListener() {
+            @Override
+            public void opened(io.blockjobs.platform.graph.GraphNode node) {
+                if (node.driverNode() instanceof io.blockjobs.platform.image.Qcow2Node qcow2) {
+                    qcow2.setCorruptionListener((msg, offset, size, fatal) -> events.publish(
+                            new io.blockjobs.platform.event.QmpEvent.BlockImageCorrupted("", java.util.Optional.of(node.name()),
+                                    msg, offset < 0 ? java.util.Optional.empty() : java.util.Optional.of(offset),
+                                    size < 0 ? java.util.Optional.empty() : java.util.Optional.of(size), fatal)));
+                }
+            }
+        });
         io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
         io.blockjobs.platform.qmp.Chardevs.register(dispatcher, chardevs);
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph);

@@ -1,6 +1,7 @@
 package io.blockjobs.platform.event;
 
 import com.fasterxml.jackson.annotation.JsonProperty;
+import com.fasterxml.jackson.annotation.JsonValue;
 import java.lang.annotation.ElementType;
 import java.lang.annotation.Retention;
 import java.lang.annotation.RetentionPolicy;
@@ -71,6 +72,29 @@ public sealed interface QmpEvent {
     record BlockJobError(String device, String operation, String action) implements QmpEvent {
     }
 
+    /**
+     * A device's request failed and the device did {@code action} about it (QEMU's
+     * {@code blk_error_action}). QEMU 7.2 sends it from guest devices only; a storage daemon has
+     * none, so qemu-storage-daemon lists it and never sends it (a failed NBD request is the
+     * client's to see), and blockjobd likewise. Members as QEMU 7.2's schema has them.
+     */
+    @Name("BLOCK_IO_ERROR")
+    record BlockIoError(String device, Optional<String> nodeName, IoOperationType operation, BlockErrorAction action,
+                        Optional<Boolean> nospace, String reason) implements QmpEvent {
+    }
+
+    /**
+     * A qcow2 image's metadata was found corrupt at run time (QEMU's
+     * {@code qcow2_signal_corruption}): {@code msg} in QEMU's words, the host {@code offset}
+     * and {@code size} concerned if any, and whether it was {@code fatal} (the image is marked
+     * corrupt and its node refuses every request). {@code device} is empty: nodes have no
+     * device names in a storage daemon.
+     */
+    @Name("BLOCK_IMAGE_CORRUPTED")
+    record BlockImageCorrupted(String device, Optional<String> nodeName, String msg, Optional<Long> offset,
+                               Optional<Long> size, boolean fatal) implements QmpEvent {
+    }
+
     /** An export is gone. */
     @Name("BLOCK_EXPORT_DELETED")
     record BlockExportDeleted(String id) implements QmpEvent {
@@ -103,6 +127,26 @@ public sealed interface QmpEvent {
     @Name("WORKFLOW_FINISHED")
     record WorkflowFinished(String id, String script, String state, Optional<JsonNode> result,
                             Optional<ErrorInfo> error) implements QmpEvent {
+    }
+
+    /** QEMU's {@code IoOperationType}. */
+    enum IoOperationType {
+        READ, WRITE;
+
+        @JsonValue
+        public String qmp() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    /** QEMU's {@code BlockErrorAction}. */
+    enum BlockErrorAction {
+        IGNORE, REPORT, STOP;
+
+        @JsonValue
+        public String qmp() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
     }
 
     /** A QMP error as a payload member. */

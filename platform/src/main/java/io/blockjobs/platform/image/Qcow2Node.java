@@ -63,6 +63,24 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         BlockNode open(String name, String format) throws IOException;
     }
 
+    /**
+     * Told when the image's metadata is found corrupt at run time, as QEMU's
+     * {@code qcow2_signal_corruption} sends {@code BLOCK_IMAGE_CORRUPTED}; the image layer knows
+     * no events, so the daemon listens here.
+     */
+    @FunctionalInterface
+    public interface CorruptionListener {
+        /**
+         * @param message QEMU's words for what was found
+         * @param offset  the host offset concerned, or -1 for none
+         * @param size    the bytes concerned, or -1 for none
+         * @param fatal   whether the image is now marked corrupt and refuses every request
+         */
+        void corrupted(String message, long offset, long size, boolean fatal);
+    }
+
+    private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(Qcow2Node.class);
+
     private enum Kind { UNALLOCATED, ZERO_PLAIN, ZERO_ALLOC, NORMAL, COMPRESSED }
 
     private final BlockNode file;
@@ -86,6 +104,11 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private volatile long knownFileEnd;
     private volatile boolean closed;
     private boolean ownsChildren = true;
+    private volatile CorruptionListener corruptionListener = (message, offset, size, fatal) -> { };
+    private final Object corruptionLock = new Object();
+    private boolean signaledCorruption; // under corruptionLock
+    /** Set by a fatal corruption: QEMU then drops the node's driver and every request fails. */
+    private volatile boolean unusable;
     /** L2 tables, zeroed and counted, whose L1 entry failed to be written; under the refcount lock. */
     private final java.util.Map<Integer, Long> unlinkedTables = new java.util.HashMap<>();
 
@@ -430,7 +453,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 long e = l2Entry(idx);
                 switch (kind(e)) {
                     case NORMAL -> {
-                        long host = dataOffset(idx, e);
+                        long host = hostForRead(idx, e);
                         // Merge clusters that follow contiguously on the host, if their locks are free.
                         while (n < dst.remaining() && (n + inOff) >>> clusterBits < MAX_RUN) {
                             long next = idx + ((inOff + n) >>> clusterBits);
@@ -449,12 +472,16 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                             if (l2Entry(next) != ne) {
                                 break;
                             }
-                            dataOffset(next, ne);
+                            hostForRead(next, ne);
                             n += (int) Math.min(dst.remaining() - n, clusterSize);
                         }
                         file.read(host + inOff, slice(dst, n));
                     }
-                    case ZERO_PLAIN, ZERO_ALLOC -> fillZeroes(dst, n);
+                    case ZERO_PLAIN -> fillZeroes(dst, n);
+                    case ZERO_ALLOC -> {
+                        hostForRead(idx, e); // QEMU checks a preallocated zero cluster's offset too
+                        fillZeroes(dst, n);
+                    }
                     case COMPRESSED -> {
                         byte[] data = decompress(idx, e);
                         dst.put(data, inOff, n);
@@ -506,7 +533,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         try {
             long e = l2Entry(idx);
             if (kind(e) == Kind.NORMAL && (e & COPIED) != 0) {
-                long host = dataOffset(idx, e);
+                long host = hostForWrite(idx, e, (idx << clusterBits) + inOff);
                 while (n < src.remaining() && (n + inOff) >>> clusterBits < MAX_RUN) {
                     long next = idx + ((inOff + n) >>> clusterBits);
                     long ne = l2Entry(next);
@@ -527,6 +554,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                     }
                     n += (int) Math.min(src.remaining() - n, clusterSize);
                 }
+                checkOverlap(host + inOff, n);
                 file.write(host + inOff, slice(src, n));
                 return n;
             }
@@ -566,14 +594,17 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 return firstBytes;
             }
             if (kind == Kind.NORMAL && (e & COPIED) != 0) { // allocated meanwhile
-                file.write(dataOffset(idx, e) + inOff, slice(src, firstBytes));
+                long host = hostForWrite(idx, e, (idx << clusterBits) + inOff);
+                checkOverlap(host + inOff, firstBytes);
+                file.write(host + inOff, slice(src, firstBytes));
                 return firstBytes;
             }
             int l1Index = (int) (idx >>> l2Bits);
             int inTable = (int) (idx & ((1L << l2Bits) - 1));
             long l2 = ensureL2Table(l1Index); // first, so that tables sit before their data
             if (kind == Kind.ZERO_ALLOC && (e & COPIED) != 0) { // a zero cluster with its own storage: reuse it
-                long host = dataOffset(idx, e);
+                long host = hostForWrite(idx, e, (idx << clusterBits) + inOff);
+                checkOverlap(host + inOff, firstBytes);
                 writeRunData(idx, inOff, slice(src, firstBytes), host, new long[] {e}, 1);
                 writeL2Entries(l1Index, l2, inTable, new long[] {host | COPIED});
                 return firstBytes;
@@ -600,6 +631,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             long host = run.offset();
             int bytes = (int) Math.min(src.remaining(), ((long) k << clusterBits) - inOff);
             try {
+                checkOverlap(host + inOff, bytes); // a cluster counted free while metadata uses it (QEMU checks too)
                 writeRunData(idx, inOff, slice(src, bytes), host, old, k);
             } catch (IOException | RuntimeException ex) {
                 giveBack(run, ex); // nothing points to the run yet: a failed write must not leak it
@@ -657,7 +689,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     /** The contents cluster {@code idx} has now, for copy-on-write. */
     private void readOldCluster(long idx, long e, Kind kind, ByteBuffer buf) throws IOException {
         switch (kind) {
-            case NORMAL -> file.read(dataOffset(idx, e), buf.duplicate());
+            case NORMAL -> file.read(hostForRead(idx, e), buf.duplicate());
             case COMPRESSED -> buf.put(0, decompress(idx, e));
             case UNALLOCATED -> {
                 long guest = idx << clusterBits;
@@ -1172,6 +1204,9 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
 
     @Override
     public void flush() throws IOException {
+        if (unusable && !closed) {
+            return; // QEMU: a node whose driver was dropped has nothing to flush, and says so with success
+        }
         checkOpen();
         if (!readOnly) {
             file.flush();
@@ -1273,7 +1308,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
         closed = true;
         try {
-            if (!readOnly) {
+            if (!readOnly && !unusable) { // QEMU does not close a driver it dropped: nothing more is written
                 Lock meta = refcounts.lock();
                 meta.lock();
                 try {
@@ -1339,13 +1374,35 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
     }
 
-    /** The host offset of a data cluster, checked against the file. */
-    private long dataOffset(long idx, long e) throws IOException {
+    /**
+     * The host offset of a cluster a read (or a copy-on-write) uses, checked as QEMU's
+     * {@code qcow2_get_host_offset} does (an unaligned offset is a fatal corruption), and
+     * against the file's end.
+     */
+    private long hostForRead(long idx, long e) throws IOException {
         long host = e & OFFSET_MASK;
         if ((host & (clusterSize - 1)) != 0) {
-            throw new ImageException(name, "L2 entry for guest offset " + (idx << clusterBits)
-                    + " has unaligned host offset " + host + " (image is corrupt)");
+            long l2 = l1.get((int) (idx >>> l2Bits)) & OFFSET_MASK;
+            throw corruption(true, -1, -1, "Cluster allocation offset " + hex(host) + " unaligned (L2 offset: "
+                    + hex(l2) + ", L2 index: " + hex(idx & ((1L << l2Bits) - 1)) + ")");
         }
+        return checkedAgainstFile(idx, host);
+    }
+
+    /**
+     * The host offset of an allocated cluster a write goes to in place, checked as QEMU's
+     * {@code handle_copied} does; {@code guest} is where the write starts.
+     */
+    private long hostForWrite(long idx, long e, long guest) throws IOException {
+        long host = e & OFFSET_MASK;
+        if ((host & (clusterSize - 1)) != 0) {
+            throw corruption(true, -1, -1, ((e & ZERO) != 0 && header.version >= 3 ? "Preallocated zero" : "Data")
+                    + " cluster offset " + hex(host) + " unaligned (guest offset: " + hex(guest) + ")");
+        }
+        return checkedAgainstFile(idx, host);
+    }
+
+    private long checkedAgainstFile(long idx, long host) throws IOException {
         if (host + clusterSize > knownFileEnd) {
             knownFileEnd = file.size();
             if (host + clusterSize > knownFileEnd) {
@@ -1355,6 +1412,106 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             }
         }
         return host;
+    }
+
+    /**
+     * QEMU's {@code qcow2_pre_write_overlap_check} with its default checks ({@code cached}):
+     * a data write that would land on metadata is a fatal corruption (an L2 entry points there)
+     * and fails before it reaches the file.
+     */
+    private void checkOverlap(long offset, long size) throws IOException {
+        String what = metadataOverlap(offset, size);
+        if (what != null) {
+            throw corruption(true, offset, size, "Preventing invalid write on metadata (overlaps with " + what + ")");
+        }
+    }
+
+    /**
+     * The first metadata structure host bytes {@code [offset, +size)}, widened to clusters,
+     * overlap, in QEMU's order and words ({@code qcow2_check_metadata_overlap},
+     * {@code metadata_ol_names}), or null. Snapshot tables are not checked: blockjobs writes no
+     * image that has them.
+     */
+    private String metadataOverlap(long offset, long size) {
+        long start = offset & -(long) clusterSize;
+        long end = roundUp(offset + size, clusterSize);
+        if (start < clusterSize) {
+            return "qcow2_header";
+        }
+        if (header.l1Size > 0 && start < header.l1TableOffset + header.l1Size * 8L && header.l1TableOffset < end) {
+            return "active L1 table";
+        }
+        long rt = header.refcountTableOffset;
+        if (start < rt + header.refcountTableClusters * clusterSize && rt < end) {
+            return "refcount table";
+        }
+        AtomicLongArray table = l1;
+        for (int i = 0; i < table.length(); i++) {
+            long l2 = table.get(i) & OFFSET_MASK;
+            if (l2 != 0 && l2 >= start && l2 < end) {
+                return "active L2 table";
+            }
+        }
+        if (refcounts.blockIn(start, end)) {
+            return "refcount block";
+        }
+        return null;
+    }
+
+    /** C's {@code %#x}: {@code 0} for zero, else {@code 0x} and the digits. */
+    private static String hex(long v) {
+        return v == 0 ? "0" : "0x" + Long.toHexString(v);
+    }
+
+    /** Sets who is told of corruption found at run time (one listener; the graph's owner). */
+    public void setCorruptionListener(CorruptionListener listener) {
+        this.corruptionListener = listener;
+    }
+
+    /**
+     * QEMU's {@code qcow2_signal_corruption}: tells the listener once (later non-fatal findings
+     * are not told; a fatal one after a non-fatal one is), and for a fatal one on a writable
+     * image marks the image corrupt in its header and refuses every request from then on
+     * ({@link Errno#ENOMEDIUM}). On a read-only image nothing is fatal. Returns the error the
+     * request that found it fails with.
+     */
+    private ImageException corruption(boolean fatal, long offset, long size, String message) {
+        synchronized (corruptionLock) {
+            boolean reallyFatal = fatal && !readOnly;
+            if (!signaledCorruption || reallyFatal && (header.incompatibleFeatures & Qcow2Header.INCOMPAT_CORRUPT) == 0) {
+                if (reallyFatal) {
+                    LOG.error("qcow2: Marking image as corrupt: {}; further corruption events will be suppressed", message);
+                } else {
+                    LOG.error("qcow2: Image is corrupt: {}; further non-fatal corruption events will be suppressed",
+                            message);
+                }
+                try {
+                    corruptionListener.corrupted(message, offset, size, reallyFatal);
+                } catch (RuntimeException e) {
+                    LOG.warn("{}: corruption listener failed", name, e);
+                }
+                if (reallyFatal) {
+                    unusable = true;
+                    markCorrupt();
+                }
+                signaledCorruption = true;
+            }
+        }
+        return new ImageException(name, message);
+    }
+
+    /** QEMU's {@code qcow2_mark_corrupt}: the incompatible bit, on disk; a failure is only logged, as there. */
+    private void markCorrupt() {
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            header.incompatibleFeatures |= Qcow2Header.INCOMPAT_CORRUPT;
+            writeHeader();
+        } catch (IOException | RuntimeException e) {
+            LOG.warn("{}: could not mark the image corrupt: {}", name, e.getMessage());
+        } finally {
+            meta.unlock();
+        }
     }
 
     private void noteFileEnd(long end) {
@@ -1541,8 +1698,9 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                     } else {
                         long host = e & OFFSET_MASK;
                         if (host != kept) {
-                            if (refcounts.get(host >>> clusterBits) == 1) {
-                                // Nothing points here any more and nobody can take it before the free below.
+                            if (refcounts.get(host >>> clusterBits) == 1 && metadataOverlap(host, clusterSize) == null) {
+                                // Nothing points here any more and nobody can take it before the free below;
+                                // a damaged entry that pointed into metadata must not punch it out.
                                 file.discard(host, clusterSize);
                             }
                             refcounts.unref(host, clusterSize);
@@ -1619,6 +1777,9 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private void checkOpen() throws IOException {
         if (closed) {
             throw new ImageException(name, "is closed");
+        }
+        if (unusable) {
+            throw new BlockIoException(Errno.ENOMEDIUM, Errno.ENOMEDIUM.message());
         }
     }
 

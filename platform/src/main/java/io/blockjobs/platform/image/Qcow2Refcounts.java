@@ -69,7 +69,7 @@ final class Qcow2Refcounts {
     private final int maxCachedBlocks;
     private final ReentrantLock lock = new ReentrantLock();
 
-    private long[] table;
+    private volatile long[] table; // replaced under the lock when it grows; read without it by blockIn
     private final Map<Long, byte[]> blocks;
     private long freeHint;
     private long highWater; // no cluster at or past this index is in use
@@ -160,6 +160,21 @@ final class Qcow2Refcounts {
 
     ReentrantLock lock() {
         return lock;
+    }
+
+    /**
+     * Whether a refcount block starts in host bytes {@code [start, end)}: QEMU's overlap check
+     * for {@code refcount block}. Reads the table without the lock: a block added meanwhile
+     * sits in a cluster just allocated, which no write is aimed at.
+     */
+    boolean blockIn(long start, long end) {
+        for (long e : table) {
+            long off = e & ~(clusterSize - 1);
+            if (off != 0 && off >= start && off < end) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** A copy of the refcount table, for checks. */

@@ -16,8 +16,9 @@ import java.util.concurrent.ConcurrentLinkedDeque;
 
 /**
  * The daemon's character devices (its {@code --chardev} options) as QEMU 7.2's
- * {@code query-chardev}, {@code query-chardev-backends}, {@code chardev-remove} and
- * {@code chardev-send-break} show and change them, with QEMU's messages.
+ * {@code query-chardev}, {@code query-chardev-backends}, {@code chardev-add},
+ * {@code chardev-change}, {@code chardev-remove} and {@code chardev-send-break} show and change
+ * them, with QEMU's messages.
  *
  * <p>QEMU's socket chardev carries one connection at a time; a blockjobd monitor socket serves
  * many, and {@code query-chardev} names the newest one still open.
@@ -61,7 +62,7 @@ public final class Chardevs {
     public record RingbufReadArgs(String device, long size, Optional<DataFormat> format) {
     }
 
-    /** {@code chardev-add}'s arguments: QMP's {@code ChardevBackend} is {@code {type, data}}. */
+    /** {@code chardev-add}'s and {@code chardev-change}'s arguments: QMP's {@code ChardevBackend} is {@code {type, data}}. */
     public record ChardevAddArgs(String id, JsonNode backend) {
     }
 
@@ -204,6 +205,10 @@ public final class Chardevs {
             chardevs.addFromQmp(a.id(), a.backend());
             return null; // QEMU's ChardevReturn, empty but for a pty
         }));
+        d.register(QmpCommand.of("chardev-change", ChardevAddArgs.class, null, a -> {
+            chardevs.change(a.id(), a.backend());
+            return null; // QEMU's ChardevReturn, empty but for a pty
+        }));
         d.register(QmpCommand.of("ringbuf-write", RingbufWriteArgs.class, null, a -> {
             Chardev c = chardevs.ring(a.device());
             byte[] data = a.format().orElse(DataFormat.UTF8) == DataFormat.BASE64
@@ -233,7 +238,18 @@ public final class Chardevs {
         }));
     }
 
-    private void addFromQmp(String id, JsonNode backend) {
+    /** A {@code ChardevBackend} as QMP gave it: its kind, and a ring buffer's size. */
+    private record Backend(String kind, long size) {
+        boolean ring() {
+            return kind.equals("ringbuf") || kind.equals("memory");
+        }
+    }
+
+    /**
+     * Checks a {@code ChardevBackend} as QEMU's QAPI visitor does before {@code chardev-add} or
+     * {@code chardev-change} runs, in its words; only a ring buffer's members are known here.
+     */
+    private static Backend parse(String id, JsonNode backend) {
         if (backend == null || !backend.isObject()) {
             throw new CommandException("Invalid parameter type for 'backend', expected: object");
         }
@@ -248,10 +264,9 @@ public final class Chardevs {
         if (data == null) {
             throw new CommandException("Parameter 'backend.data' is missing");
         }
-        String kind = type.asString();
-        if (!kind.equals("ringbuf") && !kind.equals("memory")) {
-            throw new CommandException("Failed to add chardev '" + id + "': blockjobd adds only ringbuf and memory"
-                    + " chardevs over QMP; give socket and stdio ones on the command line (--chardev)");
+        Backend parsed = new Backend(type.asString(), DEFAULT_RING);
+        if (!parsed.ring()) {
+            return parsed;
         }
         long size = DEFAULT_RING;
         for (var member : data.properties()) {
@@ -267,14 +282,52 @@ public final class Chardevs {
                 default -> throw new CommandException("Parameter 'backend.data." + member.getKey() + "' is unexpected");
             }
         }
-        if (byLabel.containsKey(id)) {
-            throw new CommandException("Chardev with id '" + id + "' already exists");
+        return new Backend(parsed.kind(), size);
+    }
+
+    /** blockjobd opens sockets and stdio from its command line only. */
+    private static void refuseUnsupported(String id, Backend b) {
+        if (!b.ring()) {
+            throw new CommandException("Failed to add chardev '" + id + "': blockjobd adds only ringbuf and memory"
+                    + " chardevs over QMP; give socket and stdio ones on the command line (--chardev)");
         }
+    }
+
+    private void addRing(String id, Backend b) {
         try {
-            addRingbuf(id, kind, size);
+            addRingbuf(id, b.kind(), b.size());
         } catch (IllegalArgumentException e) {
             throw new CommandException("Failed to add chardev '" + id + "': " + e.getMessage());
         }
+    }
+
+    private void addFromQmp(String id, JsonNode backend) {
+        Backend b = parse(id, backend);
+        refuseUnsupported(id, b);
+        if (byLabel.containsKey(id)) {
+            throw new CommandException("Chardev with id '" + id + "' already exists");
+        }
+        addRing(id, b);
+    }
+
+    /**
+     * QEMU 7.2's {@code qmp_chardev_change}: a chardev a front end uses (here, a monitor) cannot
+     * be swapped, as the monitor has no {@code chr_be_change}; one nobody uses is dropped and the
+     * new one added in its place. As in 7.2, a new backend that fails to open leaves neither.
+     */
+    private void change(String id, JsonNode backend) {
+        Backend b = parse(id, backend);
+        Chardev c = byLabel.get(id);
+        if (c == null) {
+            throw new CommandException("Chardev '" + id + "' does not exist");
+        }
+        if (c.monitor) {
+            throw new CommandException("Chardev user does not support chardev hotswap");
+        }
+        refuseUnsupported(id, b); // before the old one goes: QEMU would have opened this one
+        byLabel.remove(id);
+        order.remove(id);
+        addRing(id, b);
     }
 
     private Chardev ring(String device) {

@@ -192,4 +192,83 @@ class ChardevIT {
                 .isEqualTo("Failed to add chardev 'r2': size of ringbuf chardev must be power of two");
         assertThat(qsd.get(26).get("return").asString()).isEqualTo("cdef");
     }
+
+    /** The {@code chardev-change} sequence both daemons get; every reply compared. */
+    private static List<String> changeScript() {
+        String ring4 = "{\"type\":\"ringbuf\",\"data\":{\"size\":4}}";
+        return List.of(
+                cmd("chardev-change", "{\"id\":\"nope\",\"backend\":" + ring4 + "}"),
+                cmd("chardev-change", "{\"id\":\"mon0\",\"backend\":" + ring4 + "}"),
+                cmd("chardev-change", "{\"id\":\"mon0\",\"backend\":{\"type\":\"ringbuf\",\"data\":{\"size\":3}}}"),
+                cmd("ringbuf-write", "{\"device\":\"r\",\"data\":\"abcdef\"}"),
+                cmd("chardev-change", "{\"id\":\"r\",\"backend\":" + ring4 + "}"),
+                cmd("ringbuf-read", "{\"device\":\"r\",\"size\":10}"), // a new, empty ring
+                cmd("ringbuf-write", "{\"device\":\"r\",\"data\":\"abcdef\"}"),
+                cmd("ringbuf-read", "{\"device\":\"r\",\"size\":10}"), // of the new size
+                cmd("chardev-change", "{\"id\":\"r\",\"backend\":{\"type\":\"ringbuf\",\"data\":{\"size\":3}}}"),
+                cmd("ringbuf-read", "{\"device\":\"r\",\"size\":10}"), // gone with the failed change
+                cmd("chardev-add", "{\"id\":\"r\",\"backend\":" + ring4 + "}"),
+                cmd("chardev-change", "{\"id\":\"r\",\"backend\":{\"type\":\"nope\",\"data\":{}}}"),
+                cmd("chardev-change", "{\"id\":\"r\",\"backend\":{\"type\":\"memory\",\"data\":{}}}"),
+                cmd("chardev-change", "{\"id\":\"r\",\"backend\":{\"type\":\"ringbuf\"}}"),
+                cmd("chardev-change", "{\"id\":\"r\"}"),
+                cmd("chardev-change", "{\"backend\":" + ring4 + "}"),
+                cmd("chardev-change", "{\"id\":\"r\",\"backend\":{\"type\":\"ringbuf\",\"data\":{\"x\":1}}}"),
+                cmd("chardev-change", "{\"id\":\"r\",\"backend\":{\"type\":\"ringbuf\",\"data\":{\"size\":\"x\"}}}"),
+                cmd("chardev-change", "{\"id\":\"r\",\"backend\":" + ring4 + ",\"x\":1}"),
+                cmd("chardev-change", "{\"id\":\"spare\",\"backend\":{\"type\":\"ringbuf\",\"data\":{\"size\":8}}}"),
+                cmd("ringbuf-write", "{\"device\":\"spare\",\"data\":\"0123456789\"}"),
+                cmd("ringbuf-read", "{\"device\":\"spare\",\"size\":100}"),
+                cmd("query-chardev", "{}"));
+    }
+
+    @Test
+    void chardevChangeAnswersAsOnQemuStorageDaemon() throws Exception {
+        List<String> script = changeScript();
+        List<List<JsonNode>> answers = new ArrayList<>();
+        for (Kind kind : List.of(Kind.QEMU, Kind.BLOCKJOBD)) {
+            Path d = Files.createDirectories(dir.resolve(kind == Kind.QEMU ? "cq" : "cb"));
+            List<String> options = List.of("--chardev", "ringbuf,id=r,size=16",
+                    "--chardev", "socket,id=spare,path=" + d.resolve("spare.sock") + ",server=on,wait=off");
+            try (StorageDaemon daemon = StorageDaemon.start(kind, d, options)) {
+                List<JsonNode> replies = new ArrayList<>();
+                for (String c : script) {
+                    JsonNode parsed = Json.MAPPER.readTree(c);
+                    JsonNode reply = daemon.qmp.execute(parsed.get("execute").asString(), parsed.get("arguments"));
+                    replies.add(reply.has("return") && reply.get("return").isArray()
+                            ? normalise(reply.get("return"), d, -1, -1) : reply);
+                }
+                assertThat(Files.exists(d.resolve("spare.sock"))).as("%s: the spare socket went with the change", kind)
+                        .isFalse();
+                if (kind == Kind.BLOCKJOBD) {
+                    // blockjobd opens no socket over QMP: it says so and keeps the chardev
+                    JsonNode socket = daemon.qmp.execute("chardev-change", Json.MAPPER.readTree("{\"id\":\"r\","
+                            + "\"backend\":{\"type\":\"socket\",\"data\":{\"addr\":{\"type\":\"unix\","
+                            + "\"data\":{\"path\":\"x.sock\"}}}}}"));
+                    assertThat(socket.at("/error/desc").asString()).startsWith("Failed to add chardev 'r': blockjobd adds"
+                            + " only ringbuf and memory chardevs over QMP");
+                    assertThat(normalise(daemon.qmp.ok("query-chardev"), d, -1, -1).toString()).contains("\"label\":\"r\"");
+                }
+                answers.add(replies);
+            }
+        }
+        List<JsonNode> qsd = answers.get(0);
+        List<JsonNode> bj = answers.get(1);
+        for (int i = 0; i < qsd.size(); i++) {
+            assertThat(bj.get(i)).as("%s (QSD: %s)", script.get(i), qsd.get(i)).isEqualTo(qsd.get(i));
+        }
+        // what the comparison stands on: QSD's own answers
+        assertThat(qsd.get(0).at("/error/desc").asString()).isEqualTo("Chardev 'nope' does not exist");
+        assertThat(qsd.get(1).at("/error/desc").asString()).isEqualTo("Chardev user does not support chardev hotswap");
+        assertThat(qsd.get(2).at("/error/desc").asString()).isEqualTo("Chardev user does not support chardev hotswap");
+        assertThat(qsd.get(5).get("return").asString()).isEmpty();
+        assertThat(qsd.get(7).get("return").asString()).isEqualTo("cdef");
+        assertThat(qsd.get(8).at("/error/desc").asString())
+                .isEqualTo("Failed to add chardev 'r': size of ringbuf chardev must be power of two");
+        assertThat(qsd.get(9).at("/error/desc").asString()).isEqualTo("Device 'r' not found");
+        assertThat(qsd.get(21).get("return").asString()).isEqualTo("23456789");
+        Map<String, String> filenames = new java.util.TreeMap<>();
+        qsd.get(22).forEach(c -> filenames.put(c.get("label").asString(), c.get("filename").asString()));
+        assertThat(filenames).containsEntry("spare", "ringbuf").containsEntry("r", "memory");
+    }
 }

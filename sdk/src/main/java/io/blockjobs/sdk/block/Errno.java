@@ -24,6 +24,8 @@ public enum Errno {
     EROFS(30, "Read-only file system"),
     /** The operation is not supported by the node. */
     ENOTSUP(95, "Operation not supported"),
+    /** No medium found: a node whose driver gave up (QEMU's {@code bs->drv = NULL}, as after a fatal qcow2 corruption). */
+    ENOMEDIUM(123, "No medium found"),
     /** The request was cancelled. */
     ECANCELED(125, "Operation canceled"),
     /** The peer (an NBD server, a cluster) went away. */
