@@ -110,7 +110,8 @@ class BlockEventsIT {
                     "image", map("driver", "file", "filename", raw.toString()))));
             daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "io", "node-name", "io", "writable", true));
             seen.put("io: write", qemuIo(daemon.nbdUri("io"), false, "write 0 4k"));
-            daemon.qmp.ok("block-export-del", map("id", "io"));
+            // hard: qemu-io has gone, but the daemon may not have read its disconnect yet
+            daemon.qmp.ok("block-export-del", map("id", "io", "mode", "hard"));
             daemon.qmp.awaitEvent("BLOCK_EXPORT_DELETED", e -> e.get("id").asString().equals("io"));
             seen.put("io: BLOCK_IO_ERROR events", String.valueOf(daemon.qmp.seenEvents().stream()
                     .filter(e -> e.get("event").asString().equals("BLOCK_IO_ERROR")).count()));
