@@ -62,6 +62,7 @@ final class Daemon {
         NbdCommands.register(dispatcher, nbd);
         io.blockjobs.platform.nbd.NbdLegacyCommands.register(dispatcher, nbd, graph);
         io.blockjobs.platform.qmp.ResizeCommands.register(dispatcher, graph, jobs, bitmaps, events);
+        io.blockjobs.platform.qmp.ChildChangeCommand.register(dispatcher, graph);
         graph.addNodeListener(new BlockGraph.NodeListener() {
             @Override
             public void opened(io.blockjobs.platform.graph.GraphNode node) {

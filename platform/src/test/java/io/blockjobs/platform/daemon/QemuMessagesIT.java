@@ -99,7 +99,16 @@ class QemuMessagesIT {
             generic("block-commit", map("device", "top", "top-node", "top", "base-node", "top"), "cannot commit an image into itself"),
             generic("block-commit", map("device", "top", "top-node", "base"), "cannot commit an image into itself"),
             generic("block-commit", map("device", "top", "base", "{dir}/base.qcow2", "backing-file", "x"),
-                    "'backing-file' specified, but 'top' is the active layer"));
+                    "'backing-file' specified, but 'top' is the active layer"),
+            // x-blockdev-change: QEMU's checks, then a driver that cannot add or remove children (all but quorum).
+            generic("x-blockdev-change", map("parent", "nope", "node", "base"), "Cannot find device='nope' nor node-name='nope'"),
+            generic("x-blockdev-change", map("parent", "top"), "Either child or node must be specified"),
+            generic("x-blockdev-change", map("parent", "top", "child", "file", "node", "base"),
+                    "The parameters child and node are in conflict"),
+            generic("x-blockdev-change", map("parent", "top", "child", "nope"), "Node 'top' does not have child 'nope'"),
+            generic("x-blockdev-change", map("parent", "top", "child", "backing"), "The node top does not support removing a child"),
+            generic("x-blockdev-change", map("parent", "top", "node", "nope"), "Node 'nope' not found"),
+            generic("x-blockdev-change", map("parent", "top", "node", "base"), "The node top does not support adding a child"));
 
     /** Starts {@code kind} on its own copy of base <- mid <- top, each layer a named node with a named file node. */
     private StorageDaemon startChain(Kind kind) throws Exception {
