@@ -690,6 +690,14 @@ public final class BlockGraph implements AutoCloseable {
     }
 
     /**
+     * Reopens a node read-only, its options and children otherwise as they are (QEMU's
+     * {@code bdrv_reopen_set_read_only}); refused with QEMU's message if a user writes to it.
+     */
+    public synchronized void reopenReadOnly(GraphNode n) {
+        new Reopen(this).setReadOnly(n, true);
+    }
+
+    /**
      * Makes a node writable (QEMU's reopen, as commit does with its base): its file and filtered
      * children first, then the node.
      */

@@ -86,6 +86,11 @@ final class Reopen {
         if (queue.isEmpty()) {
             return; // QEMU 7.2 aborts here (an assertion); an empty list changes nothing
         }
+        execute();
+    }
+
+    /** Prepares, checks and commits the queue, or undoes every step. */
+    private void execute() {
         List<AutoCloseable> drained = new ArrayList<>();
         try {
             for (Entry e : queue) {
@@ -148,6 +153,21 @@ final class Reopen {
             }
         }
         graph.releaseUnused(); // children replaced or detached, opened by their parent only
+    }
+
+    /**
+     * QEMU's {@code bdrv_reopen_set_read_only}: the node keeps its options and children (each
+     * named as it is), only {@code read-only} changes; the children it opened itself follow.
+     */
+    void setReadOnly(GraphNode node, boolean readOnly) {
+        ObjectNode o = node.explicitOptions() == null
+                ? tools.jackson.databind.node.JsonNodeFactory.instance.objectNode() : node.explicitOptions().deepCopy();
+        for (Edge e : node.children()) {
+            o.put(e.name(), e.child().name());
+        }
+        o.put("read-only", readOnly);
+        enqueue(node, o, null, null, false);
+        execute();
     }
 
     // ---- the QAPI check ------------------------------------------------------------------------
