@@ -27,14 +27,17 @@ final class Reopen {
     /** The options every node takes, which a reopen may change (QEMU's {@code common_options}). */
     private static final Set<String> GENERIC = Set.of("node-name", "discard", "cache", "read-only",
             "auto-read-only", "detect-zeroes");
-    /** Driver options QEMU's drivers accept new values for ({@code mutable_opts}). */
+    /**
+     * Driver options QEMU's drivers accept new values for ({@code mutable_opts}) that blockjobd's
+     * drivers take and have no effect on (they are ignored at open too). QEMU's other mutable
+     * options (raw's {@code offset} and {@code size}, throttle's {@code throttle-group}) would
+     * need the driver to change, so they are refused as unchangeable rather than ignored.
+     */
     private static final Map<String, Set<String>> MUTABLE = Map.of(
             "qcow2", Set.of("lazy-refcounts", "pass-discard-request", "pass-discard-snapshot", "pass-discard-other",
                     "overlap-check", "cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
                     "cache-clean-interval"),
-            "file", Set.of("drop-cache", "x-check-cache-dropped"),
-            "raw", Set.of("offset", "size"),
-            "throttle", Set.of("throttle-group"));
+            "file", Set.of("drop-cache", "x-check-cache-dropped"));
 
     private final BlockGraph graph;
     private final List<Entry> queue = new ArrayList<>();

@@ -159,8 +159,9 @@ class BlockdevReopenIT {
         return outcome(d, Qemu.run("qemu-img", "check", dirs.get(d.kind).resolve(image).toString()));
     }
 
+    /** Deletes an export; hard, so that a client the server has not yet seen leave does not hold it. */
     private static void delExport(StorageDaemon d, String id) throws Exception {
-        d.qmp.ok("block-export-del", map("id", id));
+        d.qmp.ok("block-export-del", map("id", id, "mode", "hard"));
         d.qmp.awaitEvent("BLOCK_EXPORT_DELETED", e -> e.get("id").asString().equals(id));
     }
 
@@ -323,6 +324,20 @@ class BlockdevReopenIT {
         seen.put("modes after two", modes(d));
         seen.put("bitmap on the node made read-only", reply(d, "block-dirty-bitmap-clear", map("node", "other", "name", "b0")));
         delExport(d, "r");
+
+        // file: to another node over the same file (a raw node above it), and back; the data stays.
+        seen.put("lone read-write", reopen(d, map("driver", "qcow2", "node-name", "lone", "file", "lonef")));
+        d.qmp.ok("block-export-add", map("type", "nbd", "id", "l", "node-name", "lone", "writable", true));
+        String lone = d.nbdUri("lone");
+        seen.put("write lone", io(d, lone, false, "write -P 0x44 0 64k"));
+        d.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "lraw", "file", "lonef"));
+        seen.put("file to a node above the file", reopen(d, map("driver", "qcow2", "node-name", "lone", "file", "lraw")));
+        seen.put("read lone through raw", io(d, lone, false, "read -P 0x44 0 64k", "write -P 0x45 64k 64k"));
+        seen.put("lraw in use", reply(d, "blockdev-del", map("node-name", "lraw")));
+        seen.put("file back", reopen(d, map("driver", "qcow2", "node-name", "lone", "file", "lonef")));
+        seen.put("read lone", io(d, lone, true, "read -P 0x44 0 64k", "read -P 0x45 64k 64k"));
+        seen.put("lraw free", reply(d, "blockdev-del", map("node-name", "lraw")));
+        delExport(d, "l");
 
         // A job froze the link.
         d.qmp.ok("block-stream", map("job-id", "s", "device", "top", "speed", 1));
