@@ -339,6 +339,21 @@ class BlockdevReopenIT {
         seen.put("lraw free", reply(d, "blockdev-del", map("node-name", "lraw")));
         delExport(d, "l");
 
+        // As QEMU's 155: a mirror target gets a backing node while the job runs.
+        Qemu.img("create", "-q", "-f", "qcow2", dd.resolve("target.qcow2").toString(), "4M");
+        d.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "target", "backing", null,
+                "file", map("driver", "file", "node-name", "target-file", "filename", dd.resolve("target.qcow2").toString())));
+        d.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "lone", "target", "target", "sync", "full"));
+        d.qmp.awaitEvent("BLOCK_JOB_READY", e -> e.get("device").asString().equals("m"));
+        d.qmp.ok("blockdev-add", map("driver", "null-co", "node-name", "nul"));
+        seen.put("mirror target gets a backing node", reopen(d, map("driver", "qcow2", "node-name", "target",
+                "file", "target-file", "backing", "nul")));
+        seen.put("mirror target read-only", reopen(d, map("driver", "qcow2", "node-name", "target",
+                "file", "target-file", "backing", "nul", "read-only", true)));
+        d.qmp.ok("block-job-cancel", map("device", "m"));
+        d.qmp.awaitEvent("JOB_STATUS_CHANGE", e -> e.get("id").asString().equals("m")
+                && e.get("status").asString().equals("null"));
+
         // A job froze the link.
         d.qmp.ok("block-stream", map("job-id", "s", "device", "top", "speed", 1));
         seen.put("frozen backing", reopen(d, top("backing", null)));
@@ -431,6 +446,11 @@ class BlockdevReopenIT {
         assertThat(qemu.get("read over nothing")).isEqualTo("0");
         assertThat(qemu.get("modes after atomic refusals")).isEqualTo(qemu.get("modes read-write"));
         assertThat(qemu.get("bitmaps stored")).contains("\"b0\"").doesNotContain("in-use");
+        assertThat(qemu.get("mirror target gets a backing node")).isEqualTo("ok");
+        assertThat(qemu.get("file to a node above the file")).isEqualTo("ok");
+        assertThat(qemu.get("read lone through raw")).isEqualTo("0");
+        assertThat(qemu.get("bitmap on the node made read-only"))
+                .isEqualTo("GenericError: Bitmap 'b0' is readonly and cannot be modified");
         assertThat(qemu.get("schema blockdev-reopen")).isEqualTo("options:array of object on driver");
         assertThat(qemu.get("amend job")).isEqualTo("[created, running, waiting, pending, concluded] amend concluded 1/1 -");
     }
