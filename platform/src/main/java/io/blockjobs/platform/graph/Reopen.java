@@ -184,7 +184,13 @@ final class Reopen {
             // QEMU names the union's tag without the path to it
             throw new CommandException("Parameter 'driver' does not accept value '" + driverName + "'");
         }
-        NodeOptions.read(new Options(entry.deepCopy(), prefix), null); // types of the generic members
+        for (String flag : List.of("read-only", "auto-read-only", "force-share")) {
+            JsonNode v = entry.get(flag);
+            if (v != null && !v.isBoolean()) { // QMP's booleans are JSON's, not the command line's "on"
+                throw o.type(flag, "boolean");
+            }
+        }
+        NodeOptions.read(new Options(entry.deepCopy(), prefix), null); // the enums' values (QEMU names them unprefixed)
         for (String g : GENERIC) {
             o.raw(g);
         }
@@ -202,8 +208,8 @@ final class Reopen {
             if (ref && v.isObject()) {
                 validate(v, prefix + spec.name() + ".");
             } else if (ref && !v.isString() && !(v.isNull() && spec.type().equals("BlockdevRefOrNull"))) {
-                throw o.type(spec.name(), spec.type().equals("BlockdevRefOrNull") ? "string or object or null"
-                        : "string or object");
+                // QEMU's alternate names the member without its path, and the alternate by its type
+                throw new CommandException("Invalid parameter type for '" + spec.name() + "', expected: " + spec.type());
             }
         }
         if (!specs.isEmpty()) {

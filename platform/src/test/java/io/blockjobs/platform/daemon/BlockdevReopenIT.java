@@ -231,6 +231,17 @@ class BlockdevReopenIT {
         seen.put("missing file", reopen(d, map("driver", "qcow2")));
         seen.put("unexpected member", reopen(d, top("bogus", 1)));
         seen.put("unknown driver", reopen(d, map("driver", "nope", "node-name", "top")));
+        Map<String, Object> otherFile = map("driver", "file", "filename", dd.resolve("other.qcow2").toString());
+        seen.put("bad discard", reopen(d, map("driver", "qcow2", "node-name", "other", "discard", "bogus", "file", otherFile)));
+        seen.put("string for a boolean", reopen(d, map("driver", "qcow2", "node-name", "other", "read-only", "yes",
+                "file", otherFile)));
+        seen.put("detect-zeroes unmap without discard", reopen(d, map("driver", "qcow2", "node-name", "other",
+                "detect-zeroes", "unmap", "file", otherFile)));
+        seen.put("unexpected in a child", reopen(d, map("driver", "qcow2", "node-name", "other",
+                "file", map("driver", "file", "filename", dd.resolve("other.qcow2").toString(), "bogus", 1))));
+        seen.put("number for a child", reopen(d, map("driver", "qcow2", "node-name", "other", "file", 5)));
+        seen.put("options not a list", reply(d, "blockdev-reopen", map("options", "x")));
+        seen.put("unexpected argument", reply(d, "blockdev-reopen", map("options", List.of(), "extra", 1)));
         seen.put("no node-name", reopen(d, map("driver", "qcow2", "file", "topf", "backing", "base")));
         seen.put("no such node", reopen(d, map("driver", "qcow2", "node-name", "nope", "file", "x")));
         seen.put("backing missing", reopen(d, top("backing", NONE)));
