@@ -97,6 +97,20 @@ public final class Bitmaps implements BlockGraph.NodeListener {
         }
     }
 
+    /**
+     * As QEMU's {@code qcow2_reopen_bitmaps_ro}: the persistent bitmaps are stored (in use
+     * cleared on disk) and become read-only, as they would load from a read-only image.
+     */
+    @Override
+    public void reopeningReadOnly(GraphNode node) {
+        NodeBitmaps nb = byNode.get(node);
+        if (nb == null || !(node.driverNode() instanceof PersistentBitmaps stored)) {
+            return;
+        }
+        store(node, nb, stored);
+        nb.list().stream().filter(Bitmap::persistent).forEach(b -> b.setReadonly(true));
+    }
+
     @Override
     public void closing(GraphNode node) {
         NodeBitmaps nb = byNode.remove(node);
@@ -107,6 +121,10 @@ public final class Bitmaps implements BlockGraph.NodeListener {
         if (node.isReadOnly() || !(node.driverNode() instanceof PersistentBitmaps stored)) {
             return;
         }
+        store(node, nb, stored);
+    }
+
+    private static void store(GraphNode node, NodeBitmaps nb, PersistentBitmaps stored) {
         List<PersistentBitmaps.ToStore> out = new ArrayList<>();
         for (Bitmap b : nb.list().reversed()) { // oldest first, as they load back newest first
             if (b.persistent() && !b.inconsistent() && !b.readonly() && b.nameOrNull() != null) {

@@ -48,7 +48,7 @@ public final class BlockGraph implements AutoCloseable {
     private static final Logger LOG = LoggerFactory.getLogger(BlockGraph.class);
     private static final Pattern NODE_NAME = Pattern.compile("[A-Za-z][A-Za-z0-9_.-]{0,30}");
     /** The job filters only jobs insert; they never appear in {@code BlockdevDriver}. */
-    private static final Set<String> JOB_FILTERS = Set.of("commit_top", "mirror_top");
+    static final Set<String> JOB_FILTERS = Set.of("commit_top", "mirror_top");
 
     /** Who holds a root edge: QEMU's BlockBackend owner or block job, as messages and the graph dump name it. */
     public record RootUser(String kind, String name, String description) {
@@ -89,6 +89,13 @@ public final class BlockGraph implements AutoCloseable {
         default void reopenedReadWrite(GraphNode node) {
         }
 
+        /**
+         * The node is about to become read-only ({@code blockdev-reopen}): nothing writes to it
+         * now, its driver is still writable (QEMU's {@code qcow2_reopen_bitmaps_ro} stores here).
+         */
+        default void reopeningReadOnly(GraphNode node) {
+        }
+
         /** The node is about to close: nothing writes to it any more, its driver is still open. */
         default void closing(GraphNode node) {
         }
@@ -96,6 +103,10 @@ public final class BlockGraph implements AutoCloseable {
 
     public void addNodeListener(NodeListener listener) {
         listeners.add(listener);
+    }
+
+    List<NodeListener> listeners() {
+        return listeners;
     }
 
     private void closing(GraphNode n) {
@@ -206,6 +217,7 @@ public final class BlockGraph implements AutoCloseable {
         parseFilename(driverName, o);
         NodeOptions nodeOptions = NodeOptions.read(o, parent);
         GraphNode node = new GraphNode(name, driverName, monitorOwned, nodeOptions);
+        node.setExplicitOptions(o.json().deepCopy());
         nodes.put(name, node);
         Opening ctx = new Opening(node, o, opened, chain);
         DriverNode driverNode = null;
@@ -669,6 +681,23 @@ public final class BlockGraph implements AutoCloseable {
     // ---- reopen ----------------------------------------------------------------------------------------
 
     /**
+     * QMP {@code blockdev-reopen}: reopens the nodes {@code options} lists (QEMU's
+     * {@code BlockdevOptions}, each naming an existing node) with those options, all or none
+     * (see {@link Reopen}).
+     */
+    public synchronized void reopen(JsonNode options) {
+        new Reopen(this).run(options);
+    }
+
+    /**
+     * Reopens a node read-only, its options and children otherwise as they are (QEMU's
+     * {@code bdrv_reopen_set_read_only}); refused with QEMU's message if a user writes to it.
+     */
+    public synchronized void reopenReadOnly(GraphNode n) {
+        new Reopen(this).setReadOnly(n, true);
+    }
+
+    /**
      * Makes a node writable (QEMU's reopen, as commit does with its base): its file and filtered
      * children first, then the node.
      */
@@ -869,7 +898,7 @@ public final class BlockGraph implements AutoCloseable {
         };
     }
 
-    private void relinkBacking(GraphNode overlay, GraphNode backing) {
+    void relinkBacking(GraphNode overlay, GraphNode backing) {
         Edge edge = overlay.child("backing");
         try (AutoCloseable drained = drain(overlay)) {
             if (backing == null) {
@@ -933,7 +962,7 @@ public final class BlockGraph implements AutoCloseable {
         };
     }
 
-    private static void moveParents(List<Edge> edges, GraphNode from, GraphNode to) {
+    static void moveParents(List<Edge> edges, GraphNode from, GraphNode to) {
         for (Edge e : edges) {
             from.parents.remove(e);
             e.setChild(to);
@@ -1152,7 +1181,7 @@ public final class BlockGraph implements AutoCloseable {
         };
     }
 
-    private boolean frozen(Edge e) {
+    boolean frozen(Edge e) {
         List<Object> by = frozenBy.get(e);
         return by != null && !by.isEmpty();
     }
@@ -1169,7 +1198,7 @@ public final class BlockGraph implements AutoCloseable {
 
     // ---- permissions ---------------------------------------------------------------------------------------
 
-    private void refreshPermissionsQuietly() {
+    void refreshPermissionsQuietly() {
         try {
             refreshPermissions();
         } catch (RuntimeException e) {
@@ -1185,6 +1214,15 @@ public final class BlockGraph implements AutoCloseable {
      * @throws CommandException with QEMU's message for the first conflict
      */
     void refreshPermissions() {
+        refreshPermissions(Set.of());
+    }
+
+    /**
+     * As {@link #refreshPermissions()}; a node of {@code madeReadOnly} (writable before a reopen)
+     * that keeps a writer gets QEMU's reopen message, "Read-only block node ... cannot support
+     * read-write users", where one that was read-only already gets "Block node is read-only".
+     */
+    void refreshPermissions(Set<GraphNode> madeReadOnly) {
         Map<GraphNode, int[]> cumulative = new HashMap<>();
         for (GraphNode n : nodes.values()) {
             cumulativeOf(n, cumulative);
@@ -1204,6 +1242,9 @@ public final class BlockGraph implements AutoCloseable {
             }
             int perm = cumulative.get(n)[0];
             if (n.isReadOnly() && (perm & (Perm.WRITE.bit() | Perm.WRITE_UNCHANGED.bit())) != 0) {
+                if (madeReadOnly.contains(n)) {
+                    throw new CommandException("Read-only block node '" + n.name() + "' cannot support read-write users");
+                }
                 throw new CommandException(n.writeRefusal());
             }
         }

@@ -39,7 +39,8 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
     private final String name;
     private final String driverName;
     private final boolean monitorOwned;
-    private final NodeOptions options;
+    private volatile NodeOptions options;
+    private volatile tools.jackson.databind.node.ObjectNode explicitOptions; // as opened or last reopened
     private final RequestTracker requests = new RequestTracker();
     private final BlockStats stats = new BlockStats();
     private final List<WriteHook> hooks = new CopyOnWriteArrayList<>();
@@ -85,6 +86,23 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
 
     public NodeOptions options() {
         return options;
+    }
+
+    /** The node's generic options after a reopen ({@code blockdev-reopen}), on the main loop, drained. */
+    void setOptions(NodeOptions options) {
+        this.options = options;
+    }
+
+    /**
+     * The options the node was opened with, or last reopened with (QEMU's
+     * {@code explicit_options}): what a reopen compares unchangeable options against.
+     */
+    tools.jackson.databind.node.ObjectNode explicitOptions() {
+        return explicitOptions;
+    }
+
+    void setExplicitOptions(tools.jackson.databind.node.ObjectNode options) {
+        this.explicitOptions = options;
     }
 
     @Override

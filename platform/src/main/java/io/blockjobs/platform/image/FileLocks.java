@@ -183,15 +183,28 @@ final class FileLocks {
 
         /** True if another process holds a lock on byte {@code b}. */
         boolean lockedElsewhere(long b) throws IOException {
-            if (!writableChannel || locks.containsKey(b)) {
+            if (!writableChannel) {
                 return false; // cannot test: a shared test lock would not see shared holders
             }
-            FileLock probe = channel.tryLock(b, 1, false);
-            if (probe == null) {
-                return true;
+            // A byte this process holds hides other holders from the probe (POSIX locks are the
+            // process's): let go of it for the probe, as a reopen for writing must see a reader
+            // elsewhere that refuses to share "write".
+            FileLock ours = locks.remove(b);
+            if (ours != null) {
+                ours.release();
             }
-            probe.release();
-            return false;
+            try {
+                FileLock probe = channel.tryLock(b, 1, false);
+                if (probe == null) {
+                    return true;
+                }
+                probe.release();
+                return false;
+            } finally {
+                if (ours != null) {
+                    locks.put(b, channel.lock(b, 1, true));
+                }
+            }
         }
     }
 

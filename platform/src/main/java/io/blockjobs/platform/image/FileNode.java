@@ -21,7 +21,7 @@ import java.util.Set;
  * <p>With {@code cache.direct=on} requests bypass the page cache ({@code O_DIRECT}): the node's
  * request alignment is then the file system's block size, and the graph pads every request to it.
  */
-public final class FileNode implements DriverNode, Resizable {
+public final class FileNode implements DriverNode, Resizable, ReadOnlyReopen {
 
     /** Shared read-only zeroes for write-zeroes and padding; aligned for direct I/O; never written to. */
     static final ByteBuffer ZEROES = ByteBuffer.allocateDirect((1 << 20) + 65536).alignedSlice(65536)
@@ -242,6 +242,21 @@ public final class FileNode implements DriverNode, Resizable {
                 claim.change(FileLocks.READ_WRITE, mode.forceShare() ? Set.of() : FileLocks.UNSHARED, path.toString());
             }
             readOnly = false;
+        }
+    }
+
+    /**
+     * Reopens the file read-only: flushed, then only the reader's locks (QEMU's read-only
+     * holder still refuses to share {@code write} and {@code resize}).
+     */
+    @Override
+    public void reopenReadOnly() throws IOException {
+        if (!readOnly) {
+            flush();
+            if (mode.locking()) {
+                claim.change(FileLocks.READ, mode.forceShare() ? Set.of() : FileLocks.UNSHARED, path.toString());
+            }
+            readOnly = true;
         }
     }
 

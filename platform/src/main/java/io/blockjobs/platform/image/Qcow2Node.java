@@ -40,7 +40,7 @@ import java.util.zip.Inflater;
  * <p>Persistent dirty bitmaps (the bitmaps extension) are {@link Qcow2Bitmaps}'; this node offers
  * them as {@link PersistentBitmaps}.
  */
-public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable {
+public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable, ReadOnlyReopen {
 
     static final long OFFSET_MASK = 0x00ff_ffff_ffff_fe00L;
     static final long COPIED = 1L << 63;
@@ -1017,6 +1017,32 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     @Override
     public void unallocate(long offset, long length) throws IOException {
         replaceWholeClusters(offset, length, e -> 0); // reads come from the backing file again
+    }
+
+    /**
+     * Reopens the image read-only (QEMU's reopen): what close would write (the pending
+     * allocation, the refcount pool) is written and flushed first; persistent bitmaps are the
+     * bitmap layer's, stored before this.
+     */
+    @Override
+    public void reopenReadOnly() throws IOException {
+        checkOpen();
+        if (readOnly) {
+            return;
+        }
+        Lock meta = refcounts.lock();
+        meta.lock();
+        try {
+            finishPack();
+            refcounts.releasePool();
+            file.flush();
+            readOnly = true;
+        } finally {
+            meta.unlock();
+        }
+        if (file instanceof ReadOnlyReopen standalone) {
+            standalone.reopenReadOnly(); // in the graph, the graph reopens the file node after
+        }
     }
 
     /** Reopens a read-only image for writing (QEMU's reopen, as commit does with its base). */

@@ -35,6 +35,10 @@ public final class BlockCommands {
     public record CreateArgs(String jobId, JsonNode options) {
     }
 
+    /** {@code x-blockdev-amend}'s arguments. */
+    public record AmendArgs(String jobId, String nodeName, JsonNode options, Optional<Boolean> force) {
+    }
+
     /** {@code blockdev-snapshot}'s arguments. */
     public record SnapshotArgs(String node, String overlay) {
     }
@@ -92,6 +96,27 @@ public final class BlockCommands {
             graph.add(a);
             return null;
         }));
+        d.register(QmpCommand.of("blockdev-reopen", JsonNode.class, null, a -> {
+            for (String k : a.propertyNames()) {
+                if (!k.equals("options")) {
+                    throw new CommandException("Parameter '" + k + "' is unexpected");
+                }
+            }
+            graph.reopen(a.get("options"));
+            return null;
+        }));
+        d.register(QmpCommand.of("x-blockdev-amend", AmendArgs.class, null, a -> {
+            Runnable amend = prepareAmend(graph, a);
+            jobs.start(a.jobId(), "amend", true, false, job -> {
+                job.progress(0, 1);
+                try {
+                    amend.run();
+                } finally {
+                    job.progress(1, 1); // as QEMU's blockdev_amend_run, whatever the driver said
+                }
+            });
+            return null;
+        }));
         d.register(QmpCommand.of("blockdev-del", NodeNameArgs.class, null, a -> {
             graph.delete(a.nodeName(), jobs::blocker);
             return null;
@@ -143,6 +168,66 @@ public final class BlockCommands {
         } catch (Exception e) {
             throw new IllegalStateException(e);
         }
+    }
+
+    /**
+     * Checks {@code x-blockdev-amend}'s arguments as QEMU 7.2's {@code qmp_x_blockdev_amend}
+     * does (the {@code BlockdevAmendOptions} union first, then the node, its driver, the driver's
+     * support), and returns the job's work: QEMU's {@code qcow2_co_amend}, which can only change
+     * an encrypted image's keyslots, and blockjobs opens no encrypted image.
+     */
+    static Runnable prepareAmend(BlockGraph graph, AmendArgs a) {
+        Options o = new Options(a.options(), "options.");
+        String driver = o.string("driver");
+        if (graph.drivers().get(driver) == null && !driver.equals("luks")) {
+            throw new CommandException("Parameter 'options.driver' does not accept value '" + driver + "'");
+        }
+        boolean encrypt = false;
+        switch (driver) {
+            case "qcow2" -> {
+                if (o.has("encrypt")) {
+                    Options e = o.object("encrypt");
+                    String format = e.string("format");
+                    if (format.equals("luks")) {
+                        luksAmendOptions(e);
+                    } else if (!format.equals("qcow")) {
+                        throw new CommandException("Parameter 'options.encrypt.format' does not accept value '" + format + "'");
+                    }
+                    e.checkAllUsed();
+                    encrypt = true;
+                }
+            }
+            case "luks" -> luksAmendOptions(o);
+            default -> {
+            }
+        }
+        o.checkAllUsed();
+        GraphNode n = graph.lookup(null, a.nodeName());
+        if (!n.driver().equals(driver)) {
+            throw new CommandException("x-blockdev-amend doesn't support changing the block driver");
+        }
+        if (!driver.equals("qcow2")) {
+            throw new CommandException("Driver does not support x-blockdev-amend");
+        }
+        boolean changesEncryption = encrypt;
+        return () -> {
+            if (changesEncryption) {
+                throw new CommandException("image is not encrypted, can't amend"); // blockjobs opens no encrypted qcow2
+            }
+        };
+    }
+
+    /** QEMU's {@code QCryptoBlockAmendOptionsLUKS}: what a keyslot change takes. */
+    private static void luksAmendOptions(Options o) {
+        String state = o.string("state");
+        if (!state.equals("active") && !state.equals("inactive")) {
+            throw new CommandException("Parameter '" + o.prefix() + "state' does not accept value '" + state + "'");
+        }
+        o.optString("new-secret");
+        o.optString("old-secret");
+        o.optInteger("keyslot");
+        o.optInteger("iter-time");
+        o.optString("secret");
     }
 
     /**

@@ -40,12 +40,20 @@ final class QmpSchema {
         s.builtin("any", "value");
         s.builtin("null", "null");
         String empty = s.emptyObject();
+        String blockdevOptions = null;
         for (QmpCommand<?> c : commands) {
             ObjectNode e = Json.object().put("name", c.name()).put("meta-type", "command");
             if (c.name().equals("blockdev-add") && !drivers.isEmpty()) {
-                e.put("arg-type", s.blockdevOptions(drivers));
+                blockdevOptions = blockdevOptions != null ? blockdevOptions : s.blockdevOptions(drivers);
+                e.put("arg-type", blockdevOptions);
+            } else if (c.name().equals("blockdev-reopen") && !drivers.isEmpty()) {
+                blockdevOptions = blockdevOptions != null ? blockdevOptions : s.blockdevOptions(drivers);
+                e.put("arg-type", s.reopenArguments(blockdevOptions)); // {'options': ['BlockdevOptions']}
             } else {
                 e.put("arg-type", c.arguments() == Void.class ? empty : s.name(c.arguments()));
+                if (c.name().equals("x-blockdev-amend") && !drivers.isEmpty()) {
+                    s.memberType(e.get("arg-type").asString(), "options", s.amendOptions(drivers));
+                }
             }
             e.put("ret-type", c.returns() == null || c.returns() == Void.class ? empty : s.name(c.returns()));
             s.entries.add(e);
@@ -113,6 +121,68 @@ final class QmpSchema {
             variants.addObject().put("case", d.getKey()).put("type", t);
         });
         return union;
+    }
+
+    /**
+     * QEMU's {@code BlockdevAmendOptions}: a union on {@code driver} whose only variants with
+     * members are {@code luks} (a keyslot's {@code state} and secrets) and {@code qcow2}
+     * ({@code encrypt}).
+     */
+    private String amendOptions(Map<String, List<io.blockjobs.sdk.driver.OptionSpec>> drivers) {
+        String union = String.valueOf(counter++);
+        String driverEnum = String.valueOf(counter++);
+        ObjectNode en = Json.object().put("name", driverEnum).put("meta-type", "enum");
+        ArrayNode em = en.putArray("members");
+        ArrayNode ev = en.putArray("values");
+        java.util.TreeSet<String> names = new java.util.TreeSet<>(drivers.keySet());
+        names.add("luks");
+        names.forEach(d -> {
+            em.addObject().put("name", d);
+            ev.add(d);
+        });
+        entries.add(en);
+        ObjectNode u = Json.object().put("name", union).put("meta-type", "object");
+        u.putArray("members").add(Json.object().put("name", "driver").put("type", driverEnum));
+        u.put("tag", "driver");
+        ArrayNode variants = u.putArray("variants");
+        entries.add(u);
+        String luks = String.valueOf(counter++);
+        ObjectNode l = Json.object().put("name", luks).put("meta-type", "object");
+        l.putArray("members").add(Json.object().put("name", "state").put("type", "str"))
+                .add(optional("new-secret", "str")).add(optional("old-secret", "str")).add(optional("keyslot", "int"))
+                .add(optional("iter-time", "int")).add(optional("secret", "str"));
+        entries.add(l);
+        String qcow2 = String.valueOf(counter++);
+        ObjectNode q = Json.object().put("name", qcow2).put("meta-type", "object");
+        q.putArray("members").add(optional("encrypt", "any"));
+        entries.add(q);
+        variants.addObject().put("case", "luks").put("type", luks);
+        variants.addObject().put("case", "qcow2").put("type", qcow2);
+        return union;
+    }
+
+    /** Gives member {@code member} of object type {@code typeName} the type {@code type}. */
+    private void memberType(String typeName, String member, String type) {
+        for (ObjectNode e : entries) {
+            if (e.path("name").asString().equals(typeName)) {
+                for (JsonNode m : e.path("members")) {
+                    if (m.path("name").asString().equals(member)) {
+                        ((ObjectNode) m).put("type", type);
+                    }
+                }
+            }
+        }
+    }
+
+    /** {@code blockdev-reopen}'s arguments: {@code options}, a list of {@code BlockdevOptions}. */
+    private String reopenArguments(String blockdevOptions) {
+        String list = "[" + blockdevOptions + "]";
+        entries.add(Json.object().put("name", list).put("meta-type", "array").put("element-type", blockdevOptions));
+        String n = String.valueOf(counter++);
+        ObjectNode o = Json.object().put("name", n).put("meta-type", "object");
+        o.putArray("members").addObject().put("name", "options").put("type", list);
+        entries.add(o);
+        return n;
     }
 
     private static ObjectNode optional(String name, String type) {

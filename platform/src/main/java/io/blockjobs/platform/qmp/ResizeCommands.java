@@ -138,14 +138,19 @@ public final class ResizeCommands {
         if (!inChain) {
             throw new CommandException("'" + a.device() + "' and image file are not in the same chain");
         }
+        boolean readOnly = image.isReadOnly();
         try {
-            if (image.isReadOnly()) {
-                graph.reopenReadWrite(image); // as QEMU; blockjobs leaves it writable (no read-only reopen yet)
+            if (readOnly) {
+                graph.reopenReadWrite(image); // as QEMU: writable for the change, read-only again after
             }
             image.driverNode().changeBackingFile(a.backingFile(), image.driver());
         } catch (IOException | UnsupportedOperationException e) {
             throw new CommandException("Could not change backing file to '" + a.backingFile() + "': "
                     + (e instanceof UnsupportedOperationException ? "Operation not supported" : e.getMessage()));
+        } finally {
+            if (readOnly && !image.isReadOnly()) {
+                graph.reopenReadOnly(image);
+            }
         }
     }
 

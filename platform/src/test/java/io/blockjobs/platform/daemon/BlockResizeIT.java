@@ -197,6 +197,7 @@ class BlockResizeIT {
                 "backing-file", dd.resolve("mid.qcow2").toString())));
         seen.put("cbf read-only mid", reply(d, "change-backing-file", map("device", "top", "image-node-name", "mid",
                 "backing-file", dd.resolve("base.qcow2").toString())));
+        seen.put("mid read-only after cbf", node(d, "mid").get("ro").asString());
 
         // block-set-write-threshold and BLOCK_WRITE_THRESHOLD, written past over NBD.
         seen.put("threshold missing node", reply(d, "block-set-write-threshold",
@@ -307,6 +308,7 @@ class BlockResizeIT {
         assertThat(qemu.get("resize a qcow2's file")).isEqualTo("GenericError: Permission conflict on node 'topf': "
                 + "permissions 'resize' are both required by an unnamed block device (uses node 'topf' as 'root' child) "
                 + "and unshared by node 'top' (uses node 'topf' as 'file' child).");
+        assertThat(qemu.get("mid read-only after cbf")).isEqualTo("true");
         assertThat(qemu.get("resize during a job")).isEqualTo("GenericError: Device '(null)' is in use");
         assertThat(qemu.get("event")).isEqualTo(
                 "{\"node-name\":\"top\",\"write-threshold\":" + 3 * M + ",\"amount-exceeded\":"
