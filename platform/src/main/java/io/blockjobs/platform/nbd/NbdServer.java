@@ -330,6 +330,33 @@ public final class NbdServer implements AutoCloseable {
         return export;
     }
 
+    private List<Channel> users(NbdExport export) {
+        List<Channel> users = new ArrayList<>();
+        for (Channel ch : clients) {
+            NbdTransmissionHandler c = ch.pipeline().get(NbdTransmissionHandler.class);
+            if (c != null && c.export() == export && ch.isOpen()) {
+                users.add(ch);
+            }
+        }
+        return users;
+    }
+
+    /**
+     * Lets each client's event loop take in what has already arrived for it: a client that has
+     * disconnected (NBD_CMD_DISC, or closed its socket) just before a safe-mode delete is gone
+     * then, as it would be in QEMU's single main loop, instead of being found "still in use".
+     * Two rounds: one in which the loop reads and closes, one for the close to complete.
+     */
+    private static void settle(List<Channel> users) {
+        for (int round = 0; round < 2; round++) {
+            for (Channel ch : users) {
+                if (!ch.eventLoop().inEventLoop()) {
+                    ch.eventLoop().submit(() -> { }).awaitUninterruptibly(1, java.util.concurrent.TimeUnit.SECONDS);
+                }
+            }
+        }
+    }
+
     /**
      * QMP {@code block-export-del}. In {@code safe} mode an export with clients stays; in
      * {@code hard} mode its clients are disconnected.
@@ -339,12 +366,10 @@ public final class NbdServer implements AutoCloseable {
         if (export == null) {
             throw new CommandException("Export '" + id + "' is not found");
         }
-        List<Channel> users = new ArrayList<>();
-        for (Channel ch : clients) {
-            NbdTransmissionHandler c = ch.pipeline().get(NbdTransmissionHandler.class);
-            if (c != null && c.export() == export) {
-                users.add(ch);
-            }
+        List<Channel> users = users(export);
+        if (!users.isEmpty() && !hard) {
+            settle(users);
+            users = users(export);
         }
         if (!users.isEmpty() && !hard) {
             throw new CommandException("export '" + id + "' still in use; use mode='hard' to force client disconnect");
