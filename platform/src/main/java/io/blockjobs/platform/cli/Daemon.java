@@ -62,6 +62,7 @@ final class Daemon {
         NbdCommands.register(dispatcher, nbd);
         io.blockjobs.platform.nbd.NbdLegacyCommands.register(dispatcher, nbd, graph);
         io.blockjobs.platform.qmp.ResizeCommands.register(dispatcher, graph, jobs, bitmaps, events);
+        io.blockjobs.platform.qmp.InternalSnapshotCommands.register(dispatcher, graph, jobs);
         io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
         io.blockjobs.platform.qmp.Chardevs.register(dispatcher, chardevs);
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph);

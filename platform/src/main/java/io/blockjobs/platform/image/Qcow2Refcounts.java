@@ -183,7 +183,7 @@ final class Qcow2Refcounts {
     }
 
     /** Adds {@code delta} to the refcount of the cluster at {@code index} in memory, for {@link #writeBack}. */
-    private void count(long index, long delta) throws IOException {
+    void count(long index, long delta) throws IOException {
         long b = index >>> blockBits;
         byte[] block = ensureBlock(b);
         int i = (int) (index & ((1L << blockBits) - 1));
