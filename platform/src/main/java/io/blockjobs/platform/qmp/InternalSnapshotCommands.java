@@ -131,6 +131,24 @@ public final class InternalSnapshotCommands {
         }
     }
 
+    /**
+     * The snapshots {@code ImageInfo} lists for {@code n} (QEMU's
+     * {@code bdrv_query_snapshot_info_list}): none if it has none or cannot have any.
+     */
+    static Optional<List<SnapshotInfo>> list(GraphNode n) {
+        Qcow2Node image = image(n);
+        if (image == null || image.snapshots().isEmpty()) {
+            return Optional.empty();
+        }
+        return Optional.of(image.snapshots().stream().map(InternalSnapshotCommands::info).toList());
+    }
+
+    private static SnapshotInfo info(Qcow2Node.InternalSnapshot sn) {
+        return new SnapshotInfo(sn.id(), sn.name(), sn.vmStateSize(), sn.dateSec(), sn.dateNsec(),
+                Long.divideUnsigned(sn.vmClockNsec(), 1_000_000_000L), Long.remainderUnsigned(sn.vmClockNsec(),
+                1_000_000_000L), sn.icount() == -1 ? Optional.empty() : Optional.of(sn.icount()));
+    }
+
     /** QEMU's {@code qmp_blockdev_snapshot_delete_internal_sync}. */
     static SnapshotInfo delete(BlockGraph graph, JobManager jobs, DeleteArgs a) {
         GraphNode n = rootNode(graph, a.device());
@@ -159,8 +177,6 @@ public final class InternalSnapshotCommands {
         } catch (Exception e) {
             throw new IllegalStateException(e);
         }
-        return new SnapshotInfo(sn.id(), sn.name(), sn.vmStateSize(), sn.dateSec(), sn.dateNsec(),
-                Long.divideUnsigned(sn.vmClockNsec(), 1_000_000_000L), Long.remainderUnsigned(sn.vmClockNsec(),
-                1_000_000_000L), sn.icount() == -1 ? Optional.empty() : Optional.of(sn.icount()));
+        return info(sn);
     }
 }
