@@ -1320,8 +1320,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             String id = Qcow2Snapshots.newId(list);
             int n = l1.length();
             long l1Copy = 0;
+            int clusters = (int) (((long) n * 8 + clusterSize - 1) >>> clusterBits);
             if (n > 0) {
-                int clusters = (int) (((long) n * 8 + clusterSize - 1) >>> clusterBits);
                 l1Copy = refcounts.allocateContiguous(clusters);
                 ByteBuffer copy = ByteBuffer.allocate(clusters << clusterBits);
                 for (int i = 0; i < n; i++) {
@@ -1335,7 +1335,14 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 }
                 noteFileEnd(l1Copy + ((long) clusters << clusterBits));
             }
-            countActive(); // durable before the tables drop COPIED and the snapshot table points to the copy
+            try {
+                countActive(); // durable before the tables drop COPIED and the snapshot table points to the copy
+            } catch (IOException | RuntimeException e) {
+                if (n > 0) { // the counts are back as they were: nothing points to the copy
+                    giveBack(new Qcow2Refcounts.Run(l1Copy, clusters), e);
+                }
+                throw e;
+            }
             try {
                 setActiveCopiedFlags(false);
             } finally {

@@ -67,6 +67,7 @@ class InternalSnapshotIT {
         Qemu.img("snapshot", "-c", "rs", t.resolve("ro.qcow2").toString());
         Qemu.img("create", "-f", "qcow2", "-o", "compat=0.10", t.resolve("v2.qcow2").toString(), "4M");
         Qemu.img("create", "-f", "raw", t.resolve("r.raw").toString(), "4M");
+        Qemu.img("create", "-f", "qcow2", t.resolve("tgt.qcow2").toString(), "8M");
         // The references: the disk at each instant, written by qemu-io on raw copies.
         Path ref0 = t.resolve("ref0.raw");
         Qemu.img("convert", "-O", "raw", t.resolve("disk.qcow2").toString(), ref0.toString());
@@ -86,7 +87,8 @@ class InternalSnapshotIT {
                 "--blockdev", "driver=qcow2,node-name=ro,read-only=on,file.driver=file,file.filename=" + d.resolve("ro.qcow2"),
                 "--blockdev", "driver=qcow2,node-name=v2,file.driver=file,file.filename=" + d.resolve("v2.qcow2"),
                 "--blockdev", "driver=file,node-name=rf,filename=" + d.resolve("r.raw"),
-                "--blockdev", "driver=raw,node-name=r,file=rf"));
+                "--blockdev", "driver=raw,node-name=r,file=rf",
+                "--blockdev", "driver=qcow2,node-name=tgt,file.driver=file,file.filename=" + d.resolve("tgt.qcow2")));
         daemons.put(kind, s);
         return s;
     }
@@ -215,6 +217,13 @@ class InternalSnapshotIT {
             assertThat(roAfter).isEqualTo(seen.get("image snapshots ro"));
         }
 
+        d.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "disk", "target", "tgt", "sync", "full", "speed", 1));
+        seen.put("during a job", reply(d, create, map("device", "disk", "name", "x")));
+        seen.put("delete during a job", reply(d, delete, map("device", "disk", "name", "x")));
+        d.qmp.ok("block-job-cancel", map("device", "m", "force", true));
+        d.qmp.awaitEvent("JOB_STATUS_CHANGE", e -> e.get("id").asString().equals("m")
+                && e.get("status").asString().equals("null"));
+
         d.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "disk", "writable", true));
         d.qmp.ok("block-dirty-bitmap-add", map("node", "disk", "name", "b0", "persistent", true));
         String uri = d.nbdUri("disk");
@@ -257,7 +266,7 @@ class InternalSnapshotIT {
         Map<Kind, Map<String, List<String>>> lists = new EnumMap<>(Kind.class);
         for (Kind kind : BOTH) {
             Path d = Files.createDirectories(dir.resolve(kind.name().toLowerCase()));
-            for (String f : List.of("disk.qcow2", "ro.qcow2", "v2.qcow2", "r.raw")) {
+            for (String f : List.of("disk.qcow2", "ro.qcow2", "v2.qcow2", "r.raw", "tgt.qcow2")) {
                 Files.copy(t.resolve(f), d.resolve(f), StandardCopyOption.COPY_ATTRIBUTES);
             }
             StorageDaemon s = start(kind, d);
@@ -297,6 +306,8 @@ class InternalSnapshotIT {
                 .isEqualTo("GenericError: Snapshot with id 'null' and name 'zz' does not exist on device 'disk'");
         assertThat(qemu.get("delete read-only"))
                 .isEqualTo("GenericError: Failed to remove snapshot from snapshot list: Operation not permitted");
+        assertThat(qemu.get("during a job"))
+                .isEqualTo("GenericError: Node 'disk' is busy: block device is in use by block job: mirror");
         assertThat(qemu.get("v2 resize")).isEqualTo("GenericError: Can't resize a v2 image which has snapshots");
         assertThat(lists.get(Kind.QEMU).get("disk.qcow2")).containsExactly("1 s1", "2 s2", "3 s3");
     }

@@ -211,6 +211,52 @@ class Qcow2SnapshotModelTest {
         assertThat(before).as("the last snapshot came after every write").containsOnly(3 * chunks);
     }
 
+    /**
+     * A v3 image with a snapshot shrinks and grows (QEMU 7.2 allows it): the active layer drops
+     * and regains its tail, the snapshot keeps its size and data; a v2 image with a snapshot
+     * refuses with QEMU's message.
+     */
+    @Test
+    void resizeWithSnapshots() throws IOException {
+        Path img = dir.resolve("resize.qcow2");
+        Qemu.img("create", "-f", "qcow2", img.toString(), String.valueOf(SIZE));
+        Qemu.io(img, "qcow2", "write -P 0x61 0 " + SIZE);
+        Qemu.img("snapshot", "-c", "full", img.toString());
+        Qcow2Node node = (Qcow2Node) Images.open(img, null, true);
+        try {
+            node.truncate(SIZE / 2);
+            node.truncate(SIZE * 2L);
+            byte[] data = new byte[70000];
+            Arrays.fill(data, (byte) 0x62);
+            node.write(SIZE - 1000, ByteBuffer.wrap(data));
+        } finally {
+            node.close();
+        }
+        Qemu.assertClean(img);
+        byte[] expected = new byte[SIZE * 2];
+        Arrays.fill(expected, 0, SIZE / 2, (byte) 0x61);
+        Arrays.fill(expected, SIZE - 1000, SIZE - 1000 + 70000, (byte) 0x62);
+        Path ref = dir.resolve("active.raw");
+        Files.write(ref, expected);
+        assertThat(Qemu.identical(img, "qcow2", ref, "raw")).as("active layer").isTrue();
+        Path got = dir.resolve("full.raw");
+        Qemu.img("convert", "-l", "snapshot.name=full", "-O", "raw", img.toString(), got.toString());
+        byte[] full = new byte[SIZE * 2]; // qemu-img reads a snapshot at the image's size now (as after its own resize)
+        Arrays.fill(full, 0, SIZE, (byte) 0x61);
+        assertThat(Arrays.mismatch(Files.readAllBytes(got), full)).as("the snapshot differs at").isEqualTo(-1);
+
+        Path v2 = dir.resolve("v2.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-o", "compat=0.10", v2.toString(), String.valueOf(SIZE));
+        Qemu.img("snapshot", "-c", "s", v2.toString());
+        Qcow2Node old = (Qcow2Node) Images.open(v2, null, true);
+        try {
+            assertThatThrownBy(() -> old.truncate(SIZE * 2L)).hasMessage("Can't resize a v2 image which has snapshots");
+        } finally {
+            old.close();
+        }
+        Qemu.assertClean(v2);
+    }
+
     /** 1-bit refcounts cannot count a second reference: the snapshot is refused and nothing changes. */
     @Test
     void oneBitRefcountsRefuseSnapshots() throws IOException {
