@@ -1322,7 +1322,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             long l1Copy = 0;
             int clusters = (int) (((long) n * 8 + clusterSize - 1) >>> clusterBits);
             if (n > 0) {
-                l1Copy = refcounts.allocateContiguous(clusters);
+                l1Copy = refcounts.allocateTable(clusters);
                 ByteBuffer copy = ByteBuffer.allocate(clusters << clusterBits);
                 for (int i = 0; i < n; i++) {
                     copy.putLong(i * 8, l1.get(i));
@@ -1618,7 +1618,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         long at = 0;
         if (!list.isEmpty()) {
             int clusters = (int) ((bytes + clusterSize - 1) >>> clusterBits);
-            at = refcounts.allocateContiguous(clusters);
+            at = refcounts.allocateTable(clusters);
             ByteBuffer padded = ByteBuffer.allocate(clusters << clusterBits).put(encoded).clear();
             try {
                 file.write(at, padded);

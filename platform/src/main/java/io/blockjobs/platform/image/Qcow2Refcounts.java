@@ -306,6 +306,22 @@ final class Qcow2Refcounts {
     }
 
     /**
+     * Allocates {@code n} contiguous clusters for a metadata table (a snapshot's L1 table, the
+     * snapshot table), durably counted: one comes from the pool, in its order; a longer run is
+     * placed past everything in use after the pool is given back, so that the pool's clusters
+     * past the end of the file do not become leaks inside it if the process dies.
+     *
+     * @return the host offset of the first
+     */
+    long allocateTable(int n) throws IOException {
+        if (n == 1) {
+            return allocateCluster();
+        }
+        releasePool();
+        return allocateContiguous(n);
+    }
+
+    /**
      * Allocates {@code n} contiguous clusters past everything in use, for metadata tables; their
      * refcounts are durable when it returns. Blocks that must be created to count them are placed
      * right after them.
