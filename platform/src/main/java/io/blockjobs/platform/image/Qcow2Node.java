@@ -1376,6 +1376,14 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 throw new BlockIoException(Errno.EINVAL, "Can't find the snapshot");
             }
             Qcow2Snapshots.Entry sn = list.get(index);
+            // QEMU's qcow2_validate_table of the snapshot's L1 table, before anything changes.
+            if (sn.l1Size() < 0 || (long) sn.l1Size() * 8 > MAX_L1_BYTES) {
+                throw new BlockIoException(Errno.EFBIG, "Snapshot L1 table too large");
+            }
+            if (sn.l1Size() > 0 && ((sn.l1Offset() & (clusterSize - 1)) != 0 || sn.l1Offset() <= 0
+                    || sn.l1Offset() + sn.l1Size() * 8L > file.size())) {
+                throw new BlockIoException(Errno.EINVAL, "Snapshot L1 table offset invalid");
+            }
             if (readOnly) {
                 throw new BlockIoException(Errno.EPERM, "Failed to remove snapshot from snapshot list: "
                         + Errno.EPERM.message());

@@ -45,13 +45,16 @@ public final class InternalSnapshotCommands {
                 a -> delete(graph, jobs, a)));
     }
 
-    /** QEMU's {@code qmp_get_root_bs}. */
-    private static GraphNode rootNode(BlockGraph graph, String device) {
+    /**
+     * QEMU's {@code qmp_get_root_bs}. A job's nodes are not roots: in QEMU the job is their
+     * parent ({@code block_job_add_bdrv}), so this comes before the job's op blocker.
+     */
+    private static GraphNode rootNode(BlockGraph graph, JobManager jobs, String device) {
         GraphNode n = graph.find(device);
         if (n == null) {
             throw new CommandException("Cannot find device='" + device + "' nor node-name='" + device + "'");
         }
-        if (!n.parents().stream().allMatch(e -> e.parent() == null)) {
+        if (!n.parents().stream().allMatch(e -> e.parent() == null) || jobs.blocker(n.name()) != null) {
             throw new CommandException("Need a root block node");
         }
         return n;
@@ -85,7 +88,7 @@ public final class InternalSnapshotCommands {
      * ({@code internal_snapshot_abort}: the snapshot is deleted again).
      */
     static BlockGraph.Undo create(BlockGraph graph, JobManager jobs, CreateArgs a) {
-        GraphNode n = rootNode(graph, a.device());
+        GraphNode n = rootNode(graph, jobs, a.device());
         try (AutoCloseable drained = graph.drain(n)) {
             String blocker = jobs.blocker(n.name());
             if (blocker != null) {
@@ -111,7 +114,7 @@ public final class InternalSnapshotCommands {
             long micros = now.getNano() / 1000;
             Qcow2Node.InternalSnapshot sn;
             try {
-                sn = image.createSnapshot(a.name(), now.getEpochSecond(), micros * 1000,
+                sn = image.createSnapshot(truncated(a.name()), now.getEpochSecond(), micros * 1000,
                         now.getEpochSecond() * 1_000_000_000L + micros * 1000);
             } catch (IOException e) {
                 throw new CommandException("Failed to create snapshot '" + a.name() + "' on device '" + a.device()
@@ -149,9 +152,22 @@ public final class InternalSnapshotCommands {
                 1_000_000_000L), sn.icount() == -1 ? Optional.empty() : Optional.of(sn.icount()));
     }
 
+    /** The name as QEMU keeps it: {@code pstrcpy} into 256 bytes, so at most 255 (here whole characters). */
+    private static String truncated(String name) {
+        byte[] utf8 = name.getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        if (utf8.length <= 255) {
+            return name;
+        }
+        int end = 255;
+        while (end > 0 && (utf8[end] & 0xc0) == 0x80) { // not inside a character
+            end--;
+        }
+        return new String(utf8, 0, end, java.nio.charset.StandardCharsets.UTF_8);
+    }
+
     /** QEMU's {@code qmp_blockdev_snapshot_delete_internal_sync}. */
     static SnapshotInfo delete(BlockGraph graph, JobManager jobs, DeleteArgs a) {
-        GraphNode n = rootNode(graph, a.device());
+        GraphNode n = rootNode(graph, jobs, a.device());
         String id = a.id().orElse(null);
         String name = a.name().orElse(null);
         if (id == null && name == null) {
