@@ -1313,8 +1313,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             if (list.size() >= Qcow2Snapshots.MAX_SNAPSHOTS) {
                 throw new BlockIoException(Errno.EFBIG, Errno.EFBIG.message());
             }
-            if (header.refcountOrder == 0) { // 1-bit refcounts cannot count a second reference (QEMU: ERANGE)
-                throw new BlockIoException(Errno.EINVAL, "Numerical result out of range");
+            if (header.refcountOrder == 0) { // 1-bit refcounts cannot count a second reference (QEMU: EINVAL too)
+                throw new BlockIoException(Errno.EINVAL, Errno.EINVAL.message());
             }
             finishPack(); // a packed cluster's spare count goes back first
             String id = Qcow2Snapshots.newId(list);
