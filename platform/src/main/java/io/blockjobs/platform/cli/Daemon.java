@@ -74,6 +74,7 @@ final class Daemon {
                 }
             }
         });
+        io.blockjobs.platform.qmp.InternalSnapshotCommands.register(dispatcher, graph, jobs);
         io.blockjobs.platform.qmp.ObjectCommands.register(dispatcher, graph);
         io.blockjobs.platform.qmp.Chardevs.register(dispatcher, chardevs);
         plugins = new PluginHost(PluginCommands.sink(dispatcher, jobs), jobs, graph);

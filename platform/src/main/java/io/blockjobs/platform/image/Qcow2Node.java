@@ -109,6 +109,10 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private boolean signaledCorruption; // under corruptionLock
     /** Set by a fatal corruption: QEMU then drops the node's driver and every request fails. */
     private volatile boolean unusable;
+    /** The internal snapshots (the snapshot table); replaced whole under every lock. */
+    private volatile List<Qcow2Snapshots.Entry> snapshots;
+    /** Bytes the snapshot table spans on disk (freed when it is rewritten). */
+    private long snapshotTableBytes;
     /** L2 tables, zeroed and counted, whose L1 entry failed to be written; under the refcount lock. */
     private final java.util.Map<Integer, Long> unlinkedTables = new java.util.HashMap<>();
 
@@ -168,9 +172,12 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         long[] refcountTable = readRefcountTable(file, h, fileSize);
         checkOverlaps(name, h, l1, refcountTable, fileSize);
         Qcow2Bitmaps.Directory bitmapDirectory = Qcow2Bitmaps.readDirectory(file, h);
+        Qcow2Snapshots.Table snapshotTable = Qcow2Snapshots.read(file, h);
 
         Qcow2Node node = new Qcow2Node(file, h, !readWrite, new AtomicLongArray(l1), refcountTable, bitmapDirectory);
         node.ownsChildren = ownsChildren;
+        node.snapshots = List.copyOf(snapshotTable.entries());
+        node.snapshotTableBytes = snapshotTable.bytes();
         if (h.backingFile != null) {
             try {
                 node.backing = backingOpener.open(h.backingFile, h.backingFormat);
@@ -238,10 +245,6 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         if (readWrite && (h.incompatibleFeatures & Qcow2Header.INCOMPAT_DIRTY) != 0) {
             throw new ImageException(name, "image was not closed cleanly (lazy refcounts); "
                     + "repair it with qemu-img check -r all before writing");
-        }
-        if (readWrite && h.snapshotCount > 0) {
-            throw new ImageException(name, "image has " + h.snapshotCount + " internal snapshots; "
-                    + "writing such images is not supported (open it read-only)");
         }
         if ((h.autoclearFeatures & Qcow2Header.AUTOCLEAR_DATA_FILE_RAW) != 0) {
             throw new ImageException(name, "data-file-raw requires a data file"); // as QEMU: there is none
@@ -936,6 +939,9 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         if (newSize == oldSize) {
             return;
         }
+        if (!snapshots.isEmpty() && header.version < 3) { // v2 does not record a snapshot's size
+            throw new BlockIoException(Errno.ENOTSUP, "Can't resize a v2 image which has snapshots");
+        }
         Lock meta = refcounts.lock();
         if (newSize < oldSize) {
             long keep = roundUp(newSize, clusterSize);
@@ -1318,6 +1324,399 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
     }
 
+    // ---- internal snapshots -------------------------------------------------------------------
+
+    /**
+     * An internal snapshot as the snapshot table records it (QEMU's {@code QEMUSnapshotInfo});
+     * {@code icount} is -1 where none was recorded.
+     */
+    public record InternalSnapshot(String id, String name, long vmStateSize, long dateSec, long dateNsec,
+                                   long vmClockNsec, long icount) {
+    }
+
+    /** The internal snapshots, in the table's order. */
+    public List<InternalSnapshot> snapshots() {
+        return snapshots.stream().map(Qcow2Node::info).toList();
+    }
+
+    private static InternalSnapshot info(Qcow2Snapshots.Entry e) {
+        return new InternalSnapshot(e.id(), e.name(), e.vmStateSize(), e.dateSec(), e.dateNsec(), e.vmClockNsec(),
+                e.icount());
+    }
+
+    /**
+     * The snapshot QEMU's {@code bdrv_snapshot_find_by_id_and_name} finds: by both {@code id} and
+     * {@code name}, or by the one given (null: not given).
+     */
+    public Optional<InternalSnapshot> findSnapshot(String id, String name) {
+        List<Qcow2Snapshots.Entry> list = snapshots;
+        int i = Qcow2Snapshots.find(list, id, name);
+        return i < 0 ? Optional.empty() : Optional.of(info(list.get(i)));
+    }
+
+    /**
+     * Takes an internal snapshot of the image as it is now (QEMU's {@code qcow2_snapshot_create},
+     * without VM state), with the next free numeric id. In order, each step durable before the
+     * next: a copy of the L1 table; every L2 table and data cluster the active L1 table reaches
+     * counted once more; {@code COPIED} cleared in the active tables (so that the next write to
+     * any of them copies first); the new snapshot table, then the header that points to it. A
+     * crash or failure before the header leaves leaked clusters, no snapshot.
+     */
+    public InternalSnapshot createSnapshot(String name, long dateSec, long dateNsec, long vmClockNsec)
+            throws IOException {
+        checkOpen();
+        if (readOnly) {
+            throw new BlockIoException(Errno.EPERM, Errno.EPERM.message());
+        }
+        lockEverything();
+        try {
+            List<Qcow2Snapshots.Entry> list = snapshots;
+            if (list.size() >= Qcow2Snapshots.MAX_SNAPSHOTS) {
+                throw new BlockIoException(Errno.EFBIG, Errno.EFBIG.message());
+            }
+            if (header.refcountOrder == 0) { // 1-bit refcounts cannot count a second reference (QEMU: EINVAL too)
+                throw new BlockIoException(Errno.EINVAL, Errno.EINVAL.message());
+            }
+            finishPack(); // a packed cluster's spare count goes back first
+            String id = Qcow2Snapshots.newId(list);
+            int n = l1.length();
+            long l1Copy = 0;
+            int clusters = (int) (((long) n * 8 + clusterSize - 1) >>> clusterBits);
+            if (n > 0) {
+                l1Copy = refcounts.allocateTable(clusters);
+                ByteBuffer copy = ByteBuffer.allocate(clusters << clusterBits);
+                for (int i = 0; i < n; i++) {
+                    copy.putLong(i * 8, l1.get(i));
+                }
+                try {
+                    file.write(l1Copy, copy);
+                } catch (IOException | RuntimeException e) {
+                    giveBack(new Qcow2Refcounts.Run(l1Copy, clusters), e);
+                    throw e;
+                }
+                noteFileEnd(l1Copy + ((long) clusters << clusterBits));
+            }
+            try {
+                countActive(); // durable before the tables drop COPIED and the snapshot table points to the copy
+            } catch (IOException | RuntimeException e) {
+                if (n > 0) { // the counts are back as they were: nothing points to the copy
+                    giveBack(new Qcow2Refcounts.Run(l1Copy, clusters), e);
+                }
+                throw e;
+            }
+            try {
+                setActiveCopiedFlags(false);
+            } finally {
+                l2Cache.invalidateAll(); // the tables on disk are the truth now, whatever failed
+            }
+            Qcow2Snapshots.Entry sn = new Qcow2Snapshots.Entry(l1Copy, n, id, name, dateSec, dateNsec, vmClockNsec,
+                    0, header.size, -1, new byte[0]);
+            List<Qcow2Snapshots.Entry> grown = new ArrayList<>(list);
+            grown.add(sn);
+            writeSnapshotTable(grown);
+            return info(sn);
+        } finally {
+            unlockEverything();
+        }
+    }
+
+    /**
+     * Deletes an internal snapshot (QEMU's {@code qcow2_snapshot_delete}): found as
+     * {@link #findSnapshot}; the snapshot table without it is written first, then what its L1
+     * table reaches is counted once less (clusters that reach 0 are discarded), its L1 table is
+     * freed, and {@code COPIED} is set again in the active tables wherever a count is back to 1.
+     * A crash after the table is written leaks what was not released yet. The messages are QEMU's.
+     */
+    public InternalSnapshot deleteSnapshot(String id, String name) throws IOException {
+        checkOpen();
+        lockEverything();
+        try {
+            List<Qcow2Snapshots.Entry> list = snapshots;
+            int index = Qcow2Snapshots.find(list, id, name);
+            if (index < 0) {
+                throw new BlockIoException(Errno.EINVAL, "Can't find the snapshot");
+            }
+            Qcow2Snapshots.Entry sn = list.get(index);
+            // QEMU's qcow2_validate_table of the snapshot's L1 table, before anything changes.
+            if (sn.l1Size() < 0 || (long) sn.l1Size() * 8 > MAX_L1_BYTES) {
+                throw new BlockIoException(Errno.EFBIG, "Snapshot L1 table too large");
+            }
+            if (sn.l1Size() > 0 && ((sn.l1Offset() & (clusterSize - 1)) != 0 || sn.l1Offset() <= 0
+                    || sn.l1Offset() + sn.l1Size() * 8L > file.size())) {
+                throw new BlockIoException(Errno.EINVAL, "Snapshot L1 table offset invalid");
+            }
+            if (readOnly) {
+                throw new BlockIoException(Errno.EPERM, "Failed to remove snapshot from snapshot list: "
+                        + Errno.EPERM.message());
+            }
+            List<Qcow2Snapshots.Entry> rest = new ArrayList<>(list);
+            rest.remove(index);
+            try {
+                finishPack();
+                writeSnapshotTable(rest);
+            } catch (IOException e) {
+                throw new BlockIoException(Errno.of(e), "Failed to remove snapshot from snapshot list: "
+                        + Errno.of(e).message(), e);
+            }
+            try {
+                releaseSnapshot(sn);
+            } catch (IOException e) {
+                throw new BlockIoException(Errno.of(e), "Failed to free the cluster and L1 table: "
+                        + Errno.of(e).message(), e);
+            }
+            try {
+                setActiveCopiedFlags(true);
+            } catch (IOException e) {
+                throw new BlockIoException(Errno.of(e), "Failed to update snapshot status in disk: "
+                        + Errno.of(e).message(), e);
+            } finally {
+                l2Cache.invalidateAll();
+            }
+            return info(sn);
+        } finally {
+            unlockEverything();
+        }
+    }
+
+    /** Every stripe, then the refcount lock: no request runs while the snapshot tables change. */
+    private void lockEverything() {
+        for (ReentrantReadWriteLock s : stripes) {
+            s.writeLock().lock();
+        }
+        refcounts.lock().lock();
+    }
+
+    private void unlockEverything() {
+        refcounts.lock().unlock();
+        for (int i = STRIPES - 1; i >= 0; i--) {
+            stripes[i].writeLock().unlock();
+        }
+    }
+
+    /**
+     * Counts once more every L2 table of the active L1 table and every cluster their entries
+     * reference (QEMU's {@code qcow2_update_snapshot_refcount} with addend 1), then writes and
+     * flushes the refcounts. If a count cannot be raised, those raised are lowered again.
+     */
+    private void countActive() throws IOException {
+        long[] done = {0};
+        try {
+            forEachReference(l1Snapshot(), (index, delta) -> {
+                refcounts.count(index, 1);
+                done[0]++;
+            }, null);
+        } catch (IOException | RuntimeException e) {
+            long[] undo = {done[0]};
+            try {
+                forEachReference(l1Snapshot(), (index, delta) -> {
+                    if (undo[0]-- > 0) {
+                        refcounts.count(index, -1);
+                    }
+                }, null);
+                refcounts.writeBack();
+            } catch (IOException | RuntimeException again) {
+                e.addSuppressed(again);
+            }
+            throw e;
+        }
+        refcounts.flushFile();
+    }
+
+    /** A reference the L1/L2 walk meets: the host cluster {@code index}. */
+    @FunctionalInterface
+    private interface RefVisitor {
+        void visit(long index, long unused) throws IOException;
+    }
+
+    private long[] l1Snapshot() {
+        long[] t = new long[l1.length()];
+        for (int i = 0; i < t.length; i++) {
+            t[i] = l1.get(i);
+        }
+        return t;
+    }
+
+    /**
+     * Visits every host cluster that L1 table {@code table} reaches: each L2 table's data clusters
+     * (a compressed one's every host cluster), then the table itself. L2 tables are read from
+     * {@code tables} if given (a snapshot's, from disk), else through the cache.
+     */
+    private void forEachReference(long[] table, RefVisitor visit, ByteBuffer fromDisk) throws IOException {
+        for (long l1e : table) {
+            long l2 = l1e & OFFSET_MASK;
+            if (l2 == 0) {
+                continue;
+            }
+            long[] entries = readTable(l2, fromDisk);
+            for (long e : entries) {
+                Kind kind = kind(e);
+                if (kind == Kind.COMPRESSED) {
+                    long coff = e & coffsetMask;
+                    long sectors = ((e >>> csizeShift) & csizeMask) + 1;
+                    long first = (coff & ~511L) >>> clusterBits;
+                    long last = ((coff & ~511L) + sectors * 512 - 1) >>> clusterBits;
+                    for (long c = first; c <= last; c++) {
+                        visit.visit(c, 0);
+                    }
+                } else if (kind == Kind.NORMAL || kind == Kind.ZERO_ALLOC) {
+                    visit.visit((e & OFFSET_MASK) >>> clusterBits, 0);
+                }
+            }
+            visit.visit(l2 >>> clusterBits, 0);
+        }
+    }
+
+    private long[] readTable(long l2, ByteBuffer fromDisk) throws IOException {
+        long[] entries = new long[clusterSize / 8];
+        if (fromDisk == null) {
+            AtomicLongArray t = l2Table(l2);
+            for (int j = 0; j < entries.length; j++) {
+                entries[j] = t.get(j);
+            }
+        } else {
+            if ((l2 & (clusterSize - 1)) != 0 || l2 + clusterSize > file.size()) {
+                throw new ImageException(name, "snapshot L2 table at offset " + l2 + " is unaligned or past the end "
+                        + "of the file (image is corrupt)");
+            }
+            file.read(l2, fromDisk.clear());
+            fromDisk.flip().asLongBuffer().get(entries);
+        }
+        return entries;
+    }
+
+    /**
+     * Sets or clears {@code COPIED} in the active L1 and L2 tables: with {@code restore}, as QEMU's
+     * {@code qcow2_update_snapshot_refcount} with addend 0 (set where the refcount is 1, cleared
+     * elsewhere); without, cleared everywhere. Tables that change are written whole, L2 tables
+     * before the L1 table, each group flushed. Memory follows the L1 table; the caller drops the
+     * L2 cache.
+     */
+    private void setActiveCopiedFlags(boolean restore) throws IOException {
+        long[] table = l1Snapshot();
+        long[] updatedL1 = table.clone();
+        ByteBuffer buf = ByteBuffer.allocate(clusterSize);
+        boolean anyTable = false;
+        for (int i = 0; i < table.length; i++) {
+            long l2 = table[i] & OFFSET_MASK;
+            if (l2 == 0) {
+                continue;
+            }
+            long[] entries = readTable(l2, null);
+            boolean changed = false;
+            for (int j = 0; j < entries.length; j++) {
+                long e = entries[j];
+                Kind kind = kind(e);
+                if (kind != Kind.NORMAL && kind != Kind.ZERO_ALLOC) {
+                    continue;
+                }
+                boolean own = restore && refcounts.get((e & OFFSET_MASK) >>> clusterBits) == 1;
+                long v = own ? e | COPIED : e & ~COPIED;
+                if (v != e) {
+                    entries[j] = v;
+                    changed = true;
+                }
+            }
+            if (changed) {
+                buf.clear().asLongBuffer().put(entries);
+                file.write(l2, buf.clear());
+                anyTable = true;
+            }
+            boolean own = restore && refcounts.get(l2 >>> clusterBits) == 1;
+            updatedL1[i] = own ? table[i] | COPIED : table[i] & ~COPIED;
+        }
+        if (anyTable) {
+            file.flush(); // the L2 tables before the L1 table that points to them
+        }
+        if (!java.util.Arrays.equals(table, updatedL1)) {
+            int align = Math.min(clusterSize, Math.max(8, Qcow2Refcounts.requestAlignment(file)));
+            int bytes = (table.length * 8 + align - 1) & -align;
+            ByteBuffer t = ByteBuffer.allocate(bytes); // past the table's end, zeroes (as writeL1Entry)
+            t.asLongBuffer().put(updatedL1);
+            file.write(header.l1TableOffset, t);
+            for (int i = 0; i < updatedL1.length; i++) {
+                l1.set(i, updatedL1[i]);
+            }
+            file.flush();
+        }
+    }
+
+    /**
+     * Counts once less what a deleted snapshot's L1 table reaches and frees that L1 table; host
+     * clusters whose count reaches 0 are discarded, after the counts are written.
+     */
+    private void releaseSnapshot(Qcow2Snapshots.Entry sn) throws IOException {
+        if (sn.l1Size() == 0) {
+            return;
+        }
+        ByteBuffer raw = ByteBuffer.allocate(sn.l1Size() * 8);
+        file.read(sn.l1Offset(), raw);
+        long[] table = new long[sn.l1Size()];
+        raw.flip().asLongBuffer().get(table);
+        List<long[]> freed = new ArrayList<>(); // runs [first, end) of clusters now free
+        forEachReference(table, (index, unused) -> {
+            refcounts.count(index, -1);
+            if (refcounts.get(index) == 0) {
+                long[] last = freed.isEmpty() ? null : freed.get(freed.size() - 1);
+                if (last != null && last[1] == index) {
+                    last[1]++;
+                } else {
+                    freed.add(new long[] {index, index + 1});
+                }
+            }
+        }, ByteBuffer.allocate(clusterSize));
+        refcounts.unref(sn.l1Offset(), sn.l1Size() * 8L);
+        refcounts.flushFile();
+        for (long[] run : freed) {
+            if (refcounts.get(run[0]) == 0) { // still free: nothing was allocated meanwhile (the lock is held)
+                file.discard(run[0] << clusterBits, (run[1] - run[0]) << clusterBits);
+            }
+        }
+    }
+
+    /**
+     * Writes {@code list} as the snapshot table in new clusters (none for an empty table), durable
+     * before the header points to it; then frees the old table (QEMU's {@code qcow2_write_snapshots}).
+     * If the header write fails the new table stays counted (it may be in use): a leak at most.
+     */
+    private void writeSnapshotTable(List<Qcow2Snapshots.Entry> list) throws IOException {
+        ByteBuffer encoded = Qcow2Snapshots.encode(list);
+        long bytes = encoded.remaining();
+        if (bytes > Qcow2Snapshots.MAX_TABLE_BYTES) {
+            throw new BlockIoException(Errno.EFBIG, Errno.EFBIG.message());
+        }
+        long at = 0;
+        if (!list.isEmpty()) {
+            int clusters = (int) ((bytes + clusterSize - 1) >>> clusterBits);
+            at = refcounts.allocateTable(clusters);
+            ByteBuffer padded = ByteBuffer.allocate(clusters << clusterBits).put(encoded).clear();
+            try {
+                file.write(at, padded);
+                file.flush();
+            } catch (IOException | RuntimeException e) {
+                giveBack(new Qcow2Refcounts.Run(at, clusters), e);
+                throw e;
+            }
+            noteFileEnd(at + ((long) clusters << clusterBits));
+        }
+        long oldOffset = header.snapshotsOffset;
+        int oldCount = header.snapshotCount;
+        long oldBytes = snapshotTableBytes;
+        header.snapshotCount = list.size();
+        header.snapshotsOffset = at;
+        try {
+            writeHeader();
+        } catch (IOException | RuntimeException e) {
+            header.snapshotCount = oldCount;
+            header.snapshotsOffset = oldOffset;
+            throw e;
+        }
+        snapshots = List.copyOf(list);
+        snapshotTableBytes = bytes;
+        if (oldCount > 0 && oldBytes > 0) {
+            refcounts.free(oldOffset, oldBytes);
+        }
+    }
+
     private void closeQuietlyAfterFailedOpen() {
         closed = true; // the caller closes the file it gave us
     }
@@ -1455,8 +1854,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     /**
      * The first metadata structure host bytes {@code [offset, +size)}, widened to clusters,
      * overlap, in QEMU's order and words ({@code qcow2_check_metadata_overlap},
-     * {@code metadata_ol_names}), or null. Snapshot tables are not checked: blockjobs writes no
-     * image that has them.
+     * {@code metadata_ol_names}), or null: the checks of its default ({@code cached}), so
+     * inactive L2 tables are not looked at.
      */
     private String metadataOverlap(long offset, long size) {
         long start = offset & -(long) clusterSize;
@@ -1471,6 +1870,17 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         if (start < rt + header.refcountTableClusters * clusterSize && rt < end) {
             return "refcount table";
         }
+        List<Qcow2Snapshots.Entry> snaps = snapshots;
+        if (!snaps.isEmpty()) {
+            if (overlaps(start, end, header.snapshotsOffset, snapshotTableBytes)) {
+                return "snapshot table";
+            }
+            for (Qcow2Snapshots.Entry sn : snaps) {
+                if (overlaps(start, end, sn.l1Offset(), sn.l1Size() * 8L)) {
+                    return "inactive L1 table";
+                }
+            }
+        }
         AtomicLongArray table = l1;
         for (int i = 0; i < table.length(); i++) {
             long l2 = table.get(i) & OFFSET_MASK;
@@ -1482,6 +1892,11 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             return "refcount block";
         }
         return null;
+    }
+
+    /** Whether clusters {@code [start, end)} meet the bytes {@code [offset, +length)}. */
+    private static boolean overlaps(long start, long end, long offset, long length) {
+        return length > 0 && start < offset + length && offset < end;
     }
 
     /** C's {@code %#x}: {@code 0} for zero, else {@code 0x} and the digits. */
@@ -1597,17 +2012,23 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
     }
 
+    /**
+     * The L2 table of L1 entry {@code l1Index}, ready to be changed: allocated if there is none,
+     * and this image's own (see {@link #unshareL2Table}) if a snapshot shares it.
+     */
     private long ensureL2Table(int l1Index) throws IOException {
-        long l2 = l1.get(l1Index) & OFFSET_MASK;
-        if (l2 != 0) {
+        long current = l1.get(l1Index);
+        long l2 = current & OFFSET_MASK;
+        if (l2 != 0 && (current & COPIED) != 0) {
             return l2;
         }
         Lock meta = refcounts.lock();
         meta.lock();
         try {
-            l2 = l1.get(l1Index) & OFFSET_MASK;
+            current = l1.get(l1Index);
+            l2 = current & OFFSET_MASK;
             if (l2 != 0) {
-                return l2;
+                return (current & COPIED) != 0 ? l2 : unshareL2Table(l1Index, l2);
             }
             Long unlinked = unlinkedTables.remove(l1Index);
             if (unlinked != null) {
@@ -1638,6 +2059,43 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         } finally {
             meta.unlock();
         }
+    }
+
+    /**
+     * Copy-on-write of an L2 table that an internal snapshot shares (its L1 entry lacks
+     * {@code COPIED}), QEMU's {@code get_cluster_table}/{@code l2_allocate}: the copy is durable,
+     * then the L1 entry points to it, then the old table's refcount drops. The data clusters keep
+     * their counts (a snapshot counted each once more for each table path that reaches it), and
+     * the copy's entries lose {@code COPIED}: they are still shared. A table counted once only
+     * lacked the flag, which is set. Caller holds the refcount lock.
+     */
+    private long unshareL2Table(int l1Index, long l2) throws IOException {
+        if (refcounts.get(l2 >>> clusterBits) == 1) {
+            writeL1Entry(l1Index, l2 | COPIED);
+            l1.set(l1Index, l2 | COPIED);
+            return l2;
+        }
+        AtomicLongArray shared = l2Table(l2);
+        long[] entries = new long[clusterSize / 8];
+        ByteBuffer buf = ByteBuffer.allocate(clusterSize);
+        for (int j = 0; j < entries.length; j++) {
+            entries[j] = shared.get(j) & ~COPIED;
+            buf.putLong(j * 8, entries[j]);
+        }
+        long copy = refcounts.allocateCluster();
+        try {
+            file.write(copy, buf);
+            file.flush(); // the copy is durable before the L1 entry points to it
+        } catch (IOException | RuntimeException e) {
+            giveBack(new Qcow2Refcounts.Run(copy, 1), e);
+            throw e;
+        }
+        noteFileEnd(copy + clusterSize);
+        writeL1Entry(l1Index, copy | COPIED); // a failure leaves the copy counted: a leak at most
+        l2Cache.put(copy, new AtomicLongArray(entries));
+        l1.set(l1Index, copy | COPIED);
+        refcounts.adjust(l2 >>> clusterBits, -1);
+        return copy;
     }
 
     /**

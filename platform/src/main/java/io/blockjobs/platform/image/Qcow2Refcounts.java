@@ -198,7 +198,7 @@ final class Qcow2Refcounts {
     }
 
     /** Adds {@code delta} to the refcount of the cluster at {@code index} in memory, for {@link #writeBack}. */
-    private void count(long index, long delta) throws IOException {
+    void count(long index, long delta) throws IOException {
         long b = index >>> blockBits;
         byte[] block = ensureBlock(b);
         int i = (int) (index & ((1L << blockBits) - 1));
@@ -318,6 +318,22 @@ final class Qcow2Refcounts {
             reclaimTail();
         }
         writeBack();
+    }
+
+    /**
+     * Allocates {@code n} contiguous clusters for a metadata table (a snapshot's L1 table, the
+     * snapshot table), durably counted: one comes from the pool, in its order; a longer run is
+     * placed past everything in use after the pool is given back, so that the pool's clusters
+     * past the end of the file do not become leaks inside it if the process dies.
+     *
+     * @return the host offset of the first
+     */
+    long allocateTable(int n) throws IOException {
+        if (n == 1) {
+            return allocateCluster();
+        }
+        releasePool();
+        return allocateContiguous(n);
     }
 
     /**

@@ -62,7 +62,8 @@ public final class BlockCommands {
     public record ImageInfo(String filename, String format, Optional<Boolean> dirtyFlag, Optional<Long> actualSize,
                             long virtualSize, Optional<Integer> clusterSize, Optional<String> backingFilename,
                             Optional<String> fullBackingFilename, Optional<String> backingFilenameFormat,
-                            Optional<ImageInfo> backingImage) {
+                            Optional<ImageInfo> backingImage,
+                            Optional<List<InternalSnapshotCommands.SnapshotInfo>> snapshots) {
     }
 
     /** QMP's {@code BlockdevCacheInfo}. */
@@ -373,6 +374,6 @@ public final class BlockCommands {
         Optional<ImageInfo> backingImage = withBacking && next != null
                 ? Optional.of(imageInfo(next, true)) : Optional.empty();
         return new ImageInfo(image.filename(), n.driver(), dirty, actual, size, cluster, backingName, fullBacking,
-                backingFormat, backingImage);
+                backingFormat, backingImage, InternalSnapshotCommands.list(n));
     }
 }

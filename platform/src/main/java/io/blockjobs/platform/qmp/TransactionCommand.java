@@ -19,7 +19,8 @@ import tools.jackson.databind.JsonNode;
  * QMP {@code transaction}, as QEMU's {@code qmp_transaction}: every action is prepared in order;
  * if one fails, those prepared are aborted, newest first, and only the first error is returned;
  * otherwise all commit. Every action is cleaned up last. Actions: {@code abort},
- * {@code blockdev-snapshot}, {@code blockdev-snapshot-sync}, the dirty bitmap actions
+ * {@code blockdev-snapshot}, {@code blockdev-snapshot-sync}, {@code blockdev-snapshot-internal-sync}
+ * ({@link InternalSnapshotCommands}), the dirty bitmap actions
  * ({@link BitmapCommands}), and (a blockjobs extension) any job
  * command a plugin adds; the jobs start together when the transaction commits.
  */
@@ -124,6 +125,10 @@ public final class TransactionCommand {
             case "blockdev-snapshot-sync" -> {
                 BlockCommands.SnapshotSyncArgs args = args(data, BlockCommands.SnapshotSyncArgs.class, path);
                 return undoable(() -> BlockCommands.snapshotSync(graph, jobs, args));
+            }
+            case "blockdev-snapshot-internal-sync" -> {
+                InternalSnapshotCommands.CreateArgs args = args(data, InternalSnapshotCommands.CreateArgs.class, path);
+                return undoable(() -> InternalSnapshotCommands.create(graph, jobs, args));
             }
             default -> {
                 TxnAction bitmapAction = BitmapCommands.action(action.type(), data, path, bitmaps);
