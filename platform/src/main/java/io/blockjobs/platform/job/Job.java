@@ -55,6 +55,8 @@ public final class Job implements JobContext {
     private boolean softCancel;
     private boolean completeRequested;
     private boolean busy;
+    /** {@link #wake} was called since the job's last {@link #sleep} began. */
+    private boolean woken;
     /** The body's run has returned or thrown (its completion may still wait for the main loop). */
     private boolean runEnded;
     private long speed;
@@ -382,6 +384,42 @@ public final class Job implements JobContext {
     /** Waits for every copier's work in flight (the job failed or ended). */
     void settleCopiers() {
         copiers.forEach(CopierImpl::awaitIdle);
+    }
+
+    /** QEMU's {@code job_sleep_ns} for a converged job: not busy; a wake, a verb or the time ends it. */
+    @Override
+    public void sleep(long millis) {
+        lock.lock();
+        try {
+            long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.MILLISECONDS.toNanos(millis);
+            long left = deadline - System.nanoTime();
+            while (!woken && !cancelled && pauseCount == 0 && !completeRequested && left > 0) {
+                busy = false;
+                try {
+                    changed.awaitNanos(left);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new JobCancelledException();
+                }
+                left = deadline - System.nanoTime();
+            }
+            woken = false;
+            busy = true;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** QEMU's {@code job_enter}: a client wrote; the sleeping job looks now (or at its next sleep). */
+    @Override
+    public void wake() {
+        lock.lock();
+        try {
+            woken = true;
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
     }
 
     @Override

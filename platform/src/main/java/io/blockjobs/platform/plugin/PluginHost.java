@@ -16,7 +16,6 @@ import java.util.Optional;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.stream.Stream;
-import org.pf4j.PluginManager;
 import org.pf4j.PluginState;
 import org.pf4j.PluginWrapper;
 import org.slf4j.Logger;
@@ -27,8 +26,8 @@ import org.slf4j.LoggerFactory;
  * plugin's job commands are registered when it starts and removed before it stops; a plugin
  * that fails to load is recorded with its reason, and the others go on. A plugin whose
  * {@code plugin.requires} does not admit this SDK ({@link io.blockjobs.sdk.plugin.Sdk#VERSION})
- * is refused, and a plugin's classes see only the SDK, PF4J, SLF4J and the JDK
- * ({@link SdkPluginManager}).
+ * is refused, as is one whose {@code plugin.dependencies} are not loaded; a plugin's classes see
+ * only the SDK, PF4J, SLF4J, the JDK and the plugins it depends on ({@link SdkPluginManager}).
  */
 public final class PluginHost {
     private static final Logger LOG = LoggerFactory.getLogger(PluginHost.class);
@@ -53,7 +52,7 @@ public final class PluginHost {
         }
     }
 
-    private final PluginManager manager;
+    private final SdkPluginManager manager;
     private final CommandSink dispatcher;
     private final JobManager jobs;
     private final io.blockjobs.platform.graph.DriverRegistry drivers;
@@ -74,13 +73,16 @@ public final class PluginHost {
                              Optional<String> error) {
     }
 
-    /** Loads every plugin jar in {@code dir}; failures are recorded, not thrown. */
+    /**
+     * Loads every plugin jar in {@code dir}, each after the plugins it depends on
+     * ({@code plugin.dependencies}), else by file name; failures are recorded, not thrown.
+     */
     public void loadAll(Path dir) throws IOException {
         List<Path> jars;
         try (Stream<Path> s = Files.list(dir)) {
             jars = s.filter(p -> p.toString().endsWith(".jar") || p.toString().endsWith(".zip")).sorted().toList();
         }
-        for (Path jar : jars) {
+        for (Path jar : manager.inDependencyOrder(jars)) {
             try {
                 load(jar);
             } catch (RuntimeException e) {
@@ -172,13 +174,19 @@ public final class PluginHost {
     }
 
     /**
-     * QMP {@code plugin-unload}: refused while a job of the plugin's types exists, or a node
-     * opened by one of its drivers (the node's code lives in the plugin's class loader).
+     * QMP {@code plugin-unload}: refused while a job of the plugin's types exists, a node opened
+     * by one of its drivers (the node's code lives in the plugin's class loader), or a loaded
+     * plugin that depends on it (PF4J would unload that one too, behind the host's back).
      */
     public void unload(String id) {
         PluginWrapper w = manager.getPlugin(id);
         if (w == null) {
             throw new CommandException("Plugin '" + id + "' is not loaded");
+        }
+        List<String> dependents = manager.dependents(id);
+        if (!dependents.isEmpty()) {
+            throw new CommandException("Plugin '" + id + "' is needed by plugin '" + String.join("', '", dependents)
+                    + "'; unload that first");
         }
         Contributions cs = contributed.getOrDefault(id, new Contributions(List.of(), List.of(), List.of()));
         Set<String> types = new TreeSet<>();

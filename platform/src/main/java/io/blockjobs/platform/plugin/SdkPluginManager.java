@@ -2,22 +2,31 @@ package io.blockjobs.platform.plugin;
 
 import io.blockjobs.sdk.plugin.Sdk;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
+import java.util.Set;
 import org.pf4j.CompoundPluginLoader;
 import org.pf4j.DefaultPluginLoader;
 import org.pf4j.DefaultPluginManager;
 import org.pf4j.DevelopmentPluginLoader;
 import org.pf4j.JarPluginLoader;
 import org.pf4j.PluginClassLoader;
+import org.pf4j.PluginDependency;
 import org.pf4j.PluginDescriptor;
 import org.pf4j.PluginLoader;
 import org.pf4j.PluginRuntimeException;
+import org.pf4j.PluginWrapper;
 import org.pf4j.VersionManager;
 
 /**
- * PF4J's plugin manager with the platform's two rules: a plugin's {@code plugin.requires} must
- * admit this SDK's version ({@link Sdk#VERSION} is PF4J's system version), checked before any of
- * the plugin's classes load; and every plugin gets an {@link SdkOnlyClassLoader}.
+ * PF4J's plugin manager with the platform's rules: a plugin's {@code plugin.requires} must
+ * admit this SDK's version ({@link Sdk#VERSION} is PF4J's system version), and the plugins its
+ * {@code plugin.dependencies} names must be loaded, both checked before any of the plugin's
+ * classes load; and every plugin gets an {@link SdkOnlyClassLoader} (which finds the classes of
+ * the plugins it depends on, after its own).
  *
  * <p>PF4J alone only logs a warning for a plugin whose {@code requires} excludes the system
  * version and leaves it disabled, and treats a missing {@code requires} as "any version". Here
@@ -69,9 +78,103 @@ final class SdkPluginManager extends DefaultPluginManager {
         super.validatePluginDescriptor(descriptor);
         String refusal = refusal(descriptor.getPluginId(), descriptor.getRequires(), getSystemVersion(),
                 isExactVersionAllowed(), getVersionManager());
+        if (refusal == null) {
+            refusal = missingDependency(descriptor);
+        }
         if (refusal != null) {
             throw new Refused(refusal);
         }
+    }
+
+    /**
+     * Why a plugin cannot load for want of a plugin it depends on ({@code plugin.dependencies}),
+     * or null. Checked before PF4J loads it: PF4J would load it, fail to resolve it, and keep it
+     * half-loaded; here it is refused and the operator told what to load first.
+     */
+    private String missingDependency(PluginDescriptor descriptor) {
+        for (PluginDependency d : descriptor.getDependencies()) {
+            if (d.isOptional()) {
+                continue;
+            }
+            PluginWrapper loaded = getPlugin(d.getPluginId());
+            if (loaded == null) {
+                return "Plugin '" + descriptor.getPluginId() + "' needs plugin '" + d.getPluginId()
+                        + "', which is not loaded; load it first";
+            }
+            String support = d.getPluginVersionSupport();
+            String version = loaded.getDescriptor().getVersion();
+            if (!"*".equals(support) && !getVersionManager().checkVersionConstraint(version, support)) {
+                return "Plugin '" + descriptor.getPluginId() + "' needs plugin '" + d.getPluginId() + "' " + support
+                        + ", but version " + version + " is loaded";
+            }
+        }
+        return null;
+    }
+
+    /** The descriptor of the plugin at {@code path}, or null if it has none PF4J can read. */
+    PluginDescriptor describe(Path path) {
+        try {
+            return getPluginDescriptorFinder().find(path);
+        } catch (RuntimeException e) {
+            return null;
+        }
+    }
+
+    /**
+     * The plugins of {@code paths} in an order that loads each one's dependencies before it, else
+     * in the given order; one whose descriptor cannot be read, or that is part of a cycle, comes
+     * last (and is refused at load with its reason).
+     */
+    List<Path> inDependencyOrder(List<Path> paths) {
+        Map<Path, PluginDescriptor> descriptors = new LinkedHashMap<>();
+        Set<String> provided = new HashSet<>();
+        for (Path p : paths) {
+            PluginDescriptor d = describe(p);
+            descriptors.put(p, d);
+            if (d != null) {
+                provided.add(d.getPluginId());
+            }
+        }
+        List<Path> ordered = new ArrayList<>();
+        Set<String> placed = new HashSet<>();
+        boolean progress = true;
+        while (progress) {
+            progress = false;
+            for (Map.Entry<Path, PluginDescriptor> e : descriptors.entrySet()) {
+                PluginDescriptor d = e.getValue();
+                if (d == null || ordered.contains(e.getKey())) {
+                    continue;
+                }
+                // a dependency that no jar here provides is refused at load, in its turn
+                boolean ready = d.getDependencies().stream().map(PluginDependency::getPluginId)
+                        .allMatch(id -> placed.contains(id) || !provided.contains(id));
+                if (ready) {
+                    ordered.add(e.getKey());
+                    placed.add(d.getPluginId());
+                    progress = true;
+                    break; // look again from the start: keeps the given order where it can
+                }
+            }
+        }
+        for (Path p : paths) {
+            if (!ordered.contains(p)) {
+                ordered.add(p);
+            }
+        }
+        return ordered;
+    }
+
+    /** The loaded plugins that depend on {@code pluginId} ({@code plugin.dependencies}, optional ones too). */
+    List<String> dependents(String pluginId) {
+        List<String> out = new ArrayList<>();
+        for (PluginWrapper w : getPlugins()) {
+            for (PluginDependency d : w.getDescriptor().getDependencies()) {
+                if (d.getPluginId().equals(pluginId)) {
+                    out.add(w.getPluginId());
+                }
+            }
+        }
+        return out;
     }
 
     /**

@@ -219,6 +219,50 @@ class StreamCommitIT {
         assertThat(Qemu.identical(mid1, "qcow2", expected, "raw")).as("mid1 holds the whole disk").isTrue();
     }
 
+    /**
+     * Active commit is the mirror plugin's loop: the commit plugin depends on it. The distribution's
+     * folder loads them in that order (the commit jar's name sorts first); the mirror plugin is
+     * not unloaded under the commit plugin, the commit plugin is not loaded without it, and loaded
+     * back in order the active commit runs as before.
+     */
+    @Test
+    void activeCommitRunsOnTheMirrorPluginWhichItNeedsLoaded() throws Exception {
+        Path expected = snapshotOf(top, "expected");
+        startNamed();
+        java.util.Map<String, String> jars = new java.util.HashMap<>();
+        for (JsonNode p : qmp.ok("query-plugins")) {
+            jars.put(p.get("id").asString(), p.get("path").asString());
+            assertThat(p.get("state").asString()).as(p.toString()).isEqualTo("started");
+        }
+        assertThat(jars).containsKeys("commit-job", "mirror-job");
+        assertThat(qmp.error("plugin-unload", map("id", "mirror-job")).get("desc").asString())
+                .isEqualTo("Plugin 'mirror-job' is needed by plugin 'commit-job'; unload that first");
+        assertThat(qmp.ok("query-commands").findValuesAsString("name")).contains("block-commit", "blockdev-mirror");
+        qmp.ok("plugin-unload", map("id", "commit-job"));
+        qmp.ok("plugin-unload", map("id", "mirror-job"));
+        assertThat(qmp.error("plugin-load", map("path", jars.get("commit-job"))).get("desc").asString())
+                .isEqualTo("Plugin 'commit-job' needs plugin 'mirror-job', which is not loaded; load it first");
+        assertThat(qmp.error("block-commit", map("device", "top")).get("class").asString()).isEqualTo("CommandNotFound");
+        qmp.ok("plugin-load", map("path", jars.get("mirror-job")));
+        assertThat(qmp.ok("plugin-load", map("path", jars.get("commit-job"))).get("id").asString()).isEqualTo("commit-job");
+
+        qmp.ok("block-commit", map("job-id", "ac", "device", "top", "base-node", "mid1", "filter-node-name", "mt"));
+        qmp.awaitEvent("BLOCK_JOB_READY", d -> d.get("device").asString().equals("ac"));
+        JsonNode job = qmp.ok("query-block-jobs").get(0);
+        assertThat(job.get("type").asString()).isEqualTo("commit");
+        assertThat(job.has("actively-synced")).as("mirror's member only, as in QEMU").isFalse();
+        assertThat(qmp.error("block-job-change", map("id", "ac", "type", "commit")).get("desc").asString())
+                .as("the mirror's copy-mode change is the mirror's").isEqualTo("This job type does not support changing its options");
+        Qemu.ioNbd(daemon.nbdUri("top"), "write -P 0x65 7M 128k");
+        Qemu.io(expected, "raw", "write -P 0x65 7M 128k");
+        qmp.ok("job-complete", map("id", "ac"));
+        assertThat(runToEnd("ac")).containsSubsequence("BLOCK_JOB_COMPLETED", "concluded", "null");
+        assertThat(qmp.ok("query-block-exports").get(0).get("node-name").asString()).isEqualTo("mid1");
+        quit();
+        assertThat(Qemu.identical(mid1, "qcow2", expected, "raw")).as("mid1 holds the whole disk").isTrue();
+        Qemu.assertClean(mid1);
+    }
+
     @Test
     void cancelAfterReadyLeavesTheChainAndTheDataInBoth() throws Exception {
         Path expected = snapshotOf(top, "expected");

@@ -227,6 +227,115 @@ class PluginHostTest {
         assertThat(states).containsExactly("probe started", "old.jar failed");
     }
 
+    /** A plugin {@code lib-a} whose public class {@code a.Api} other plugins call (it contributes {@code x-a}). */
+    private Path library(String fileName) throws Exception {
+        return new TestPlugin(dir, "lib-a").requires(compatible()).source("a.Api", """
+                package a;
+
+                public final class Api {
+                    public static String hello() {
+                        return "hello from lib-a";
+                    }
+                }
+                """).source("a.A", """
+                package a;
+
+                import io.blockjobs.sdk.plugin.BlockjobsPlugin;
+                import io.blockjobs.sdk.plugin.Command;
+                import java.util.List;
+                import org.pf4j.Extension;
+
+                @Extension
+                public final class A implements BlockjobsPlugin {
+                    @Override
+                    public List<Command<?>> commands() {
+                        return List.of(new Command<>("x-a", Void.class, null, args -> Api.hello()));
+                    }
+                }
+                """).jar(fileName);
+    }
+
+    /** A plugin {@code user-b} that depends on {@code lib-a}: its {@code x-probe} calls {@code a.Api}. */
+    private Path user(String fileName, Path library) throws Exception {
+        return new TestPlugin(dir, "user-b").requires(compatible()).dependsOn("lib-a", library).source("b.B", """
+                package b;
+
+                import io.blockjobs.sdk.plugin.BlockjobsPlugin;
+                import io.blockjobs.sdk.plugin.Command;
+                import java.util.List;
+                import java.util.Map;
+                import org.pf4j.Extension;
+
+                @Extension
+                public final class B implements BlockjobsPlugin {
+                    @Override
+                    public List<Command<?>> commands() {
+                        return List.of(new Command<>("x-probe", Void.class, null, args -> Map.of(
+                                "text", a.Api.hello(), "api", a.Api.class, "self", B.class)));
+                    }
+                }
+                """).jar(fileName);
+    }
+
+    /**
+     * A plugin sees the classes of the plugins its {@code plugin.dependencies} names (as the commit
+     * plugin runs the mirror plugin's loop), from their own class loader; loaded before them it is
+     * refused with what to do, and nothing of it stays behind.
+     */
+    @Test
+    void aPluginUsesTheClassesOfThePluginItDependsOnLoadedFirst() throws Exception {
+        Path a = library("a.jar");
+        Path b = user("b.jar", a);
+        assertThatThrownBy(() -> host.load(b)).isInstanceOf(CommandException.class)
+                .hasMessage("Plugin 'user-b' needs plugin 'lib-a', which is not loaded; load it first");
+        assertThat(commands).isEmpty();
+        assertThat(host.query()).singleElement().satisfies(p -> assertThat(p.state()).isEqualTo("failed"));
+
+        assertThat(host.load(a)).isEqualTo("lib-a");
+        assertThat(host.load(b)).isEqualTo("user-b");
+        Map<String, Object> seen = runProbe();
+        assertThat(seen.get("text")).isEqualTo("hello from lib-a");
+        ClassLoader own = ((Class<?>) seen.get("self")).getClassLoader();
+        ClassLoader api = ((Class<?>) seen.get("api")).getClassLoader();
+        assertThat(api).as("a.Api comes from lib-a's loader, not a copy in user-b's").isNotSameAs(own)
+                .isInstanceOf(SdkOnlyClassLoader.class);
+        assertThat(commands).containsOnlyKeys("x-a", "x-probe"); // user-b does not contribute lib-a's extension again
+        List<String> states = new ArrayList<>();
+        host.query().forEach(p -> states.add(p.id() + " " + p.state()));
+        assertThat(states).containsExactly("lib-a started", "user-b started");
+    }
+
+    /** PF4J would unload a plugin's dependents with it, behind the host's back: refused instead. */
+    @Test
+    void aPluginAnotherNeedsIsNotUnloadedBeforeIt() throws Exception {
+        Path a = library("a.jar");
+        Path b = user("b.jar", a);
+        host.load(a);
+        host.load(b);
+        assertThatThrownBy(() -> host.unload("lib-a")).isInstanceOf(CommandException.class)
+                .hasMessage("Plugin 'lib-a' is needed by plugin 'user-b'; unload that first");
+        assertThat(commands).containsOnlyKeys("x-a", "x-probe");
+        assertThat(runProbe().get("text")).isEqualTo("hello from lib-a");
+        host.unload("user-b");
+        host.unload("lib-a");
+        assertThat(commands).isEmpty();
+        assertThat(host.query()).isEmpty();
+    }
+
+    /** A plugins folder loads each plugin after those it depends on, whatever the file names say. */
+    @Test
+    void aPluginsFolderLoadsDependenciesFirst() throws Exception {
+        Path a = library("lib.jar.build");
+        Path folder = java.nio.file.Files.createDirectories(dir.resolve("plugins"));
+        java.nio.file.Files.move(a, folder.resolve("z-lib-a.jar"));
+        java.nio.file.Files.move(user("b.jar.build", folder.resolve("z-lib-a.jar")), folder.resolve("a-user-b.jar"));
+        host.loadAll(folder);
+        List<String> states = new ArrayList<>();
+        host.query().forEach(p -> states.add(p.id() + " " + p.state()));
+        assertThat(states).containsExactly("lib-a started", "user-b started");
+        assertThat(runProbe().get("text")).isEqualTo("hello from lib-a");
+    }
+
     @ParameterizedTest(name = "SDK 1.2.3, plugin.requires={0}: admitted={1}")
     @CsvSource(delimiter = '|', value = {
         "^1.0.0          | true",

@@ -30,6 +30,7 @@ final class TestPlugin {
     private final Map<String, String> properties = new LinkedHashMap<>();
     private final Map<String, String> sources = new LinkedHashMap<>();
     private final List<Path> libs = new ArrayList<>();
+    private final List<Path> dependencies = new ArrayList<>();
 
     TestPlugin(Path work, String id) {
         this.work = work;
@@ -63,12 +64,28 @@ final class TestPlugin {
         return this;
     }
 
+    /**
+     * Another plugin this one uses: its classes are on the compile path (not bundled), and
+     * {@code plugin.dependencies} names it.
+     */
+    TestPlugin dependsOn(String pluginId, Path pluginJar) {
+        dependencies.add(pluginJar);
+        String before = properties.get("plugin.dependencies");
+        return property("plugin.dependencies", before == null ? pluginId : before + ", " + pluginId);
+    }
+
+    private List<Path> compilePath() {
+        List<Path> path = new ArrayList<>(libs);
+        path.addAll(dependencies);
+        return path;
+    }
+
     /** The plugin as one jar: classes, {@code META-INF/extensions.idx} and {@code plugin.properties}. */
     Path jar(String fileName) throws IOException {
         if (!libs.isEmpty()) {
             throw new IllegalStateException("PF4J reads bundled jars only from a zip plugin");
         }
-        Path classes = compile(sources, libs, work.resolve(fileName + ".classes"));
+        Path classes = compile(sources, compilePath(), work.resolve(fileName + ".classes"));
         Path jar = work.resolve(fileName);
         try (ZipOutputStream out = new ZipOutputStream(Files.newOutputStream(jar))) {
             put(out, "plugin.properties", descriptor());
@@ -79,7 +96,7 @@ final class TestPlugin {
 
     /** The plugin as PF4J's zip layout: {@code plugin.properties}, {@code classes/}, {@code lib/*.jar}. */
     Path zip(String fileName) throws IOException {
-        Path classes = compile(sources, libs, work.resolve(fileName + ".classes"));
+        Path classes = compile(sources, compilePath(), work.resolve(fileName + ".classes"));
         Path zip = work.resolve(fileName);
         try (ZipOutputStream out = new ZipOutputStream(Files.newOutputStream(zip))) {
             put(out, "plugin.properties", descriptor());

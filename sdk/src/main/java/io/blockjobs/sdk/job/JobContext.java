@@ -49,4 +49,21 @@ public interface JobContext {
 
     /** A logger named after the job. */
     Logger log();
+
+    /**
+     * Waits as a converged job waits for clients' writes (QEMU's {@code job_sleep_ns}): up to
+     * {@code millis} on the job's clock, and not busy meanwhile; a {@link #wake} (since the last
+     * sleep began), {@code job-complete}, a cancel or a pause ends it at once. Reach a
+     * {@link #pausePoint} after it.
+     */
+    default void sleep(long millis) {
+        throw new UnsupportedOperationException("this host cannot put a job to sleep");
+    }
+
+    /**
+     * Ends the job's current {@link #sleep}, or its next one if it is not sleeping (QEMU's
+     * {@code job_enter}): a converged job's filter calls it when a client writes. Any thread.
+     */
+    default void wake() {
+    }
 }

@@ -139,6 +139,8 @@ public final class HarnessJob {
     private boolean busy = true;
     private boolean sleeping;
     private boolean waitingForWrites;
+    /** {@link JobContext#wake} was called since the job's last sleep began. */
+    private boolean woken;
     private boolean finalizing;
     private boolean concluded;
     private boolean ended;
@@ -522,7 +524,7 @@ public final class HarnessJob {
      */
     public void awaitIdle() {
         await(() -> !busy || ended ? Boolean.TRUE : null, () -> false, "the job to wait (a ready job should wait for writes,"
-                + " with WriteTracker.awaitDirty, rather than spin)");
+                + " with JobContext.sleep or WriteTracker.awaitDirty, rather than spin)");
     }
 
     /** Waits until the job waits for clients' writes ({@link WriteTracker#awaitDirty}). */
@@ -1302,6 +1304,46 @@ public final class HarnessJob {
         @Override
         public Logger log() {
             return log;
+        }
+
+        @Override
+        public void sleep(long millis) {
+            checkJobThread("sleep");
+            HarnessJob.this.sleep(millis);
+        }
+
+        @Override
+        public void wake() {
+            lock.lock();
+            try {
+                woken = true;
+                changed.signalAll();
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    /** A {@link JobContext#sleep}: on the job's clock, not busy, ended by a wake or a verb (as awaitDirty). */
+    private void sleep(long millis) {
+        lock.lock();
+        try {
+            long deadline = clock.nanoTime() + TimeUnit.MILLISECONDS.toNanos(millis);
+            int kicksBefore = kicksAtPausePoint; // a verb since the last pause point ends it at once
+            waitingForWrites = true;
+            busy = false;
+            changed.signalAll();
+            try {
+                while (!woken && clock.nanoTime() < deadline && kicks == kicksBefore) {
+                    changed.awaitUninterruptibly();
+                }
+            } finally {
+                woken = false;
+                waitingForWrites = false;
+                busy = true;
+            }
+        } finally {
+            lock.unlock();
         }
     }
 

@@ -1,5 +1,6 @@
 package io.blockjobs.plugins.commit;
 
+import io.blockjobs.plugins.mirror.ActiveCommit;
 import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockPermission;
 import io.blockjobs.sdk.block.BlockStatus;
@@ -15,7 +16,6 @@ import io.blockjobs.sdk.job.JobCommand;
 import io.blockjobs.sdk.job.JobContext;
 import io.blockjobs.sdk.job.JobSetup;
 import io.blockjobs.sdk.job.OnError;
-import io.blockjobs.sdk.job.WriteTracker;
 import io.blockjobs.sdk.plugin.BlockjobsPlugin;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -170,7 +170,7 @@ public final class CommitJob implements BlockjobsPlugin {
         return new JobBody() {
             @Override
             public void run(JobContext ctx) throws Exception {
-                copyDown(ctx, topLayer, baseLayer, count, keepOld, committed, -1);
+                copyDown(ctx, topLayer, baseLayer, count, keepOld, committed);
             }
 
             @Override
@@ -184,12 +184,12 @@ public final class CommitJob implements BlockjobsPlugin {
     }
 
     /**
-     * Active commit: the top is the active layer, written by clients while the job runs. The job
-     * puts a {@code mirror_top} filter above it that marks what clients write, copies everything
-     * above the base down, keeps copying what clients write and says {@code ready}; on
-     * {@code job-complete} it holds clients off (a drain it begins on its own thread), copies the
-     * last writes, and the switch-over moves the clients to the base, after which the main loop
-     * ends the drain. A cancel after {@code ready} leaves the chain as it was, the data in both.
+     * Active commit: the top is the active layer, written by clients while the job runs. As in
+     * QEMU, where {@code commit_active_start} is {@code mirror_start_job}, this is the mirror
+     * plugin's loop ({@link ActiveCommit}): a {@code mirror_top} filter marks what clients write,
+     * the job copies everything above the base down, says {@code ready} and keeps copying; on
+     * {@code job-complete} it holds clients off for the last copy and the switch-over moves them
+     * to the base. A cancel after {@code ready} leaves the chain as it was, the data in both.
      */
     static JobBody prepareActive(Args a, JobSetup setup, List<ChainLink> chain, int base) {
         if (a.backingFile().isPresent()) {
@@ -201,162 +201,8 @@ public final class CommitJob implements BlockjobsPlugin {
         if (a.xReclaim().orElse(false)) {
             throw new CommandException("x-reclaim is not supported for an active commit");
         }
-        String topName = chain.get(0).nodeName();
-        String baseName = chain.get(base).nodeName();
-        WriteTracker tracker = setup.trackWrites(topName, a.filterNodeName().orElse(null));
-        setup.use(tracker.filterNodeName(), "main node", EnumSet.of(BlockPermission.CONSISTENT_READ),
-                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
-        BlockNode topLayer = setup.use(topName, "source", NONE,
-                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
-        for (int i = 1; i < base; i++) {
-            setup.use(chain.get(i).nodeName(), "intermediate node", NONE,
-                    EnumSet.of(BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
-        }
-        setup.freezeBackingChain(tracker.filterNodeName(), baseName);
-        setup.reopenReadWrite(baseName);
-        BlockNode baseLayer = setup.use(baseName, "root", EnumSet.of(BlockPermission.WRITE),
-                EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
-        setup.use(baseName, "target", NONE, ALL); // as QEMU's mirror: its permissions are the BlockBackend's
-        AutoCloseable[] drained = new AutoCloseable[1];
-        return new JobBody() {
-            @Override
-            public boolean completable() {
-                return true;
-            }
-
-            @Override
-            public void run(JobContext ctx) throws Exception {
-                long size = topLayer.size();
-                long toCopy = allocatedAbove(topLayer, base, size);
-                ctx.progress(0, toCopy);
-                long copied = copyDown(ctx, topLayer, baseLayer, base, null, List.of(), toCopy);
-                long[] done = {copied, Math.max(toCopy, copied)}; // clients may have added work meanwhile
-                boolean ready = false;
-                List<WriteTracker.Range> retry = new java.util.ArrayList<>();
-                while (true) {
-                    List<WriteTracker.Range> dirty = new java.util.ArrayList<>(retry);
-                    for (WriteTracker.Range r : retry) {
-                        done[1] += r.length(); // a skipped copy is work again
-                    }
-                    retry.clear();
-                    for (WriteTracker.Range r : tracker.takeDirty()) {
-                        done[1] += r.length(); // what clients wrote is more work, as QEMU counts it
-                        dirty.add(r);
-                    }
-                    ctx.progress(done[0], done[1]);
-                    // Clients' writes are copied as the first pass is, several at once and under the
-                    // job's on-error policy; a range whose copy was skipped (ignore) is copied again.
-                    try (Copier copier = ctx.copier(IN_FLIGHT, CHUNK)) {
-                        for (WriteTracker.Range r : dirty) {
-                            long end = Math.min(size, r.offset() + r.length());
-                            for (long pos = r.offset(); pos < end; pos += CHUNK) {
-                                int n = (int) Math.min(CHUNK, end - pos);
-                                copier.copy(pos, n, topLayer::read, baseLayer::write);
-                                ctx.throttle(n);
-                            }
-                            done[0] += r.length();
-                            ctx.progress(done[0], done[1]);
-                        }
-                        copier.drain();
-                        if (copier.ignoredError() != null) {
-                            retry.addAll(dirty);
-                        }
-                    }
-                    if (dirty.isEmpty()) {
-                        if (!ready) {
-                            baseLayer.flush();
-                            ctx.ready();
-                            ready = true;
-                        }
-                        if (ctx.completeRequested()) {
-                            break;
-                        }
-                        tracker.awaitDirty(100); // as QEMU's mirror, wake at least every 100 ms
-                    }
-                    ctx.pausePoint();
-                }
-                // The switch-over: clients wait from here until the main loop has moved them.
-                drained[0] = tracker.blockWrites();
-                for (WriteTracker.Range r : tracker.takeDirty()) {
-                    copyRange(null, topLayer, baseLayer, r.offset(), r.length());
-                    done[0] += r.length();
-                    done[1] += r.length();
-                }
-                ctx.progress(done[0], done[1]);
-                baseLayer.flush();
-            }
-
-            /**
-             * The switch-over, clients still held off: an edit the platform undoes if another
-             * member of the transaction fails to prepare, so nothing else happens before commit.
-             */
-            @Override
-            public void prepare(GraphEdit edit) throws Exception {
-                edit.replaceUsers(tracker.filterNodeName(), baseName);
-            }
-
-            @Override
-            public void commit(GraphEdit edit) {
-                edit.removeFilter(tracker.filterNodeName());
-                endDrain(); // clients go on, on the base
-            }
-
-            /**
-             * Failed, cancelled, soft-cancelled, or aborted by the transaction: the platform undoes
-             * a switch-over, then takes the filter out, and the clients stay on the top ({@link #clean}
-             * ends the drain after that).
-             */
-            @Override
-            public void abort(GraphEdit edit) {
-            }
-
-            @Override
-            public void clean() {
-                endDrain();
-            }
-
-            private void endDrain() {
-                AutoCloseable d = drained[0];
-                drained[0] = null;
-                if (d != null) {
-                    try {
-                        d.close();
-                    } catch (Exception e) {
-                        // ending a drain does not fail
-                    }
-                }
-            }
-        };
-    }
-
-    /** Bytes of the top's view that live above the base: what an active commit has to copy first. */
-    static long allocatedAbove(BlockNode top, int layers, long size) throws IOException {
-        long total = 0;
-        for (long offset = 0; offset < size; ) {
-            BlockStatus where = top.chainStatus(offset, size - offset);
-            if (where.allocated() && where.depth() < layers) {
-                total += where.length();
-            }
-            offset += where.length();
-        }
-        return total;
-    }
-
-    /** Copies one range of the top's view into the base ({@code ctx} null: no throttling). */
-    static void copyRange(JobContext ctx, BlockNode top, BlockNode base, long offset, long length) throws IOException {
-        long size = top.size();
-        long end = Math.min(size, offset + length);
-        ByteBuffer buffer = ByteBuffer.allocate((int) Math.min(CHUNK, end - offset));
-        for (long pos = offset; pos < end; ) {
-            int n = (int) Math.min(buffer.capacity(), end - pos);
-            buffer.clear().limit(n);
-            top.read(pos, buffer);
-            base.write(pos, buffer.flip());
-            if (ctx != null) {
-                ctx.throttle(n);
-            }
-            pos += n;
-        }
+        return ActiveCommit.start(setup, chain.get(0).nodeName(), chain.get(base).nodeName(),
+                a.filterNodeName().orElse(null));
     }
 
     /**
@@ -364,22 +210,16 @@ public final class CommitJob implements BlockjobsPlugin {
      * several at once. With {@code keepOld} (safe commit), the base's old contents of each range
      * are first copied up, durably, into {@code keepOld} (the layer right above the base) wherever
      * that layer does not hold the range itself: every intermediate image stays a valid delta
-     * over the base. Progress counts, as QEMU's do, the whole disk for an intermediate commit
-     * ({@code toCopy} -1) or the bytes to copy for an active one (more if clients add some
-     * meanwhile). A range whose copy failed and was ignored ({@code on-error ignore}) is copied
-     * again, as QEMU's commit retries it: the layers are dropped only once the base holds all.
-     *
-     * @return the bytes copied
+     * over the base. Progress counts the whole disk, as QEMU's commit does. A range whose copy
+     * failed and was ignored ({@code on-error ignore}) is copied again, as QEMU's commit retries
+     * it: the layers are dropped only once the base holds all.
      */
-    static long copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
-                         List<BlockNode> reclaim, long toCopy) throws IOException {
+    static void copyDown(JobContext ctx, BlockNode top, BlockNode base, int layers, BlockNode keepOld,
+                         List<BlockNode> reclaim) throws IOException {
         long size = top.size();
-        boolean countAll = toCopy < 0;
-        long total = countAll ? size : toCopy;
         int chunk = Math.max(CHUNK, top.clusterSize());
         long offset = 0;
-        long done = 0;
-        ctx.progress(0, total);
+        ctx.progress(0, size);
         try (Copier copier = ctx.copier(IN_FLIGHT, chunk)) {
             Retrying copies = new Retrying(ctx, copier);
             Reclaimer reclaimer = new Reclaimer(base, reclaim, copies);
@@ -405,18 +245,14 @@ public final class CommitJob implements BlockjobsPlugin {
                     }
                     reclaimer.copied(offset, length);
                     ctx.throttle(length);
-                    if (!countAll) {
-                        done += length;
-                    }
                 }
                 offset += length;
-                ctx.progress(countAll ? offset : done, countAll ? total : Math.max(total, done));
+                ctx.progress(offset, size);
             }
             copies.drain();
             base.flush(); // durable before the chain changes
             reclaimer.release();
         }
-        return countAll ? size : done;
     }
 
     /**

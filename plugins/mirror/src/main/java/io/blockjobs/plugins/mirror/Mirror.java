@@ -23,8 +23,6 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.concurrent.locks.Condition;
-import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * A running mirror, QEMU's {@code block/mirror.c}: the job's body and the write hook of its
@@ -46,6 +44,10 @@ import java.util.concurrent.locks.ReentrantLock;
  * write, after the source, as QEMU's {@code do_sync_target_write}: once the job is ready and
  * nothing is dirty, every write a client sees complete is on the target too
  * ({@code actively-synced}).
+ *
+ * <p>An active commit is this same job with the source's backing as the target ({@link ActiveCommit},
+ * QEMU's {@code commit_active_start}): the layers above the base are the first work, and the
+ * switch-over moves the clients onto the base, leaving the layers between out of their chain.
  */
 final class Mirror implements JobBody, WriteHook {
     static final int MAX_IN_FLIGHT = 16;
@@ -72,9 +74,17 @@ final class Mirror implements JobBody, WriteHook {
     record TargetBacking(String backingNode, String backingFile) {
     }
 
-    /** What the job copies and how. */
+    /**
+     * What the job copies and how. {@code commitLayers} is 0 for a mirror; for an active commit
+     * (the target is the source's backing, QEMU's {@code commit_active_start}) it is how many
+     * layers from the source down lie above the target: what they hold is the first work, the
+     * target may be larger than the source, and the copy mode stays background.
+     */
     record Settings(Sync sync, long granularity, long bufSize, boolean zeroTarget, boolean unmap, CopyMode copyMode,
-                    String replaces, TargetBacking targetBacking) {
+                    String replaces, TargetBacking targetBacking, int commitLayers) {
+        boolean commit() {
+            return commitLayers > 0;
+        }
     }
 
     /**
@@ -94,10 +104,9 @@ final class Mirror implements JobBody, WriteHook {
     private final AtomicLong activeBytes = new AtomicLong();
     private final AtomicLong done = new AtomicLong();
     private final ConcurrentLinkedQueue<IOException> activeErrors = new ConcurrentLinkedQueue<>();
-    private final ReentrantLock lock = new ReentrantLock();
-    private final Condition written = lock.newCondition();
-    private long writeSeq;
 
+    /** The running job, once {@link #run} began: a client's write wakes it ({@link JobContext#wake}). */
+    private volatile JobContext context;
     private volatile BlockNode source;
     private volatile BlockNode target;
     private volatile DirtyBitmap dirty;
@@ -138,6 +147,7 @@ final class Mirror implements JobBody, WriteHook {
 
     @Override
     public void run(JobContext ctx) throws Exception {
+        context = ctx;
         try {
             copy(ctx);
         } finally {
@@ -147,7 +157,9 @@ final class Mirror implements JobBody, WriteHook {
 
     private void copy(JobContext ctx) throws Exception {
         long size = source.size();
-        if (target.size() != size) {
+        long targetSize = target.size();
+        // An active commit's base may be larger (QEMU grows a smaller one; the setup refuses that)
+        if (settings.commit() ? targetSize < size : targetSize != size) {
             throw new IOException("Source and target image have different sizes");
         }
         if (size == 0) {
@@ -156,7 +168,7 @@ final class Mirror implements JobBody, WriteHook {
             ctx.ready();
             while (!finishing(ctx)) {
                 ctx.pausePoint();
-                awaitWrite(writeSeq(), SLICE_MILLIS);
+                ctx.sleep(SLICE_MILLIS);
             }
             drained = drain.begin();
             return;
@@ -173,7 +185,6 @@ final class Mirror implements JobBody, WriteHook {
         long checkedCount = -1;
         try (Copier copier = ctx.copier(slots, (int) ioBytes)) {
             while (true) {
-                long seen = writeSeq();
                 handleActiveErrors(ctx);
                 ctx.pausePoint();
                 long count = dirty.count();
@@ -183,9 +194,9 @@ final class Mirror implements JobBody, WriteHook {
                     long now = System.nanoTime();
                     if (now - checkedAt >= CONVERGE_CHECK_NANOS) {
                         if (checkedCount >= 0 && count >= checkedCount && !writeBlocking) {
-                            ctx.log().warn("mirror {} is not converging: {} bytes still dirty, written as fast as they"
-                                    + " are copied; copy-mode write-blocking (block-job-change) makes it converge",
-                                    ctx.id(), count);
+                            ctx.log().warn("{} {} is not converging: {} bytes still dirty, written as fast as they"
+                                    + " are copied{}", settings.commit() ? "active commit" : "mirror", ctx.id(), count,
+                                    settings.commit() ? "" : "; copy-mode write-blocking (block-job-change) makes it converge");
                         }
                         checkedAt = now;
                         checkedCount = count;
@@ -219,13 +230,28 @@ final class Mirror implements JobBody, WriteHook {
                     report(ctx, 0);
                     return;
                 }
-                awaitWrite(seen, SLICE_MILLIS);
+                ctx.sleep(SLICE_MILLIS); // a client's write ends it, as QEMU's job_enter from the filter
             }
         }
     }
 
-    /** Sync full marks what the chain allocates (everything when the target is zeroed first), top what the top does. */
+    /**
+     * Sync full marks what the chain allocates (everything when the target is zeroed first), top
+     * what the top does; an active commit what the layers above the target do (QEMU's
+     * {@code mirror_dirty_init} with its {@code base_overlay}).
+     */
     private void markInitial(JobContext ctx, long size) throws IOException {
+        if (settings.commit()) {
+            for (long offset = 0; offset < size; ) {
+                ctx.pausePoint();
+                BlockStatus where = source.chainStatus(offset, size - offset);
+                if (where.allocated() && where.depth() < settings.commitLayers()) {
+                    dirty.set(offset, where.length());
+                }
+                offset += where.length();
+            }
+            return;
+        }
         if (settings.zeroTarget()) {
             dirty.set(0, size); // every range is written, zeroes as write-zeroes: the old target is gone
             return;
@@ -373,34 +399,11 @@ final class Mirror implements JobBody, WriteHook {
         ctx.progress(copied, copied + count + inFlight.bytes() + activeBytes.get());
     }
 
-    private long writeSeq() {
-        lock.lock();
-        try {
-            return writeSeq;
-        } finally {
-            lock.unlock();
-        }
-    }
-
-    private void awaitWrite(long seen, long millis) throws InterruptedException {
-        lock.lock();
-        try {
-            long nanos = TimeUnit.MILLISECONDS.toNanos(millis);
-            while (writeSeq == seen && nanos > 0) {
-                nanos = written.awaitNanos(nanos);
-            }
-        } finally {
-            lock.unlock();
-        }
-    }
-
+    /** A client wrote (or a verb came): the loop looks now, not at its next 100 ms slice. */
     private void wrote() {
-        lock.lock();
-        try {
-            writeSeq++;
-            written.signalAll();
-        } finally {
-            lock.unlock();
+        JobContext ctx = context;
+        if (ctx != null) {
+            ctx.wake();
         }
     }
 
@@ -540,9 +543,16 @@ final class Mirror implements JobBody, WriteHook {
         return finishAsked || ctx.completeRequested();
     }
 
-    /** {@code block-job-change}: background to write-blocking, as QEMU 8.2's {@code mirror_change}. */
+    /**
+     * {@code block-job-change}: background to write-blocking, as QEMU 8.2's {@code mirror_change};
+     * an active commit changes nothing (QEMU's commit job driver has no {@code change}).
+     */
     @Override
     public void change(Map<String, Object> options) {
+        if (settings.commit()) {
+            JobBody.super.change(options);
+            return;
+        }
         Object mode = options.get("copy-mode");
         if (mode == null) {
             return;

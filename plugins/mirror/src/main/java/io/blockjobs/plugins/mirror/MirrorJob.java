@@ -176,17 +176,13 @@ public final class MirrorJob implements BlockjobsPlugin {
         }
         List<ChainLink> target = lookup(setup, targetName);
         if (granularity == 0) {
-            int cluster = target.get(0).node().clusterSize(); // QEMU's bdrv_get_default_bitmap_granularity
-            granularity = cluster > 0 ? Math.min(65536, Math.max(4096, cluster)) : 65536;
+            granularity = defaultGranularity(target.get(0).node());
         }
         long bufSize = o.bufSize();
         if (bufSize < 0) {
             throw new CommandException("Invalid parameter 'buf-size'");
         }
-        if (bufSize == 0) {
-            bufSize = DEFAULT_BUF_SIZE;
-        }
-        bufSize = (bufSize + granularity - 1) / granularity * granularity;
+        bufSize = roundBufSize(bufSize, granularity);
         if (imageOf(source.get(0)).equals(imageOf(target.get(0)))) {
             throw new CommandException("Can't mirror node into itself");
         }
@@ -199,7 +195,7 @@ public final class MirrorJob implements BlockjobsPlugin {
             }
         }
         Mirror mirror = new Mirror(new Mirror.Settings(sync, granularity, bufSize, o.zeroTarget(), o.unmap(),
-                o.copyMode(), replaces, o.targetBacking()));
+                o.copyMode(), replaces, o.targetBacking(), 0));
         BlockNode filter = setup.insertFilter(device,
                 new FilterSpec("mirror_top", o.filterNodeName(), Map.of(), List.of(mirror)));
         setup.use(filter.nodeName(), "main node", EnumSet.of(BlockPermission.CONSISTENT_READ),
@@ -215,8 +211,20 @@ public final class MirrorJob implements BlockjobsPlugin {
         return mirror;
     }
 
+    /** QEMU's {@code bdrv_get_default_bitmap_granularity}: the target's cluster size within 4 to 64 KiB, else 64 KiB. */
+    static long defaultGranularity(BlockNode target) {
+        int cluster = target.clusterSize();
+        return cluster > 0 ? Math.min(65536, Math.max(4096, cluster)) : 65536;
+    }
+
+    /** {@code buf-size} 0 is QEMU's default, 16 MiB; rounded up to whole granules. */
+    static long roundBufSize(long bufSize, long granularity) {
+        long b = bufSize == 0 ? DEFAULT_BUF_SIZE : bufSize;
+        return (b + granularity - 1) / granularity * granularity;
+    }
+
     /** The image a link stands for, through filters: its file name and format. */
-    private static String imageOf(ChainLink link) {
+    static String imageOf(ChainLink link) {
         return link.format() + ":" + link.filename();
     }
 
