@@ -34,7 +34,9 @@ import tools.jackson.databind.JsonNode;
  * {@code bench.rounds} (default 3), {@code bench.cache} ({@code on,off}), {@code bench.jobs}
  * ({@code stream,commit,active,mirror,mirror-nbd}), {@code bench.speed} (MiB/s of the speed-limit line, default
  * 100, 0 to skip it), {@code bench.bjJavaOpts} (JVM options for blockjobd, e.g. a JFR
- * recording whose file name holds {@code %p}), {@code bench.backup} ({@code yes}: then
+ * recording whose file name holds {@code %p}), {@code bench.threads} ({@code true}: print each
+ * run's CPU seconds by thread, user and system, of the daemon and of a mirror's destination: the
+ * JIT compiler's share, say), {@code bench.backup} ({@code yes}: then
  * {@link BackupBench}; {@code no}; {@code only}).
  */
 public final class JobBench {
@@ -241,6 +243,8 @@ public final class JobBench {
             }
             Path target = job == Job.MIRROR_NBD ? runDir.resolve("tgt.qcow2") : files.get(job.target());
             double dstCpu0 = dst != null ? dst.cpuSeconds() : 0;
+            Map<String, Double> threads0 = d.threadCpuSeconds();
+            Map<String, Double> dstThreads0 = dst != null ? dst.threadCpuSeconds() : Map.of();
             double cpu0 = d.cpuSeconds();
             long start = System.nanoTime();
             c.ok(job.command, job.args(speed));
@@ -255,6 +259,12 @@ public final class JobBench {
             double seconds = (end - start) / 1e9;
             double switchMs = completeAt == 0 ? 0 : (end - completeAt) / 1e6;
             double cpu = d.cpuSeconds() - cpu0;
+            if (Boolean.getBoolean("bench.threads")) {
+                printThreads(daemon + " " + job.label, threads0, d.threadCpuSeconds());
+                if (dst != null) {
+                    printThreads(daemon + " " + job.label + " (destination)", dstThreads0, dst.threadCpuSeconds());
+                }
+            }
             double dstCpu = dst != null ? dst.cpuSeconds() - dstCpu0 : 0;
             if (done.at("/data/error").isString()) {
                 throw new IllegalStateException(job.label + " failed in " + daemon + ": " + done);
@@ -267,6 +277,17 @@ public final class JobBench {
             return new Run(bytes / (double) MIB / seconds, cpu / (bytes / (double) GIB),
                     fds.size(), directFds, cachedBytes(target), switchMs, dstCpu / (bytes / (double) GIB));
         }
+    }
+
+    /** The threads that used most CPU between two readings, a line for the source daemon of a run. */
+    private static void printThreads(String what, Map<String, Double> before, Map<String, Double> after) {
+        StringBuilder line = new StringBuilder("threads' CPU s, " + what + ":");
+        after.entrySet().stream()
+                .map(e -> Map.entry(e.getKey(), e.getValue() - before.getOrDefault(e.getKey(), 0.0)))
+                .filter(e -> e.getValue() >= 0.02)
+                .sorted(Map.Entry.<String, Double>comparingByValue().reversed())
+                .forEach(e -> line.append(String.format(Locale.ROOT, " %s %.2f;", e.getKey(), e.getValue())));
+        System.out.println(line);
     }
 
     /**
