@@ -244,6 +244,7 @@ public final class JobBench {
             Path target = job == Job.MIRROR_NBD ? runDir.resolve("tgt.qcow2") : files.get(job.target());
             double dstCpu0 = dst != null ? dst.cpuSeconds() : 0;
             Map<String, Double> threads0 = d.threadCpuSeconds();
+            long[] io0 = d.ioBytes();
             Map<String, Double> dstThreads0 = dst != null ? dst.threadCpuSeconds() : Map.of();
             double cpu0 = d.cpuSeconds();
             long start = System.nanoTime();
@@ -261,6 +262,9 @@ public final class JobBench {
             double cpu = d.cpuSeconds() - cpu0;
             if (Boolean.getBoolean("bench.threads")) {
                 printThreads(daemon + " " + job.label, threads0, d.threadCpuSeconds());
+                long[] io = d.ioBytes();
+                System.out.printf(Locale.ROOT, "  system calls read %s, wrote %s%n", human(io[0] - io0[0]),
+                        human(io[1] - io0[1]));
                 if (dst != null) {
                     printThreads(daemon + " " + job.label + " (destination)", dstThreads0, dst.threadCpuSeconds());
                 }

@@ -107,6 +107,19 @@ public final class BenchDaemon implements AutoCloseable {
         return out;
     }
 
+    /** Bytes the daemon has read and written so far by system calls ({@code rchar}, {@code wchar} of {@code /proc/<pid>/io}). */
+    public long[] ioBytes() throws IOException {
+        long[] out = new long[2];
+        for (String l : Files.readAllLines(Path.of("/proc", String.valueOf(pid()), "io"))) {
+            if (l.startsWith("rchar:")) {
+                out[0] = Long.parseLong(l.substring(6).trim());
+            } else if (l.startsWith("wchar:")) {
+                out[1] = Long.parseLong(l.substring(6).trim());
+            }
+        }
+        return out;
+    }
+
     /** An open descriptor of the daemon: what it points to and its open flags. */
     public record Descriptor(int fd, Path target, int flags) {
         public boolean direct() {
