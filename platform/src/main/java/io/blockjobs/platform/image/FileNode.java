@@ -133,13 +133,26 @@ public final class FileNode implements DriverNode, Resizable, ReadOnlyReopen {
         return new Limits(alignment, 0, clusterSize());
     }
 
+    /**
+     * Whether {@code O_DIRECT} I/O on {@code b} goes through a bounce buffer: a heap buffer (the
+     * JDK would bounce it through a temporary buffer of its own) or a direct one whose position
+     * is not aligned.
+     */
+    private boolean misaligned(ByteBuffer b) {
+        return alignment > 1 && (!b.isDirect() || b.alignmentOffset(b.position(), alignment) != 0);
+    }
+
     @Override
     public void read(long offset, ByteBuffer dst) throws IOException {
         checkOffset(offset);
-        if (alignment > 1 && dst.isDirect() && dst.alignmentOffset(dst.position(), alignment) != 0) {
-            ByteBuffer bounce = ByteBuffer.allocate(dst.remaining()); // the JDK aligns heap buffers itself
-            read(offset, bounce);
-            dst.put(bounce.flip());
+        if (misaligned(dst)) {
+            ByteBuffer bounce = BounceBuffers.take(dst.remaining(), alignment);
+            try {
+                read(offset, bounce);
+                dst.put(bounce.flip());
+            } finally {
+                BounceBuffers.give(bounce);
+            }
             return;
         }
         long pos = offset;
@@ -169,10 +182,14 @@ public final class FileNode implements DriverNode, Resizable, ReadOnlyReopen {
     public void write(long offset, ByteBuffer src, Set<RequestFlag> flags) throws IOException {
         checkWritable();
         checkOffset(offset);
-        if (alignment > 1 && src.isDirect() && src.alignmentOffset(src.position(), alignment) != 0) {
-            ByteBuffer bounce = ByteBuffer.allocate(src.remaining());
-            bounce.put(src).flip();
-            write(offset, bounce, flags);
+        if (misaligned(src)) {
+            ByteBuffer bounce = BounceBuffers.take(src.remaining(), alignment);
+            try {
+                bounce.put(src).flip();
+                write(offset, bounce, flags);
+            } finally {
+                BounceBuffers.give(bounce);
+            }
             return;
         }
         long pos = offset;

@@ -17,8 +17,10 @@ import java.util.Map;
 import tools.jackson.databind.JsonNode;
 
 /**
- * Stream, intermediate commit, active commit and mirror (sync full, onto a fresh qcow2) of a
- * qcow2 chain, blockjobd beside
+ * Stream, intermediate commit, active commit and mirror (sync full, onto a fresh qcow2; and
+ * "mirror to nbd": onto a fresh qcow2 that a second daemon of the same kind exports writable over
+ * a unix socket, the source reaching it through a {@code driver: nbd} node) of a qcow2 chain,
+ * blockjobd beside
  * qemu-storage-daemon, with the same cache mode on both ({@code cache.direct=on} on every layer
  * of both, then off on both). Rounds are interleaved (blockjobd, qsd, blockjobd, qsd, ...), each
  * run on a fresh chain made the same way, its files synced and dropped from the page cache
@@ -30,9 +32,11 @@ import tools.jackson.databind.JsonNode;
  * <p>Run: {@code ./build bench-jobs [-Dbench.X=...] [DIR]}. Settings: {@code bench.size} (virtual
  * size of the chain, default {@code 2G}; e.g. {@code 512M} for a quick trial),
  * {@code bench.rounds} (default 3), {@code bench.cache} ({@code on,off}), {@code bench.jobs}
- * ({@code stream,commit,active,mirror}), {@code bench.speed} (MiB/s of the speed-limit line, default
+ * ({@code stream,commit,active,mirror,mirror-nbd}), {@code bench.speed} (MiB/s of the speed-limit line, default
  * 100, 0 to skip it), {@code bench.bjJavaOpts} (JVM options for blockjobd, e.g. a JFR
- * recording whose file name holds {@code %p}), {@code bench.backup} ({@code yes}: then
+ * recording whose file name holds {@code %p}), {@code bench.threads} ({@code true}: print each
+ * run's CPU seconds by thread, user and system, of the daemon and of a mirror's destination: the
+ * JIT compiler's share, say), {@code bench.backup} ({@code yes}: then
  * {@link BackupBench}; {@code no}; {@code only}).
  */
 public final class JobBench {
@@ -45,7 +49,8 @@ public final class JobBench {
         STREAM("stream", "block-stream"),
         COMMIT("commit", "block-commit"),
         ACTIVE("active commit", "block-commit"),
-        MIRROR("mirror", "blockdev-mirror");
+        MIRROR("mirror", "blockdev-mirror"),
+        MIRROR_NBD("mirror to nbd", "blockdev-mirror");
 
         final String label;
         final String command;
@@ -60,7 +65,7 @@ public final class JobBench {
                 case STREAM -> QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed);
                 case COMMIT -> QmpArgs.map("job-id", "j", "device", "top", "top-node", "mid", "speed", speed);
                 case ACTIVE -> QmpArgs.map("job-id", "j", "device", "top", "base-node", "base", "speed", speed);
-                case MIRROR -> QmpArgs.map("job-id", "j", "device", "top", "target", "tgt", "sync", "full", "speed", speed);
+                case MIRROR, MIRROR_NBD -> QmpArgs.map("job-id", "j", "device", "top", "target", "tgt", "sync", "full", "speed", speed);
             };
         }
 
@@ -68,19 +73,20 @@ public final class JobBench {
         String target() {
             return switch (this) {
                 case STREAM -> "top";
-                case MIRROR -> "tgt";
+                case MIRROR, MIRROR_NBD -> "tgt";
                 default -> "base";
             };
         }
 
         /** Whether the job converges and is completed with {@code job-complete}. */
         boolean completes() {
-            return this == ACTIVE || this == MIRROR;
+            return this == ACTIVE || this == MIRROR || this == MIRROR_NBD;
         }
     }
 
     /** One run: throughput, CPU per GiB, and what the check of the cache mode found. */
-    record Run(double mibPerSec, double cpuPerGib, int descriptors, int direct, long cachedBytes, double switchMs) {
+    record Run(double mibPerSec, double cpuPerGib, int descriptors, int direct, long cachedBytes, double switchMs,
+               double dstCpuPerGib) {
     }
 
     private final Path dir;
@@ -109,8 +115,8 @@ public final class JobBench {
                     case "off" -> false;
                     default -> throw new IllegalArgumentException("bench.cache: on, off or on,off; not " + m);
                 }).toList();
-        List<Job> jobs = Arrays.stream(System.getProperty("bench.jobs", "stream,commit,active,mirror").split(","))
-                .map(j -> Job.valueOf(j.trim().toUpperCase(Locale.ROOT))).toList();
+        List<Job> jobs = Arrays.stream(System.getProperty("bench.jobs", "stream,commit,active,mirror,mirror-nbd").split(","))
+                .map(j -> Job.valueOf(j.trim().toUpperCase(Locale.ROOT).replace('-', '_'))).toList();
         long speedMib = Long.getLong("bench.speed", 100);
         String opts = System.getProperty("bench.bjJavaOpts", "");
         Map<String, String> env = opts.isBlank() ? Map.of() : Map.of("BLOCKJOBS_JAVA_OPTS", opts);
@@ -131,7 +137,7 @@ public final class JobBench {
         System.out.println("MiB/s: data copied over the time from the job command to BLOCK_JOB_COMPLETED (the job's "
                 + "flush, and an active commit's or a mirror's job-complete, included; mirror copies base's half and "
                 + "mid's data, 3/4 of the size).");
-        System.out.println("CPU s/GiB: the daemon's user + system time over that span, per GiB copied. "
+        System.out.println("CPU s/GiB: the (source) daemon's user + system time over that span, per GiB copied. "
                 + "Cells: median [min-max] of the rounds; ratios: of the medians [min-max of each round's].");
         if (!backup.equals("no")) {
             BackupBench.run(dir.resolve("backup"));
@@ -163,6 +169,11 @@ public final class JobBench {
             System.out.printf(Locale.ROOT, "%-14s %-22s %-22s %-18s %-20s %-20s %-18s%n", job.label,
                     cell(a, Run::mibPerSec, 1), cell(b, Run::mibPerSec, 1), ratio(a, b, Run::mibPerSec),
                     cell(a, Run::cpuPerGib, 2), cell(b, Run::cpuPerGib, 2), ratio(a, b, Run::cpuPerGib));
+        }
+        if (jobs.contains(Job.MIRROR_NBD)) {
+            System.out.printf(Locale.ROOT, "mirror to nbd, the destination daemon's CPU s/GiB: blockjobd %s, qsd %s%n",
+                    cell(ours.get(Job.MIRROR_NBD), Run::dstCpuPerGib, 2),
+                    cell(theirs.get(Job.MIRROR_NBD), Run::dstCpuPerGib, 2));
         }
         for (Job job : jobs) {
             if (job.completes()) {
@@ -202,19 +213,39 @@ public final class JobBench {
                 "--blockdev", "driver=qcow2,node-name=top,backing=mid,file.driver=file,file.filename="
                         + files.get("top") + cache,
                 "--chardev", "socket,id=m,path=" + qmp + ",server=on,wait=off", "--monitor", "m"));
-        if (job == Job.MIRROR) { // a fresh image of the chain's size, as blockdev-mirror's users make one
+        BenchDaemon dst = null; // mirror to nbd: a second daemon of the same kind exports the target
+        if (job == Job.MIRROR || job == Job.MIRROR_NBD) { // a fresh image of the chain's size, as blockdev-mirror's users make one
             Path tgt = runDir.resolve("tgt.qcow2");
             Files.deleteIfExists(tgt);
             Qemu.img("create", "-q", "-f", "qcow2", tgt.toString(), String.valueOf(size));
-            files.put("tgt", tgt);
-            args.addAll(List.of("--blockdev", "driver=qcow2,node-name=tgt,file.driver=file,file.filename=" + tgt + cache));
+            String node = "driver=qcow2,node-name=tgt,file.driver=file,file.filename=" + tgt + cache;
+            if (job == Job.MIRROR) {
+                files.put("tgt", tgt);
+                args.addAll(List.of("--blockdev", node));
+            } else {
+                Path dstDir = Files.createDirectories(runDir.resolve("dst"));
+                Path nbd = dstDir.resolve("nbd.sock");
+                Files.deleteIfExists(nbd);
+                dst = BenchDaemon.start(daemon, List.of("--blockdev", node,
+                        "--nbd-server", "addr.type=unix,addr.path=" + nbd,
+                        "--export", "type=nbd,id=tgt,node-name=tgt,name=tgt,writable=on"), dstDir, qsd ? Map.of() : bjEnv);
+                args.addAll(List.of("--blockdev", "driver=nbd,node-name=tgt,server.type=unix,server.path=" + nbd
+                        + ",export=tgt"));
+            }
         }
-        long bytes = job == Job.MIRROR ? size / 4 * 3 : copied; // mirror copies the whole view: base's half and mid's
-        try (BenchDaemon d = BenchDaemon.start(daemon, args, runDir, qsd ? Map.of() : bjEnv);
+        long bytes = job == Job.MIRROR || job == Job.MIRROR_NBD ? size / 4 * 3 : copied; // mirror copies base's half and mid's
+        try (BenchDaemon destination = dst;
+             BenchDaemon d = BenchDaemon.start(daemon, args, runDir, qsd ? Map.of() : bjEnv);
              QmpClient c = QmpClient.connect(qmp)) {
+            BenchDaemon writer = dst != null ? dst : d; // the daemon that writes the target image
             for (Path f : files.values()) {
                 checkMode(d, f, direct, daemon);
             }
+            Path target = job == Job.MIRROR_NBD ? runDir.resolve("tgt.qcow2") : files.get(job.target());
+            double dstCpu0 = dst != null ? dst.cpuSeconds() : 0;
+            Map<String, Double> threads0 = d.threadCpuSeconds();
+            long[] io0 = d.ioBytes();
+            Map<String, Double> dstThreads0 = dst != null ? dst.threadCpuSeconds() : Map.of();
             double cpu0 = d.cpuSeconds();
             long start = System.nanoTime();
             c.ok(job.command, job.args(speed));
@@ -229,18 +260,38 @@ public final class JobBench {
             double seconds = (end - start) / 1e9;
             double switchMs = completeAt == 0 ? 0 : (end - completeAt) / 1e6;
             double cpu = d.cpuSeconds() - cpu0;
+            if (Boolean.getBoolean("bench.threads")) {
+                printThreads(daemon + " " + job.label, threads0, d.threadCpuSeconds());
+                long[] io = d.ioBytes();
+                System.out.printf(Locale.ROOT, "  system calls read %s, wrote %s%n", human(io[0] - io0[0]),
+                        human(io[1] - io0[1]));
+                if (dst != null) {
+                    printThreads(daemon + " " + job.label + " (destination)", dstThreads0, dst.threadCpuSeconds());
+                }
+            }
+            double dstCpu = dst != null ? dst.cpuSeconds() - dstCpu0 : 0;
             if (done.at("/data/error").isString()) {
                 throw new IllegalStateException(job.label + " failed in " + daemon + ": " + done);
             }
             // The written layer, after the job: its descriptors (the top is reopened read-write by
             // a stream) must still have the mode, and its pages tell whether the writes went round
             // the page cache.
-            Path target = files.get(job.target());
-            List<BenchDaemon.Descriptor> fds = checkMode(d, target, direct, daemon);
+            List<BenchDaemon.Descriptor> fds = checkMode(writer, target, direct, daemon);
             int directFds = (int) fds.stream().filter(BenchDaemon.Descriptor::direct).count();
             return new Run(bytes / (double) MIB / seconds, cpu / (bytes / (double) GIB),
-                    fds.size(), directFds, cachedBytes(target), switchMs);
+                    fds.size(), directFds, cachedBytes(target), switchMs, dstCpu / (bytes / (double) GIB));
         }
+    }
+
+    /** The threads that used most CPU between two readings, a line for the source daemon of a run. */
+    private static void printThreads(String what, Map<String, Double> before, Map<String, Double> after) {
+        StringBuilder line = new StringBuilder("threads' CPU s, " + what + ":");
+        after.entrySet().stream()
+                .map(e -> Map.entry(e.getKey(), e.getValue() - before.getOrDefault(e.getKey(), 0.0)))
+                .filter(e -> e.getValue() >= 0.02)
+                .sorted(Map.Entry.<String, Double>comparingByValue().reversed())
+                .forEach(e -> line.append(String.format(Locale.ROOT, " %s %.2f;", e.getKey(), e.getValue())));
+        System.out.println(line);
     }
 
     /**

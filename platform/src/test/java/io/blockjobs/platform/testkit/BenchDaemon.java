@@ -84,6 +84,42 @@ public final class BenchDaemon implements AutoCloseable {
         return (utime + stime) / TICKS;
     }
 
+    /**
+     * CPU seconds so far of each of the daemon's threads, summed by thread name with its digits
+     * dropped (so a pool's threads make one entry), from {@code /proc/<pid>/task/<tid>/stat}.
+     */
+    public Map<String, Double> threadCpuSeconds() throws IOException {
+        Map<String, Double> out = new java.util.TreeMap<>();
+        try (var tasks = Files.list(Path.of("/proc", String.valueOf(pid()), "task"))) {
+            for (Path task : tasks.toList()) {
+                String stat;
+                try {
+                    stat = Files.readString(task.resolve("stat"));
+                } catch (IOException e) {
+                    continue; // the thread ended meanwhile
+                }
+                String name = stat.substring(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replaceAll("[0-9]+", "#");
+                String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+                out.merge(name + " usr", Long.parseLong(f[11]) / TICKS, Double::sum);
+                out.merge(name + " sys", Long.parseLong(f[12]) / TICKS, Double::sum);
+            }
+        }
+        return out;
+    }
+
+    /** Bytes the daemon has read and written so far by system calls ({@code rchar}, {@code wchar} of {@code /proc/<pid>/io}). */
+    public long[] ioBytes() throws IOException {
+        long[] out = new long[2];
+        for (String l : Files.readAllLines(Path.of("/proc", String.valueOf(pid()), "io"))) {
+            if (l.startsWith("rchar:")) {
+                out[0] = Long.parseLong(l.substring(6).trim());
+            } else if (l.startsWith("wchar:")) {
+                out[1] = Long.parseLong(l.substring(6).trim());
+            }
+        }
+        return out;
+    }
+
     /** An open descriptor of the daemon: what it points to and its open flags. */
     public record Descriptor(int fd, Path target, int flags) {
         public boolean direct() {
