@@ -1061,7 +1061,7 @@ public final class BlockGraph implements AutoCloseable {
      * attached while the drain lasts, hold new requests and the requests in flight end; jobs' own
      * requests go on. Close the handle on any thread to end it (once); drains nest.
      */
-    public AutoCloseable drain(GraphNode node) {
+    public Drained drain(GraphNode node) {
         Drain d = new Drain(node);
         List<Edge.Gate> gates;
         synchronized (this) {
@@ -1080,12 +1080,18 @@ public final class BlockGraph implements AutoCloseable {
         return d;
     }
 
+    /** A drained section in progress; ending it cannot fail, so callers need no checked exception. */
+    public interface Drained extends AutoCloseable {
+        @Override
+        void close();
+    }
+
     /**
      * One drain in progress: the gates it closed, and those of exports attached since (QEMU
      * quiesces a user attached to a drained node). Its own lock, not the graph's: the thread
      * that ends it may not be the main loop.
      */
-    private final class Drain implements AutoCloseable {
+    private final class Drain implements Drained {
         final GraphNode node;
         final List<Edge.Gate> gates = new ArrayList<>();
         boolean ended;

@@ -819,7 +819,7 @@ public final class JobManager implements AutoCloseable {
      * at its next pause point (an internal pause, nested with the user's) until the returned
      * handle is closed.
      */
-    public AutoCloseable drain() {
+    public BlockGraph.Drained drain() {
         List<Job> drained = new ArrayList<>();
         for (Job j : all()) {
             JobStatus s = j.status();

@@ -148,12 +148,8 @@ public final class BlockCommands {
     /** {@code blockdev-snapshot}, as a command or a transaction action; returns its undo. */
     static BlockGraph.Undo snapshot(BlockGraph graph, JobManager jobs, SnapshotArgs a) {
         jobs.checkNotClaimed(a.node());
-        try (AutoCloseable drained = jobs.drain()) {
+        try (BlockGraph.Drained drained = jobs.drain()) {
             return graph.snapshot(a.node(), a.overlay());
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
     }
 
@@ -161,13 +157,9 @@ public final class BlockCommands {
     static BlockGraph.Undo snapshotSync(BlockGraph graph, JobManager jobs, SnapshotSyncArgs a) {
         String node = graph.lookup(a.device().orElse(null), a.nodeName().orElse(null)).name();
         jobs.checkNotClaimed(node);
-        try (AutoCloseable drained = jobs.drain()) {
+        try (BlockGraph.Drained drained = jobs.drain()) {
             return graph.snapshotSync(node, a.snapshotFile(), a.snapshotNodeName().orElse(null),
                     a.format().orElse("qcow2"), a.mode().orElse(SnapshotMode.ABSOLUTE_PATHS) == SnapshotMode.EXISTING);
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
     }
 

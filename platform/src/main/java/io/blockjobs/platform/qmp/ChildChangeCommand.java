@@ -27,10 +27,7 @@ public final class ChildChangeCommand {
     }
 
     static void change(BlockGraph graph, Args a) {
-        GraphNode parent = graph.find(a.parent());
-        if (parent == null) {
-            throw new CommandException("Cannot find device='" + a.parent() + "' nor node-name='" + a.parent() + "'");
-        }
+        GraphNode parent = graph.lookup(a.parent(), a.parent());
         if (a.child().isPresent() == a.node().isPresent()) {
             throw new CommandException(a.child().isPresent() ? "The parameters child and node are in conflict"
                     : "Either child or node must be specified");

@@ -50,10 +50,7 @@ public final class InternalSnapshotCommands {
      * parent ({@code block_job_add_bdrv}), so this comes before the job's op blocker.
      */
     private static GraphNode rootNode(BlockGraph graph, JobManager jobs, String device) {
-        GraphNode n = graph.find(device);
-        if (n == null) {
-            throw new CommandException("Cannot find device='" + device + "' nor node-name='" + device + "'");
-        }
+        GraphNode n = graph.lookup(device, device);
         if (!n.parents().stream().allMatch(e -> e.parent() == null) || jobs.blocker(n.name()) != null) {
             throw new CommandException("Need a root block node");
         }
@@ -89,7 +86,7 @@ public final class InternalSnapshotCommands {
      */
     static BlockGraph.Undo create(BlockGraph graph, JobManager jobs, CreateArgs a) {
         GraphNode n = rootNode(graph, jobs, a.device());
-        try (AutoCloseable drained = graph.drain(n)) {
+        try (BlockGraph.Drained drained = graph.drain(n)) {
             String blocker = jobs.blocker(n.name());
             if (blocker != null) {
                 throw new CommandException(blocker);
@@ -121,16 +118,12 @@ public final class InternalSnapshotCommands {
                         + "': " + Errno.of(e).message());
             }
             return () -> {
-                try (AutoCloseable again = graph.drain(n)) {
+                try (BlockGraph.Drained again = graph.drain(n)) {
                     image.deleteSnapshot(sn.id(), sn.name());
-                } catch (Exception e) {
+                } catch (IOException e) {
                     throw new CommandException(e.getMessage());
                 }
             };
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
     }
 
@@ -184,14 +177,10 @@ public final class InternalSnapshotCommands {
         Qcow2Node.InternalSnapshot sn = image.findSnapshot(id, name).orElseThrow(() -> new CommandException(
                 "Snapshot with id '" + (id == null ? "null" : id) + "' and name '" + (name == null ? "null" : name)
                         + "' does not exist on device '" + a.device() + "'"));
-        try (AutoCloseable drained = graph.drain(n)) {
+        try (BlockGraph.Drained drained = graph.drain(n)) {
             image.deleteSnapshot(sn.id(), sn.name());
         } catch (IOException e) {
             throw new CommandException(e.getMessage());
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         }
         return info(sn);
     }

@@ -94,14 +94,10 @@ public final class ResizeCommands {
             }
         }
         Edge user = graph.attachRoot(BlockGraph.RootUser.export(""), "root", n, Perm.RESIZE.bit(), Perm.ALL, false);
-        try (AutoCloseable jobsDrained = jobs.drain(); AutoCloseable drained = graph.drain(n)) {
+        try (BlockGraph.Drained jobsDrained = jobs.drain(); BlockGraph.Drained drained = graph.drain(n)) {
             n.truncate(a.size());
         } catch (IOException e) {
             throw new CommandException(e.getMessage());
-        } catch (RuntimeException e) {
-            throw e;
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
         } finally {
             graph.detachRoot(user);
         }
