@@ -49,8 +49,12 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private static final int STRIPES = 256;
     private static final int MAX_RUN = 256; // clusters merged into one host request
     private static final int TABLE_LOCKS = 64;
-    /** Serialise the writes of each L2 table's entries (by L1 index), so the last write holds every change. */
+    /** Guard each L2 table's group commit (by L1 index): one write of a table at a time, holding every change. */
     private final ReentrantLock[] tableLocks = newLocks(TABLE_LOCKS);
+    /** Signalled when a write of a table of the slot ends. */
+    private final java.util.concurrent.locks.Condition[] tableWritten = conditions(tableLocks);
+    /** The L2 tables with updates collected or being written, by table offset. */
+    private final java.util.concurrent.ConcurrentHashMap<Long, L2Group> l2Groups = new java.util.concurrent.ConcurrentHashMap<>();
     static final int MAX_L1_BYTES = 32 << 20; // QEMU's QCOW_MAX_L1_SIZE
 
     /** Opens the backing file named in an overlay's header. */
@@ -1971,36 +1975,135 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
 
     /**
      * Sets entries {@code first, first + 1, ...} of the L2 table at {@code l2} (L1 index
-     * {@code l1Index}) to {@code values}, with one write: the slice of the table that covers them,
-     * widened to the file's request alignment and taken from the cached table, so that the file
-     * never reads around it. Caller holds the stripe locks of the clusters.
+     * {@code l1Index}) to {@code values}, and returns once they are written to the file. Caller
+     * holds the stripe locks of the clusters.
      *
-     * <p>The disk is written first and the cache after, as before: a reader that loads the table
-     * meanwhile reads the disk, and the cache update waits for its load. The table's lock keeps
-     * two writers of one table from writing slices each without the other's entries.
+     * <p>Group commit: one write of a table is in flight at a time, and it carries every update
+     * made to that table since the write before it started (the slice that covers them, widened
+     * to the file's request alignment, its other entries taken from the cached table, so that the
+     * file never reads around it). Concurrent allocating writes into one table, a mirror's or a
+     * guest's, so share their L2 writes instead of queueing one 4 KiB write each behind the
+     * table's lock; each caller still returns only once its entries are in the file, as before.
+     *
+     * <p>The disk is written first and the cache after: a reader that loads the table meanwhile
+     * reads the disk, and the cache update waits for its load. A failed write fails every update
+     * it carried, and leaves the cache as it was.
      */
     private void writeL2Entries(int l1Index, long l2, int first, long[] values) throws IOException {
-        int align = Math.min(clusterSize, Math.max(8, Qcow2Refcounts.requestAlignment(file)));
-        int from = first * 8 & -align;
-        int to = Math.min(clusterSize, ((first + values.length) * 8 + align - 1) & -align);
-        ReentrantLock lock = tableLocks[l1Index & (TABLE_LOCKS - 1)];
+        int slot = l1Index & (TABLE_LOCKS - 1);
+        ReentrantLock lock = tableLocks[slot];
         lock.lock();
         try {
-            AtomicLongArray table = values.length << 3 == to - from ? null : l2Table(l2);
-            ByteBuffer buf = ByteBuffer.allocate(to - from);
-            for (int j = from >> 3; j < to >> 3; j++) {
-                long v = j >= first && j < first + values.length ? values[j - first] : table.get(j);
-                buf.putLong((j << 3) - from, v);
+            L2Group group = l2Groups.computeIfAbsent(l2, k -> new L2Group());
+            if (group.open == null) {
+                group.open = new L2Batch();
             }
-            file.write(l2 + from, buf);
+            L2Batch batch = group.open;
+            batch.add(first, values);
+            while (!batch.done) {
+                if (group.writing) {
+                    tableWritten[slot].awaitUninterruptibly();
+                } else {
+                    writeBatch(slot, l2, group, batch); // the open batch is ours: lead it
+                }
+            }
+            if (batch.error instanceof IOException e) {
+                throw e;
+            } else if (batch.error instanceof RuntimeException e) {
+                throw e;
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Writes {@code batch}, the open batch of {@code group}, with the table's lock held except
+     * during the write itself (updates that come meanwhile open the next batch).
+     */
+    private void writeBatch(int slot, long l2, L2Group group, L2Batch batch) throws IOException {
+        group.writing = true;
+        group.open = null;
+        try {
+            int align = Math.min(clusterSize, Math.max(8, Qcow2Refcounts.requestAlignment(file)));
+            int from = batch.minIndex() * 8 & -align;
+            int to = Math.min(clusterSize, (batch.maxIndex() * 8 + 8 + align - 1) & -align);
+            ByteBuffer buf = ByteBuffer.allocate(to - from);
+            if (batch.count < (to - from) >> 3) { // entries of the slice that no update sets: from the table
+                AtomicLongArray table = l2Table(l2);
+                for (int j = from >> 3; j < to >> 3; j++) {
+                    buf.putLong((j << 3) - from, table.get(j));
+                }
+            }
+            for (int u = 0; u < batch.count; u++) {
+                buf.putLong((batch.index[u] << 3) - from, batch.value[u]);
+            }
+            tableLocks[slot].unlock();
+            try {
+                file.write(l2 + from, buf);
+            } finally {
+                tableLocks[slot].lock();
+            }
             l2Cache.asMap().computeIfPresent(l2, (k, t) -> {
-                for (int j = 0; j < values.length; j++) {
-                    t.set(first + j, values[j]);
+                for (int u = 0; u < batch.count; u++) {
+                    t.set(batch.index[u], batch.value[u]);
                 }
                 return t;
             });
+        } catch (IOException | RuntimeException e) {
+            batch.error = e;
         } finally {
-            lock.unlock();
+            batch.done = true;
+            group.writing = false;
+            if (group.open == null) {
+                l2Groups.remove(l2);
+            }
+            tableWritten[slot].signalAll();
+        }
+    }
+
+    /** An L2 table's updates being collected or written ({@link #writeL2Entries}); under its table lock. */
+    private static final class L2Group {
+        /** The batch collecting updates for the next write, or null. */
+        L2Batch open;
+        /** Whether a write of this table is in flight. */
+        boolean writing;
+    }
+
+    /** Updates of one L2 table that one write carries: entry indexes and values, in arrival order. */
+    private static final class L2Batch {
+        int[] index = new int[16];
+        long[] value = new long[16];
+        int count;
+        boolean done;
+        Exception error;
+
+        void add(int first, long[] values) {
+            if (count + values.length > index.length) {
+                int n = Math.max(index.length * 2, count + values.length);
+                index = java.util.Arrays.copyOf(index, n);
+                value = java.util.Arrays.copyOf(value, n);
+            }
+            for (int j = 0; j < values.length; j++) {
+                index[count] = first + j;
+                value[count++] = values[j];
+            }
+        }
+
+        int minIndex() {
+            int m = Integer.MAX_VALUE;
+            for (int u = 0; u < count; u++) {
+                m = Math.min(m, index[u]);
+            }
+            return m;
+        }
+
+        int maxIndex() {
+            int m = 0;
+            for (int u = 0; u < count; u++) {
+                m = Math.max(m, index[u]);
+            }
+            return m;
         }
     }
 
@@ -2280,6 +2383,14 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             throw new ImageException(Errno.EINVAL, name, "request [" + offset + ", +" + length
                     + ") is past the end of the " + header.size + "-byte image");
         }
+    }
+
+    private static java.util.concurrent.locks.Condition[] conditions(ReentrantLock[] locks) {
+        java.util.concurrent.locks.Condition[] c = new java.util.concurrent.locks.Condition[locks.length];
+        for (int i = 0; i < locks.length; i++) {
+            c[i] = locks[i].newCondition();
+        }
+        return c;
     }
 
     private static ReentrantLock[] newLocks(int n) {

@@ -18,6 +18,7 @@ import java.util.SplittableRandom;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
@@ -285,5 +286,102 @@ class Qcow2AllocatingWriteTest {
         Path raw = dir.resolve("expected.raw");
         Files.write(raw, model);
         assertThat(Qemu.identical(top, "qcow2", raw, "raw")).as("qemu-img compare").isTrue();
+    }
+
+    /**
+     * Allocating writes in flight at once into one L2 table, which share its writes (group
+     * commit) when they overlap, each return only once their L2 entry is in the file: a copy of
+     * the file taken while the node is still open (what a SIGKILL leaves) holds every write that
+     * returned.
+     */
+    @ParameterizedTest(name = "cache.direct={0}")
+    @ValueSource(booleans = {true, false})
+    void concurrentAllocationsShareL2WritesAndEachIsInTheFileWhenItReturns(boolean direct) throws Exception {
+        int cluster = 65536;
+        int clusters = 512; // all in the first L2 table
+        Path top = dir.resolve("top.qcow2");
+        Images.createQcow2(top, Qcow2CreateOptions.of(64L << 20));
+        byte[] model = new byte[clusters * cluster];
+        Path copy = dir.resolve("copy.qcow2");
+        try (DriverGraph g = new DriverGraph();
+             ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            Edge disk = open(g, top, null, direct);
+            ByteBuffer first = data(cluster, 0);
+            disk.write(0, first.duplicate()); // the table exists before the race
+            first.get(0, model, 0, cluster);
+            List<Future<?>> futures = new ArrayList<>();
+            for (int t = 0; t < 16; t++) {
+                int thread = t;
+                futures.add(pool.submit(() -> {
+                    for (int c = 1 + thread; c < clusters; c += 16) { // each thread its own clusters
+                        ByteBuffer d = data(cluster, c);
+                        disk.write((long) c * cluster, d.duplicate());
+                        d.get(0, model, c * cluster, cluster);
+                    }
+                    return null;
+                }));
+            }
+            for (Future<?> f : futures) {
+                f.get();
+            }
+            Files.copy(top, copy);
+        }
+        Path raw = dir.resolve("expected.raw");
+        byte[] whole = java.util.Arrays.copyOf(model, 64 << 20);
+        Files.write(raw, whole);
+        Qemu.assertNoCorruption(copy);
+        assertThat(Qemu.identical(copy, "qcow2", raw, "raw")).as("qemu-img compare of the copy taken while open").isTrue();
+        Qemu.assertClean(top);
+    }
+
+    /**
+     * A failed L2 write fails every allocating write whose entries it carried, and the image
+     * still reads as before them (no entry points to clusters whose link did not reach the file):
+     * blkdebug fails every write to the L2 table's first sector (its alignment makes every L2
+     * write of the first entries start there).
+     */
+    @Test
+    void aFailedL2WriteFailsEveryWriteItCarriedAndChangesNothing() throws Exception {
+        int cluster = 65536;
+        Path top = dir.resolve("top.qcow2");
+        Images.createQcow2(top, Qcow2CreateOptions.of(64L << 20));
+        Qemu.io(top, "qcow2", "write -P 0x11 0 64k");
+        long l1;
+        long l2;
+        try (var f = new java.io.RandomAccessFile(top.toFile(), "r")) {
+            f.seek(40);
+            l1 = f.readLong();
+            f.seek(l1);
+            l2 = f.readLong() & Qcow2Node.OFFSET_MASK;
+        }
+        try (DriverGraph g = new DriverGraph();
+             ExecutorService pool = Executors.newVirtualThreadPerTaskExecutor()) {
+            g.add("""
+                    {"driver": "blkdebug", "node-name": "bd", "align": 4096,
+                     "inject-error": [{"event": "none", "iotype": "write", "errno": 5, "sector": %d}],
+                     "image": {"driver": "file", "filename": "%s"}}""".formatted(l2 / 512, top));
+            g.add("""
+                    {"driver": "qcow2", "node-name": "top", "file": "bd"}""");
+            Edge disk = g.user("top");
+            List<Future<?>> futures = new ArrayList<>();
+            for (int c = 1; c < 17; c++) {
+                long at = (long) c * cluster;
+                futures.add(pool.submit(() -> {
+                    disk.write(at, data(cluster, (int) at));
+                    return null;
+                }));
+            }
+            for (Future<?> f : futures) {
+                assertThatThrownBy(f::get).hasCauseInstanceOf(IOException.class);
+            }
+            ByteBuffer back = ByteBuffer.allocate(17 * cluster);
+            disk.read(0, back);
+            byte[] want = new byte[17 * cluster];
+            java.util.Arrays.fill(want, 0, cluster, (byte) 0x11);
+            assertThat(java.util.Arrays.mismatch(back.array(), want)).as("first difference").isEqualTo(-1);
+        }
+        Qemu.assertNoCorruption(top);
+        Qemu.Result map = Qemu.img("map", "--output=json", top.toString());
+        assertThat(Qemu.map(top).size()).as("qemu-img map: %s", map.out()).isLessThanOrEqualTo(2);
     }
 }

@@ -36,7 +36,9 @@ import tools.jackson.databind.JsonNode;
  * 100, 0 to skip it), {@code bench.bjJavaOpts} (JVM options for blockjobd, e.g. a JFR
  * recording whose file name holds {@code %p}), {@code bench.threads} ({@code true}: print each
  * run's CPU seconds by thread, user and system, of the daemon and of a mirror's destination: the
- * JIT compiler's share, say), {@code bench.backup} ({@code yes}: then
+ * JIT compiler's share, say), {@code bench.warmup} (N: each daemon first runs the same job N times,
+ * untimed, on chains of its own, so the figures are those of a daemon that has run the job before;
+ * default 0, a fresh daemon), {@code bench.backup} ({@code yes}: then
  * {@link BackupBench}; {@code no}; {@code only}).
  */
 public final class JobBench {
@@ -131,6 +133,11 @@ public final class JobBench {
                 human(size), human(bench.copied), human(bench.copied), dir);
         System.out.printf(Locale.ROOT, "%d rounds, interleaved (blockjobd, qsd, ...), a fresh chain per run, "
                 + "synced and dropped from the page cache before the daemon starts.%n", rounds);
+        int warmups = Integer.getInteger("bench.warmup", 0);
+        if (warmups > 0) {
+            System.out.printf(Locale.ROOT, "Warm daemons: each runs the job %d time(s), untimed, on chains of its own "
+                    + "before the timed run (the speed-limited stream excepted).%n", warmups);
+        }
         for (boolean direct : modes) {
             bench.mode(direct, jobs, rounds, speedMib);
         }
@@ -198,40 +205,61 @@ public final class JobBench {
                 human(allTheirs.stream().mapToLong(Run::cachedBytes).max().orElse(0)));
     }
 
-    /** Makes a fresh chain, runs {@code job} in {@code daemon} on it, and measures. */
+    /**
+     * Makes a fresh chain, runs {@code job} in {@code daemon} on it, and measures. With
+     * {@code bench.warmup} N, the same daemon first runs the job N times, untimed, on chains of its
+     * own (nodes {@code w0-top}, ...): the figures of a daemon that has run before, JIT-compiled.
+     */
     private Run run(String daemon, Job job, boolean direct, long speed) throws Exception {
         boolean qsd = daemon.endsWith("qemu-storage-daemon");
         Path runDir = dir.resolve(qsd ? "qsd" : "bj");
-        Map<String, Path> files = new java.util.HashMap<>(makeChain(runDir));
+        int warmups = speed > 0 ? 0 : Integer.getInteger("bench.warmup", 0);
+        Map<String, Path> files = new java.util.HashMap<>(makeChain(runDir, ""));
         Path qmp = runDir.resolve("qmp.sock");
         Files.deleteIfExists(qmp);
         String cache = ",cache.direct=" + (direct ? "on" : "off");
+        List<String> prefixes = new ArrayList<>();
+        for (int w = 0; w < warmups; w++) {
+            prefixes.add("w" + w + "-");
+        }
+        prefixes.add("");
         List<String> args = new ArrayList<>(List.of(
-                "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + files.get("base") + cache,
-                "--blockdev", "driver=qcow2,node-name=mid,backing=base,file.driver=file,file.filename="
-                        + files.get("mid") + cache,
-                "--blockdev", "driver=qcow2,node-name=top,backing=mid,file.driver=file,file.filename="
-                        + files.get("top") + cache,
                 "--chardev", "socket,id=m,path=" + qmp + ",server=on,wait=off", "--monitor", "m"));
-        BenchDaemon dst = null; // mirror to nbd: a second daemon of the same kind exports the target
-        if (job == Job.MIRROR || job == Job.MIRROR_NBD) { // a fresh image of the chain's size, as blockdev-mirror's users make one
-            Path tgt = runDir.resolve("tgt.qcow2");
-            Files.deleteIfExists(tgt);
-            Qemu.img("create", "-q", "-f", "qcow2", tgt.toString(), String.valueOf(size));
-            String node = "driver=qcow2,node-name=tgt,file.driver=file,file.filename=" + tgt + cache;
-            if (job == Job.MIRROR) {
-                files.put("tgt", tgt);
-                args.addAll(List.of("--blockdev", node));
-            } else {
-                Path dstDir = Files.createDirectories(runDir.resolve("dst"));
-                Path nbd = dstDir.resolve("nbd.sock");
-                Files.deleteIfExists(nbd);
-                dst = BenchDaemon.start(daemon, List.of("--blockdev", node,
-                        "--nbd-server", "addr.type=unix,addr.path=" + nbd,
-                        "--export", "type=nbd,id=tgt,node-name=tgt,name=tgt,writable=on"), dstDir, qsd ? Map.of() : bjEnv);
-                args.addAll(List.of("--blockdev", "driver=nbd,node-name=tgt,server.type=unix,server.path=" + nbd
-                        + ",export=tgt"));
+        List<String> dstArgs = new ArrayList<>();
+        Path dstDir = runDir.resolve("dst");
+        Path nbd = dstDir.resolve("nbd.sock");
+        for (String p : prefixes) {
+            Map<String, Path> chain = p.isEmpty() ? files : makeChain(runDir, p);
+            args.addAll(List.of(
+                    "--blockdev", "driver=qcow2,node-name=" + p + "base,file.driver=file,file.filename=" + chain.get("base") + cache,
+                    "--blockdev", "driver=qcow2,node-name=" + p + "mid,backing=" + p + "base,file.driver=file,file.filename="
+                            + chain.get("mid") + cache,
+                    "--blockdev", "driver=qcow2,node-name=" + p + "top,backing=" + p + "mid,file.driver=file,file.filename="
+                            + chain.get("top") + cache));
+            if (job == Job.MIRROR || job == Job.MIRROR_NBD) { // a fresh image of the chain's size, as blockdev-mirror's users make one
+                Path tgt = runDir.resolve(p + "tgt.qcow2");
+                Files.deleteIfExists(tgt);
+                Qemu.img("create", "-q", "-f", "qcow2", tgt.toString(), String.valueOf(size));
+                String node = "driver=qcow2,node-name=" + p + "tgt,file.driver=file,file.filename=" + tgt + cache;
+                if (job == Job.MIRROR) {
+                    if (p.isEmpty()) {
+                        files.put("tgt", tgt);
+                    }
+                    args.addAll(List.of("--blockdev", node));
+                } else {
+                    dstArgs.addAll(List.of("--blockdev", node,
+                            "--export", "type=nbd,id=" + p + "tgt,node-name=" + p + "tgt,name=" + p + "tgt,writable=on"));
+                    args.addAll(List.of("--blockdev", "driver=nbd,node-name=" + p + "tgt,server.type=unix,server.path=" + nbd
+                            + ",export=" + p + "tgt"));
+                }
             }
+        }
+        BenchDaemon dst = null; // mirror to nbd: a second daemon of the same kind exports the target
+        if (job == Job.MIRROR_NBD) {
+            Files.createDirectories(dstDir);
+            Files.deleteIfExists(nbd);
+            dstArgs.addAll(0, List.of("--nbd-server", "addr.type=unix,addr.path=" + nbd));
+            dst = BenchDaemon.start(daemon, dstArgs, dstDir, qsd ? Map.of() : bjEnv);
         }
         long bytes = job == Job.MIRROR || job == Job.MIRROR_NBD ? size / 4 * 3 : copied; // mirror copies base's half and mid's
         try (BenchDaemon destination = dst;
@@ -241,6 +269,9 @@ public final class JobBench {
             for (Path f : files.values()) {
                 checkMode(d, f, direct, daemon);
             }
+            for (String p : prefixes.subList(0, warmups)) {
+                runJob(c, job, p, speed);
+            }
             Path target = job == Job.MIRROR_NBD ? runDir.resolve("tgt.qcow2") : files.get(job.target());
             double dstCpu0 = dst != null ? dst.cpuSeconds() : 0;
             Map<String, Double> threads0 = d.threadCpuSeconds();
@@ -248,17 +279,11 @@ public final class JobBench {
             Map<String, Double> dstThreads0 = dst != null ? dst.threadCpuSeconds() : Map.of();
             double cpu0 = d.cpuSeconds();
             long start = System.nanoTime();
-            c.ok(job.command, job.args(speed));
-            long completeAt = 0;
-            if (job.completes()) {
-                c.awaitEvent("BLOCK_JOB_READY", x -> true, JOB_TIMEOUT);
-                completeAt = System.nanoTime();
-                c.ok("job-complete", QmpArgs.map("id", "j"));
-            }
-            JsonNode done = c.awaitEvent("BLOCK_JOB_COMPLETED", x -> true, JOB_TIMEOUT);
-            long end = System.nanoTime();
+            long[] times = runJob(c, job, "", speed);
+            long end = times[1];
+            JsonNode done = lastDone;
             double seconds = (end - start) / 1e9;
-            double switchMs = completeAt == 0 ? 0 : (end - completeAt) / 1e6;
+            double switchMs = times[0] == 0 ? 0 : (end - times[0]) / 1e6;
             double cpu = d.cpuSeconds() - cpu0;
             if (Boolean.getBoolean("bench.threads")) {
                 printThreads(daemon + " " + job.label, threads0, d.threadCpuSeconds());
@@ -281,6 +306,31 @@ public final class JobBench {
             return new Run(bytes / (double) MIB / seconds, cpu / (bytes / (double) GIB),
                     fds.size(), directFds, cachedBytes(target), switchMs, dstCpu / (bytes / (double) GIB));
         }
+    }
+
+    private JsonNode lastDone;
+
+    /**
+     * Runs {@code job} on the chain of nodes named with {@code prefix} (job id {@code PREFIXj}) to
+     * its {@code BLOCK_JOB_COMPLETED} (kept in {@link #lastDone}); returns when job-complete was
+     * sent (0 if the job needs none) and when the event came, in nanoTime.
+     */
+    private long[] runJob(QmpClient c, Job job, String prefix, long speed) throws Exception {
+        String id = prefix + "j";
+        Map<String, Object> args = new java.util.LinkedHashMap<>();
+        job.args(speed).forEach((k, v) -> args.put(k, v instanceof String s && !k.equals("sync") ? prefix + s : v));
+        c.ok(job.command, args);
+        long completeAt = 0;
+        if (job.completes()) {
+            c.awaitEvent("BLOCK_JOB_READY", x -> x.path("device").asString().equals(id), JOB_TIMEOUT);
+            completeAt = System.nanoTime();
+            c.ok("job-complete", QmpArgs.map("id", id));
+        }
+        lastDone = c.awaitEvent("BLOCK_JOB_COMPLETED", x -> x.path("device").asString().equals(id), JOB_TIMEOUT);
+        if (lastDone.at("/data/error").isString()) {
+            throw new IllegalStateException(job.label + " " + id + " failed: " + lastDone);
+        }
+        return new long[] {completeAt, System.nanoTime()};
     }
 
     /** The threads that used most CPU between two readings, a line for the source daemon of a run. */
@@ -311,19 +361,19 @@ public final class JobBench {
     }
 
     /** A fresh chain base <- mid <- top in {@code runDir}, made identically each time, out of the page cache. */
-    private Map<String, Path> makeChain(Path runDir) throws IOException {
+    private Map<String, Path> makeChain(Path runDir, String prefix) throws IOException {
         Files.createDirectories(runDir);
-        Path base = runDir.resolve("base.qcow2");
-        Path mid = runDir.resolve("mid.qcow2");
-        Path top = runDir.resolve("top.qcow2");
+        Path base = runDir.resolve(prefix + "base.qcow2");
+        Path mid = runDir.resolve(prefix + "mid.qcow2");
+        Path top = runDir.resolve(prefix + "top.qcow2");
         for (Path p : List.of(base, mid, top)) {
             Files.deleteIfExists(p);
         }
         Qemu.img("create", "-q", "-f", "qcow2", base.toString(), String.valueOf(size));
         writePattern(base, 0x11, 0, size / 2);
-        Qemu.img("create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", mid.toString());
+        Qemu.img("create", "-q", "-f", "qcow2", "-b", base.getFileName().toString(), "-F", "qcow2", mid.toString());
         writePattern(mid, 0x22, size / 8 * 3, copied);
-        Qemu.img("create", "-q", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", top.toString());
+        Qemu.img("create", "-q", "-f", "qcow2", "-b", mid.getFileName().toString(), "-F", "qcow2", top.toString());
         for (Path p : List.of(base, mid, top)) {
             Qemu.run("sync", p.toString()).ok(); // fsync: nothing left to write back during the job
             Qemu.run("dd", "if=" + p, "iflag=nocache", "count=0", "status=none").ok(); // drop its cached pages
