@@ -1404,6 +1404,10 @@ public final class BlockGraph implements AutoCloseable {
                         nperm = perm & ~read;
                         nshared = shared;
                     }
+                    case "replication" -> { // QEMU's replication_child_perm: whatever its users do
+                        nperm = read | (writable ? write : 0);
+                        nshared = read | write | unchanged;
+                    }
                     case "copy-before-write" -> { // QEMU's cbw_child_perm: nobody else writes the source
                         nperm = perm;
                         nshared = shared;

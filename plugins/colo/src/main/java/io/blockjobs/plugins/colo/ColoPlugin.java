@@ -5,12 +5,12 @@ import io.blockjobs.sdk.plugin.BlockjobsPlugin;
 import java.util.List;
 import org.pf4j.Extension;
 
-/** Contributes the {@code quorum} driver. */
+/** Contributes the {@code quorum} and {@code replication} drivers. */
 @Extension
 public final class ColoPlugin implements BlockjobsPlugin {
 
     @Override
     public List<BlockDriver> blockDrivers() {
-        return List.of(new QuorumDriver());
+        return List.of(new QuorumDriver(), new ReplicationDriver());
     }
 }
