@@ -131,4 +131,62 @@ class ReplicationIT {
                 "event QUORUM_REPORT_BAD {error=Input/output error, node-name=r, sector-num=0, sectors-count=8, type=write}",
                 "qemu-io colo read -P 0x22 0 4k -> ok");
     }
+
+    /**
+     * COLO's primary side between two blockjobd processes (qemu-storage-daemon has no command
+     * that starts replication): the primary's disk is a {@code fifo} quorum over its local image,
+     * and the replication node, hot-added with {@code x-blockdev-change}, forwards every write to
+     * the secondary's NBD export. When the secondary is killed the primary's writers notice
+     * nothing, the status says an error occurred, and failing over (the replication child leaves
+     * the quorum, replication stops) leaves the primary serving alone with no write lost.
+     */
+    @Test
+    void thePrimaryForwardsToTheSecondaryAndGoesOnAloneWhenItDies() throws Exception {
+        Path sd = Files.createDirectories(dir.resolve("secondary"));
+        Path pd = Files.createDirectories(dir.resolve("primary"));
+        Path remote = sd.resolve("secondary.qcow2");
+        Path local = pd.resolve("local.qcow2");
+        Qemu.img("create", "-q", "-f", "qcow2", remote.toString(), "8M");
+        Qemu.img("create", "-q", "-f", "qcow2", local.toString(), "8M");
+        StorageDaemon secondary = StorageDaemon.start(Kind.BLOCKJOBD, sd, List.of(
+                "--blockdev", "driver=qcow2,node-name=sdisk,file.driver=file,file.filename=" + remote,
+                "--export", "type=nbd,id=s,node-name=sdisk,name=sdisk,writable=on"));
+        daemons.add(secondary);
+        StorageDaemon primary = StorageDaemon.start(Kind.BLOCKJOBD, pd, List.of());
+        daemons.add(primary);
+        var qmp = primary.qmp;
+        qmp.ok("blockdev-add", map("driver", "quorum", "node-name", "colo", "vote-threshold", 1, "read-pattern", "fifo",
+                "children", List.of(map("driver", "qcow2", "node-name", "local",
+                        "file", map("driver", "file", "filename", local.toString())))));
+        qmp.ok("blockdev-add", map("driver", "replication", "node-name", "r", "mode", "primary",
+                "file", map("driver", "nbd", "node-name", "buddy", "export", "sdisk",
+                        "server", map("type", "unix", "path", sd.resolve("nbd.sock").toString()))));
+        assertThat(qmp.ok("query-xen-replication-status").toString()).isEqualTo(
+                "{\"error\":true,\"desc\":\"Block replication is not running\"}");
+        qmp.ok("x-blockdev-change", map("parent", "colo", "node", "r"));
+        qmp.ok("xen-set-replication", map("enable", true, "primary", true));
+        assertThat(qmp.ok("query-xen-replication-status").toString()).isEqualTo("{\"error\":false}");
+        qmp.ok("xen-colo-do-checkpoint"); // nothing to do on a primary
+        qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "colo", "name", "colo", "writable", true));
+
+        Qemu.ioNbd(primary.nbdUri("colo"), "write -P 0x11 0 1M", "write -P 0x22 2M 64k", "read -P 0x11 0 1M");
+        Qemu.ioNbd(secondary.nbdUri("sdisk"), "read -P 0x11 0 1M", "read -P 0x22 2M 64k"); // forwarded
+
+        secondary.killHard();
+        Qemu.ioNbd(primary.nbdUri("colo"), "write -P 0x33 4M 64k", "read -P 0x33 4M 64k"); // the writer notices nothing
+        assertThat(qmp.ok("query-xen-replication-status").toString()).isEqualTo(
+                "{\"error\":true,\"desc\":\"I/O error occurred\"}");
+
+        // Failover on the primary: the replication child leaves the quorum, replication stops.
+        qmp.ok("x-blockdev-change", map("parent", "colo", "child", "children.1"));
+        qmp.ok("xen-set-replication", map("enable", false, "primary", true));
+        assertThat(qmp.ok("query-xen-replication-status").toString()).isEqualTo("{\"error\":false}");
+        Qemu.ioNbd(primary.nbdUri("colo"), "write -P 0x44 6M 64k", "read -P 0x11 0 1M", "read -P 0x22 2M 64k",
+                "read -P 0x33 4M 64k", "read -P 0x44 6M 64k");
+        primary.quit();
+        Qemu.assertClean(local);
+        Qemu.io(local, "qcow2", "read -P 0x11 0 1M", "read -P 0x22 2M 64k", "read -P 0x33 4M 64k", "read -P 0x44 6M 64k");
+        Qemu.assertNoCorruption(remote);
+        Qemu.io(remote, "qcow2", "read -P 0x11 0 1M", "read -P 0x22 2M 64k", "read -P 0 4M 64k");
+    }
 }

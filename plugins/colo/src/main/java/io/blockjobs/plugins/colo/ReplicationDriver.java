@@ -17,6 +17,11 @@ import java.util.List;
  * them.
  */
 public final class ReplicationDriver implements BlockDriver {
+    private final Replications registry;
+
+    ReplicationDriver(Replications registry) {
+        this.registry = registry;
+    }
 
     @Override
     public String name() {
@@ -49,6 +54,6 @@ public final class ReplicationDriver implements BlockDriver {
         if (!primary && topId == null) {
             throw new CommandException("Missing the option top-id");
         }
-        return new ReplicationNode(ctx.nodeName(), file, primary, topId);
+        return new ReplicationNode(ctx.nodeName(), file, primary, topId, registry);
     }
 }

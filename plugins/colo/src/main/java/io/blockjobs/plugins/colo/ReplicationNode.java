@@ -38,11 +38,15 @@ final class ReplicationNode implements DriverNode {
     private volatile Stage stage = Stage.NONE;
     private volatile Errno error; // the last forwarding error on the primary, null for none
 
-    ReplicationNode(String name, BlockNode file, boolean primary, String topId) {
+    private final Replications registry;
+
+    ReplicationNode(String name, BlockNode file, boolean primary, String topId, Replications registry) {
         this.name = name;
         this.file = file;
         this.primary = primary;
         this.topId = topId;
+        this.registry = registry;
+        registry.add(this);
     }
 
     @Override
@@ -156,6 +160,7 @@ final class ReplicationNode implements DriverNode {
         if (stage == Stage.RUNNING) {
             stop(false); // as replication_close
         }
+        registry.remove(this);
     }
 
     // ---- the replication state machine (QEMU's ReplicationOps) ---------------------------------------
@@ -189,6 +194,17 @@ final class ReplicationNode implements DriverNode {
         }
         stage = Stage.DONE;
         error = null;
+    }
+
+    /**
+     * QEMU's replication_do_checkpoint: nothing on the primary; the secondary's (emptying the
+     * active and hidden disks) needs the backup job its start runs, which is not there yet.
+     */
+    synchronized void checkpoint() {
+        if (stage == Stage.DONE || stage == Stage.FAILOVER || primary) {
+            return;
+        }
+        throw new CommandException("Backup job was cancelled unexpectedly");
     }
 
     /** QEMU's replication_get_error: "I/O error occurred" after a forwarding error. */

@@ -29,7 +29,7 @@ class ReplicationNodeTest {
     @Test
     void thePrimaryForwardsWritesWhileRunningAndHidesTheirErrors() throws Exception {
         MemoryNode secondary = new MemoryNode("nbd", SIZE);
-        ReplicationNode r = new ReplicationNode("r", secondary, true, null);
+        ReplicationNode r = new ReplicationNode("r", secondary, true, null, new Replications());
         assertEio(() -> r.write(0, filled(512, 1))); // not started: QEMU's stage none refuses
         assertThatThrownBy(r::error).isInstanceOf(CommandException.class).hasMessage("Block replication is not running");
         assertThatThrownBy(() -> r.start(false)).isInstanceOf(CommandException.class)
@@ -60,11 +60,39 @@ class ReplicationNodeTest {
 
     @Test
     void theSecondaryRefusesRequestsBeforeItStarts() {
-        ReplicationNode r = new ReplicationNode("s", new MemoryNode("active", SIZE), false, "top");
+        ReplicationNode r = new ReplicationNode("s", new MemoryNode("active", SIZE), false, "top", new Replications());
         assertEio(() -> r.read(0, ByteBuffer.allocate(512)));
         assertEio(() -> r.write(0, filled(512, 1)));
         assertThatThrownBy(() -> r.stop(true)).isInstanceOf(CommandException.class)
                 .hasMessage("Block replication is not running");
         assertThat(r.topId()).isEqualTo("top");
+    }
+
+    @Test
+    void theCommandsDriveEveryNodeAsQemusReplicationAllFunctions() throws Exception {
+        Replications all = new Replications();
+        MemoryNode remote = new MemoryNode("nbd", SIZE);
+        ReplicationNode a = new ReplicationNode("a", remote, true, null, all);
+        ReplicationNode b = new ReplicationNode("b", new MemoryNode("nbd2", SIZE), true, null, all);
+        assertThat(all.status()).isEqualTo(new Replications.Status(true, java.util.Optional.of("Block replication is not running")));
+        assertThatThrownBy(() -> all.set(new Replications.SetArgs(true, true, java.util.Optional.of(false))))
+                .isInstanceOf(CommandException.class).hasMessage("Parameter 'failover' is only for stopping replication");
+        assertThatThrownBy(() -> all.set(new Replications.SetArgs(false, true, java.util.Optional.empty())))
+                .isInstanceOf(CommandException.class).hasMessage("Block replication is not running");
+        all.set(new Replications.SetArgs(false, true, java.util.Optional.of(true))); // a failover reports nothing
+        all.set(new Replications.SetArgs(true, true, java.util.Optional.empty()));
+        assertThat(a.stage()).isEqualTo(ReplicationNode.Stage.RUNNING);
+        assertThat(b.stage()).isEqualTo(ReplicationNode.Stage.RUNNING);
+        assertThat(all.status()).isEqualTo(new Replications.Status(false, java.util.Optional.empty()));
+        all.checkpoint(); // nothing to do on a primary
+        remote.failWrites(0, Errno.EIO);
+        a.write(0, filled(512, 1));
+        assertThat(all.status()).isEqualTo(new Replications.Status(true, java.util.Optional.of("I/O error occurred")));
+        all.set(new Replications.SetArgs(false, true, java.util.Optional.empty()));
+        assertThat(a.stage()).isEqualTo(ReplicationNode.Stage.DONE);
+        assertThat(all.status()).isEqualTo(new Replications.Status(false, java.util.Optional.empty()));
+        a.close();
+        b.close();
+        assertThat(all.status()).isEqualTo(new Replications.Status(false, java.util.Optional.empty()));
     }
 }
