@@ -171,6 +171,11 @@ class QuorumIT {
             r.qmp("x-blockdev-change", map("parent", "q", "child", "children.5"));
             r.qmp("x-blockdev-change", map("parent", "c2", "node", "c0"));
             r.qmp("x-blockdev-change", map("parent", "c0", "child", "file"));
+            // what QEMU's quorum has no driver hooks for
+            r.qmp("blockdev-reopen", map("options", List.of(map("driver", "quorum", "node-name", "q",
+                    "children", List.of("c0", "c1"), "vote-threshold", 2, "blkverify", true, "read-only", true))));
+            r.qmp("block_resize", map("node-name", "q", "size", 2 * K * K));
+            r.qmp("blockdev-snapshot-internal-sync", map("device", "q", "name", "s"));
             r.daemon.quit();
             for (int i = 0; i < 3; i++) {
                 Qemu.assertClean(r.image(i));
@@ -199,7 +204,11 @@ class QuorumIT {
                 "x-blockdev-change -> GenericError: The number of children cannot be lower than the vote threshold 2",
                 "x-blockdev-change -> GenericError: Node 'q' does not have child 'children.5'",
                 "x-blockdev-change -> GenericError: The node c2 does not support adding a child",
-                "x-blockdev-change -> GenericError: The node c0 does not support removing a child");
+                "x-blockdev-change -> GenericError: The node c0 does not support removing a child",
+                "blockdev-reopen -> GenericError: Block format 'quorum' used by node 'q' does not support reopening files",
+                "block_resize -> GenericError: Image format driver does not support resize",
+                "blockdev-snapshot-internal-sync -> GenericError: Block format 'quorum' used by device 'q' does not support"
+                        + " internal snapshots");
     }
 
     @Test
