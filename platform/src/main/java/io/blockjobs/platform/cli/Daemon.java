@@ -63,6 +63,7 @@ final class Daemon {
         io.blockjobs.platform.nbd.NbdLegacyCommands.register(dispatcher, nbd, graph);
         io.blockjobs.platform.qmp.ResizeCommands.register(dispatcher, graph, jobs, bitmaps, events);
         io.blockjobs.platform.qmp.ChildChangeCommand.register(dispatcher, graph);
+        graph.setDriverEvents(io.blockjobs.platform.event.DriverEventSink.of(events));
         graph.addNodeListener(new BlockGraph.NodeListener() {
             @Override
             public void opened(io.blockjobs.platform.graph.GraphNode node) {

@@ -24,8 +24,16 @@ public final class EventBus {
     public synchronized void publish(QmpEvent event) {
         String name = QmpEvent.nameOf(event.getClass());
         ObjectNode data = Json.MAPPER.valueToTree(event);
-        Event e = new Event(name, data, Instant.now(), event);
-        LOG.debug("event {} {}", name, data);
+        deliver(new Event(name, data, Instant.now(), event));
+    }
+
+    /**
+     * Delivers an event published elsewhere, keeping its timestamp (the QMP monitors' rate
+     * limit passes events on late, stamped when they happened, as QEMU's monitor does).
+     */
+    public synchronized void deliver(Event e) {
+        String name = e.name();
+        LOG.debug("event {} {}", name, e.data());
         for (Consumer<Event> s : subscribers) {
             try {
                 s.accept(e);

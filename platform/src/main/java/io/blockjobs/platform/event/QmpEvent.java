@@ -108,6 +108,24 @@ public sealed interface QmpEvent {
     record BlockWriteThreshold(String nodeName, long writeThreshold, long amountExceeded) implements QmpEvent {
     }
 
+    /**
+     * A {@code quorum} read or write did not reach its {@code vote-threshold} (QEMU's
+     * {@code quorum_report_failure}): {@code reference} names the quorum node, the sectors are
+     * 512-byte ones covering the request.
+     */
+    @Name("QUORUM_FAILURE")
+    record QuorumFailure(String reference, long sectorNum, long sectorsCount) implements QmpEvent {
+    }
+
+    /**
+     * A child of a {@code quorum} failed a request ({@code error}, strerror's text) or lost a
+     * read's vote (no {@code error}): QEMU's {@code quorum_report_bad}.
+     */
+    @Name("QUORUM_REPORT_BAD")
+    record QuorumReportBad(QuorumOpType type, Optional<String> error, String nodeName, long sectorNum,
+                           long sectorsCount) implements QmpEvent {
+    }
+
     /** The daemon is stopping. */
     @Name("SHUTDOWN")
     record Shutdown(boolean guest, String reason) implements QmpEvent {
@@ -132,6 +150,16 @@ public sealed interface QmpEvent {
     /** QEMU's {@code IoOperationType}. */
     enum IoOperationType {
         READ, WRITE;
+
+        @JsonValue
+        public String qmp() {
+            return name().toLowerCase(java.util.Locale.ROOT);
+        }
+    }
+
+    /** QEMU's {@code QuorumOpType}. */
+    enum QuorumOpType {
+        READ, WRITE, FLUSH;
 
         @JsonValue
         public String qmp() {

@@ -101,6 +101,18 @@ public final class BlockGraph implements AutoCloseable {
         }
     }
 
+    /**
+     * Where drivers' events go ({@link io.blockjobs.sdk.driver.DriverEvents}): the daemon sets it
+     * to its event bus; until then they are logged and dropped.
+     */
+    public void setDriverEvents(io.blockjobs.sdk.driver.DriverEvents sink) {
+        eventSink = sink;
+    }
+
+    private volatile io.blockjobs.sdk.driver.DriverEvents eventSink =
+            (name, data) -> LOG.info("event {} {} (no event bus)", name, data);
+    private final io.blockjobs.sdk.driver.DriverEvents driverEvents = (name, data) -> eventSink.send(name, data);
+
     public void addNodeListener(NodeListener listener) {
         listeners.add(listener);
     }
@@ -315,6 +327,28 @@ public final class BlockGraph implements AutoCloseable {
                 throw options.missing(key);
             }
             return attach(key, role, ref(ref, key));
+        }
+
+        @Override
+        public List<BlockNode> children(String key, ChildRole role) {
+            JsonNode list = options.raw(key);
+            if (list == null || list.isNull()) {
+                throw options.missing(key);
+            }
+            if (!list.isArray()) {
+                throw options.type(key, "array");
+            }
+            List<BlockNode> out = new ArrayList<>();
+            for (int i = 0; i < list.size(); i++) {
+                String name = key + "." + i;
+                out.add(attach(name, role, ref(list.get(i), name)));
+            }
+            return out;
+        }
+
+        @Override
+        public io.blockjobs.sdk.driver.DriverEvents events() {
+            return driverEvents;
         }
 
         @Override
@@ -623,6 +657,77 @@ public final class BlockGraph implements AutoCloseable {
                 }
             }
         }
+    }
+
+    // ---- run-time child changes ------------------------------------------------------------------------
+
+    /**
+     * QEMU's {@code bdrv_add_child}: {@code child} becomes a new child of {@code parent}, if the
+     * parent's driver can take one ({@link io.blockjobs.sdk.driver.ChildChanges}) and the child
+     * has no parent yet (an export or a job counts as one, as QEMU's BlockBackends do).
+     */
+    public synchronized void addChild(GraphNode parent, GraphNode child) {
+        io.blockjobs.sdk.driver.ChildChanges changes = parent.driverNode().childChanges().orElseThrow(
+                () -> new CommandException("The node " + parent.name() + " does not support adding a child"));
+        if (!child.parents.isEmpty()) {
+            throw new CommandException("The node " + child.name() + " already has a parent");
+        }
+        if (child.subtree().contains(parent)) {
+            throw new CommandException("Making '" + child.name() + "' a child of '" + parent.name()
+                    + "' would create a cycle");
+        }
+        try (Drained drained = drain(parent)) {
+            changes.add(new io.blockjobs.sdk.driver.ChildChanges.Attacher() {
+                @Override
+                public String nodeName() {
+                    return child.name();
+                }
+
+                @Override
+                public BlockNode attach(String name, ChildRole role) {
+                    if (parent.child(name) != null) {
+                        throw new CommandException("Node '" + parent.name() + "' already has a child '" + name + "'");
+                    }
+                    Edge e = new Edge(parent, name, role, child);
+                    parent.children.add(e);
+                    child.parents.add(0, e);
+                    try {
+                        refreshPermissions();
+                    } catch (RuntimeException ex) {
+                        parent.children.remove(e);
+                        child.parents.remove(e);
+                        refreshPermissionsQuietly();
+                        throw ex;
+                    }
+                    return e;
+                }
+            });
+        }
+    }
+
+    /**
+     * QEMU's {@code bdrv_del_child}: the parent's driver lets its child {@code childName} go
+     * ({@link io.blockjobs.sdk.driver.ChildChanges#remove}), then the edge goes, and the child
+     * closes if it was opened inline (nothing else owns it).
+     */
+    public synchronized void removeChild(GraphNode parent, String childName) {
+        io.blockjobs.sdk.driver.ChildChanges changes = parent.driverNode().childChanges().orElseThrow(
+                () -> new CommandException("The node " + parent.name() + " does not support removing a child"));
+        Edge e = parent.child(childName);
+        if (e == null) {
+            throw new CommandException("The node " + parent.name() + " does not have a child named " + childName);
+        }
+        try (Drained drained = drain(parent)) {
+            changes.remove(childName);
+            parent.children.remove(e);
+            GraphNode child = e.child();
+            child.parents.remove(e);
+            frozenBy.remove(e);
+            if (!child.monitorOwned() && nodes.get(child.name()) == child && child.parents.isEmpty()) {
+                release(child);
+            }
+        }
+        refreshPermissionsQuietly();
     }
 
     // ---- root edges ----------------------------------------------------------------------------------
@@ -1299,6 +1404,10 @@ public final class BlockGraph implements AutoCloseable {
                         nperm = perm & ~read;
                         nshared = shared;
                     }
+                    case "replication" -> { // QEMU's replication_child_perm: whatever its users do
+                        nperm = read | (writable ? write : 0);
+                        nshared = read | write | unchanged;
+                    }
                     case "copy-before-write" -> { // QEMU's cbw_child_perm: nobody else writes the source
                         nperm = perm;
                         nshared = shared;
@@ -1333,6 +1442,11 @@ public final class BlockGraph implements AutoCloseable {
                 } else if (parent.driver().equals("snapshot-access")) { // it reads through its file's snapshot API
                     nperm = 0;
                     nshared = Perm.ALL;
+                } else if (parent.driver().equals("quorum")) {
+                    // QEMU's quorum_child_perm: what its users take passes through; nobody else
+                    // may write or resize a child, or the children would differ.
+                    nperm = perm & (read | write | unchanged | resize);
+                    nshared = shared & (read | unchanged);
                 } else { // STORAGE, DATA: metadata and data are written whenever the parent is writable
                     nperm = perm | read | (writable ? write | resize : 0);
                     nshared = shared & ~(write | resize);

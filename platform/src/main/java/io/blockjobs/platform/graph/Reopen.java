@@ -39,6 +39,9 @@ final class Reopen {
                     "cache-clean-interval"),
             "file", Set.of("drop-cache", "x-check-cache-dropped"));
 
+    /** Drivers QEMU gives no {@code bdrv_reopen_prepare}: every reopen of their nodes is refused. */
+    private static final Set<String> NO_REOPEN = Set.of("quorum", "replication");
+
     private final BlockGraph graph;
     private final List<Entry> queue = new ArrayList<>();
     private final List<Runnable> undo = new ArrayList<>();
@@ -278,6 +281,10 @@ final class Reopen {
     /** QEMU's {@code bdrv_reopen_prepare}, in its order of checks; graph changes are undoable. */
     private void prepare(Entry e) {
         GraphNode node = e.node;
+        if (NO_REOPEN.contains(node.driver())) {
+            throw new CommandException("Block format '" + node.driver() + "' used by node '" + node.name()
+                    + "' does not support reopening files");
+        }
         ObjectNode explicit = node.explicitOptions() == null ? e.options.objectNode() : node.explicitOptions();
         Set<String> childKeys = childKeys(node);
         Set<String> mutable = MUTABLE.getOrDefault(node.driver(), Set.of());

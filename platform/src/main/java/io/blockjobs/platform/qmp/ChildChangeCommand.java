@@ -7,9 +7,9 @@ import java.util.Optional;
 
 /**
  * {@code x-blockdev-change}, as QEMU 7.2's {@code qmp_x_blockdev_change}: adds {@code node} as a
- * new child of {@code parent}, or removes its child named {@code child}. In QEMU only
- * {@code quorum} can (its {@code bdrv_add_child}/{@code bdrv_del_child}); blockjobs has no driver
- * that can yet, so after QEMU's checks every driver answers as one without those hooks does.
+ * new child of {@code parent}, or removes its child named {@code child}, through the parent's
+ * driver ({@code bdrv_add_child}/{@code bdrv_del_child}); as in QEMU only {@code quorum} can, and
+ * every other driver answers that it does not support it.
  */
 public final class ChildChangeCommand {
     private ChildChangeCommand() {
@@ -36,11 +36,13 @@ public final class ChildChangeCommand {
             if (parent.child(a.child().get()) == null) {
                 throw new CommandException("Node '" + a.parent() + "' does not have child '" + a.child().get() + "'");
             }
-            throw new CommandException("The node " + parent.name() + " does not support removing a child");
+            graph.removeChild(parent, a.child().get());
+            return;
         }
-        if (graph.find(a.node().get()) == null) {
+        GraphNode node = graph.find(a.node().get());
+        if (node == null) {
             throw new CommandException("Node '" + a.node().get() + "' not found");
         }
-        throw new CommandException("The node " + parent.name() + " does not support adding a child");
+        graph.addChild(parent, node);
     }
 }

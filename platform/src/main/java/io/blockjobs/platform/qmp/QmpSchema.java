@@ -110,6 +110,7 @@ final class QmpSchema {
                 String type = switch (spec.type()) {
                     case "BlockdevRef" -> ref;
                     case "BlockdevRefOrNull" -> refOrNull;
+                    case "[BlockdevRef]" -> refList(ref);
                     default -> spec.type();
                 };
                 ObjectNode m = members.addObject().put("name", spec.name()).put("type", type);
@@ -121,6 +122,15 @@ final class QmpSchema {
             variants.addObject().put("case", d.getKey()).put("type", t);
         });
         return union;
+    }
+
+    /** The array type {@code [BlockdevRef]} (quorum's {@code children}), listed once. */
+    private String refList(String ref) {
+        String name = "[" + ref + "]";
+        if (entries.stream().noneMatch(e -> e.path("name").asString().equals(name))) {
+            entries.add(Json.object().put("name", name).put("meta-type", "array").put("element-type", ref));
+        }
+        return name;
     }
 
     /**

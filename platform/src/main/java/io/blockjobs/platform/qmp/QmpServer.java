@@ -77,7 +77,7 @@ public final class QmpServer implements AutoCloseable {
     public QmpServer(EventLoopGroup group, QmpDispatcher dispatcher, EventBus events, ObjectNode greeting) {
         this.group = group;
         this.dispatcher = dispatcher;
-        this.events = events;
+        this.events = EventRateLimit.monitorBus(events); // QEMU limits some events per monitor output
         this.greeting = greeting;
     }
 

@@ -34,6 +34,25 @@ public interface DriverContext {
      */
     BlockNode child(String key, ChildRole role);
 
+    /**
+     * Attaches the children a list option names (quorum's {@code children}): each element a node
+     * name or inline options, attached as child {@code key.N}, N its index in the list.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if the option is missing or not a list, or
+     *         a child cannot be attached
+     */
+    default java.util.List<BlockNode> children(String key, ChildRole role) {
+        throw new UnsupportedOperationException("this graph cannot attach a list of children");
+    }
+
+    /**
+     * Where the node sends QEMU's events about itself, for as long as it is open (see
+     * {@link DriverEvents}).
+     */
+    default DriverEvents events() {
+        throw new UnsupportedOperationException("this graph sends no driver events");
+    }
+
     /** As {@link #child}, but empty when the option is absent. */
     Optional<BlockNode> optionalChild(String key, ChildRole role);
 

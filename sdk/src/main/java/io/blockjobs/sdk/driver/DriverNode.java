@@ -70,4 +70,13 @@ public interface DriverNode extends BlockNode {
     default void reopenReadWrite() throws IOException {
         throw new UnsupportedOperationException(driver() + " cannot be reopened read-write");
     }
+
+    /**
+     * How the node's children are added and removed while it is open ({@code x-blockdev-change}),
+     * or empty if they cannot be (the default: QEMU's "The node ... does not support adding a
+     * child").
+     */
+    default Optional<ChildChanges> childChanges() {
+        return Optional.empty();
+    }
 }

@@ -6,7 +6,8 @@ package io.blockjobs.sdk.driver;
  * takes.
  *
  * @param name     the option's name ({@code throttle-group})
- * @param type     its QAPI type: {@code str}, {@code int}, {@code bool}, {@code any}, or
+ * @param type     its QAPI type: {@code str}, {@code int}, {@code bool}, {@code any},
+ *                 {@code [BlockdevRef]} for a list of children, or
  *                 {@code BlockdevRef} / {@code BlockdevRefOrNull} for a child
  * @param optional whether it may be left out
  */
