@@ -10,11 +10,13 @@ import java.util.concurrent.atomic.AtomicInteger;
  * copies (the JDK copies it again into an aligned buffer of its own) and a GC's work per request;
  * this costs one copy. Buffers come in powers of two from 4 KiB to {@link #LARGEST}; each size
  * keeps at most {@link #KEPT_COUNT} of them and {@link #KEPT_BYTES} idle (one at least), and
- * larger requests get a buffer of their own.
+ * larger requests get a buffer of their own. The NBD server also receives a write's payload
+ * straight into one (as QEMU's {@code nbd_co_receive_request} does into {@code qemu_blockalign}ed
+ * memory), so that its file write needs no bounce at all.
  */
-final class BounceBuffers {
+public final class BounceBuffers {
     /** Alignment of every buffer: the largest file-system block size {@code O_DIRECT} asks for here. */
-    static final int ALIGNMENT = 4096;
+    public static final int ALIGNMENT = 4096;
 
     private static final int SMALLEST_SHIFT = 12;
     private static final int LARGEST_SHIFT = 25;
@@ -32,7 +34,7 @@ final class BounceBuffers {
      * A buffer of {@code size} bytes (position 0, limit {@code size}), aligned to
      * {@code alignment} (a power of two; kept buffers serve alignments up to {@link #ALIGNMENT}).
      */
-    static ByteBuffer take(int size, int alignment) {
+    public static ByteBuffer take(int size, int alignment) {
         int bucket = alignment <= ALIGNMENT ? bucket(size) : -1;
         ByteBuffer b = bucket < 0 ? null : IDLE[bucket].poll();
         if (b != null) {
@@ -45,7 +47,7 @@ final class BounceBuffers {
     }
 
     /** Gives back a buffer from {@link #take}; kept for the next request if its size has room. */
-    static void give(ByteBuffer b) {
+    public static void give(ByteBuffer b) {
         int bucket = bucket(b.capacity());
         if (bucket < 0 || 1 << (bucket + SMALLEST_SHIFT) != b.capacity()) {
             return; // not a kept size: the GC frees it

@@ -32,7 +32,9 @@ import java.util.List;
  * 25 60 95 13 | 00 00 | 00 00 | 00 00 00 00 00 00 00 07 | 00 00 00 00 00 10 00 00 | 00 00 10 00
  * </pre>
  *
- * <p>A write's data is a retained slice of the received bytes (no copy); the request owns it. A
+ * <p>A write's data is received into an {@link AlignedPayload} as its bytes come (one copy, out of
+ * the socket's buffers; none of the received bytes pile up here), so that a file opened with
+ * {@code cache.direct=on} writes it with no bounce copy; the request owns it. A
  * write longer than {@code maxPayload} is never buffered: the decoder fails with an
  * {@link NbdRequestTooLargeException} (which names the cookie, so the handler can answer it) as
  * soon as the header is in, and so does a bad magic with a {@link CorruptedFrameException}. Either
@@ -44,6 +46,11 @@ final class NbdRequestDecoder extends ByteToMessageDecoder {
 
     private final int maxPayload;
     private boolean failed;
+    /** The payload being received, an {@link AlignedPayload} filling up, or null; then the write's header. */
+    private ByteBuf receiving;
+    private int writeFlags;
+    private long writeCookie;
+    private long writeOffset;
 
     /** @param maxPayload the longest write accepted, in bytes */
     NbdRequestDecoder(int maxPayload) {
@@ -54,6 +61,10 @@ final class NbdRequestDecoder extends ByteToMessageDecoder {
     protected void decode(ChannelHandlerContext ctx, ByteBuf in, List<Object> out) {
         if (failed) {
             in.skipBytes(in.readableBytes());
+            return;
+        }
+        if (receiving != null) {
+            receive(in, out);
             return;
         }
         if (in.readableBytes() < HEADER) {
@@ -76,14 +87,34 @@ final class NbdRequestDecoder extends ByteToMessageDecoder {
                 fail(in);
                 throw new NbdRequestTooLargeException(type, cookie, length, maxPayload);
             }
-            if (in.readableBytes() < HEADER + length) {
-                return;
-            }
-            data = in.skipBytes(HEADER).readRetainedSlice((int) length);
-        } else {
             in.skipBytes(HEADER);
+            receiving = length == 0 ? Unpooled.EMPTY_BUFFER : AlignedPayload.of((int) length);
+            writeFlags = flags;
+            writeCookie = cookie;
+            writeOffset = offset;
+            receive(in, out);
+            return;
         }
+        in.skipBytes(HEADER);
         out.add(new NbdRequest(flags, type, cookie, offset, length, data));
+    }
+
+    /** Copies what has come of the payload being received; passes the write on once it is whole. */
+    private void receive(ByteBuf in, List<Object> out) {
+        ByteBuf data = receiving;
+        data.writeBytes(in, Math.min(in.readableBytes(), data.writableBytes()));
+        if (!data.isWritable()) {
+            receiving = null;
+            out.add(new NbdRequest(writeFlags, CMD_WRITE, writeCookie, writeOffset, data.readableBytes(), data));
+        }
+    }
+
+    @Override
+    protected void handlerRemoved0(ChannelHandlerContext ctx) {
+        if (receiving != null) { // the connection ended in the middle of a write
+            receiving.release();
+            receiving = null;
+        }
     }
 
     private void fail(ByteBuf in) {
@@ -93,6 +124,6 @@ final class NbdRequestDecoder extends ByteToMessageDecoder {
 
     /** Bytes held for an incomplete request (for tests: never more than one request's worth). */
     int buffered() {
-        return actualReadableBytes();
+        return actualReadableBytes() + (receiving != null ? receiving.readableBytes() : 0);
     }
 }

@@ -110,6 +110,36 @@ class NbdRequestCodecTest {
         assertThat(decode(64, concat(STREAM, zeroes, disc))).containsExactlyElementsOf(all);
     }
 
+    /**
+     * A write's payload arrives in an aligned direct buffer whatever the split of the stream (the
+     * header puts it 28 bytes into the received bytes), so that an O_DIRECT file writes it as it
+     * is; the connection closing mid-payload releases it.
+     */
+    @Test
+    void aWritesPayloadIsReceivedIntoAnAlignedDirectBufferAndAHalfReceivedOneIsReleased() {
+        byte[] payload = new byte[3 * 4096 + 5];
+        new java.util.SplittableRandom(3).nextBytes(payload);
+        byte[] write = request(0, Nbd.CMD_WRITE, 5, 8192, payload.length, payload);
+        EmbeddedChannel ch = new EmbeddedChannel(new NbdRequestDecoder(1 << 20));
+        for (int at = 0; at < write.length; at += 1000) { // in pieces, the first holding the header
+            ch.writeInbound(buf(Arrays.copyOfRange(write, at, Math.min(write.length, at + 1000))));
+        }
+        NbdRequest r = ch.readInbound();
+        try {
+            assertThat(r.data().isDirect()).isTrue();
+            assertThat(r.data().memoryAddress() % 4096).as("payload address modulo 4096").isZero();
+            assertThat(ByteBufUtil.getBytes(r.data())).isEqualTo(payload);
+        } finally {
+            r.release();
+        }
+        NbdRequestDecoder decoder = new NbdRequestDecoder(1 << 20);
+        EmbeddedChannel half = new EmbeddedChannel(decoder);
+        half.writeInbound(buf(Arrays.copyOf(write, 28 + 4096)));
+        assertThat(decoder.buffered()).isEqualTo(4096);
+        assertThat(half.finish()).isFalse(); // removes the decoder: the payload goes back
+        assertThat(decoder.buffered()).isZero();
+    }
+
     @Test
     void aWriteOfExactlyTheMaximumIsAcceptedOneByteMoreFailsAtItsHeaderAndNothingIsBuffered() {
         byte[] max = request(0, Nbd.CMD_WRITE, 1, 0, 16, new byte[16]);
