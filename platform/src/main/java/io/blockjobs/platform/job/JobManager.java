@@ -302,6 +302,19 @@ public final class JobManager implements AutoCloseable {
         }
 
         @Override
+        public boolean reachesThroughFilters(String fromNode, String nodeName) {
+            GraphNode target = requireDevice(nodeName);
+            for (GraphNode n = requireDevice(fromNode); n != null; ) {
+                if (n == target) {
+                    return true;
+                }
+                Edge f = n.filteredEdge();
+                n = f == null ? null : f.child();
+            }
+            return false;
+        }
+
+        @Override
         public boolean isRootNode(String nodeName) {
             return requireDevice(nodeName).parents().stream().allMatch(e -> e.parent() == null);
         }

@@ -253,6 +253,8 @@ class MirrorIT {
         Path small = dir.resolve("small-" + kind + ".qcow2");
         Qemu.img("create", "-f", "qcow2", small.toString(), "1M");
         start(kind, "--blockdev", "driver=copy-on-read,node-name=cor,file=top",
+                "--blockdev", "driver=copy-on-read,node-name=cor2,file=top",
+                "--blockdev", "driver=copy-on-read,node-name=bf,file=base",
                 "--export", "type=nbd,id=e,node-name=cor,name=src,writable=on");
         addTarget("tgt", "qcow2", target);
         addTarget("small", "qcow2", small);
@@ -269,7 +271,14 @@ class MirrorIT {
                 map("device", "cor", "target", "tgt", "sync", "incremental"),
                 map("device", "top", "target", "tgt", "sync", "full"),
                 map("device", "cor", "target", "tgt", "sync", "full", "replaces", "nope"),
-                map("device", "cor", "target", "tgt", "sync", "full", "replaces", "base"));
+                map("device", "cor", "target", "tgt", "sync", "full", "replaces", "base"),
+                // beside the source, not below it: the same image, yet QEMU's bdrv_recurse_can_replace refuses
+                map("device", "cor", "target", "tgt", "sync", "full", "replaces", "cor2"),
+                // in the source's chain: a backing file is op-blocked; a filter over one is not in the chain
+                map("device", "cor", "target", "base", "sync", "full"),
+                map("device", "cor", "target", "base", "sync", "top"),
+                // (with a job-id: QSD names a job without one after its filter node, which is no id)
+                map("job-id", "x", "device", "cor", "target", "bf", "sync", "full"));
         for (Map<String, Object> args : bad) {
             JsonNode e = daemon.qmp.error("blockdev-mirror", args);
             answers.add(args + " -> " + e.get("class").asString() + ": " + e.get("desc").asString());
@@ -287,6 +296,9 @@ class MirrorIT {
         e = daemon.qmp.error("blockdev-mirror", map("job-id", "slow", "device", "small", "target", "small2",
                 "sync", "full"));
         answers.add("same id -> " + e.get("desc").asString());
+        e = daemon.qmp.error("blockdev-mirror", map("job-id", "other", "device", "small2", "target", "tgt",
+                "sync", "full"));
+        answers.add("target of another job -> " + e.get("desc").asString());
         daemon.qmp.ok("job-cancel", map("id", "slow"));
         daemon.qmp.awaitEvent("BLOCK_JOB_CANCELLED", d -> true);
         // Sizes differ: the job starts, then fails
@@ -302,6 +314,56 @@ class MirrorIT {
         List<String> qemu = refusals(Kind.QEMU);
         List<String> ours = refusals(Kind.BLOCKJOBD);
         assertThat(ours).containsExactlyElementsOf(qemu);
+    }
+
+    // ---- a target inside the source's chain ---------------------------------------------------------
+
+    /**
+     * The top's backing is a filter over the base, so the base is no backing file (no op blocker)
+     * yet lies in the top's chain: QEMU's mirror_start_job runs the mirror into its own chain
+     * ({@code target_is_backing}). What each daemon reported and left: the job's events, the
+     * length at READY, the export's node after the switch, and the images.
+     */
+    private List<String> mirrorIntoOwnChain(Kind kind, String sync, Path pristine) throws Exception {
+        String tag = kind.name().toLowerCase() + "-" + sync;
+        Path b = copyOf(base, tag + "-base.qcow2");
+        Path t = copyOf(top, tag + "-top.qcow2");
+        shadow = copyOf(pristine, tag + "-shadow.raw");
+        Path d = dir.resolve(tag);
+        Files.createDirectories(d);
+        daemon = StorageDaemon.start(kind, d, List.of(
+                "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + b,
+                "--blockdev", "driver=copy-on-read,node-name=filt,file=base",
+                "--blockdev", "driver=qcow2,node-name=top,backing=filt,file.driver=file,file.filename=" + t,
+                "--export", "type=nbd,id=e,node-name=top,name=src,writable=on"));
+        daemon.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "top", "target", "base", "sync", sync));
+        List<String> seen = new ArrayList<>();
+        seen.add("ready len " + awaitReady("m").at("/data/len").asLong());
+        write("write -P 0x41 1M 64k", "write -P 0x42 12M 128k");
+        completeOk("m");
+        seen.add("export on " + exportedNode());
+        write("write -P 0x43 2M 4k"); // after the switch: into the base itself
+        daemon.qmp.awaitEvent("JOB_STATUS_CHANGE", x -> x.get("status").asString().equals("null"));
+        seen.addAll(eventsOf("m"));
+        daemon.quit();
+        daemon = null;
+        seen.add("base holds every write: " + Qemu.identical(b, "qcow2", shadow, "raw"));
+        Qemu.assertClean(b);
+        Qemu.assertClean(t);
+        return seen;
+    }
+
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"full", "top", "none"})
+    void aTargetUnderAFilterOfTheChainIsMirroredIntoAsQemuDoes(String sync) throws Exception {
+        Path pristine = copyOf(shadow, "pristine-" + sync + ".raw");
+        List<String> qemu = mirrorIntoOwnChain(Kind.QEMU, sync, pristine);
+        List<String> ours = mirrorIntoOwnChain(Kind.BLOCKJOBD, sync, pristine);
+        assertThat(ours).containsExactlyElementsOf(qemu).contains("export on base");
+        // from the same images and the same writes, the same base
+        assertThat(Qemu.identical(dir.resolve("qemu-" + sync + "-base.qcow2"), "qcow2",
+                dir.resolve("blockjobd-" + sync + "-base.qcow2"), "qcow2")).isTrue();
+        assertThat(qemu).contains("base holds every write: " + !sync.equals("none"));
     }
 
     // ---- write-blocking -------------------------------------------------------------------------
