@@ -563,6 +563,9 @@ public final class JobManager implements AutoCloseable {
             } catch (Exception e) {
                 String message = e.getMessage() == null ? e.toString() : e.getMessage();
                 LOG.info("job {} failed to prepare: {}", m.id(), message);
+                if (e instanceof io.blockjobs.sdk.job.EditsKeptException) {
+                    m.resources.edits.clear(); // its graph changes stand (QEMU's mirror after its prepare)
+                }
                 m.fail(message);
                 failed = m;
                 break;
@@ -700,6 +703,11 @@ public final class JobManager implements AutoCloseable {
             @Override
             public void setBacking(String overlayNode, String backingNode, String backingFile, boolean maskProtocol) {
                 job.resources.edits.add(graph.setBacking(owner, overlayNode, backingNode, backingFile, maskProtocol));
+            }
+
+            @Override
+            public void openBacking(String overlayNode) {
+                job.resources.edits.add(graph.openBacking(overlayNode));
             }
 
             @Override

@@ -74,7 +74,8 @@ public final class MirrorJob implements BlockjobsPlugin {
     /**
      * QEMU's {@code qmp_drive_mirror}: the target is a file, made as the sync mode needs it (none:
      * backed by the source; top: by the source's backing; full: alone) unless {@code mode:
-     * existing}, opened without its backing chain, and given that backing at the switch-over.
+     * existing}, opened without its backing chain, and given that backing at the switch-over; an
+     * existing one opens the backing its header names then, its header untouched.
      */
     static JobBody prepareDrive(DriveArgs a, JobSetup setup) {
         List<ChainLink> source = rootLookup(setup, a.device());
@@ -106,15 +107,14 @@ public final class MirrorJob implements BlockjobsPlugin {
                     .withOptionsOf(a.device()).withBacking(targetBacking.filename(), targetBacking.format()));
             atSwitch = new Mirror.TargetBacking(targetBacking.nodeName(), targetBacking.filename());
         } else {
+            // QEMU's MIRROR_OPEN_BACKING_CHAIN: at the switch the target opens the backing its own
+            // header names, whatever the sync mode, and the header stays as the user made it
             target = setup.openImage(a.target(), format, nodeName, a.device());
-            if (targetBacking != null && sync != Mirror.Sync.FULL) {
-                // QEMU opens the backing its header names: the source's chain, as the sync mode made it
-                atSwitch = new Mirror.TargetBacking(targetBacking.nodeName(), targetBacking.filename());
-            }
         }
         boolean zeroTarget = sync == Mirror.Sync.FULL && mode == Mirror.Mode.EXISTING; // a new image reads zeroes
         Options o = new Options(a.replaces().orElse(null), sync, a.granularity().orElse(0L), a.bufSize().orElse(0L),
-                zeroTarget, a.unmap().orElse(true), null, a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), atSwitch);
+                zeroTarget, a.unmap().orElse(true), null, a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), atSwitch,
+                mode == Mirror.Mode.EXISTING);
         return start(setup, a.device(), source, target.nodeName(), o);
     }
 
@@ -123,13 +123,14 @@ public final class MirrorJob implements BlockjobsPlugin {
         lookup(setup, a.target());
         Options o = new Options(a.replaces().orElse(null), a.sync(), a.granularity().orElse(0L),
                 a.bufSize().orElse(0L), a.sync() == Mirror.Sync.FULL, true, a.filterNodeName().orElse(null),
-                a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), null);
+                a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), null, false);
         return start(setup, a.device(), source, a.target(), o);
     }
 
     /** What {@code blockdev-mirror} and {@code drive-mirror} hand to {@code mirror_start}. */
     record Options(String replaces, Mirror.Sync sync, long granularity, long bufSize, boolean zeroTarget,
-                   boolean unmap, String filterNodeName, Mirror.CopyMode copyMode, Mirror.TargetBacking targetBacking) {
+                   boolean unmap, String filterNodeName, Mirror.CopyMode copyMode, Mirror.TargetBacking targetBacking,
+                   boolean openBacking) {
     }
 
     /** QEMU's {@code qmp_get_root_bs}: a node by name that no other node uses, or QEMU's message. */
@@ -203,7 +204,7 @@ public final class MirrorJob implements BlockjobsPlugin {
             }
         }
         Mirror mirror = new Mirror(new Mirror.Settings(sync, granularity, bufSize, o.zeroTarget(), o.unmap(),
-                o.copyMode(), replaces, o.targetBacking(), 0));
+                o.copyMode(), replaces, o.targetBacking(), o.openBacking(), 0));
         BlockNode filter = setup.insertFilter(device,
                 new FilterSpec("mirror_top", o.filterNodeName(), Map.of(), List.of(mirror)));
         setup.use(filter.nodeName(), "main node", EnumSet.of(BlockPermission.CONSISTENT_READ),
