@@ -634,6 +634,43 @@ class MirrorIT {
         assertThat(ours).containsExactlyElementsOf(qemu).contains("error read ignore");
     }
 
+    /**
+     * qcow2 straight over blkdebug: QEMU's qcow2 fires read_aio on its file for guest data only,
+     * so the node opens (its header and tables are read without it) and the mirror's first data
+     * read meets the rule.
+     */
+    private List<String> qcow2OverBlkdebug(Kind kind) throws Exception {
+        Path target = image("target-dbg-" + kind + ".qcow2", "qcow2");
+        Path d = dir.resolve(kind + "-qcow2-over-blkdebug");
+        Files.createDirectories(d);
+        daemon = StorageDaemon.start(kind, d, List.of(
+                "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + base,
+                "--blockdev", "driver=file,node-name=tf,filename=" + top));
+        daemon.qmp.ok("blockdev-add", map("driver", "blkdebug", "node-name", "dbg", "image", "tf",
+                "inject-error", List.of(map("event", "read_aio", "errno", 5, "once", true))));
+        daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "top", "file", "dbg", "backing", "base"));
+        addTarget("tgt", "qcow2", target);
+        daemon.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "top", "target", "tgt", "sync", "full",
+                "on-source-error", "ignore"));
+        awaitReady("m");
+        completeOk("m");
+        daemon.qmp.awaitEvent("JOB_STATUS_CHANGE", x -> x.get("status").asString().equals("null"));
+        List<String> events = eventsOf("m");
+        daemon.quit();
+        daemon = null;
+        assertThat(Qemu.identical(target, "qcow2", shadow, "raw")).as("%s: the failed read was copied again", kind)
+                .isTrue();
+        Qemu.assertClean(target);
+        return events;
+    }
+
+    @Test
+    void readAioRulesUnderQcow2MeetItsDataReadsOnly() throws Exception {
+        List<String> qemu = qcow2OverBlkdebug(Kind.QEMU);
+        List<String> ours = qcow2OverBlkdebug(Kind.BLOCKJOBD);
+        assertThat(ours).containsExactlyElementsOf(qemu).contains("error read ignore");
+    }
+
     @Test
     void sigkillMidMirrorLeavesTheSourceIntact() throws Exception {
         Path target = image("target.qcow2", "qcow2");
