@@ -1003,6 +1003,47 @@ public final class BlockGraph implements AutoCloseable {
         };
     }
 
+    /**
+     * QEMU's {@code bdrv_open_backing_file} for a node opened without its backing (drive-mirror's
+     * {@code mode: existing} target at the switch-over): opens the backing file its header names
+     * as a backing file (read-only, with generated names and its own chain) and attaches it; the
+     * header stays as it is. Nothing happens if the node has a backing or its header names none.
+     *
+     * @throws CommandException with the reason if the file cannot be opened (a lock, say)
+     */
+    public synchronized Undo openBacking(String overlayName) {
+        GraphNode overlay = require(overlayName);
+        if (overlay.backingNode() != null || !(overlay.driverNode() instanceof io.blockjobs.platform.image.Qcow2Node q)
+                || q.backingFileName() == null) {
+            return () -> { };
+        }
+        Edge file = overlay.child("file");
+        Path own = Path.of(file != null ? file.filename() : overlay.name());
+        List<GraphNode> opened = new ArrayList<>();
+        GraphNode backing;
+        try {
+            if (JsonFilename.is(q.backingFileName())) {
+                throw new CommandException("blockjobd cannot open the json: backing file name '" + q.backingFileName()
+                        + "' of an open node");
+            }
+            Set<Path> chain = new HashSet<>();
+            chain.add(own.toRealPath());
+            backing = openImage(Images.resolveBacking(own, q.backingFileName()), q.backingFormat(),
+                    NodeOptions.inherited(overlay.options(), true), opened, chain);
+        } catch (IOException | RuntimeException e) {
+            closeAll(opened);
+            throw e instanceof CommandException c ? c : new CommandException(message(e));
+        }
+        relinkBacking(overlay, backing);
+        refreshPermissionsQuietly();
+        return () -> {
+            synchronized (BlockGraph.this) {
+                relinkBacking(overlay, null);
+                closeAll(opened);
+            }
+        };
+    }
+
     void relinkBacking(GraphNode overlay, GraphNode backing) {
         Edge edge = overlay.child("backing");
         try (AutoCloseable drained = drain(overlay)) {

@@ -25,7 +25,8 @@ import java.util.concurrent.locks.ReentrantLock;
  * <p>A root edge of an export holds requests off while a drain covers its node ({@link Gate});
  * a job's own edges never wait, so a job can copy inside the drain it began.
  */
-public final class Edge implements BlockNode, NodeLimits, io.blockjobs.platform.image.Resizable {
+public final class Edge implements BlockNode, NodeLimits, io.blockjobs.platform.image.Resizable,
+        io.blockjobs.platform.image.DebugEvents {
     private final GraphNode parent;
     private final String name;
     private final ChildRole role;
@@ -216,10 +217,18 @@ public final class Edge implements BlockNode, NodeLimits, io.blockjobs.platform.
         inside(offset, dst.remaining(), BlockStats.Kind.READ);
         GraphNode n = enter();
         try {
-            n.read(offset, dst);
+            // a format that fires its own read events on its file (qcow2) gets no raw-style read_aio there
+            n.read(offset, dst, parent == null || !name.equals("file")
+                    || !io.blockjobs.platform.image.DebugEvents.firesOwnReadEvents(parent.driver()));
         } finally {
             exit();
         }
+    }
+
+    /** An event the parent's driver fires on this child, as QEMU's {@code BLKDBG_EVENT(bs->file, ...)}. */
+    @Override
+    public void debugEvent(io.blockjobs.platform.image.BlkdebugEvent event) {
+        child.debug(event);
     }
 
     @Override

@@ -327,9 +327,16 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
 
     @Override
     public void read(long offset, ByteBuffer dst) throws IOException {
+        read(offset, dst, true);
+    }
+
+    /** A read; {@code readAio}: fire {@code read_aio} as QEMU's raw does (not for qcow2's own reads). */
+    void read(long offset, ByteBuffer dst, boolean readAio) throws IOException {
         int length = dst.remaining();
         check(offset, length, false, BlockStats.Kind.READ);
-        debug(BlkdebugEvent.READ_AIO);
+        if (readAio) {
+            debug(BlkdebugEvent.READ_AIO);
+        }
         long start = System.nanoTime();
         boolean ok = false;
         RequestTracker.Tracked t = requests.begin(offset, length, false);
@@ -905,7 +912,7 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
     }
 
     /** Tells a driver that listens (blkdebug) where the request is, as QEMU's bdrv_debug_event. */
-    private void debug(BlkdebugEvent event) {
+    void debug(BlkdebugEvent event) {
         if (driver instanceof DebugEvents d) {
             d.debugEvent(event);
         }

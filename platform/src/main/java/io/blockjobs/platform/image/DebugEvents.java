@@ -18,8 +18,11 @@ package io.blockjobs.platform.image;
  * </ul>
  *
  * <p>A blkdebug node therefore sees what QEMU's blkdebug sees with {@code raw} above it, which
- * is how {@code qemu-io blkdebug:CONFIG:IMAGE} opens it; qcow2's metadata events
- * ({@code l2_update}, {@code refblock_alloc}, ...) never fire.
+ * is how {@code qemu-io blkdebug:CONFIG:IMAGE} opens it. Under a driver that fires its own
+ * ({@link #firesOwnReadEvents}: qcow2) the graph fires no {@code read_aio} for the reads of
+ * its {@code file}: the driver fires what QEMU's fires there ({@code read_aio} for guest data
+ * only, {@code cow_read}, {@code read_compressed}), so that metadata reads, at open too, meet
+ * no {@code read_aio} rule. qcow2's metadata events ({@code l2_update}, ...) never fire.
  *
  * <p>Called on the thread of the request, concurrently with other requests.
  */
@@ -27,4 +30,19 @@ public interface DebugEvents {
 
     /** One event happened. */
     void debugEvent(BlkdebugEvent event);
+
+    /**
+     * Whether a node of {@code driver} fires the read events of its {@code file} child itself
+     * (QEMU's qcow2, here {@link Qcow2Node}), so the graph does not fire raw's {@code read_aio}.
+     */
+    static boolean firesOwnReadEvents(String driver) {
+        return "qcow2".equals(driver);
+    }
+
+    /** Fires {@code event} on {@code node} if it hears events (a child as the graph hands it out). */
+    static void fire(io.blockjobs.sdk.block.BlockNode node, BlkdebugEvent event) {
+        if (node instanceof DebugEvents d) {
+            d.debugEvent(event);
+        }
+    }
 }

@@ -482,6 +482,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                             hostForRead(next, ne);
                             n += (int) Math.min(dst.remaining() - n, clusterSize);
                         }
+                        DebugEvents.fire(file, BlkdebugEvent.READ_AIO);
                         file.read(host + inOff, slice(dst, n));
                     }
                     case ZERO_PLAIN -> fillZeroes(dst, n);
@@ -696,7 +697,10 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     /** The contents cluster {@code idx} has now, for copy-on-write. */
     private void readOldCluster(long idx, long e, Kind kind, ByteBuffer buf) throws IOException {
         switch (kind) {
-            case NORMAL -> file.read(hostForRead(idx, e), buf.duplicate());
+            case NORMAL -> {
+                DebugEvents.fire(file, BlkdebugEvent.COW_READ);
+                file.read(hostForRead(idx, e), buf.duplicate());
+            }
             case COMPRESSED -> buf.put(0, decompress(idx, e));
             case UNALLOCATED -> {
                 long guest = idx << clusterBits;
@@ -2307,6 +2311,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         long sectors = ((e >>> csizeShift) & csizeMask) + 1;
         int length = (int) (sectors * 512 - (coff & 511));
         byte[] in = new byte[length];
+        DebugEvents.fire(file, BlkdebugEvent.READ_COMPRESSED);
         file.read(coff, ByteBuffer.wrap(in));
         byte[] out = new byte[clusterSize];
         Inflater inflater = new Inflater(true); // raw deflate, as QEMU writes it

@@ -302,6 +302,19 @@ public final class JobManager implements AutoCloseable {
         }
 
         @Override
+        public boolean reachesThroughFilters(String fromNode, String nodeName) {
+            GraphNode target = requireDevice(nodeName);
+            for (GraphNode n = requireDevice(fromNode); n != null; ) {
+                if (n == target) {
+                    return true;
+                }
+                Edge f = n.filteredEdge();
+                n = f == null ? null : f.child();
+            }
+            return false;
+        }
+
+        @Override
         public boolean isRootNode(String nodeName) {
             return requireDevice(nodeName).parents().stream().allMatch(e -> e.parent() == null);
         }
@@ -550,6 +563,9 @@ public final class JobManager implements AutoCloseable {
             } catch (Exception e) {
                 String message = e.getMessage() == null ? e.toString() : e.getMessage();
                 LOG.info("job {} failed to prepare: {}", m.id(), message);
+                if (e instanceof io.blockjobs.sdk.job.EditsKeptException) {
+                    m.resources.edits.clear(); // its graph changes stand (QEMU's mirror after its prepare)
+                }
                 m.fail(message);
                 failed = m;
                 break;
@@ -687,6 +703,11 @@ public final class JobManager implements AutoCloseable {
             @Override
             public void setBacking(String overlayNode, String backingNode, String backingFile, boolean maskProtocol) {
                 job.resources.edits.add(graph.setBacking(owner, overlayNode, backingNode, backingFile, maskProtocol));
+            }
+
+            @Override
+            public void openBacking(String overlayNode) {
+                job.resources.edits.add(graph.openBacking(overlayNode));
             }
 
             @Override

@@ -253,6 +253,8 @@ class MirrorIT {
         Path small = dir.resolve("small-" + kind + ".qcow2");
         Qemu.img("create", "-f", "qcow2", small.toString(), "1M");
         start(kind, "--blockdev", "driver=copy-on-read,node-name=cor,file=top",
+                "--blockdev", "driver=copy-on-read,node-name=cor2,file=top",
+                "--blockdev", "driver=copy-on-read,node-name=bf,file=base",
                 "--export", "type=nbd,id=e,node-name=cor,name=src,writable=on");
         addTarget("tgt", "qcow2", target);
         addTarget("small", "qcow2", small);
@@ -269,7 +271,14 @@ class MirrorIT {
                 map("device", "cor", "target", "tgt", "sync", "incremental"),
                 map("device", "top", "target", "tgt", "sync", "full"),
                 map("device", "cor", "target", "tgt", "sync", "full", "replaces", "nope"),
-                map("device", "cor", "target", "tgt", "sync", "full", "replaces", "base"));
+                map("device", "cor", "target", "tgt", "sync", "full", "replaces", "base"),
+                // beside the source, not below it: the same image, yet QEMU's bdrv_recurse_can_replace refuses
+                map("device", "cor", "target", "tgt", "sync", "full", "replaces", "cor2"),
+                // in the source's chain: a backing file is op-blocked; a filter over one is not in the chain
+                map("device", "cor", "target", "base", "sync", "full"),
+                map("device", "cor", "target", "base", "sync", "top"),
+                // (with a job-id: QSD names a job without one after its filter node, which is no id)
+                map("job-id", "x", "device", "cor", "target", "bf", "sync", "full"));
         for (Map<String, Object> args : bad) {
             JsonNode e = daemon.qmp.error("blockdev-mirror", args);
             answers.add(args + " -> " + e.get("class").asString() + ": " + e.get("desc").asString());
@@ -287,6 +296,9 @@ class MirrorIT {
         e = daemon.qmp.error("blockdev-mirror", map("job-id", "slow", "device", "small", "target", "small2",
                 "sync", "full"));
         answers.add("same id -> " + e.get("desc").asString());
+        e = daemon.qmp.error("blockdev-mirror", map("job-id", "other", "device", "small2", "target", "tgt",
+                "sync", "full"));
+        answers.add("target of another job -> " + e.get("desc").asString());
         daemon.qmp.ok("job-cancel", map("id", "slow"));
         daemon.qmp.awaitEvent("BLOCK_JOB_CANCELLED", d -> true);
         // Sizes differ: the job starts, then fails
@@ -302,6 +314,56 @@ class MirrorIT {
         List<String> qemu = refusals(Kind.QEMU);
         List<String> ours = refusals(Kind.BLOCKJOBD);
         assertThat(ours).containsExactlyElementsOf(qemu);
+    }
+
+    // ---- a target inside the source's chain ---------------------------------------------------------
+
+    /**
+     * The top's backing is a filter over the base, so the base is no backing file (no op blocker)
+     * yet lies in the top's chain: QEMU's mirror_start_job runs the mirror into its own chain
+     * ({@code target_is_backing}). What each daemon reported and left: the job's events, the
+     * length at READY, the export's node after the switch, and the images.
+     */
+    private List<String> mirrorIntoOwnChain(Kind kind, String sync, Path pristine) throws Exception {
+        String tag = kind.name().toLowerCase() + "-" + sync;
+        Path b = copyOf(base, tag + "-base.qcow2");
+        Path t = copyOf(top, tag + "-top.qcow2");
+        shadow = copyOf(pristine, tag + "-shadow.raw");
+        Path d = dir.resolve(tag);
+        Files.createDirectories(d);
+        daemon = StorageDaemon.start(kind, d, List.of(
+                "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + b,
+                "--blockdev", "driver=copy-on-read,node-name=filt,file=base",
+                "--blockdev", "driver=qcow2,node-name=top,backing=filt,file.driver=file,file.filename=" + t,
+                "--export", "type=nbd,id=e,node-name=top,name=src,writable=on"));
+        daemon.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "top", "target", "base", "sync", sync));
+        List<String> seen = new ArrayList<>();
+        seen.add("ready len " + awaitReady("m").at("/data/len").asLong());
+        write("write -P 0x41 1M 64k", "write -P 0x42 12M 128k");
+        completeOk("m");
+        seen.add("export on " + exportedNode());
+        write("write -P 0x43 2M 4k"); // after the switch: into the base itself
+        daemon.qmp.awaitEvent("JOB_STATUS_CHANGE", x -> x.get("status").asString().equals("null"));
+        seen.addAll(eventsOf("m"));
+        daemon.quit();
+        daemon = null;
+        seen.add("base holds every write: " + Qemu.identical(b, "qcow2", shadow, "raw"));
+        Qemu.assertClean(b);
+        Qemu.assertClean(t);
+        return seen;
+    }
+
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(strings = {"full", "top", "none"})
+    void aTargetUnderAFilterOfTheChainIsMirroredIntoAsQemuDoes(String sync) throws Exception {
+        Path pristine = copyOf(shadow, "pristine-" + sync + ".raw");
+        List<String> qemu = mirrorIntoOwnChain(Kind.QEMU, sync, pristine);
+        List<String> ours = mirrorIntoOwnChain(Kind.BLOCKJOBD, sync, pristine);
+        assertThat(ours).containsExactlyElementsOf(qemu).contains("export on base");
+        // from the same images and the same writes, the same base
+        assertThat(Qemu.identical(dir.resolve("qemu-" + sync + "-base.qcow2"), "qcow2",
+                dir.resolve("blockjobd-" + sync + "-base.qcow2"), "qcow2")).isTrue();
+        assertThat(qemu).contains("base holds every write: " + !sync.equals("none"));
     }
 
     // ---- write-blocking -------------------------------------------------------------------------
@@ -572,6 +634,43 @@ class MirrorIT {
         assertThat(ours).containsExactlyElementsOf(qemu).contains("error read ignore");
     }
 
+    /**
+     * qcow2 straight over blkdebug: QEMU's qcow2 fires read_aio on its file for guest data only,
+     * so the node opens (its header and tables are read without it) and the mirror's first data
+     * read meets the rule.
+     */
+    private List<String> qcow2OverBlkdebug(Kind kind) throws Exception {
+        Path target = image("target-dbg-" + kind + ".qcow2", "qcow2");
+        Path d = dir.resolve(kind + "-qcow2-over-blkdebug");
+        Files.createDirectories(d);
+        daemon = StorageDaemon.start(kind, d, List.of(
+                "--blockdev", "driver=qcow2,node-name=base,file.driver=file,file.filename=" + base,
+                "--blockdev", "driver=file,node-name=tf,filename=" + top));
+        daemon.qmp.ok("blockdev-add", map("driver", "blkdebug", "node-name", "dbg", "image", "tf",
+                "inject-error", List.of(map("event", "read_aio", "errno", 5, "once", true))));
+        daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "top", "file", "dbg", "backing", "base"));
+        addTarget("tgt", "qcow2", target);
+        daemon.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "top", "target", "tgt", "sync", "full",
+                "on-source-error", "ignore"));
+        awaitReady("m");
+        completeOk("m");
+        daemon.qmp.awaitEvent("JOB_STATUS_CHANGE", x -> x.get("status").asString().equals("null"));
+        List<String> events = eventsOf("m");
+        daemon.quit();
+        daemon = null;
+        assertThat(Qemu.identical(target, "qcow2", shadow, "raw")).as("%s: the failed read was copied again", kind)
+                .isTrue();
+        Qemu.assertClean(target);
+        return events;
+    }
+
+    @Test
+    void readAioRulesUnderQcow2MeetItsDataReadsOnly() throws Exception {
+        List<String> qemu = qcow2OverBlkdebug(Kind.QEMU);
+        List<String> ours = qcow2OverBlkdebug(Kind.BLOCKJOBD);
+        assertThat(ours).containsExactlyElementsOf(qemu).contains("error read ignore");
+    }
+
     @Test
     void sigkillMidMirrorLeavesTheSourceIntact() throws Exception {
         Path target = image("target.qcow2", "qcow2");
@@ -639,17 +738,17 @@ class MirrorIT {
     static List<Object[]> driveMirrorCases() {
         return List.of(new Object[] {"full", "raw", "absolute-paths"}, new Object[] {"full", "qcow2", "absolute-paths"},
                 new Object[] {"top", "qcow2", "absolute-paths"}, new Object[] {"none", "qcow2", "absolute-paths"},
-                new Object[] {"top", "qcow2", "existing"}, new Object[] {"full", "raw", "existing"});
+                new Object[] {"full", "raw", "existing"});
     }
 
     @ParameterizedTest(name = "sync {0} onto {1}, mode {2}")
     @MethodSource("driveMirrorCases")
     void driveMirrorMakesTheTargetAsQemuDoes(String sync, String format, String mode) throws Exception {
         List<String> ours;
-        if (sync.equals("none") || mode.equals("existing") && sync.equals("top")) {
+        if (sync.equals("none")) {
             // QEMU 7.2 records the source's json: name for none (top's backing is a node
-            // reference), which no one can open, and fails to open an existing target's backing
-            // while the source's chain holds it ("Invalid argument"): blockjobs alone here
+            // reference), which no one can open: blockjobs alone here (an existing target's
+            // backing: driveMirrorOntoAnExistingTargetLeavesItsHeaderAndOpensItsBacking)
             ours = driveMirror(Kind.BLOCKJOBD, sync, format, mode);
             assertThat(ours.get(0)).endsWith(sync.equals("none") ? "backing " + top : "backing " + base);
         } else {
@@ -663,6 +762,71 @@ class MirrorIT {
         if (!sync.equals("full")) {
             assertThat(ours.get(0)).as("the target keeps a backing").doesNotEndWith("backing -");
         }
+    }
+
+    /**
+     * drive-mirror onto an existing qcow2 whose header names {@code backing}: what each daemon
+     * reported and left, in a folder of its own (the chain copied there first). QEMU opens the
+     * backing the header names at the switch; a file the source's chain holds writable is locked,
+     * and then the switch still happens, without backing, and the job ends with EINVAL.
+     */
+    private List<String> driveMirrorExisting(Kind kind, String sync, String backing, boolean baseReadOnly)
+            throws Exception {
+        Path d = dir.resolve("existing-" + kind.name().toLowerCase());
+        Files.createDirectories(d);
+        Path b = Files.copy(base, d.resolve("base.qcow2"));
+        Path t = Files.copy(top, d.resolve("top.qcow2"));
+        Files.copy(base, d.resolve("other.qcow2"));
+        Path target = d.resolve("tgt.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-b", backing, "-F", "qcow2", target.toString(), String.valueOf(SIZE));
+        Path pristine = shadow;
+        shadow = Files.copy(pristine, d.resolve("shadow.raw"));
+        daemon = StorageDaemon.start(kind, d, List.of(
+                "--blockdev", "driver=qcow2,node-name=base,read-only=" + (baseReadOnly ? "on" : "off")
+                        + ",file.driver=file,file.filename=" + b,
+                "--blockdev", "driver=qcow2,node-name=top,backing=base,file.driver=file,file.filename=" + t,
+                "--export", "type=nbd,id=e,node-name=top,name=src,writable=on"));
+        List<String> seen = new ArrayList<>();
+        daemon.qmp.ok("drive-mirror", map("job-id", "m", "device", "top", "target", target.toString(), "sync", sync,
+                "mode", "existing", "format", "qcow2", "node-name", "dm"));
+        awaitReady("m");
+        write("write -P 0xb1 1M 64k");
+        daemon.qmp.ok("job-complete", map("id", "m"));
+        seen.add(awaitCompleted("m").at("/data/error").asString("no error"));
+        seen.add("export on " + exportedNode());
+        for (JsonNode n : daemon.qmp.ok("query-named-block-nodes", map("flat", true))) {
+            if (n.get("node-name").asString().equals("dm")) {
+                seen.add("dm backing " + n.path("backing_file").asString("-").replace(d.toString(), "DIR"));
+            }
+        }
+        write("write -P 0xb2 2M 4k"); // after the switch: into the target (and what it reads below)
+        daemon.qmp.awaitEvent("JOB_STATUS_CHANGE", x -> x.get("status").asString().equals("null"));
+        seen.addAll(eventsOf("m"));
+        daemon.quit();
+        daemon = null;
+        JsonNode info = Qemu.info(target);
+        seen.add("header " + info.path("backing-filename").asString("-") + " "
+                + info.path("backing-filename-format").asString("-"));
+        seen.add("target reads as the disk: " + Qemu.identical(target, "qcow2", shadow, "raw"));
+        Qemu.assertClean(target);
+        shadow = pristine;
+        return seen;
+    }
+
+    static List<Object[]> existingTargets() {
+        return List.of(new Object[] {"top", "base.qcow2", true}, new Object[] {"top", "base.qcow2", false},
+                new Object[] {"none", "top.qcow2", false}, new Object[] {"full", "other.qcow2", false});
+    }
+
+    @ParameterizedTest(name = "sync {0}, header backing {1}, base read-only {2}")
+    @MethodSource("existingTargets")
+    void driveMirrorOntoAnExistingTargetLeavesItsHeaderAndOpensItsBacking(String sync, String backing,
+                                                                         boolean baseReadOnly) throws Exception {
+        List<String> qemu = driveMirrorExisting(Kind.QEMU, sync, backing, baseReadOnly);
+        List<String> ours = driveMirrorExisting(Kind.BLOCKJOBD, sync, backing, baseReadOnly);
+        assertThat(ours).containsExactlyElementsOf(qemu).contains("header " + backing + " qcow2", "export on dm");
+        assertThat(Qemu.identical(dir.resolve("existing-qemu/tgt.qcow2"), "qcow2",
+                dir.resolve("existing-blockjobd/tgt.qcow2"), "qcow2")).as("the same target").isTrue();
     }
 
     /**

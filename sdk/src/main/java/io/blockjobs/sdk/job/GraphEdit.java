@@ -23,6 +23,20 @@ public interface GraphEdit {
         setBacking(overlayNode, backingNode, backingFile);
     }
 
+    /**
+     * Opens the backing file that {@code overlayNode}'s header names, as a backing file is opened
+     * (read-only, with its own chain), and attaches it; the header stays as it is. Nothing
+     * happens if the overlay has a backing already or its header names none. QEMU's
+     * {@code bdrv_open_backing_file}, as drive-mirror's {@code mode: existing} target gets its
+     * backing at the switch-over.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException with the reason if it cannot be opened
+     *         (its file locked by another node, say); the overlay stays without backing
+     */
+    default void openBacking(String overlayNode) {
+        throw new UnsupportedOperationException("this host cannot open backing files for a job");
+    }
+
     /** Moves the users of {@code fromNode} (exports, parents) to {@code toNode}: the switch-over. */
     void replaceUsers(String fromNode, String toNode);
 

@@ -123,6 +123,17 @@ public interface JobSetup {
     }
 
     /**
+     * Whether {@code nodeName} is {@code fromNode} itself or lies below it through filters only,
+     * each step a filter's filtered child: QEMU's walk of {@code bdrv_filter_bs} in
+     * {@code bdrv_recurse_can_replace}, and within one layer of {@code bdrv_chain_contains}.
+     *
+     * @throws io.blockjobs.sdk.error.CommandException if there is no such node
+     */
+    default boolean reachesThroughFilters(String fromNode, String nodeName) {
+        return fromNode.equals(nodeName);
+    }
+
+    /**
      * Refuses, with QEMU's op blocker message, a node that may not be replaced by another (QEMU's
      * {@code BLOCK_OP_TYPE_REPLACE}): the backing file of another node ("Node 'base' is busy:
      * node is used as backing hd of 'top'"), or a node a job uses.

@@ -67,7 +67,7 @@ public final class ActiveCommit {
         setup.reopenReadWrite(base);
         long granularity = MirrorJob.defaultGranularity(baseLink.node());
         Mirror mirror = new Mirror(new Mirror.Settings(Mirror.Sync.TOP, granularity,
-                MirrorJob.roundBufSize(0, granularity), false, true, Mirror.CopyMode.BACKGROUND, null, null, layers));
+                MirrorJob.roundBufSize(0, granularity), false, true, Mirror.CopyMode.BACKGROUND, null, null, false, layers));
         BlockNode filter = setup.insertFilter(top, new FilterSpec("mirror_top", filterNodeName, Map.of(), List.of(mirror)));
         setup.use(filter.nodeName(), "main node", EnumSet.of(BlockPermission.CONSISTENT_READ),
                 EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));

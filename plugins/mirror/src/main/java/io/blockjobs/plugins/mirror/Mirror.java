@@ -10,6 +10,7 @@ import io.blockjobs.sdk.error.CommandException;
 import io.blockjobs.sdk.job.Convergence;
 import io.blockjobs.sdk.job.Copier;
 import io.blockjobs.sdk.job.Drain;
+import io.blockjobs.sdk.job.EditsKeptException;
 import io.blockjobs.sdk.job.GraphEdit;
 import io.blockjobs.sdk.job.JobBody;
 import io.blockjobs.sdk.job.JobContext;
@@ -67,9 +68,9 @@ final class Mirror implements JobBody, WriteHook {
     enum Mode { EXISTING, ABSOLUTE_PATHS }
 
     /**
-     * The backing the target gets at the switch-over (QEMU's {@code MIRROR_SOURCE_BACKING_CHAIN}
-     * and {@code MIRROR_OPEN_BACKING_CHAIN}, drive-mirror's): {@code backingNode} under the
-     * target, with {@code backingFile} as its header names it.
+     * The backing the target gets at the switch-over (QEMU's {@code MIRROR_SOURCE_BACKING_CHAIN},
+     * drive-mirror's {@code mode: absolute-paths}): {@code backingNode} under the target, with
+     * {@code backingFile} as its header names it.
      */
     record TargetBacking(String backingNode, String backingFile) {
     }
@@ -78,10 +79,12 @@ final class Mirror implements JobBody, WriteHook {
      * What the job copies and how. {@code commitLayers} is 0 for a mirror; for an active commit
      * (the target is the source's backing, QEMU's {@code commit_active_start}) it is how many
      * layers from the source down lie above the target: what they hold is the first work, the
-     * target may be larger than the source, and the copy mode stays background.
+     * target may be larger than the source, and the copy mode stays background. {@code openBacking}:
+     * at the switch the target opens the backing its header names (QEMU's
+     * {@code MIRROR_OPEN_BACKING_CHAIN}, drive-mirror's {@code mode: existing}).
      */
     record Settings(Sync sync, long granularity, long bufSize, boolean zeroTarget, boolean unmap, CopyMode copyMode,
-                    String replaces, TargetBacking targetBacking, int commitLayers) {
+                    String replaces, TargetBacking targetBacking, boolean openBacking, int commitLayers) {
         boolean commit() {
             return commitLayers > 0;
         }
@@ -584,10 +587,25 @@ final class Mirror implements JobBody, WriteHook {
         String from = settings.replaces() != null ? settings.replaces() : filterName;
         edit.dropUses(targetName); // the target's users now need not share with the job's writes
         TargetBacking b = settings.targetBacking();
+        String failure = null;
         if (b != null) {
             edit.setBacking(targetName, b.backingNode(), b.backingFile());
+        } else if (settings.openBacking()) {
+            try {
+                edit.openBacking(targetName);
+            } catch (CommandException e) {
+                // As QEMU's mirror_exit_common: reported, the switch goes on, the job ends with EINVAL
+                JobContext ctx = context;
+                if (ctx != null) {
+                    ctx.log().error("Could not open backing file: {}", e.getMessage());
+                }
+                failure = "Invalid argument";
+            }
         }
         edit.replaceUsers(from, targetName);
+        if (failure != null) {
+            throw new EditsKeptException(failure);
+        }
     }
 
     @Override

@@ -74,7 +74,8 @@ public final class MirrorJob implements BlockjobsPlugin {
     /**
      * QEMU's {@code qmp_drive_mirror}: the target is a file, made as the sync mode needs it (none:
      * backed by the source; top: by the source's backing; full: alone) unless {@code mode:
-     * existing}, opened without its backing chain, and given that backing at the switch-over.
+     * existing}, opened without its backing chain, and given that backing at the switch-over; an
+     * existing one opens the backing its header names then, its header untouched.
      */
     static JobBody prepareDrive(DriveArgs a, JobSetup setup) {
         List<ChainLink> source = rootLookup(setup, a.device());
@@ -106,15 +107,14 @@ public final class MirrorJob implements BlockjobsPlugin {
                     .withOptionsOf(a.device()).withBacking(targetBacking.filename(), targetBacking.format()));
             atSwitch = new Mirror.TargetBacking(targetBacking.nodeName(), targetBacking.filename());
         } else {
+            // QEMU's MIRROR_OPEN_BACKING_CHAIN: at the switch the target opens the backing its own
+            // header names, whatever the sync mode, and the header stays as the user made it
             target = setup.openImage(a.target(), format, nodeName, a.device());
-            if (targetBacking != null && sync != Mirror.Sync.FULL) {
-                // QEMU opens the backing its header names: the source's chain, as the sync mode made it
-                atSwitch = new Mirror.TargetBacking(targetBacking.nodeName(), targetBacking.filename());
-            }
         }
         boolean zeroTarget = sync == Mirror.Sync.FULL && mode == Mirror.Mode.EXISTING; // a new image reads zeroes
         Options o = new Options(a.replaces().orElse(null), sync, a.granularity().orElse(0L), a.bufSize().orElse(0L),
-                zeroTarget, a.unmap().orElse(true), null, a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), atSwitch);
+                zeroTarget, a.unmap().orElse(true), null, a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), atSwitch,
+                mode == Mirror.Mode.EXISTING);
         return start(setup, a.device(), source, target.nodeName(), o);
     }
 
@@ -123,13 +123,14 @@ public final class MirrorJob implements BlockjobsPlugin {
         lookup(setup, a.target());
         Options o = new Options(a.replaces().orElse(null), a.sync(), a.granularity().orElse(0L),
                 a.bufSize().orElse(0L), a.sync() == Mirror.Sync.FULL, true, a.filterNodeName().orElse(null),
-                a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), null);
+                a.copyMode().orElse(Mirror.CopyMode.BACKGROUND), null, false);
         return start(setup, a.device(), source, a.target(), o);
     }
 
     /** What {@code blockdev-mirror} and {@code drive-mirror} hand to {@code mirror_start}. */
     record Options(String replaces, Mirror.Sync sync, long granularity, long bufSize, boolean zeroTarget,
-                   boolean unmap, String filterNodeName, Mirror.CopyMode copyMode, Mirror.TargetBacking targetBacking) {
+                   boolean unmap, String filterNodeName, Mirror.CopyMode copyMode, Mirror.TargetBacking targetBacking,
+                   boolean openBacking) {
     }
 
     /** QEMU's {@code qmp_get_root_bs}: a node by name that no other node uses, or QEMU's message. */
@@ -153,7 +154,12 @@ public final class MirrorJob implements BlockjobsPlugin {
         }
     }
 
-    /** QEMU's {@code blockdev_mirror_common}, {@code mirror_start} and {@code mirror_start_job}. */
+    /**
+     * QEMU's {@code blockdev_mirror_common}, {@code mirror_start} and {@code mirror_start_job}.
+     * A target inside the source's backing chain is refused when it is a backing file (its op
+     * blocker); one reached only through a filter of the chain (QEMU's {@code target_is_backing})
+     * runs as QEMU runs it: a mirror into its own chain, sharing as an active commit's base.
+     */
     static JobBody start(JobSetup setup, String device, List<ChainLink> source, String targetName, Options o) {
         long granularity = o.granularity();
         if (granularity != 0 && (granularity < 512 || granularity > 64L << 20)) {
@@ -162,6 +168,8 @@ public final class MirrorJob implements BlockjobsPlugin {
         if ((granularity & (granularity - 1)) != 0) {
             throw new CommandException("Parameter 'granularity' expects a power of 2");
         }
+        // BLOCK_OP_TYPE_MIRROR_TARGET: blocked on a backing file and on a node a job uses
+        setup.checkReplaceable(targetName);
         Mirror.Sync sync = o.sync();
         if (sync == Mirror.Sync.TOP && source.size() == 1) {
             sync = Mirror.Sync.FULL; // nothing below the top: top is all of it
@@ -186,27 +194,44 @@ public final class MirrorJob implements BlockjobsPlugin {
         if (imageOf(source.get(0)).equals(imageOf(target.get(0)))) {
             throw new CommandException("Can't mirror node into itself");
         }
-        for (int i = 1; i < source.size(); i++) {
-            if (imageOf(source.get(i)).equals(imageOf(target.get(0)))) {
-                // QEMU would run this as an active commit into the backing: blockjobs leaves that to block-commit
-                throw new CommandException(target.get(0).nodeName().equals(source.get(i).nodeName())
-                        ? "Cannot mirror to a node in the source's backing chain; use block-commit"
-                        : "Cannot mirror to a filter on top of a node in the source's backing chain");
+        // QEMU's bdrv_chain_contains(bs, target): the layer of the source's chain holding the target
+        int layer = 0;
+        for (int i = 1; i < source.size() && layer == 0; i++) {
+            if (setup.reachesThroughFilters(source.get(i).nodeName(), targetName)) {
+                layer = i;
+            } else if (imageOf(source.get(i)).equals(imageOf(target.get(0)))) {
+                throw new CommandException("Cannot mirror to a filter on top of a node in the source's backing chain");
             }
         }
         Mirror mirror = new Mirror(new Mirror.Settings(sync, granularity, bufSize, o.zeroTarget(), o.unmap(),
-                o.copyMode(), replaces, o.targetBacking(), 0));
+                o.copyMode(), replaces, o.targetBacking(), o.openBacking(), 0));
         BlockNode filter = setup.insertFilter(device,
                 new FilterSpec("mirror_top", o.filterNodeName(), Map.of(), List.of(mirror)));
         setup.use(filter.nodeName(), "main node", EnumSet.of(BlockPermission.CONSISTENT_READ),
                 EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE));
-        // As QEMU's target BlockBackend: writes, and lets others write only what does not change data
-        BlockNode targetNode = setup.use(targetName, "root", EnumSet.of(BlockPermission.WRITE),
-                EnumSet.of(BlockPermission.WRITE_UNCHANGED));
+        // As QEMU's target BlockBackend: writes, and lets others write only what does not change data;
+        // a target in the chain is the backing of the layers above: they read it and write through it
+        Set<BlockPermission> targetShared = layer == 0 ? EnumSet.of(BlockPermission.WRITE_UNCHANGED)
+                : EnumSet.of(BlockPermission.CONSISTENT_READ, BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE);
+        BlockNode targetNode = setup.use(targetName, "root", EnumSet.of(BlockPermission.WRITE), targetShared);
         DirtyBitmap bitmap = setup.createBitmap(device, granularity);
         BlockNode sourceNode = setup.use(device, "source", NONE,
                 EnumSet.of(BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE, BlockPermission.CONSISTENT_READ));
         setup.use(targetName, "target", NONE, ALL);
+        if (layer > 0) {
+            // The layers between go out of the chain at the switch: as QEMU's, nothing else may use them
+            for (int i = 1; i <= layer; i++) {
+                if (source.get(i).nodeName().equals(targetName)) {
+                    continue;
+                }
+                Set<BlockPermission> shared = EnumSet.of(BlockPermission.WRITE_UNCHANGED, BlockPermission.WRITE);
+                if (i == layer) {
+                    shared.add(BlockPermission.CONSISTENT_READ); // a filter on the target reads as the target does
+                }
+                setup.use(source.get(i).nodeName(), "intermediate node", NONE, shared);
+            }
+            setup.freezeBackingChain(filter.nodeName(), targetName);
+        }
         mirror.attach(sourceNode, targetNode, targetName, bitmap, filter.nodeName(), setup.drain(filter.nodeName()));
         return mirror;
     }
@@ -230,7 +255,8 @@ public final class MirrorJob implements BlockjobsPlugin {
 
     /**
      * QEMU's {@code check_to_replace_node} and the size check of {@code blockdev_mirror_common}:
-     * {@code replaces} must be the source or a node below it through filters only.
+     * {@code replaces} must be the source or a node below it through filters only
+     * ({@code bdrv_recurse_can_replace}), never a node above the source or beside it.
      */
     private static void checkReplaces(JobSetup setup, List<ChainLink> source, String replaces) {
         List<ChainLink> replaced;
@@ -243,10 +269,7 @@ public final class MirrorJob implements BlockjobsPlugin {
             throw e;
         }
         setup.checkReplaceable(replaces);
-        // QEMU's bdrv_recurse_can_replace: the source itself, or a node under it through filters,
-        // so the same image once filters are skipped
-        boolean reachable = replaces.equals(source.get(0).nodeName()) || imageOf(replaced.get(0)).equals(imageOf(source.get(0)));
-        if (!reachable) {
+        if (!setup.reachesThroughFilters(source.get(0).nodeName(), replaces)) {
             throw new CommandException("Cannot replace '" + replaces + "' by a node mirrored from '"
                     + source.get(0).nodeName() + "', because it cannot be guaranteed that doing so would not lead"
                     + " to an abrupt change of visible data");
