@@ -266,6 +266,9 @@ public final class BlockGraph implements AutoCloseable {
         members.forEach((k, v) -> {
             if (v instanceof Map<?, ?> m) {
                 put(target.putObject(k), (Map<String, Object>) m);
+            } else if (v instanceof List<?> l) {
+                tools.jackson.databind.node.ArrayNode a = target.putArray(k); // strings: an rbd: name's settings
+                l.forEach(x -> a.add(String.valueOf(x)));
             } else {
                 target.put(k, String.valueOf(v));
             }
