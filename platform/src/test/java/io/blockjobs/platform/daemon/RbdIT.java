@@ -1,24 +1,205 @@
 package io.blockjobs.platform.daemon;
 
+import static io.blockjobs.platform.testkit.QmpArgs.map;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import io.blockjobs.platform.testkit.CephCluster;
 import io.blockjobs.platform.testkit.Qemu;
+import io.blockjobs.platform.testkit.StorageDaemon;
+import io.blockjobs.platform.testkit.StorageDaemon.Kind;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+import tools.jackson.databind.JsonNode;
 
 /**
  * The {@code rbd} protocol driver against a real single-node Ceph cluster ({@link CephCluster}),
- * with QEMU's tools ({@code qemu-img}, {@code qemu-io} through {@code rbd:} names) as the judges.
+ * blockjobd beside qemu-storage-daemon 7.2 where both run the same QMP, with QEMU's tools
+ * ({@code qemu-img}, {@code qemu-io} on {@code rbd:pool/image:conf=...} names) as the judges.
  */
 class RbdIT {
+    private static final int MIB = 1 << 20;
+
+    @TempDir
+    Path dir;
+    StorageDaemon daemon;
+    final CephCluster ceph = CephCluster.get();
+
+    @AfterEach
+    void stop() throws Exception {
+        if (daemon != null) {
+            daemon.close();
+        }
+    }
+
+    private void start(Kind kind) throws Exception {
+        Path d = Files.createDirectories(dir.resolve(kind.name().toLowerCase()));
+        daemon = StorageDaemon.start(kind, d, List.of());
+    }
+
+    /** A new image of the pool, unique to this test and daemon, made by qemu-img. */
+    private String newImage(String name, Kind kind, long size) {
+        String image = name + "-" + kind.name().toLowerCase() + "-" + Long.toHexString(System.nanoTime());
+        Qemu.img("create", "-f", "raw", ceph.rbdName(image), String.valueOf(size));
+        return image;
+    }
+
+    private Map<String, Object> rbd(String node, String image, Object... more) {
+        Map<String, Object> args = new LinkedHashMap<>(map("driver", "rbd", "node-name", node, "pool", CephCluster.POOL,
+                "image", image, "conf", ceph.conf.toString()));
+        for (int i = 0; i < more.length; i += 2) {
+            args.put((String) more[i], more[i + 1]);
+        }
+        return args;
+    }
+
+    private JsonNode node(String name) throws Exception {
+        for (JsonNode n : daemon.qmp.ok("query-named-block-nodes")) {
+            if (n.get("node-name").asString().equals(name)) {
+                return n;
+            }
+        }
+        throw new AssertionError("no node " + name);
+    }
 
     @Test
     void theClusterServesQemusRbdDriver() {
-        CephCluster ceph = CephCluster.get();
-        String name = ceph.rbdName("fixture");
+        String name = ceph.rbdName("fixture-" + Long.toHexString(System.nanoTime()));
         Qemu.img("create", "-f", "raw", name, "64M");
         Qemu.Result info = Qemu.img("info", "--output=json", name);
         assertThat(info.out()).contains("\"virtual-size\": 67108864");
         assertThat(ceph.startMillis).as("cluster start").isLessThan(60_000);
+    }
+
+    /**
+     * blockdev-add of an rbd node and a raw node over it, exported and written with qemu-io
+     * (data, zeroes, a discard); QEMU's own rbd driver then reads the image back, and
+     * {@code qemu-img map} through the export sees the holes QEMU sees in the image.
+     */
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void writesThroughAnExportLandInTheImage(Kind kind) throws Exception {
+        start(kind);
+        String image = newImage("io", kind, 64L * MIB);
+        daemon.qmp.ok("blockdev-add", rbd("r0", image, "discard", "unmap"));
+        daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "disk", "file", "r0", "discard", "unmap"));
+        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "disk", "name", "disk",
+                "writable", true));
+        String uri = daemon.nbdUri("disk");
+        // Many requests in flight: qemu-io's aio_write issues them together.
+        Qemu.ioNbd(uri, "aio_write -P 0x5a 0 1M", "aio_write -P 0x5b 1M 1M", "aio_write -P 0x5c 2M 1M",
+                "aio_write -P 0x5d 3M 1M", "aio_flush", "write -P 0x61 20M 64k", "write -z 21M 1M",
+                "write -P 0x62 40M 4M", "discard 40M 4M", "write -P 0x63 50M 512", "flush");
+        Qemu.ioNbd(uri, "read -P 0x5a 0 1M", "read -P 0x5d 3M 1M", "read -P 0x61 20M 64k", "read -P 0 21M 1M",
+                "read -P 0x63 50M 512");
+        daemon.qmp.ok("block-export-del", map("id", "e"));
+        daemon.qmp.awaitEvent("BLOCK_EXPORT_DELETED", d -> true);
+
+        String name = ceph.rbdName(image);
+        Qemu.Result qemu = Qemu.run("qemu-io", "-f", "raw", "-c", "read -P 0x5b 1M 1M", "-c", "read -P 0x5c 2M 1M",
+                "-c", "read -P 0x61 20M 64k", "-c", "read -P 0 21M 1M", "-c", "read -P 0 40M 4M",
+                "-c", "read -P 0x63 50M 512", "-c", "read -P 0 10M 64k", name).ok();
+        assertThat(qemu.out()).doesNotContain("Pattern verification failed", "failed");
+
+        JsonNode r0 = node("r0");
+        assertThat(r0.get("drv").asString()).isEqualTo("rbd");
+        assertThat(r0.at("/image/virtual-size").asLong()).isEqualTo(64L * MIB);
+        assertThat(r0.get("file").asString()).isEqualTo("json:{\"pool\": \"rbd\", \"image\": \"" + image
+                + "\", \"conf\": \"" + ceph.conf + "\", \"driver\": \"rbd\"}");
+
+        // Holes: the map through a read-only export of the node equals QEMU's map of the image.
+        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "m", "node-name", "r0", "name", "map"));
+        String throughExport = zeroMap(Qemu.img("map", "--output=json", "-f", "raw", daemon.nbdUri("map")).out());
+        String direct = zeroMap(Qemu.img("map", "--output=json", "-f", "raw", name).out());
+        assertThat(throughExport).as("map through %s's export", kind).isEqualTo(direct);
+        assertThat(direct).as("QEMU sees holes").contains("zero");
+    }
+
+    /** {@code qemu-img map --output=json} as start, length and zero per extent (merged). */
+    private static String zeroMap(String json) throws Exception {
+        StringBuilder b = new StringBuilder();
+        long runStart = 0;
+        long runEnd = 0;
+        Boolean zero = null;
+        for (JsonNode e : Qemu.JSON.readTree(json)) {
+            boolean z = e.get("zero").asBoolean();
+            long start = e.get("start").asLong();
+            if (zero != null && z == zero && start == runEnd) {
+                runEnd = start + e.get("length").asLong();
+                continue;
+            }
+            if (zero != null) {
+                b.append(runStart).append('+').append(runEnd - runStart).append(zero ? " zero\n" : " data\n");
+            }
+            zero = z;
+            runStart = start;
+            runEnd = start + e.get("length").asLong();
+        }
+        if (zero != null) {
+            b.append(runStart).append('+').append(runEnd - runStart).append(zero ? " zero\n" : " data\n");
+        }
+        return b.toString();
+    }
+
+    /** Bad input: each a clear error naming what is wrong, the same as QEMU's; the daemon goes on. */
+    @Test
+    void badLocationsFailAsInQemu() throws Exception {
+        List<String> answers = new ArrayList<>();
+        String wrongKey = Qemu.run("ceph-authtool", "--gen-print-key").ok().out().strip();
+        String image = newImage("err", Kind.QEMU, MIB);
+        for (Kind kind : Kind.values()) {
+            start(kind);
+            List<String> mine = new ArrayList<>();
+            Map<String, Object> noPool = rbd("a", image);
+            noPool.put("pool", "nopool");
+            mine.add(daemon.qmp.error("blockdev-add", noPool).get("desc").asString());
+            mine.add(daemon.qmp.error("blockdev-add", rbd("b", "nosuch")).get("desc").asString());
+            Map<String, Object> noConf = rbd("c", image);
+            noConf.put("conf", dir.resolve("absent.conf").toString());
+            mine.add(daemon.qmp.error("blockdev-add", noConf).get("desc").asString());
+            mine.add(daemon.qmp.error("blockdev-add", rbd("d", image, "user", "nobody")).get("desc").asString());
+            mine.add(daemon.qmp.error("blockdev-add", rbd("e", image, "snapshot", "nosnap")).get("desc").asString());
+            // A wrong key: a secret holding another key than the admin's
+            daemon.qmp.ok("object-add", map("qom-type", "secret", "id", "wrong", "data", wrongKey, "format", "base64"));
+            mine.add(daemon.qmp.error("blockdev-add", rbd("f", image, "key-secret", "wrong")).get("desc").asString());
+            daemon.qmp.ok("blockdev-add", rbd("ok", image)); // still up, still opening images
+            answers.add(kind + ": " + String.join(" | ", mine));
+            daemon.close();
+            daemon = null;
+        }
+        assertThat(answers.get(0).substring(answers.get(0).indexOf(':')))
+                .as("blockjobd's errors beside QEMU's").isEqualTo(answers.get(1).substring(answers.get(1).indexOf(':')));
+        assertThat(answers.get(0)).contains("error opening pool nopool: No such file or directory",
+                "error reading header from nosuch: No such file or directory", "error connecting: Permission denied");
+    }
+
+    /**
+     * A monitor that does not answer: the open fails after blockjobd's mount timeout with QEMU's
+     * message (QEMU waits librados' five minutes), and the daemon goes on.
+     */
+    @Test
+    void aMonitorThatIsDownFailsTheOpenNotTheDaemon() throws Exception {
+        start(Kind.BLOCKJOBD);
+        String image = newImage("down", Kind.BLOCKJOBD, MIB);
+        int dead;
+        try (java.net.ServerSocket s = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            dead = s.getLocalPort(); // nothing listens there once closed
+        }
+        long t0 = System.nanoTime();
+        JsonNode e = daemon.qmp.error("blockdev-add", rbd("r", image, "server",
+                List.of(map("host", "127.0.0.1", "port", String.valueOf(dead)))));
+        assertThat(e.get("desc").asString()).isEqualTo("error connecting: Connection timed out");
+        assertThat((System.nanoTime() - t0) / 1_000_000_000).as("seconds to fail").isLessThan(60);
+        assertThat(daemon.qmp.ok("query-named-block-nodes")).isEmpty();
+        daemon.qmp.ok("blockdev-add", rbd("r", image, "server", List.of(map("host", "127.0.0.1", "port",
+                String.valueOf(ceph.monPort)))));
     }
 }
