@@ -202,4 +202,66 @@ class RbdIT {
         daemon.qmp.ok("blockdev-add", rbd("r", image, "server", List.of(map("host", "127.0.0.1", "port",
                 String.valueOf(ceph.monPort)))));
     }
+
+    /**
+     * Storage migration into the cluster: a local qcow2 disk, written through its export while
+     * the mirror copies (slowed, so the writes land mid-copy) and after it is ready, mirrored
+     * into a new RBD image; after {@code job-complete} the image equals the disk.
+     */
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void mirrorALocalDiskIntoTheCluster(Kind kind) throws Exception {
+        Path disk = dir.resolve("disk.qcow2");
+        Qemu.img("create", "-f", "qcow2", disk.toString(), "32M");
+        Qemu.io(disk, "qcow2", "write -P 0x11 0 8M", "write -P 0x12 12M 2M", "write -z 20M 1M");
+        start(kind);
+        daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "src",
+                "file", map("driver", "file", "filename", disk.toString())));
+        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "src", "name", "src",
+                "writable", true));
+        String image = newImage("mirror", kind, 32L * MIB);
+        daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "tgt", "file", rbd("tgt-file", image)));
+        daemon.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "src", "target", "tgt", "sync", "full",
+                "speed", 4L * MIB));
+        String uri = daemon.nbdUri("src");
+        Qemu.ioNbd(uri, "aio_write -P 0x21 1M 64k", "aio_write -P 0x22 7M 1M", "aio_write -P 0x23 30M 1M",
+                "aio_flush");
+        daemon.qmp.ok("block-job-set-speed", map("device", "m", "speed", 0));
+        daemon.qmp.awaitEvent("BLOCK_JOB_READY", d -> d.get("device").asString().equals("m"));
+        Qemu.ioNbd(uri, "write -P 0x24 13M 512k", "write -z 0 64k", "flush");
+        daemon.qmp.ok("job-complete", map("id", "m"));
+        JsonNode done = daemon.qmp.awaitEvent("BLOCK_JOB_COMPLETED", d -> d.get("device").asString().equals("m"));
+        assertThat(done.at("/data/error").isMissingNode()).as("%s: %s", kind, done).isTrue();
+        daemon.qmp.ok("block-export-del", map("id", "e"));
+        daemon.qmp.awaitEvent("BLOCK_EXPORT_DELETED", d -> true);
+        Qemu.Result compare = Qemu.run("qemu-img", "compare", "-U", "-f", "qcow2", "-F", "raw", disk.toString(),
+                ceph.rbdName(image));
+        assertThat(compare.exit()).as("qemu-img compare: %s %s", compare.out(), compare.err()).isZero();
+        Qemu.run("qemu-io", "-U", "-r", "-f", "qcow2", "-c", "read -P 0x24 13M 512k", disk.toString()).ok();
+    }
+
+    /** {@code block_resize} grows the image in the cluster; a snapshot opens read-only and reads what it held. */
+    @Test
+    void resizeAndSnapshots() throws Exception {
+        start(Kind.BLOCKJOBD);
+        String image = newImage("snap", Kind.BLOCKJOBD, 8L * MIB);
+        Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0x31 0 1M", ceph.rbdName(image)).ok();
+        ceph.rbd("snap", "create", CephCluster.POOL + "/" + image + "@s1").ok();
+        Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0x32 0 1M", ceph.rbdName(image)).ok();
+
+        daemon.qmp.ok("blockdev-add", rbd("r", image));
+        daemon.qmp.ok("block_resize", map("node-name", "r", "size", 16L * MIB));
+        assertThat(Qemu.img("info", "--output=json", ceph.rbdName(image)).out()).contains("\"virtual-size\": 16777216");
+        assertThat(node("r").at("/image/virtual-size").asLong()).isEqualTo(16L * MIB);
+
+        assertThat(daemon.qmp.error("blockdev-add", rbd("s", image, "snapshot", "s1")).get("desc").asString())
+                .isEqualTo("rbd snapshots are read-only");
+        daemon.qmp.ok("blockdev-add", rbd("s", image, "snapshot", "s1", "read-only", true));
+        assertThat(node("s").get("ro").asBoolean()).isTrue();
+        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "s", "name", "s"));
+        Qemu.Result old = Qemu.run("qemu-io", "-r", "-f", "raw", "-c", "read -P 0x31 0 1M", daemon.nbdUri("s")).ok();
+        assertThat(old.out()).doesNotContain("Pattern verification failed");
+        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "w", "node-name", "r", "name", "r", "writable", true));
+        Qemu.ioNbd(daemon.nbdUri("r"), "read -P 0x32 0 1M", "read -P 0 8M 8M");
+    }
 }
