@@ -130,12 +130,19 @@ public final class ImageDrivers {
      */
     public static final BlockDriver RBD = new Driver("rbd", ctx -> {
         DriverOptions o = ctx.options();
-        RbdNode.Config config = rbdConfig(o, ctx, !ctx.flags().cacheDirect());
+        RbdNode.Config config = rbdConfig(o, id -> ctx.object(id, Secret.class), !ctx.flags().cacheDirect());
         return RbdNode.open(config, ctx.readOnly(), ctx.flags().autoReadOnly());
     });
 
-    /** {@code BlockdevOptionsRbd} read, with QEMU's messages; {@code cache} is librbd's cache. */
-    static RbdNode.Config rbdConfig(DriverOptions o, DriverContext ctx, boolean cache) {
+    /**
+     * {@code BlockdevOptionsRbd} read, with QEMU's messages ({@code blockdev-add}'s, and
+     * {@code blockdev-create}'s {@code location}).
+     *
+     * @param secrets the secret object of an id ({@code key-secret}); throws if there is none
+     * @param cache   librbd's cache ({@code rbd_cache})
+     */
+    public static RbdNode.Config rbdConfig(DriverOptions o, java.util.function.Function<String, Secret> secrets,
+                                           boolean cache) {
         String pool = o.string("pool");
         String namespace = o.optString("namespace");
         String image = o.string("image");
@@ -170,7 +177,7 @@ public final class ImageDrivers {
         if (keySecret != null) {
             Secret secret;
             try {
-                secret = ctx.object(keySecret, Secret.class);
+                secret = secrets.apply(keySecret);
             } catch (CommandException e) {
                 throw new CommandException("No secret with id '" + keySecret + "'");
             }

@@ -264,4 +264,84 @@ class RbdIT {
         daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "w", "node-name", "r", "name", "r", "writable", true));
         Qemu.ioNbd(daemon.nbdUri("r"), "read -P 0x32 0 1M", "read -P 0 8M 8M");
     }
+
+    /** Runs blockdev-create to its end; the job's error, or null. */
+    private String create(String jobId, Map<String, Object> options) throws Exception {
+        daemon.qmp.ok("blockdev-create", map("job-id", jobId, "options", options));
+        daemon.qmp.awaitEvent("JOB_STATUS_CHANGE", d -> d.get("id").asString().equals(jobId)
+                && d.get("status").asString().equals("concluded"));
+        JsonNode job = daemon.qmp.ok("query-jobs").get(0);
+        daemon.qmp.ok("job-dismiss", map("id", jobId));
+        return job.has("error") ? job.get("error").asString() : null;
+    }
+
+    /** {@code blockdev-create} with {@code driver: rbd}: the image QEMU's {@code qemu-img info} then sees, and QEMU's errors. */
+    @Test
+    void blockdevCreateMakesRbdImagesAsQemuDoes() throws Exception {
+        List<String> seen = new ArrayList<>();
+        for (Kind kind : Kind.values()) {
+            start(kind);
+            String image = "created-" + kind.name().toLowerCase() + "-" + Long.toHexString(System.nanoTime());
+            Map<String, Object> location = map("pool", CephCluster.POOL, "image", image, "conf", ceph.conf.toString());
+            assertThat(create("c", map("driver", "rbd", "location", location, "size", 24L * MIB,
+                    "cluster-size", 1 << 20))).isNull();
+            JsonNode info = Qemu.JSON.readTree(Qemu.img("info", "--output=json", ceph.rbdName(image)).out());
+            assertThat(info.get("virtual-size").asLong()).isEqualTo(24L * MIB);
+            assertThat(info.get("cluster-size").asLong()).isEqualTo(1 << 20);
+            String again = create("c", map("driver", "rbd", "location", location, "size", MIB));
+            Map<String, Object> badPool = new LinkedHashMap<>(location);
+            badPool.put("pool", "nopool");
+            String noPool = create("c", map("driver", "rbd", "location", badPool, "size", MIB));
+            String notPower = create("c", map("driver", "rbd", "location", location, "size", MIB, "cluster-size", 12288));
+            Map<String, Object> snap = new LinkedHashMap<>(location);
+            snap.put("snapshot", "s");
+            String withSnap;
+            JsonNode r = daemon.qmp.execute("blockdev-create", map("job-id", "c", "options",
+                    map("driver", "rbd", "location", snap, "size", MIB)));
+            if (r.has("error")) {
+                withSnap = r.at("/error/desc").asString();
+            } else {
+                daemon.qmp.awaitEvent("JOB_STATUS_CHANGE", d -> d.get("status").asString().equals("concluded"));
+                JsonNode job = daemon.qmp.ok("query-jobs").get(0);
+                daemon.qmp.ok("job-dismiss", map("id", "c"));
+                withSnap = job.path("error").asString();
+            }
+            seen.add(again + " | " + noPool + " | " + notPower + " | " + withSnap);
+            daemon.close();
+            daemon = null;
+        }
+        assertThat(seen.get(0)).as("blockjobd beside QEMU").isEqualTo(seen.get(1));
+        assertThat(seen.get(0)).contains("error rbd create: File exists", "error opening pool nopool");
+    }
+
+    /**
+     * A golden image in the cluster under a local qcow2 overlay ({@code rbd:} backing file name):
+     * the overlay reads through to it, and {@code block-stream} copies it up so that the overlay
+     * stands alone and reads the same.
+     */
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void streamAnRbdBackingFileIntoALocalOverlay(Kind kind) throws Exception {
+        String image = newImage("golden", kind, 16L * MIB);
+        String name = ceph.rbdName(image);
+        Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0x41 0 4M", "-c", "write -P 0x42 9M 1M", name).ok();
+        Path overlay = dir.resolve("overlay.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-b", name, "-F", "raw", overlay.toString());
+        Qemu.io(overlay, "qcow2", "write -P 0x43 1M 64k");
+        Path expected = dir.resolve("expected.raw");
+        Qemu.img("convert", "-O", "raw", overlay.toString(), expected.toString());
+
+        start(kind);
+        daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "top",
+                "file", map("driver", "file", "filename", overlay.toString())));
+        assertThat(node("top").at("/image/backing-filename").asString()).isEqualTo(name);
+        daemon.qmp.ok("block-stream", map("job-id", "s", "device", "top"));
+        JsonNode done = daemon.qmp.awaitEvent("BLOCK_JOB_COMPLETED", d -> d.get("device").asString().equals("s"));
+        assertThat(done.at("/data/error").isMissingNode()).as("%s: %s", kind, done).isTrue();
+        daemon.qmp.ok("blockdev-del", map("node-name", "top"));
+        JsonNode info = Qemu.JSON.readTree(Qemu.img("info", "--output=json", overlay.toString()).out());
+        assertThat(info.has("backing-filename")).as("stand-alone after the stream").isFalse();
+        assertThat(Qemu.identical(overlay, "qcow2", expected, "raw")).isTrue();
+        Qemu.assertClean(overlay);
+    }
 }
