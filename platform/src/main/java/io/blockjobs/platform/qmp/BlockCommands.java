@@ -379,6 +379,14 @@ public final class BlockCommands {
             backingName = Optional.ofNullable(q.backingFileName());
             backingFormat = Optional.ofNullable(q.backingFormat());
             dirty = Optional.of(false);
+        } else {
+            // QEMU's rbd_getinfo: the object size, for the rbd node and a raw node over it
+            Edge file = n.driver().equals("raw") ? n.child("file") : null;
+            GraphNode protocol = file != null ? file.child() : n;
+            if (protocol.driverNode() instanceof io.blockjobs.platform.image.RbdNode r) {
+                cluster = Optional.of(r.clusterSize());
+                dirty = Optional.of(false);
+            }
         }
         GraphNode next = filterOrCow(n);
         Optional<String> fullBacking = n.isFilter() ? Optional.empty()

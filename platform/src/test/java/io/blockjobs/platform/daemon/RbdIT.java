@@ -112,6 +112,10 @@ class RbdIT {
         JsonNode r0 = node("r0");
         assertThat(r0.get("drv").asString()).isEqualTo("rbd");
         assertThat(r0.at("/image/virtual-size").asLong()).isEqualTo(64L * MIB);
+        for (String n : List.of("r0", "disk")) { // the object size, as QEMU's rbd_getinfo gives it
+            assertThat(node(n).at("/image/cluster-size").asLong()).as(n).isEqualTo(4L * MIB);
+            assertThat(node(n).at("/image/dirty-flag").asBoolean(true)).as(n).isFalse();
+        }
         assertThat(r0.get("file").asString()).isEqualTo("json:{\"pool\": \"rbd\", \"image\": \"" + image
                 + "\", \"conf\": \"" + ceph.conf + "\", \"driver\": \"rbd\"}");
 
@@ -170,6 +174,14 @@ class RbdIT {
             // A wrong key: a secret holding another key than the admin's
             daemon.qmp.ok("object-add", map("qom-type", "secret", "id", "wrong", "data", wrongKey, "format", "base64"));
             mine.add(daemon.qmp.error("blockdev-add", rbd("f", image, "key-secret", "wrong")).get("desc").asString());
+            mine.add(daemon.qmp.error("blockdev-add", rbd("g", image, "key-secret", "absent")).get("desc").asString());
+            mine.add(daemon.qmp.error("blockdev-add", rbd("h", image, "auth-client-required", List.of("none")))
+                    .get("desc").asString());
+            // the admin's key given as a secret, with cephx required: that opens
+            daemon.qmp.ok("object-add", map("qom-type", "secret", "id", "admin", "data", ceph.adminKey(),
+                    "format", "base64"));
+            daemon.qmp.ok("blockdev-add", rbd("keyed", image, "key-secret", "admin", "auth-client-required",
+                    List.of("cephx")));
             daemon.qmp.ok("blockdev-add", rbd("ok", image)); // still up, still opening images
             answers.add(kind + ": " + String.join(" | ", mine));
             daemon.close();
