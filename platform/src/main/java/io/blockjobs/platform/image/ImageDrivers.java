@@ -131,7 +131,7 @@ public final class ImageDrivers {
     public static final BlockDriver RBD = new Driver("rbd", ctx -> {
         DriverOptions o = ctx.options();
         RbdNode.Config config = rbdConfig(o, id -> ctx.object(id, Secret.class), !ctx.flags().cacheDirect());
-        return RbdNode.open(config, ctx.readOnly(), ctx.flags().autoReadOnly());
+        return RbdNode.open(config, ctx.nodeName(), ctx.readOnly(), ctx.flags().autoReadOnly());
     });
 
     /**

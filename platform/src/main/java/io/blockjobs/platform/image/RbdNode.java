@@ -30,7 +30,7 @@ import java.util.Set;
  * {@code rbd_diff_iterate2}, so that holes read as zeroes and jobs skip them; resizing is
  * {@code rbd_resize}. An image opened at a {@code snapshot} is read-only.
  */
-public final class RbdNode implements DriverNode, Resizable {
+public final class RbdNode implements DriverNode, Resizable, ReadOnlyReopen {
 
     /**
      * Where the image is and how to reach its cluster ({@code BlockdevOptionsRbd}).
@@ -64,11 +64,14 @@ public final class RbdNode implements DriverNode, Resizable {
     private final Pointer ioctx;
     private final Pointer image;
     private final int objectSize;
-    private final boolean readOnly;
+    private volatile boolean readOnly;
     private final String filename;
+    private final String nodeName;
 
-    private RbdNode(Config config, Pointer cluster, Pointer ioctx, Pointer image, int objectSize, boolean readOnly) {
+    private RbdNode(Config config, String nodeName, Pointer cluster, Pointer ioctx, Pointer image, int objectSize,
+                    boolean readOnly) {
         this.config = config;
+        this.nodeName = nodeName;
         this.cluster = cluster;
         this.ioctx = ioctx;
         this.image = image;
@@ -81,10 +84,11 @@ public final class RbdNode implements DriverNode, Resizable {
      * Connects to the cluster and opens the image, with QEMU's messages ({@code error connecting:
      * Permission denied}, {@code error opening pool P: No such file or directory}, ...).
      *
+     * @param nodeName     the node's name, for messages
      * @param readOnly     open read-only
      * @param autoReadOnly a snapshot opened without {@code read-only} becomes read-only rather than refused
      */
-    public static RbdNode open(Config c, boolean readOnly, boolean autoReadOnly) {
+    public static RbdNode open(Config c, String nodeName, boolean readOnly, boolean autoReadOnly) {
         try {
             Librbd.require();
         } catch (IllegalStateException e) {
@@ -111,7 +115,7 @@ public final class RbdNode implements DriverNode, Resizable {
                     }
                     ro = true;
                 }
-                return new RbdNode(c, cluster, ioctx, image, objectSize, ro);
+                return new RbdNode(c, nodeName, cluster, ioctx, image, objectSize, ro);
             } catch (RuntimeException e) {
                 Rbd.rbd_close(image);
                 throw e;
@@ -338,6 +342,25 @@ public final class RbdNode implements DriverNode, Resizable {
         if (!readOnly) {
             checkIo(Librbd.await(c -> Rbd.rbd_aio_flush(image, c)), "flush", 0);
         }
+    }
+
+    /**
+     * Makes a node opened read-only (a backing file) writable, as a commit into it needs;
+     * refused, with QEMU's message, on a snapshot.
+     */
+    @Override
+    public void reopenReadWrite() {
+        if (config.snapshot() != null) {
+            throw new CommandException("Cannot change node '" + nodeName + "' to r/w when using RBD snapshot");
+        }
+        readOnly = false;
+    }
+
+    /** Flushes, then refuses writes. */
+    @Override
+    public void reopenReadOnly() throws IOException {
+        flush();
+        readOnly = true;
     }
 
     /** {@code block_resize}: {@code rbd_resize}, QEMU's "Failed to resize file" on failure. */

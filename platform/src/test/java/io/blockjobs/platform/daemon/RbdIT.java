@@ -356,4 +356,35 @@ class RbdIT {
         assertThat(Qemu.identical(overlay, "qcow2", expected, "raw")).isTrue();
         Qemu.assertClean(overlay);
     }
+
+    /**
+     * A local overlay committed down into its RBD base (active commit: the base, opened
+     * read-only as a backing file, is reopened writable): the image in the cluster then holds
+     * what the overlay showed.
+     */
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void commitALocalOverlayIntoAnRbdBase(Kind kind) throws Exception {
+        String image = newImage("base", kind, 16L * MIB);
+        String name = ceph.rbdName(image);
+        Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0x51 0 8M", name).ok();
+        Path overlay = dir.resolve("overlay.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-b", name, "-F", "raw", overlay.toString());
+        Qemu.io(overlay, "qcow2", "write -P 0x52 2M 1M", "write -z 4M 64k", "write -P 0x53 12M 1M");
+        Path expected = dir.resolve("expected.raw");
+        Qemu.img("convert", "-O", "raw", overlay.toString(), expected.toString());
+
+        start(kind);
+        daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "top",
+                "file", map("driver", "file", "filename", overlay.toString())));
+        daemon.qmp.ok("block-commit", map("job-id", "c", "device", "top"));
+        daemon.qmp.awaitEvent("BLOCK_JOB_READY", d -> d.get("device").asString().equals("c"));
+        daemon.qmp.ok("job-complete", map("id", "c"));
+        JsonNode done = daemon.qmp.awaitEvent("BLOCK_JOB_COMPLETED", d -> d.get("device").asString().equals("c"));
+        assertThat(done.at("/data/error").isMissingNode()).as("%s: %s", kind, done).isTrue();
+        daemon.close();
+        daemon = null;
+        Qemu.Result compare = Qemu.run("qemu-img", "compare", "-f", "raw", "-F", "raw", expected.toString(), name);
+        assertThat(compare.exit()).as("qemu-img compare: %s %s", compare.out(), compare.err()).isZero();
+    }
 }
