@@ -387,4 +387,53 @@ class RbdIT {
         Qemu.Result compare = Qemu.run("qemu-img", "compare", "-f", "raw", "-F", "raw", expected.toString(), name);
         assertThat(compare.exit()).as("qemu-img compare: %s %s", compare.out(), compare.err()).isZero();
     }
+
+    /**
+     * Backups of a disk in the cluster into local qcow2 files: a full one with a dirty bitmap
+     * started beside it, writes through the export, then an incremental one (the bitmap's
+     * clusters only) onto an overlay of the full one; each restores the disk as it was.
+     */
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void fullAndIncrementalBackupsOfAnRbdDisk(Kind kind) throws Exception {
+        String image = newImage("backup", kind, 16L * MIB);
+        String name = ceph.rbdName(image);
+        Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0x61 0 4M", "-c", "write -P 0x62 10M 1M", name).ok();
+        start(kind);
+        daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "disk", "file", rbd("r", image)));
+        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "disk", "name", "disk",
+                "writable", true));
+        Path full = dir.resolve("full.qcow2");
+        Qemu.img("create", "-f", "qcow2", full.toString(), "16M");
+        daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "full",
+                "file", map("driver", "file", "filename", full.toString())));
+        daemon.qmp.ok("transaction", map("actions", List.of(
+                map("type", "block-dirty-bitmap-add", "data", map("node", "disk", "name", "b0")),
+                map("type", "blockdev-backup", "data", map("job-id", "f", "device", "disk", "target", "full",
+                        "sync", "full")))));
+        JsonNode done = daemon.qmp.awaitEvent("BLOCK_JOB_COMPLETED", d -> d.get("device").asString().equals("f"));
+        assertThat(done.at("/data/error").isMissingNode()).as("%s: %s", kind, done).isTrue();
+        Path atFull = dir.resolve("at-full.raw");
+        Qemu.img("convert", "-f", "raw", "-O", "raw", name, atFull.toString());
+        daemon.qmp.ok("blockdev-del", map("node-name", "full"));
+
+        Qemu.ioNbd(daemon.nbdUri("disk"), "write -P 0x63 1M 64k", "write -P 0x64 12M 2M", "write -z 10M 512k");
+        Path inc = dir.resolve("inc.qcow2");
+        Qemu.img("create", "-f", "qcow2", "-b", full.toString(), "-F", "qcow2", inc.toString());
+        daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "inc",
+                "file", map("driver", "file", "filename", inc.toString())));
+        daemon.qmp.ok("blockdev-backup", map("job-id", "i", "device", "disk", "target", "inc", "sync", "incremental",
+                "bitmap", "b0"));
+        done = daemon.qmp.awaitEvent("BLOCK_JOB_COMPLETED", d -> d.get("device").asString().equals("i"));
+        assertThat(done.at("/data/error").isMissingNode()).as("%s: %s", kind, done).isTrue();
+        daemon.close();
+        daemon = null;
+
+        assertThat(Qemu.identical(full, "qcow2", atFull, "raw")).as("the full backup restores the first point").isTrue();
+        Qemu.Result compare = Qemu.run("qemu-img", "compare", "-f", "qcow2", "-F", "raw", inc.toString(), name);
+        assertThat(compare.exit()).as("incremental on full equals the disk: %s %s", compare.out(), compare.err()).isZero();
+        assertThat(Files.size(inc)).as("the incremental holds the dirty clusters only").isLessThan(4L * MIB);
+        Qemu.assertClean(full);
+        Qemu.assertClean(inc);
+    }
 }
