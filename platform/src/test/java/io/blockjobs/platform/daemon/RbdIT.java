@@ -436,4 +436,36 @@ class RbdIT {
         Qemu.assertClean(full);
         Qemu.assertClean(inc);
     }
+
+    /** And out again: an RBD disk, written through its export meanwhile, mirrored into a local qcow2 file. */
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void mirrorAnRbdDiskOutOfTheCluster(Kind kind) throws Exception {
+        String image = newImage("out", kind, 24L * MIB);
+        String name = ceph.rbdName(image);
+        Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0x71 0 6M", "-c", "write -P 0x72 16M 2M", name).ok();
+        start(kind);
+        daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "disk", "file", rbd("r", image)));
+        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "disk", "name", "disk",
+                "writable", true));
+        Path local = dir.resolve("local.qcow2");
+        Qemu.img("create", "-f", "qcow2", local.toString(), "24M");
+        daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "tgt",
+                "file", map("driver", "file", "filename", local.toString())));
+        daemon.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "disk", "target", "tgt", "sync", "full",
+                "speed", 4L * MIB));
+        Qemu.ioNbd(daemon.nbdUri("disk"), "aio_write -P 0x73 1M 64k", "aio_write -P 0x74 20M 1M", "aio_flush");
+        daemon.qmp.ok("block-job-set-speed", map("device", "m", "speed", 0));
+        daemon.qmp.awaitEvent("BLOCK_JOB_READY", d -> d.get("device").asString().equals("m"));
+        Qemu.ioNbd(daemon.nbdUri("disk"), "write -P 0x75 3M 512k", "write -z 16M 64k", "flush");
+        daemon.qmp.ok("job-complete", map("id", "m"));
+        JsonNode done = daemon.qmp.awaitEvent("BLOCK_JOB_COMPLETED", d -> d.get("device").asString().equals("m"));
+        assertThat(done.at("/data/error").isMissingNode()).as("%s: %s", kind, done).isTrue();
+        daemon.close();
+        daemon = null;
+        Qemu.Result compare = Qemu.run("qemu-img", "compare", "-f", "qcow2", "-F", "raw", local.toString(), name);
+        assertThat(compare.exit()).as("qemu-img compare: %s %s", compare.out(), compare.err()).isZero();
+        Qemu.io(local, "qcow2", "read -P 0x75 3M 512k", "read -P 0x74 20M 1M");
+        Qemu.assertClean(local);
+    }
 }
