@@ -468,4 +468,34 @@ class RbdIT {
         Qemu.io(local, "qcow2", "read -P 0x75 3M 512k", "read -P 0x74 20M 1M");
         Qemu.assertClean(local);
     }
+
+    /** {@code query-qmp-schema}: blockdev-add's {@code rbd} variant has QEMU's members, with the same names and optionality. */
+    @Test
+    void theSchemaHasQemusRbdOptions() throws Exception {
+        List<String> members = new ArrayList<>();
+        for (Kind kind : Kind.values()) {
+            start(kind);
+            JsonNode schema = daemon.qmp.ok("query-qmp-schema");
+            Map<String, JsonNode> byName = new LinkedHashMap<>();
+            for (JsonNode e : schema) {
+                byName.put(e.get("name").asString(), e);
+            }
+            JsonNode union = byName.get(byName.get("blockdev-add").get("arg-type").asString());
+            String rbdType = null;
+            for (JsonNode v : union.get("variants")) {
+                if (v.get("case").asString().equals("rbd")) {
+                    rbdType = v.get("type").asString();
+                }
+            }
+            assertThat(rbdType).as("%s has an rbd variant", kind).isNotNull();
+            List<String> names = new ArrayList<>();
+            for (JsonNode m : byName.get(rbdType).get("members")) {
+                names.add(m.get("name").asString() + (m.has("default") ? "?" : ""));
+            }
+            members.add(String.join(",", names));
+            daemon.close();
+            daemon = null;
+        }
+        assertThat(members.get(0)).as("blockjobd's BlockdevOptionsRbd beside QEMU's").isEqualTo(members.get(1));
+    }
 }
