@@ -278,6 +278,9 @@ public final class BlockGraph implements AutoCloseable {
         members.forEach((k, v) -> {
             if (v instanceof Map<?, ?> m) {
                 put(target.putObject(k), (Map<String, Object>) m);
+            } else if (v instanceof List<?> l) {
+                tools.jackson.databind.node.ArrayNode a = target.putArray(k); // strings: an rbd: name's settings
+                l.forEach(x -> a.add(String.valueOf(x)));
             } else {
                 target.put(k, String.valueOf(v));
             }
@@ -399,6 +402,16 @@ public final class BlockGraph implements AutoCloseable {
                             + e.getMessage());
                 }
             }
+            if (recordedName.startsWith("rbd:")) { // an RBD image: the rbd driver parses the name
+                ObjectNode rbd = JsonNodeFactory.instance.objectNode().put("driver", "rbd").put("filename", recordedName);
+                try {
+                    return Optional.of(attach("backing", ChildRole.COW, openOver(rbd, recordedFormat,
+                            NodeOptions.inherited(node.options(), true), opened, chain(overlay))));
+                } catch (IOException | CommandException e) {
+                    throw new CommandException(overlay + ": could not open backing file '" + recordedName + "': "
+                            + message(e));
+                }
+            }
             try {
                 Path path = Images.resolveBacking(overlay, recordedName);
                 GraphNode backing = openImage(path, recordedFormat, NodeOptions.inherited(node.options(), true),
@@ -479,11 +492,17 @@ public final class BlockGraph implements AutoCloseable {
             throw new ImageException(path.toString(), "backing chain loops: this image is already part of it");
         }
         ObjectNode fileOptions = JsonNodeFactory.instance.objectNode().put("driver", "file").put("filename", path.toString());
-        GraphNode file = open(new Options(fileOptions, "file."), options, false, opened, chain);
-        String fmt = format != null ? format : Images.probe(file);
-        ObjectNode formatOptions = JsonNodeFactory.instance.objectNode().put("driver", fmt).put("file", file.name());
         Set<Path> below = new HashSet<>(chain);
         below.add(real);
+        return openOver(fileOptions, format, options, opened, below);
+    }
+
+    /** A protocol node of {@code fileOptions} and a format node over it (probed if {@code format} is null). */
+    private GraphNode openOver(ObjectNode fileOptions, String format, NodeOptions options, List<GraphNode> opened,
+                               Set<Path> below) throws IOException {
+        GraphNode file = open(new Options(fileOptions, "file."), options, false, opened, below);
+        String fmt = format != null ? format : Images.probe(file);
+        ObjectNode formatOptions = JsonNodeFactory.instance.objectNode().put("driver", fmt).put("file", file.name());
         return open(new Options(formatOptions, ""), options, false, opened, below);
     }
 

@@ -13,6 +13,10 @@ final class DriverSchemas {
     }
 
     private static final Map<String, List<OptionSpec>> SCHEMAS = Map.of(
+            "rbd", List.of(required("pool", "str"), optional("namespace", "str"), required("image", "str"),
+                    optional("conf", "str"), optional("snapshot", "str"), optional("encrypt", "any"),
+                    optional("user", "str"), optional("auth-client-required", "any"), optional("key-secret", "str"),
+                    optional("server", "any")),
             "file", List.of(required("filename", "str"), optional("pr-manager", "str"), optional("locking", "str"),
                     optional("aio", "str"), optional("aio-max-batch", "int"), optional("drop-cache", "bool"),
                     optional("x-check-cache-dropped", "bool")),

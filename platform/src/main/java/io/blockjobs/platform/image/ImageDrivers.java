@@ -19,7 +19,7 @@ import java.util.Set;
 
 /**
  * The image drivers as the graph's registry holds them: {@code file}, {@code raw},
- * {@code qcow2}, {@code blkdebug}, {@code null-co}, {@code null-aio}. Each reads QEMU's options
+ * {@code qcow2}, {@code blkdebug}, {@code null-co}, {@code null-aio}, {@code rbd}. Each reads QEMU's options
  * for its driver and refuses what it cannot honour.
  */
 public final class ImageDrivers {
@@ -28,7 +28,7 @@ public final class ImageDrivers {
 
     /** Every built-in image driver. */
     public static List<BlockDriver> all() {
-        return List.of(FILE, RAW, QCOW2, BLKDEBUG, NULL_CO, NULL_AIO);
+        return List.of(FILE, RAW, QCOW2, BLKDEBUG, NULL_CO, NULL_AIO, RBD);
     }
 
     private record Driver(String name, Opener opener) implements BlockDriver {
@@ -124,6 +124,171 @@ public final class ImageDrivers {
     /** QEMU's {@code null-aio}: the same device as {@code null-co}, under its own name. */
     public static final BlockDriver NULL_AIO = new Driver("null-aio", ctx -> nullNode("null-aio", ctx));
 
+    /**
+     * QEMU's {@code rbd} ({@code BlockdevOptionsRbd}): see {@link RbdNode}. {@code encrypt} is
+     * refused; the rest is honoured.
+     */
+    public static final BlockDriver RBD = new Driver("rbd", ctx -> {
+        DriverOptions o = ctx.options();
+        RbdNode.Config config = rbdConfig(o, id -> ctx.object(id, Secret.class), !ctx.flags().cacheDirect());
+        return RbdNode.open(config, ctx.nodeName(), ctx.readOnly(), ctx.flags().autoReadOnly());
+    });
+
+    /**
+     * {@code BlockdevOptionsRbd} read, with QEMU's messages ({@code blockdev-add}'s, and
+     * {@code blockdev-create}'s {@code location}).
+     *
+     * @param secrets the secret object of an id ({@code key-secret}); throws if there is none
+     * @param cache   librbd's cache ({@code rbd_cache})
+     */
+    public static RbdNode.Config rbdConfig(DriverOptions o, java.util.function.Function<String, Secret> secrets,
+                                           boolean cache) {
+        String pool = o.string("pool");
+        String namespace = o.optString("namespace");
+        String image = o.string("image");
+        String conf = o.optString("conf");
+        String snapshot = o.optString("snapshot");
+        String user = o.optString("user");
+        List<String> auth = o.strings("auth-client-required");
+        for (String mode : auth) {
+            if (!mode.equals("cephx") && !mode.equals("none")) {
+                throw new CommandException("Parameter 'auth-client-required' does not accept value '" + mode + "'");
+            }
+        }
+        String keySecret = o.optString("key-secret");
+        List<String> servers = new java.util.ArrayList<>();
+        List<Map<String, Object>> serverNames = new java.util.ArrayList<>();
+        for (DriverOptions s : o.objects("server")) {
+            String host = s.string("host");
+            String port = s.string("port");
+            s.checkAllUsed();
+            servers.add(host.indexOf(':') >= 0 ? "[" + host + "]:" + port : host + ":" + port);
+            Map<String, Object> name = new LinkedHashMap<>();
+            name.put("host", host);
+            name.put("port", port);
+            serverNames.add(name);
+        }
+        List<String> pairs = o.strings("=keyvalue-pairs"); // from an rbd: name's :opt=val list
+        if (o.has("encrypt")) {
+            throw new CommandException("rbd image encryption is not supported");
+        }
+        o.checkAllUsed();
+        String key = null;
+        if (keySecret != null) {
+            Secret secret;
+            try {
+                secret = secrets.apply(keySecret);
+            } catch (CommandException e) {
+                throw new CommandException("No secret with id '" + keySecret + "'");
+            }
+            byte[] value = secret.value();
+            key = java.util.Base64.getEncoder().encodeToString(value);
+            java.util.Arrays.fill(value, (byte) 0);
+        }
+        Map<String, Object> strong = new LinkedHashMap<>(); // QEMU's qemu_rbd_strong_runtime_opts
+        strong.put("pool", pool);
+        if (namespace != null) {
+            strong.put("namespace", namespace);
+        }
+        strong.put("image", image);
+        if (conf != null) {
+            strong.put("conf", conf);
+        }
+        if (snapshot != null) {
+            strong.put("snapshot", snapshot);
+        }
+        if (user != null) {
+            strong.put("user", user);
+        }
+        if (!serverNames.isEmpty()) {
+            strong.put("server", serverNames);
+        }
+        return new RbdNode.Config(pool, namespace, image, conf, snapshot, user, auth, key, servers, RbdNode.pairs(pairs),
+                cache, strong);
+    }
+
+    /**
+     * QEMU's {@code qemu_rbd_parse_filename}: {@code rbd:pool/[namespace/]image[@snapshot][:opt=val...]},
+     * where a backslash escapes the next character; {@code conf} and {@code id} are options of their
+     * own, the rest librados settings.
+     */
+    static Map<String, Object> parseRbdFilename(String filename) {
+        if (!filename.startsWith("rbd:")) {
+            throw new CommandException("File name must start with 'rbd:'");
+        }
+        String rest = filename.substring("rbd:".length());
+        Map<String, Object> out = new LinkedHashMap<>();
+        String[] poolRest = token(rest, '/');
+        if (poolRest[1] == null) {
+            throw new CommandException("Pool name is required");
+        }
+        out.put("pool", unescape(poolRest[0]));
+        rest = poolRest[1];
+        String[] nameRest = token(rest, ':');
+        String path = nameRest[0];
+        String[] nsImage = token(path, '/');
+        String image = path;
+        out.put("namespace", "");
+        if (nsImage[1] != null) {
+            out.put("namespace", unescape(nsImage[0]));
+            image = nsImage[1];
+        }
+        String[] imageSnap = token(image, '@');
+        out.put("image", unescape(imageSnap[0]));
+        if (imageSnap[1] != null) {
+            out.put("snapshot", unescape(imageSnap[1]));
+        }
+        List<String> pairs = new java.util.ArrayList<>();
+        String opts = nameRest[1];
+        while (opts != null && !opts.isEmpty()) {
+            String[] kv = token(opts, ':');
+            String[] nv = token(kv[0], '=');
+            if (nv[1] == null) {
+                throw new CommandException("conf option " + unescape(nv[0]) + " has no value");
+            }
+            String name = unescape(nv[0]);
+            String value = unescape(nv[1]);
+            switch (name) {
+                case "conf" -> out.put("conf", value);
+                case "id" -> out.put("user", value);
+                default -> {
+                    pairs.add(name);
+                    pairs.add(value);
+                }
+            }
+            opts = kv[1];
+        }
+        if (!pairs.isEmpty()) {
+            out.put("=keyvalue-pairs", pairs);
+        }
+        return out;
+    }
+
+    /** The text before the first unescaped {@code delim} and the rest after it (null: none). */
+    private static String[] token(String s, char delim) {
+        for (int i = 0; i < s.length(); i++) {
+            char ch = s.charAt(i);
+            if (ch == '\\' && i + 1 < s.length()) {
+                i++;
+            } else if (ch == delim) {
+                return new String[] {s.substring(0, i), s.substring(i + 1)};
+            }
+        }
+        return new String[] {s, null};
+    }
+
+    private static String unescape(String s) {
+        StringBuilder b = new StringBuilder();
+        for (int i = 0; i < s.length(); i++) {
+            char ch = s.charAt(i);
+            if (ch == '\\' && i + 1 < s.length()) {
+                ch = s.charAt(++i);
+            }
+            b.append(ch);
+        }
+        return b.toString();
+    }
+
     /** The largest size QEMU takes (its {@code BDRV_MAX_LENGTH}: INT64_MAX rounded down to 1 GiB). */
     private static final long MAX_LENGTH = Long.MAX_VALUE & -(1L << 30);
 
@@ -196,6 +361,9 @@ public final class ImageDrivers {
                 out.put("image", image);
                 return out;
             }
+            case "rbd" -> {
+                return parseRbdFilename(filename);
+            }
             case "null-co", "null-aio" -> {
                 if (!filename.equals(driver + "://")) {
                     throw new CommandException("The only allowed filename for this driver is '" + driver + "://'");
@@ -222,7 +390,7 @@ public final class ImageDrivers {
         }
         String p = filename.substring(0, end);
         return switch (p) {
-            case "file", "blkdebug", "null-co", "null-aio" -> p;
+            case "file", "blkdebug", "null-co", "null-aio", "rbd" -> p;
             default -> throw new CommandException("Unknown protocol '" + p + "'");
         };
     }

@@ -8,9 +8,6 @@ import io.blockjobs.sdk.driver.DriverNode;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.time.Duration;
-import java.util.ArrayList;
-import java.util.Comparator;
-import java.util.List;
 import java.util.Map;
 import java.util.Set;
 
@@ -58,25 +55,7 @@ public final class NullCoNode implements DriverNode {
         if (given.keySet().stream().allMatch(k -> k.equals("latency-ns"))) {
             return driver + "://";
         }
-        List<Map.Entry<String, Object>> entries = new ArrayList<>(given.entrySet());
-        entries.add(Map.entry("driver", driver));
-        entries.sort(Comparator.comparingLong(e -> Integer.toUnsignedLong(tdbHash(e.getKey())) % 512));
-        StringBuilder json = new StringBuilder("json:{");
-        for (int i = 0; i < entries.size(); i++) {
-            Object v = entries.get(i).getValue();
-            json.append(i == 0 ? "" : ", ").append('"').append(entries.get(i).getKey()).append("\": ")
-                    .append(v instanceof String s ? "\"" + s + "\"" : v);
-        }
-        return json.append('}').toString();
-    }
-
-    /** QEMU's {@code qdict} hash ({@code tdb_hash}); keys iterate by bucket, 512 buckets. */
-    private static int tdbHash(String key) {
-        int value = 0x238F13AF * key.length();
-        for (int i = 0; i < key.length(); i++) {
-            value = value + (key.charAt(i) << (i * 5 % 24));
-        }
-        return 1103515243 * value + 12345;
+        return QemuJson.filename(driver, given);
     }
 
     public boolean readZeroes() {

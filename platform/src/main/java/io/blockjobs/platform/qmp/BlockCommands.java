@@ -289,8 +289,28 @@ public final class BlockCommands {
                         v, backingFile, backingFmt, refcountBits == null ? 16 : Math.toIntExact(refcountBits));
                 return () -> unchecked(() -> Images.createQcow2(fn, opts));
             }
+            case "rbd" -> { // QEMU's BlockdevCreateOptionsRbd
+                Options location = o.object("location");
+                long size = o.integer("size");
+                Long clusterSize = o.optInteger("cluster-size");
+                if (o.has("encrypt")) {
+                    throw new CommandException("rbd image encryption is not supported");
+                }
+                o.checkAllUsed();
+                io.blockjobs.platform.image.RbdNode.Config config = io.blockjobs.platform.image.ImageDrivers.rbdConfig(
+                        location, id -> {
+                            if (graph.object(id) instanceof io.blockjobs.platform.image.Secret s) {
+                                return s;
+                            }
+                            throw new CommandException("No secret with id '" + id + "'");
+                        }, false);
+                if (config.snapshot() != null) {
+                    throw new CommandException("Can't use snapshot name for image creation");
+                }
+                return () -> io.blockjobs.platform.image.RbdNode.create(config, size, clusterSize == null ? 0 : clusterSize);
+            }
             default -> throw new CommandException("Parameter 'options.driver' does not accept value '" + driver
-                    + "' (blockjobs creates 'file' and 'qcow2')");
+                    + "' (blockjobs creates 'file', 'qcow2' and 'rbd')");
         }
     }
 
@@ -359,6 +379,14 @@ public final class BlockCommands {
             backingName = Optional.ofNullable(q.backingFileName());
             backingFormat = Optional.ofNullable(q.backingFormat());
             dirty = Optional.of(false);
+        } else {
+            // QEMU's rbd_getinfo: the object size, for the rbd node and a raw node over it
+            Edge file = n.driver().equals("raw") ? n.child("file") : null;
+            GraphNode protocol = file != null ? file.child() : n;
+            if (protocol.driverNode() instanceof io.blockjobs.platform.image.RbdNode r) {
+                cluster = Optional.of(r.clusterSize());
+                dirty = Optional.of(false);
+            }
         }
         GraphNode next = filterOrCow(n);
         Optional<String> fullBacking = n.isFilter() ? Optional.empty()

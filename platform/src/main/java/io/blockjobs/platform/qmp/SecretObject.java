@@ -20,7 +20,7 @@ import tools.jackson.databind.JsonNode;
  * once, when the object is created; changing a property later changes only the property, as
  * in QEMU. Unlike QEMU 7.2, {@code qom-get} never shows {@code data}.
  */
-public final class SecretObject {
+public final class SecretObject implements io.blockjobs.platform.image.Secret {
     /** The {@code qom-type}. */
     public static final String QOM_TYPE = "secret";
 
@@ -51,6 +51,7 @@ public final class SecretObject {
     }
 
     /** The decoded secret: a copy, to be cleared by the caller once used. */
+    @Override
     public byte[] value() {
         return value.clone();
     }
