@@ -2015,6 +2015,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 throw e;
             } else if (batch.error instanceof RuntimeException e) {
                 throw e;
+            } else if (batch.error != null) {
+                throw new IOException(name + ": writing L2 table entries failed: " + batch.error, batch.error);
             }
         } finally {
             lock.unlock();
@@ -2033,7 +2035,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             int from = batch.minIndex() * 8 & -align;
             int to = Math.min(clusterSize, (batch.maxIndex() * 8 + 8 + align - 1) & -align);
             ByteBuffer buf = ByteBuffer.allocate(to - from);
-            if (batch.count < (to - from) >> 3) { // entries of the slice that no update sets: from the table
+            if (batch.covered(from >> 3, to >> 3) < (to - from) >> 3) { // entries no update sets: from the table
                 AtomicLongArray table = l2Table(l2);
                 for (int j = from >> 3; j < to >> 3; j++) {
                     buf.putLong((j << 3) - from, table.get(j));
@@ -2054,7 +2056,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 }
                 return t;
             });
-        } catch (IOException | RuntimeException e) {
+        } catch (Throwable e) { // an Error too: no caller may take its entries for written
             batch.error = e;
         } finally {
             batch.done = true;
@@ -2080,7 +2082,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         long[] value = new long[16];
         int count;
         boolean done;
-        Exception error;
+        Throwable error;
 
         void add(int first, long[] values) {
             if (count + values.length > index.length) {
@@ -2092,6 +2094,15 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 index[count] = first + j;
                 value[count++] = values[j];
             }
+        }
+
+        /** How many distinct entries of {@code [from, to)} the updates set. */
+        int covered(int from, int to) {
+            java.util.BitSet set = new java.util.BitSet(to - from);
+            for (int u = 0; u < count; u++) {
+                set.set(index[u] - from);
+            }
+            return set.cardinality();
         }
 
         int minIndex() {

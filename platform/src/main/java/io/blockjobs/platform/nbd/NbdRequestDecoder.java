@@ -34,7 +34,8 @@ import java.util.List;
  *
  * <p>A write's data is received into an {@link AlignedPayload} as its bytes come (one copy, out of
  * the socket's buffers; none of the received bytes pile up here), so that a file opened with
- * {@code cache.direct=on} writes it with no bounce copy; the request owns it. A
+ * {@code cache.direct=on} writes it with no bounce copy; the request owns it. A write longer than
+ * {@link #ALIGNED_UPFRONT} is copied into one once it has all come. A
  * write longer than {@code maxPayload} is never buffered: the decoder fails with an
  * {@link NbdRequestTooLargeException} (which names the cookie, so the handler can answer it) as
  * soon as the header is in, and so does a bad magic with a {@link CorruptedFrameException}. Either
@@ -43,6 +44,12 @@ import java.util.List;
 final class NbdRequestDecoder extends ByteToMessageDecoder {
     /** Length of the fixed part. */
     static final int HEADER = 28;
+    /**
+     * The longest write whose payload buffer is taken when its header arrives (a mirror's and
+     * qemu-img's writes are at most this); a longer one's is taken once all its bytes are in, so
+     * a client that sends headers and stalls holds at most this much per connection.
+     */
+    static final int ALIGNED_UPFRONT = 2 << 20;
 
     private final int maxPayload;
     private boolean failed;
@@ -86,6 +93,9 @@ final class NbdRequestDecoder extends ByteToMessageDecoder {
             if (length > maxPayload) {
                 fail(in);
                 throw new NbdRequestTooLargeException(type, cookie, length, maxPayload);
+            }
+            if (length > ALIGNED_UPFRONT && in.readableBytes() < HEADER + length) {
+                return; // a long write's buffer is taken once its bytes are in, not on the word of its header
             }
             in.skipBytes(HEADER);
             receiving = length == 0 ? Unpooled.EMPTY_BUFFER : AlignedPayload.of((int) length);

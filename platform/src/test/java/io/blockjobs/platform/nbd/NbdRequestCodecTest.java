@@ -132,6 +132,20 @@ class NbdRequestCodecTest {
         } finally {
             r.release();
         }
+        byte[] longPayload = new byte[NbdRequestDecoder.ALIGNED_UPFRONT + 4096]; // taken once all of it is in
+        new java.util.SplittableRandom(4).nextBytes(longPayload);
+        byte[] longWrite = request(0, Nbd.CMD_WRITE, 6, 0, longPayload.length, longPayload);
+        EmbeddedChannel longCh = new EmbeddedChannel(new NbdRequestDecoder(32 << 20));
+        for (int at = 0; at < longWrite.length; at += 65536) {
+            longCh.writeInbound(buf(Arrays.copyOfRange(longWrite, at, Math.min(longWrite.length, at + 65536))));
+        }
+        NbdRequest l = longCh.readInbound();
+        try {
+            assertThat(l.data().memoryAddress() % 4096).as("long payload address modulo 4096").isZero();
+            assertThat(ByteBufUtil.getBytes(l.data())).isEqualTo(longPayload);
+        } finally {
+            l.release();
+        }
         NbdRequestDecoder decoder = new NbdRequestDecoder(1 << 20);
         EmbeddedChannel half = new EmbeddedChannel(decoder);
         half.writeInbound(buf(Arrays.copyOf(write, 28 + 4096)));

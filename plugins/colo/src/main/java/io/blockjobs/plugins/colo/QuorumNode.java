@@ -402,7 +402,7 @@ final class QuorumNode implements DriverNode, ChildChanges {
             return null;
         } catch (IOException e) {
             return e;
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) { // a child that did not answer has not got the data
             return new BlockIoException(Errno.EIO, e.toString(), e);
         }
     }
