@@ -1007,7 +1007,12 @@ public final class BlockGraph implements AutoCloseable {
         } catch (IOException e) {
             throw new CommandException("could not change the backing file of '" + overlayName + "': " + e.getMessage());
         }
-        relinkBacking(overlay, backing);
+        try {
+            relinkBacking(overlay, backing);
+        } catch (RuntimeException e) { // not linked: what was opened for it goes again
+            closeAll(opened);
+            throw e;
+        }
         refreshPermissionsQuietly();
         return () -> {
             synchronized (BlockGraph.this) {
@@ -1053,7 +1058,12 @@ public final class BlockGraph implements AutoCloseable {
             closeAll(opened);
             throw e instanceof CommandException c ? c : new CommandException(message(e));
         }
-        relinkBacking(overlay, backing);
+        try {
+            relinkBacking(overlay, backing);
+        } catch (RuntimeException e) { // not linked: what was opened for it goes again
+            closeAll(opened);
+            throw e;
+        }
         refreshPermissionsQuietly();
         return () -> {
             synchronized (BlockGraph.this) {

@@ -148,9 +148,9 @@ final class Librbd {
 
     /**
      * Starts an asynchronous request and waits for its result (a count or {@code -errno}). The
-     * wait cannot be cut short: librbd may still use the request's buffer until it completes,
-     * and a cluster that does not answer fails requests after librados' own timeouts
-     * ({@code rados_osd_op_timeout}).
+     * wait cannot be cut short: librbd may still use the request's buffer until it completes.
+     * A cluster that does not answer makes it wait as long as librados does: forever with
+     * librados' default {@code rados_osd_op_timeout} of 0, as in QEMU (the conf file can set it).
      */
     static long await(Submit submit) {
         long id = NEXT.getAndIncrement();
