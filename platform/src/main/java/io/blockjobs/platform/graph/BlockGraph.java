@@ -1007,12 +1007,7 @@ public final class BlockGraph implements AutoCloseable {
         } catch (IOException e) {
             throw new CommandException("could not change the backing file of '" + overlayName + "': " + e.getMessage());
         }
-        try {
-            relinkBacking(overlay, backing);
-        } catch (RuntimeException e) { // not linked: what was opened for it goes again
-            closeAll(opened);
-            throw e;
-        }
+        relinkBacking(overlay, backing);
         refreshPermissionsQuietly();
         return () -> {
             synchronized (BlockGraph.this) {
