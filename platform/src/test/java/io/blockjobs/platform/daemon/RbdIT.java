@@ -61,6 +61,12 @@ class RbdIT {
         return args;
     }
 
+    /** Exports {@code node} writable over NBD (export id {@code e}), under its own name. */
+    private void exportWritable(String node) throws Exception {
+        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", node, "name", node,
+                "writable", true));
+    }
+
     private JsonNode node(String name) throws Exception {
         for (JsonNode n : daemon.qmp.ok("query-named-block-nodes")) {
             if (n.get("node-name").asString().equals(name)) {
@@ -91,8 +97,7 @@ class RbdIT {
         String image = newImage("io", kind, 64L * MIB);
         daemon.qmp.ok("blockdev-add", rbd("r0", image, "discard", "unmap"));
         daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "disk", "file", "r0", "discard", "unmap"));
-        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "disk", "name", "disk",
-                "writable", true));
+        exportWritable("disk");
         String uri = daemon.nbdUri("disk");
         // Many requests in flight: qemu-io's aio_write issues them together.
         Qemu.ioNbd(uri, "aio_write -P 0x5a 0 1M", "aio_write -P 0x5b 1M 1M", "aio_write -P 0x5c 2M 1M",
@@ -229,8 +234,7 @@ class RbdIT {
         start(kind);
         daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "src",
                 "file", map("driver", "file", "filename", disk.toString())));
-        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "src", "name", "src",
-                "writable", true));
+        exportWritable("src");
         String image = newImage("mirror", kind, 32L * MIB);
         daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "tgt", "file", rbd("tgt-file", image)));
         daemon.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "src", "target", "tgt", "sync", "full",
@@ -401,8 +405,7 @@ class RbdIT {
         Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0x61 0 4M", "-c", "write -P 0x62 10M 1M", name).ok();
         start(kind);
         daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "disk", "file", rbd("r", image)));
-        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "disk", "name", "disk",
-                "writable", true));
+        exportWritable("disk");
         Path full = dir.resolve("full.qcow2");
         Qemu.img("create", "-f", "qcow2", full.toString(), "16M");
         daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "full",
@@ -446,8 +449,7 @@ class RbdIT {
         Qemu.run("qemu-io", "-f", "raw", "-c", "write -P 0x71 0 6M", "-c", "write -P 0x72 16M 2M", name).ok();
         start(kind);
         daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "disk", "file", rbd("r", image)));
-        daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "disk", "name", "disk",
-                "writable", true));
+        exportWritable("disk");
         Path local = dir.resolve("local.qcow2");
         Qemu.img("create", "-f", "qcow2", local.toString(), "24M");
         daemon.qmp.ok("blockdev-add", map("driver", "qcow2", "node-name", "tgt",

@@ -279,11 +279,9 @@ public final class JobBench {
             Map<String, Double> dstThreads0 = dst != null ? dst.threadCpuSeconds() : Map.of();
             double cpu0 = d.cpuSeconds();
             long start = System.nanoTime();
-            long[] times = runJob(c, job, "", speed);
-            long end = times[1];
-            JsonNode done = lastDone;
-            double seconds = (end - start) / 1e9;
-            double switchMs = times[0] == 0 ? 0 : (end - times[0]) / 1e6;
+            JobTimes times = runJob(c, job, "", speed);
+            double seconds = (times.completed() - start) / 1e9;
+            double switchMs = times.completeSent() == 0 ? 0 : (times.completed() - times.completeSent()) / 1e6;
             double cpu = d.cpuSeconds() - cpu0;
             if (Boolean.getBoolean("bench.threads")) {
                 printThreads(daemon + " " + job.label, threads0, d.threadCpuSeconds());
@@ -295,9 +293,6 @@ public final class JobBench {
                 }
             }
             double dstCpu = dst != null ? dst.cpuSeconds() - dstCpu0 : 0;
-            if (done.at("/data/error").isString()) {
-                throw new IllegalStateException(job.label + " failed in " + daemon + ": " + done);
-            }
             // The written layer, after the job: its descriptors (the top is reopened read-write by
             // a stream) must still have the mode, and its pages tell whether the writes went round
             // the page cache.
@@ -308,14 +303,15 @@ public final class JobBench {
         }
     }
 
-    private JsonNode lastDone;
+    /** When a job's {@code job-complete} was sent (0 if it needs none) and its BLOCK_JOB_COMPLETED came, in nanoTime. */
+    private record JobTimes(long completeSent, long completed) {
+    }
 
     /**
      * Runs {@code job} on the chain of nodes named with {@code prefix} (job id {@code PREFIXj}) to
-     * its {@code BLOCK_JOB_COMPLETED} (kept in {@link #lastDone}); returns when job-complete was
-     * sent (0 if the job needs none) and when the event came, in nanoTime.
+     * its {@code BLOCK_JOB_COMPLETED}; throws if it failed.
      */
-    private long[] runJob(QmpClient c, Job job, String prefix, long speed) throws Exception {
+    private JobTimes runJob(QmpClient c, Job job, String prefix, long speed) throws Exception {
         String id = prefix + "j";
         Map<String, Object> args = new java.util.LinkedHashMap<>();
         job.args(speed).forEach((k, v) -> args.put(k, v instanceof String s && !k.equals("sync") ? prefix + s : v));
@@ -326,11 +322,12 @@ public final class JobBench {
             completeAt = System.nanoTime();
             c.ok("job-complete", QmpArgs.map("id", id));
         }
-        lastDone = c.awaitEvent("BLOCK_JOB_COMPLETED", x -> x.path("device").asString().equals(id), JOB_TIMEOUT);
-        if (lastDone.at("/data/error").isString()) {
-            throw new IllegalStateException(job.label + " " + id + " failed: " + lastDone);
+        JsonNode done = c.awaitEvent("BLOCK_JOB_COMPLETED", x -> x.path("device").asString().equals(id), JOB_TIMEOUT);
+        long completed = System.nanoTime();
+        if (done.at("/data/error").isString()) {
+            throw new IllegalStateException(job.label + " " + id + " failed: " + done);
         }
-        return new long[] {completeAt, System.nanoTime()};
+        return new JobTimes(completeAt, completed);
     }
 
     /** The threads that used most CPU between two readings, a line for the source daemon of a run. */
