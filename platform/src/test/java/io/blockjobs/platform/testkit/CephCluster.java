@@ -138,7 +138,7 @@ public final class CephCluster {
                 "mgr data = " + dir.resolve("mgr") + "/$name",
                 "osd data = " + dir.resolve("osd") + "/$name",
                 "osd objectstore = memstore",
-                "memstore device bytes = " + (2L << 30),
+                "memstore device bytes = " + Long.getLong("blockjobs.ceph.memstore", 2L << 30), // RbdBench asks for more
                 "osd pool default size = 1",
                 "osd pool default min size = 1",
                 "osd pool default pg autoscale mode = off",
