@@ -126,6 +126,15 @@ public sealed interface QmpEvent {
                            long sectorsCount) implements QmpEvent {
     }
 
+    /**
+     * Block replication stopped on this side (QEMU's {@code COLO_EXIT}): {@code mode} is the
+     * side ({@code primary}, {@code secondary}), {@code reason} {@code request} when a failover
+     * asked for finished, {@code error} when it failed.
+     */
+    @Name("COLO_EXIT")
+    record ColoExit(String mode, String reason) implements QmpEvent {
+    }
+
     /** The daemon is stopping. */
     @Name("SHUTDOWN")
     record Shutdown(boolean guest, String reason) implements QmpEvent {

@@ -43,7 +43,7 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
     private volatile tools.jackson.databind.node.ObjectNode explicitOptions; // as opened or last reopened
     private final RequestTracker requests = new RequestTracker();
     private final BlockStats stats = new BlockStats();
-    private final List<WriteHook> hooks = new CopyOnWriteArrayList<>();
+    private volatile WriteHook[] hooks = new WriteHook[0]; // replaced whole: a request runs the hooks it began with
     final List<Edge> children = new CopyOnWriteArrayList<>();
     final List<Edge> parents = new CopyOnWriteArrayList<>(); // newest first, as QEMU's list
     private volatile DriverNode driver;
@@ -192,12 +192,27 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
     }
 
     /** Adds a hook run around every write to this node, after those already there. */
-    public void addHook(WriteHook hook) {
-        hooks.add(hook);
+    public synchronized void addHook(WriteHook hook) {
+        WriteHook[] now = java.util.Arrays.copyOf(hooks, hooks.length + 1);
+        now[now.length - 1] = hook;
+        hooks = now;
     }
 
-    public void removeHook(WriteHook hook) {
-        hooks.remove(hook);
+    public synchronized void removeHook(WriteHook hook) {
+        List<WriteHook> now = new ArrayList<>(List.of(hooks));
+        if (now.remove(hook)) {
+            hooks = now.toArray(new WriteHook[0]);
+        }
+    }
+
+    @Override
+    public void addWriteHook(WriteHook hook) {
+        addHook(hook);
+    }
+
+    @Override
+    public void removeWriteHook(WriteHook hook) {
+        removeHook(hook);
     }
 
     /** Whether the node is read-only only because {@code auto-read-only} found its file unwritable. */
@@ -379,12 +394,12 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
         boolean ok = false;
         RequestTracker.Tracked t = unaligned ? beginPadded(offset, length) : requests.begin(offset, length, false);
         try {
-            before(request);
+            WriteHook[] ran = before(request);
             try {
                 writeAligned(offset, src, flags);
                 ok = true;
             } finally {
-                after(request, ok);
+                after(ran, request, ok);
             }
         } finally {
             requests.end(t);
@@ -418,12 +433,12 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
         boolean unaligned = !aligned(offset, length);
         RequestTracker.Tracked t = unaligned ? beginPadded(offset, length) : requests.begin(offset, length, false);
         try {
-            before(request);
+            WriteHook[] ran = before(request);
             try {
                 zeroesAligned(offset, length, f);
                 ok = true;
             } finally {
-                after(request, ok);
+                after(ran, request, ok);
             }
         } finally {
             requests.end(t);
@@ -453,7 +468,7 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
         boolean ok = false;
         RequestTracker.Tracked t = requests.begin(offset, length, false);
         try {
-            before(request);
+            WriteHook[] ran = before(request);
             try {
                 int max = maxChunk();
                 for (long pos = first; pos < last; ) {
@@ -463,7 +478,7 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
                 }
                 ok = true;
             } finally {
-                after(request, ok);
+                after(ran, request, ok);
             }
         } finally {
             requests.end(t);
@@ -668,12 +683,12 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
             long start = System.nanoTime();
             boolean ok = false;
             try {
-                before(request);
+                WriteHook[] ran = before(request);
                 try {
                     writeAligned(o, src, flags);
                     ok = true;
                 } finally {
-                    after(request, ok);
+                    after(ran, request, ok);
                 }
             } finally {
                 stats.done(BlockStats.Kind.WRITE, n, start, ok);
@@ -742,14 +757,28 @@ public final class GraphNode implements BlockNode, NodeLimits, io.blockjobs.plat
         return f;
     }
 
-    private void before(WriteRequest request) throws IOException {
-        for (WriteHook h : hooks) {
-            h.before(request);
+    /**
+     * Runs the hooks' {@code before} and returns the hooks that ran, for {@link #after}: a hook
+     * added or removed meanwhile never sees an {@code after} without its {@code before}, and
+     * when one refuses, those before it see the request fail.
+     */
+    private WriteHook[] before(WriteRequest request) throws IOException {
+        WriteHook[] now = hooks;
+        for (int i = 0; i < now.length; i++) {
+            try {
+                now[i].before(request);
+            } catch (IOException | RuntimeException e) {
+                for (int j = 0; j < i; j++) {
+                    now[j].after(request, false);
+                }
+                throw e;
+            }
         }
+        return now;
     }
 
-    private void after(WriteRequest request, boolean ok) {
-        for (WriteHook h : hooks) {
+    private static void after(WriteHook[] ran, WriteRequest request, boolean ok) {
+        for (WriteHook h : ran) {
             h.after(request, ok);
         }
     }

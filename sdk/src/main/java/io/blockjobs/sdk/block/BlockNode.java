@@ -150,6 +150,22 @@ public interface BlockNode extends AutoCloseable {
     }
 
     /**
+     * Adds a hook run around every write, write-zeroes and discard that reaches this node,
+     * whatever path it came by (see {@link WriteHook}). A driver uses it on a node beneath its
+     * own, as the secondary side of block replication copies the data a write is about to
+     * overwrite; it removes the hook with {@link #removeWriteHook} before it closes.
+     *
+     * @throws UnsupportedOperationException on nodes outside the graph
+     */
+    default void addWriteHook(WriteHook hook) {
+        throw new UnsupportedOperationException(driver() + " nodes outside the graph take no write hooks");
+    }
+
+    /** Removes a hook {@link #addWriteHook} added; nothing happens if it is not there. */
+    default void removeWriteHook(WriteHook hook) {
+    }
+
+    /**
      * The status of this layer alone from {@code offset} on, over at most {@code maxLength}
      * bytes (and never past {@link #size()}).
      */

@@ -54,6 +54,11 @@ public final class ReplicationDriver implements BlockDriver {
         if (!primary && topId == null) {
             throw new CommandException("Missing the option top-id");
         }
+        try {
+            registry.useEvents(ctx.events());
+        } catch (UnsupportedOperationException e) {
+            // a graph without events (a test's): COLO_EXIT goes nowhere
+        }
         return new ReplicationNode(ctx.nodeName(), file, primary, topId, registry);
     }
 }

@@ -10,21 +10,25 @@ import io.blockjobs.sdk.error.CommandException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.Optional;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * A {@code replication} node, as QEMU's {@code block/replication.c}, in QEMU's stages
- * ({@code none → running → done}; the secondary's failover stages come with its start).
+ * ({@code none → running → failover → done}, or {@code failover-failed}).
  *
  * <p>On the primary the node only forwards the primary's writes to its {@code file} (an NBD
  * client of the secondary's export): its reads fail ({@code EIO}: a quorum in {@code fifo} mode
  * then reads its local child), and while replication runs a failed write is hidden from the
  * writer and recorded, for {@link #error()}. Before it starts and after it stops, writes fail
- * too. On the secondary, reads and writes go to {@code file} (the active disk) while it runs.
- * Requests come in 512-byte sectors, as QEMU's sector-based drivers get them; zero writes are
- * writes of zeroes and discards do nothing, as QEMU's block layer makes them for a driver that
- * has neither.
+ * too. On the secondary, reads and writes go to {@code file} (the active disk) while it runs,
+ * and {@link SecondarySide} keeps the hidden disk, the checkpoints and the failover; after a
+ * failover they go to the secondary disk, which then holds everything. Requests come in 512-byte
+ * sectors, as QEMU's sector-based drivers get them; zero writes are writes of zeroes and
+ * discards do nothing, as QEMU's block layer makes them for a driver that has neither.
  */
 final class ReplicationNode implements DriverNode {
+    private static final Logger log = LoggerFactory.getLogger(ReplicationNode.class);
 
     /** QEMU's {@code ReplicationStage}. */
     enum Stage {
@@ -37,16 +41,28 @@ final class ReplicationNode implements DriverNode {
     private final String topId;
     private volatile Stage stage = Stage.NONE;
     private volatile Errno error; // the last forwarding error on the primary, null for none
+    private volatile String failure; // why the secondary's checkpoint or failover failed, null for none
+    private volatile SecondarySide secondary; // the secondary's, from its start
+    private volatile BlockNode target; // where the secondary's requests go: file, then the secondary disk after failover
 
     private final Replications registry;
 
     ReplicationNode(String name, BlockNode file, boolean primary, String topId, Replications registry) {
         this.name = name;
         this.file = file;
+        this.target = file;
         this.primary = primary;
         this.topId = topId;
         this.registry = registry;
         registry.add(this);
+    }
+
+    String name() {
+        return name;
+    }
+
+    boolean primary() {
+        return primary;
     }
 
     @Override
@@ -111,7 +127,15 @@ final class ReplicationNode implements DriverNode {
         if (!admits()) {
             throw refused("read");
         }
-        file.read(offset, dst);
+        SecondarySide side = secondary;
+        if (side == null) {
+            target.read(offset, dst);
+            return;
+        }
+        side.vm(() -> {
+            target.read(offset, dst);
+            return null;
+        });
     }
 
     @Override
@@ -119,15 +143,31 @@ final class ReplicationNode implements DriverNode {
         if (!admits()) {
             throw refused("write");
         }
-        try {
-            file.write(offset, src);
-        } catch (IOException e) {
-            if (!primary) {
-                throw e;
+        if (primary) {
+            try {
+                file.write(offset, src);
+            } catch (IOException e) {
+                error = Errno.of(e); // hidden from the primary's writer, reported by error()
+                src.position(src.limit());
             }
-            error = Errno.of(e); // hidden from the primary's writer, reported by error()
-            src.position(src.limit());
+            return;
         }
+        SecondarySide side = secondary;
+        if (side == null) {
+            target.write(offset, src);
+            return;
+        }
+        side.vm(() -> {
+            Stage now = stage;
+            if (now == Stage.FAILOVER || now == Stage.FAILOVER_FAILED) {
+                // the commit runs: the write goes to the active disk (the view) and to the secondary disk
+                target.write(offset, src.duplicate());
+                side.disk().write(offset, src);
+            } else {
+                target.write(offset, src);
+            }
+            return null;
+        });
     }
 
     @Override
@@ -146,13 +186,17 @@ final class ReplicationNode implements DriverNode {
 
     @Override
     public void flush() throws IOException {
-        file.flush();
+        target.flush();
+        SecondarySide side = secondary;
+        if (side != null && target != side.disk()) {
+            side.disk().flush();
+        }
     }
 
     /** The file's, as QEMU reports a filter's (whatever the stage: block status is no read). */
     @Override
     public BlockStatus blockStatus(long offset, long maxLength) throws IOException {
-        return file.blockStatus(offset, maxLength);
+        return target.blockStatus(offset, maxLength);
     }
 
     @Override
@@ -160,12 +204,16 @@ final class ReplicationNode implements DriverNode {
         if (stage == Stage.RUNNING) {
             stop(false); // as replication_close
         }
+        SecondarySide side = secondary;
+        if (side != null) {
+            side.stopCopying();
+        }
         registry.remove(this);
     }
 
     // ---- the replication state machine (QEMU's ReplicationOps) ---------------------------------------
 
-    /** QEMU's replication_start, for the primary. */
+    /** QEMU's replication_start. */
     synchronized void start(boolean asPrimary) {
         if (stage == Stage.DONE || stage == Stage.FAILOVER) {
             return; // a secondary promoted to primary: nothing left to do
@@ -178,36 +226,110 @@ final class ReplicationNode implements DriverNode {
                     + ", but got " + (asPrimary ? 0 : 1));
         }
         if (!primary) {
-            throw new CommandException("Starting the secondary side of block replication is not supported yet");
+            SecondarySide side;
+            try {
+                side = SecondarySide.over(file);
+            } catch (IOException e) {
+                throw new CommandException("Active disk, hidden disk, secondary disk's length are not the same");
+            }
+            side.startCopying();
+            secondary = side;
+            stage = Stage.RUNNING;
+            failure = null;
+            try {
+                side.checkpoint(); // as QEMU, the start is a checkpoint: both sides equal now
+            } catch (CommandException e) {
+                failure = e.getMessage();
+                throw e;
+            }
         }
         stage = Stage.RUNNING;
         error = null;
     }
 
-    /** QEMU's replication_stop. */
-    synchronized void stop(boolean failover) {
+    /**
+     * QEMU's replication_stop. On the secondary, a failover commits the active and hidden disks
+     * into the secondary disk in the background and calls {@code done} with null when the
+     * secondary disk alone serves, or with the reason it failed; a stop without failover empties
+     * them (the secondary disk then holds the primary's data, which it takes from now on).
+     */
+    synchronized void stop(boolean failover, java.util.function.Consumer<String> done) {
         if (stage == Stage.DONE || stage == Stage.FAILOVER) {
             return;
         }
         if (stage != Stage.RUNNING) {
             throw new CommandException("Block replication is not running");
         }
-        stage = Stage.DONE;
-        error = null;
+        if (primary) {
+            stage = Stage.DONE;
+            error = null;
+            done.accept(null);
+            return;
+        }
+        SecondarySide side = secondary;
+        side.stopCopying(); // QEMU cancels its backup job
+        if (!failover) {
+            try {
+                side.checkpoint();
+            } finally {
+                stage = Stage.DONE;
+            }
+            done.accept(null);
+            return;
+        }
+        side.quiesced(() -> stage = Stage.FAILOVER);
+        Thread.ofVirtual().name("replication-failover-" + name).start(() -> {
+            String why = null;
+            try {
+                side.commit();
+                side.quiesced(() -> {
+                    target = side.disk(); // from now on the secondary disk alone serves
+                    stage = Stage.DONE;
+                });
+                failure = null;
+                log.info("{}: failover done: the active and hidden disks are committed into '{}'", name,
+                        side.disk().nodeName());
+            } catch (IOException | RuntimeException e) {
+                why = "committing into the secondary disk '" + side.disk().nodeName() + "' failed: " + e.getMessage();
+                failure = why;
+                stage = Stage.FAILOVER_FAILED;
+                log.warn("{}: failover failed: {}; the active disk keeps serving", name, why);
+            }
+            done.accept(why);
+        });
+    }
+
+    /** As {@link #stop(boolean, java.util.function.Consumer)}, with nobody to tell. */
+    void stop(boolean failover) {
+        stop(failover, why -> {
+        });
     }
 
     /**
-     * QEMU's replication_do_checkpoint: nothing on the primary; the secondary's (emptying the
-     * active and hidden disks) needs the backup job its start runs, which is not there yet.
+     * QEMU's replication_do_checkpoint: nothing on the primary; the secondary empties its active
+     * and hidden disks.
      */
     synchronized void checkpoint() {
         if (stage == Stage.DONE || stage == Stage.FAILOVER || primary) {
             return;
         }
-        throw new CommandException("Backup job was cancelled unexpectedly");
+        SecondarySide side = secondary;
+        if (side == null) {
+            throw new CommandException("Backup job was cancelled unexpectedly");
+        }
+        try {
+            side.checkpoint();
+        } catch (CommandException e) {
+            failure = e.getMessage();
+            throw e;
+        }
     }
 
-    /** QEMU's replication_get_error: "I/O error occurred" after a forwarding error. */
+    /**
+     * QEMU's replication_get_error: "I/O error occurred" after a forwarding error on the primary,
+     * a copy into the hidden disk that failed or a failed checkpoint or failover on the secondary
+     * (with the reason, where QEMU says no more); a failover in progress is no error.
+     */
     synchronized void error() {
         if (stage == Stage.NONE) {
             throw new CommandException("Block replication is not running");
@@ -215,6 +337,19 @@ final class ReplicationNode implements DriverNode {
         if (error != null) {
             throw new CommandException("I/O error occurred");
         }
+        String why = failure != null ? failure : secondary != null && stage == Stage.RUNNING ? secondary.error() : null;
+        if (why != null) {
+            throw new CommandException("I/O error occurred: " + why);
+        }
+    }
+
+    /** A failover in progress, as "committed N of M bytes", or null if none runs. */
+    String failoverProgress() {
+        SecondarySide side = secondary;
+        if (stage != Stage.FAILOVER || side == null) {
+            return null;
+        }
+        return "failover in progress: " + side.committed() + " of " + side.size() + " bytes committed";
     }
 
     /** The errno of the last forwarding error the primary hid, or null. */

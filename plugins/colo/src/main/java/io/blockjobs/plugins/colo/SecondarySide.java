@@ -1,0 +1,272 @@
+package io.blockjobs.plugins.colo;
+
+import io.blockjobs.sdk.block.BlockNode;
+import io.blockjobs.sdk.block.BlockStatus;
+import io.blockjobs.sdk.block.RequestFlag;
+import io.blockjobs.sdk.block.SerialisedRange;
+import io.blockjobs.sdk.block.WriteHook;
+import io.blockjobs.sdk.block.WriteRequest;
+import io.blockjobs.sdk.error.CommandException;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicLongArray;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+
+/**
+ * What a secondary replication node runs once it starts, QEMU's {@code replication_start} for
+ * the secondary with its internal jobs, over the chain <em>active disk</em> (the node's
+ * {@code file}, taking the secondary VM's writes) → <em>hidden disk</em> → <em>secondary
+ * disk</em> (taking the primary's writes, through an NBD export):
+ *
+ * <ul>
+ *   <li>the {@code sync: none} backup from the secondary disk into the hidden disk, as a write
+ *       hook on the secondary disk: before the primary's write overwrites a cluster for the first
+ *       time since the last checkpoint, the cluster's old data is copied into the hidden disk, so
+ *       that the secondary VM still reads the disk as it was at the checkpoint;</li>
+ *   <li>the checkpoint, QEMU's {@code secondary_do_checkpoint}: the active and hidden disks are
+ *       emptied under a barrier that holds off every write to the secondary disk and every
+ *       request of the secondary VM, so none is half-applied and the secondary VM's view becomes
+ *       the primary's at that instant;</li>
+ *   <li>the failover, QEMU's internal active commit: the active and hidden disks are committed
+ *       into the secondary disk while the secondary VM's writes go to both, and then the secondary
+ *       disk alone serves.</li>
+ * </ul>
+ */
+final class SecondarySide implements WriteHook {
+    private static final int STRIPES = 64;
+    private static final int COMMIT_CHUNK = 1 << 20;
+
+    private final BlockNode active;
+    private final BlockNode hidden;
+    private final BlockNode disk;
+    private final long size;
+    private final int cluster;
+    /** Clusters of the secondary disk whose data as at the last checkpoint is in the hidden disk. */
+    private final AtomicLongArray copied;
+    private final ReentrantLock[] stripes = new ReentrantLock[STRIPES];
+    /** Shared by every write to the secondary disk and every request of the secondary VM; a checkpoint takes it alone. */
+    private final ReentrantReadWriteLock barrier = new ReentrantReadWriteLock();
+    private final AtomicLong committed = new AtomicLong();
+    private volatile String error; // the first failure to copy into the hidden disk, null for none
+    private volatile boolean hooked;
+
+    private SecondarySide(BlockNode active, BlockNode hidden, BlockNode disk, long size) {
+        this.active = active;
+        this.hidden = hidden;
+        this.disk = disk;
+        this.size = size;
+        this.cluster = Math.max(64 * 1024, hidden.clusterSize());
+        this.copied = new AtomicLongArray((int) ((size / cluster + 64) / 64));
+        for (int i = 0; i < STRIPES; i++) {
+            stripes[i] = new ReentrantLock();
+        }
+    }
+
+    /**
+     * QEMU's checks of the chain below a secondary, in its order and words, and what blockjobs
+     * needs beyond them: hidden and secondary disks it can write (QEMU reopens them read-write;
+     * here they are added writable, as {@code blockdev-add} adds nodes).
+     */
+    static SecondarySide over(BlockNode active) throws IOException {
+        BlockNode hidden = active.backing().orElseThrow(() -> new CommandException("Active disk doesn't have backing file"));
+        BlockNode disk = hidden.backing().orElseThrow(() -> new CommandException("Hidden disk doesn't have backing file"));
+        long size = active.size();
+        if (hidden.size() != size || disk.size() != size) {
+            throw new CommandException("Active disk, hidden disk, secondary disk's length are not the same");
+        }
+        if (!makesEmpty(active) || !makesEmpty(hidden)) {
+            throw new CommandException("Active disk or hidden disk doesn't support make_empty");
+        }
+        for (BlockNode n : new BlockNode[] {active, hidden, disk}) {
+            if (n.isReadOnly()) {
+                throw new CommandException("Block replication cannot start: node '" + n.nodeName()
+                        + "' is read-only; add it with blockdev-add (read-only: false) and name it in the backing option of the node above");
+            }
+        }
+        return new SecondarySide(active, hidden, disk, size);
+    }
+
+    private static boolean makesEmpty(BlockNode n) {
+        return n.driver().equals("qcow2"); // the formats whose layers can be emptied (unallocate)
+    }
+
+    BlockNode disk() {
+        return disk;
+    }
+
+    /** Starts copying before the primary's writes. */
+    void startCopying() {
+        disk.addWriteHook(this);
+        hooked = true;
+    }
+
+    /** Stops it (QEMU cancels its backup job). */
+    void stopCopying() {
+        if (hooked) {
+            hooked = false;
+            disk.removeWriteHook(this);
+        }
+    }
+
+    /** The first failure to copy into the hidden disk since the start, or null. */
+    String error() {
+        return error;
+    }
+
+    // ---- the secondary VM's requests ----------------------------------------------------------------
+
+    /** Runs a request of the secondary VM inside the barrier, so that a checkpoint never cuts it in half. */
+    <T> T vm(IoCall<T> call) throws IOException {
+        barrier.readLock().lock();
+        try {
+            return call.run();
+        } finally {
+            barrier.readLock().unlock();
+        }
+    }
+
+    /** A request. */
+    interface IoCall<T> {
+        T run() throws IOException;
+    }
+
+    // ---- the backup of the secondary disk into the hidden disk -----------------------------------------
+
+    @Override
+    public void before(WriteRequest request) throws IOException {
+        barrier.readLock().lock();
+        try {
+            copyOld(request.offset(), request.end());
+        } catch (IOException | RuntimeException e) {
+            barrier.readLock().unlock();
+            if (error == null) {
+                error = "copying to hidden disk '" + hidden.nodeName() + "' failed: " + e.getMessage();
+            }
+            throw e; // QEMU's break-guest-write: the primary's forwarded write fails, and the primary records it
+        }
+    }
+
+    @Override
+    public void after(WriteRequest request, boolean succeeded) {
+        barrier.readLock().unlock();
+    }
+
+    private boolean isCopied(long c) {
+        return (copied.get((int) (c >>> 6)) & (1L << c)) != 0;
+    }
+
+    private void markCopied(long c) {
+        copied.getAndAccumulate((int) (c >>> 6), 1L << c, (a, b) -> a | b);
+    }
+
+    private void copyOld(long offset, long end) throws IOException {
+        ByteBuffer buf = null;
+        for (long c = offset / cluster; c * cluster < end; c++) {
+            if (isCopied(c)) {
+                continue;
+            }
+            ReentrantLock stripe = stripes[(int) (c % STRIPES)];
+            stripe.lock(); // a second writer of the cluster waits until the old data is safe
+            try {
+                if (isCopied(c)) {
+                    continue;
+                }
+                long pos = c * cluster;
+                int n = (int) Math.min(cluster, size - pos);
+                if (buf == null) {
+                    buf = ByteBuffer.allocate(cluster);
+                }
+                disk.read(pos, buf.clear().limit(n));
+                hidden.write(pos, buf.flip());
+                markCopied(c);
+            } finally {
+                stripe.unlock();
+            }
+        }
+    }
+
+    // ---- the checkpoint ---------------------------------------------------------------------------
+
+    /** QEMU's secondary_do_checkpoint: empties the active and hidden disks at one instant. */
+    void checkpoint() {
+        barrier.writeLock().lock();
+        try {
+            makeEmpty(active);
+            makeEmpty(hidden);
+            for (int i = 0; i < copied.length(); i++) {
+                copied.set(i, 0);
+            }
+        } finally {
+            barrier.writeLock().unlock();
+        }
+    }
+
+    /** QEMU's bdrv_make_empty, with its message. */
+    private void makeEmpty(BlockNode n) {
+        try {
+            for (long pos = 0; pos < size; ) {
+                BlockStatus s = n.blockStatus(pos, size - pos);
+                if (s.allocated()) {
+                    n.unallocate(pos, s.length());
+                }
+                pos = s.end();
+            }
+            n.flush();
+        } catch (IOException e) {
+            throw new CommandException("Failed to empty " + n.filename() + ": " + e.getMessage());
+        }
+    }
+
+    // ---- the failover ------------------------------------------------------------------------------
+
+    /**
+     * Runs {@code switchOver} with no request of the secondary VM in flight, so that every write
+     * from then on goes to the secondary disk as well as the active disk.
+     */
+    void quiesced(Runnable switchOver) {
+        barrier.writeLock().lock();
+        try {
+            switchOver.run();
+        } finally {
+            barrier.writeLock().unlock();
+        }
+    }
+
+    /** Bytes committed so far, and the disk's size, for the status of a failover in progress. */
+    long committed() {
+        return committed.get();
+    }
+
+    long size() {
+        return size;
+    }
+
+    /**
+     * The internal active commit: what the active or hidden disk holds is copied into the
+     * secondary disk, each chunk under a serialising request on the active disk so that a write of
+     * the secondary VM (which, from the switch-over, writes both) is never overwritten by older
+     * data; then the secondary disk is flushed.
+     */
+    void commit() throws IOException {
+        ByteBuffer buf = ByteBuffer.allocate(COMMIT_CHUNK);
+        for (long pos = 0; pos < size; ) {
+            BlockStatus s = active.chainStatus(pos, size - pos);
+            if (s.allocated() && s.depth() <= 1) { // in the active or the hidden disk
+                for (long p = pos; p < s.end(); ) {
+                    int n = (int) Math.min(COMMIT_CHUNK, s.end() - p);
+                    try (SerialisedRange held = active.serialise(p, n)) {
+                        held.read(p, buf.clear().limit(n));
+                        disk.write(p, buf.flip(), RequestFlag.NONE);
+                    }
+                    p += n;
+                    committed.set(p);
+                }
+            }
+            pos = s.end();
+            committed.set(pos);
+        }
+        disk.flush();
+    }
+}
