@@ -267,6 +267,10 @@ final class ReplicationNode implements DriverNode {
             return;
         }
         SecondarySide side = secondary;
+        if (failover && side.disk().isReadOnly()) { // QEMU would start its commit and fail in it
+            throw new CommandException("Cannot fail over: the secondary disk '" + side.disk().nodeName()
+                    + "' is read-only, so the active and hidden disks cannot be committed into it");
+        }
         side.stopCopying(); // QEMU cancels its backup job
         if (!failover) {
             try {
