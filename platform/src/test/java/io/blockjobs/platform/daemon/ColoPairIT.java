@@ -1,0 +1,237 @@
+package io.blockjobs.platform.daemon;
+
+import static io.blockjobs.platform.testkit.QmpArgs.map;
+import static org.assertj.core.api.Assertions.assertThat;
+
+import io.blockjobs.platform.testkit.Qemu;
+import io.blockjobs.platform.testkit.QmpClient;
+import io.blockjobs.platform.testkit.StorageDaemon;
+import io.blockjobs.platform.testkit.StorageDaemon.Kind;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * COLO block replication between two blockjobd processes, laid out as QEMU's
+ * {@code docs/COLO-FT.txt} lays out the disks: on the primary a {@code fifo} quorum
+ * {@code colo-disk0} over the local disk and a replication node forwarding to the secondary's
+ * export of its secondary disk {@code parent0}; on the secondary a {@code fifo} quorum
+ * {@code colo-disk0} over the replication node {@code childs0}, over active disk → hidden disk →
+ * {@code parent0}. The primary's VM writes through the primary's export, the secondary's VM
+ * through the secondary's; the test is the management layer: it checkpoints, kills a side with
+ * SIGKILL, fails the other over with {@code x-colo-lost-heartbeat}, and re-protects by mirror.
+ */
+class ColoPairIT {
+    static final String SIZE = "16M";
+
+    @TempDir
+    Path dir;
+    final List<StorageDaemon> daemons = new ArrayList<>();
+    Path pdir;
+    Path sdir;
+    Path primaryDisk;
+    Path secondaryDisk;
+    StorageDaemon primary;
+    StorageDaemon secondary;
+
+    @BeforeEach
+    void pair() throws Exception {
+        pdir = Files.createDirectories(dir.resolve("primary"));
+        sdir = Files.createDirectories(dir.resolve("secondary"));
+        primaryDisk = pdir.resolve("disk0.qcow2");
+        secondaryDisk = sdir.resolve("parent0.qcow2");
+        Qemu.img("create", "-q", "-f", "qcow2", primaryDisk.toString(), SIZE);
+        Qemu.io(primaryDisk, "qcow2", "write -P 0x11 0 " + SIZE);
+        Files.copy(primaryDisk, secondaryDisk); // both sides start equal, as after COLO's first full copy
+        for (String n : List.of("hidden0", "active0")) {
+            Qemu.img("create", "-q", "-f", "qcow2", sdir.resolve(n + ".qcow2").toString(), SIZE);
+        }
+        // The secondary first.
+        secondary = start(sdir);
+        QmpClient s = secondary.qmp;
+        s.ok("blockdev-add", qcow2("parent0", secondaryDisk, null));
+        s.ok("blockdev-add", qcow2("hidden0", sdir.resolve("hidden0.qcow2"), "parent0"));
+        s.ok("blockdev-add", qcow2("active0", sdir.resolve("active0.qcow2"), "hidden0"));
+        s.ok("blockdev-add", map("driver", "replication", "node-name", "childs0", "mode", "secondary",
+                "top-id", "colo-disk0", "file", "active0"));
+        s.ok("blockdev-add", map("driver", "quorum", "node-name", "colo-disk0", "read-pattern", "fifo",
+                "vote-threshold", 1, "children", List.of("childs0")));
+        s.ok("block-export-add", map("type", "nbd", "id", "e-parent0", "node-name", "parent0", "name", "parent0",
+                "writable", true));
+        s.ok("block-export-add", map("type", "nbd", "id", "e-vm", "node-name", "colo-disk0", "name", "colo-disk0",
+                "writable", true));
+        s.ok("xen-set-replication", map("enable", true, "primary", false));
+        // Then the primary.
+        primary = start(pdir);
+        QmpClient p = primary.qmp;
+        p.ok("blockdev-add", qcow2("disk0", primaryDisk, null));
+        p.ok("blockdev-add", map("driver", "nbd", "node-name", "nbd0", "export", "parent0",
+                "server", map("type", "unix", "path", sdir.resolve("nbd.sock").toString())));
+        p.ok("blockdev-add", map("driver", "replication", "node-name", "replication0", "mode", "primary", "file", "nbd0"));
+        p.ok("blockdev-add", map("driver", "quorum", "node-name", "colo-disk0", "read-pattern", "fifo",
+                "vote-threshold", 1, "children", List.of("disk0", "replication0")));
+        p.ok("block-export-add", map("type", "nbd", "id", "e-vm", "node-name", "colo-disk0", "name", "colo-disk0",
+                "writable", true));
+        p.ok("xen-set-replication", map("enable", true, "primary", true));
+        assertThat(p.ok("query-colo-status").toString()).isEqualTo(
+                "{\"mode\":\"primary\",\"last-mode\":\"none\",\"reason\":\"none\"}");
+        assertThat(s.ok("query-colo-status").toString()).isEqualTo(
+                "{\"mode\":\"secondary\",\"last-mode\":\"none\",\"reason\":\"none\"}");
+    }
+
+    @AfterEach
+    void stop() throws Exception {
+        for (StorageDaemon d : daemons) {
+            d.close();
+        }
+    }
+
+    private StorageDaemon start(Path d) throws Exception {
+        StorageDaemon daemon = StorageDaemon.start(Kind.BLOCKJOBD, d, List.of());
+        daemons.add(daemon);
+        return daemon;
+    }
+
+    private static Map<String, Object> qcow2(String name, Path file, String backing) {
+        Map<String, Object> m = new LinkedHashMap<>(map("driver", "qcow2", "node-name", name,
+                "file", map("driver", "file", "filename", file.toString())));
+        m.put("backing", backing);
+        return m;
+    }
+
+    private static void vm(StorageDaemon d, String... commands) {
+        Qemu.ioNbd(d.nbdUri("colo-disk0"), commands);
+    }
+
+    /** A checkpoint, after the VM's state was transferred: the secondary's view becomes the primary's. */
+    private void checkpoint() throws Exception {
+        secondary.qmp.ok("xen-colo-do-checkpoint");
+        primary.qmp.ok("xen-colo-do-checkpoint");
+    }
+
+    private static void failover(StorageDaemon d, String mode) throws Exception {
+        d.qmp.ok("x-colo-lost-heartbeat");
+        var exit = d.qmp.awaitEvent("COLO_EXIT", e -> true);
+        assertThat(exit.path("data").toString()).isEqualTo("{\"mode\":\"" + mode + "\",\"reason\":\"request\"}");
+        assertThat(d.qmp.ok("query-colo-status").toString()).isEqualTo(
+                "{\"mode\":\"none\",\"last-mode\":\"" + mode + "\",\"reason\":\"request\"}");
+        assertThat(d.qmp.ok("query-xen-replication-status").toString()).isEqualTo("{\"error\":false}");
+    }
+
+    /**
+     * Re-protection: a new secondary's empty disk, exported; the survivor mirrors its VM's disk
+     * onto it (sync full) and, with its writer paused, cancels at READY, which leaves a point-in-time
+     * copy; both disks are then equal.
+     */
+    private void reprotect(StorageDaemon survivor, Path survivorDisk) throws Exception {
+        Path nd = Files.createDirectories(dir.resolve("new-secondary"));
+        Path fresh = nd.resolve("fresh.qcow2");
+        Qemu.img("create", "-q", "-f", "qcow2", fresh.toString(), SIZE);
+        StorageDaemon next = start(nd);
+        next.qmp.ok("blockdev-add", qcow2("fresh", fresh, null));
+        next.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "fresh", "name", "fresh", "writable", true));
+        survivor.qmp.ok("blockdev-add", map("driver", "nbd", "node-name", "buddy", "export", "fresh",
+                "server", map("type", "unix", "path", nd.resolve("nbd.sock").toString())));
+        survivor.qmp.ok("blockdev-mirror", map("job-id", "reprotect", "device", "colo-disk0", "target", "buddy",
+                "sync", "full"));
+        survivor.qmp.awaitEvent("BLOCK_JOB_READY", e -> e.path("device").asString().equals("reprotect"));
+        survivor.qmp.ok("block-job-cancel", map("device", "reprotect"));
+        survivor.qmp.awaitEvent("BLOCK_JOB_COMPLETED", e -> e.path("device").asString().equals("reprotect"));
+        survivor.qmp.ok("blockdev-del", map("node-name", "buddy"));
+        survivor.quit();
+        next.quit();
+        Qemu.assertClean(survivorDisk);
+        Qemu.assertClean(fresh);
+        assertThat(Qemu.identical(survivorDisk, "qcow2", fresh, "qcow2")).as("the new secondary equals the survivor").isTrue();
+    }
+
+    /** (a) The secondary is killed: the primary's writer notices nothing, and the primary goes on alone. */
+    @Test
+    void theSecondaryKilledThePrimaryFailsOverWithNothingLost() throws Exception {
+        vm(primary, "write -P 0x22 0 1M");
+        Qemu.ioNbd(secondary.nbdUri("parent0"), "read -P 0x22 0 1M"); // forwarded
+        checkpoint();
+        vm(secondary, "read -P 0x22 0 1M");
+        secondary.killHard();
+        vm(primary, "write -P 0x33 2M 1M", "read -P 0x33 2M 1M"); // no error for the writer
+        assertThat(primary.qmp.ok("query-xen-replication-status").toString())
+                .isEqualTo("{\"error\":true,\"desc\":\"I/O error occurred\"}");
+        failover(primary, "primary");
+        primary.qmp.ok("x-blockdev-change", map("parent", "colo-disk0", "child", "children.1"));
+        primary.qmp.ok("blockdev-del", map("node-name", "replication0"));
+        primary.qmp.ok("blockdev-del", map("node-name", "nbd0"));
+        vm(primary, "write -P 0x44 4M 1M", "read -P 0x22 0 1M", "read -P 0x11 1M 1M", "read -P 0x33 2M 1M",
+                "read -P 0x44 4M 1M");
+        reprotect(primary, primaryDisk);
+        Qemu.io(primaryDisk, "qcow2", "read -P 0x22 0 1M", "read -P 0x33 2M 1M", "read -P 0x44 4M 1M",
+                "read -P 0x11 5M 11M");
+        Qemu.assertNoCorruption(secondaryDisk);
+    }
+
+    /**
+     * (b) The primary is killed: the secondary fails over and its disk is the last checkpoint plus
+     * its own VM's writes since; the primary's writes after that checkpoint, which the secondary VM
+     * never saw, are not in it.
+     */
+    @Test
+    void thePrimaryKilledTheSecondaryTakesOverWithTheCheckpointAndItsOwnWrites() throws Exception {
+        vm(primary, "write -P 0x22 0 1M");
+        vm(secondary, "write -P 0x33 4M 1M"); // the secondary VM diverges until the checkpoint
+        checkpoint();
+        vm(secondary, "read -P 0x22 0 1M", "read -P 0x11 4M 1M"); // the secondary's view is the primary's again
+        vm(primary, "write -P 0x44 2M 1M"); // after the checkpoint: only the secondary disk gets it
+        vm(secondary, "read -P 0x11 2M 1M", "write -P 0x55 8M 1M");
+        primary.killHard();
+        failover(secondary, "secondary");
+        vm(secondary, "read -P 0x22 0 1M", "read -P 0x11 1M 3M", "read -P 0x11 4M 1M", "read -P 0x55 8M 1M",
+                "write -P 0x66 12M 1M", "read -P 0x66 12M 1M");
+        reprotect(secondary, secondaryDisk);
+        Qemu.io(secondaryDisk, "qcow2", "read -P 0x22 0 1M", "read -P 0x11 1M 7M", "read -P 0x55 8M 1M",
+                "read -P 0x11 9M 3M", "read -P 0x66 12M 1M", "read -P 0x11 13M 3M");
+        for (String n : List.of("hidden0", "active0")) {
+            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
+        }
+        Qemu.assertNoCorruption(primaryDisk);
+    }
+
+    private static boolean reads(StorageDaemon d, String pattern, String range) {
+        Qemu.Result r = Qemu.run("qemu-io", "-f", "raw", "-c", "read -P " + pattern + " " + range, d.nbdUri("colo-disk0"));
+        return r.exit() == 0 && !(r.out() + r.err()).contains("Pattern verification failed") && !(r.out() + r.err()).contains("failed");
+    }
+
+    /**
+     * (c) The primary is killed while the secondary checkpoints: whichever comes first, the
+     * secondary takes over with one consistent view — the checkpoint's (the primary's 0x22, its
+     * own 0x33 gone) or the one before it (its own 0x33, the primary's 0x22 not yet seen) — never
+     * half of each.
+     */
+    @Test
+    void thePrimaryKilledDuringACheckpointLeavesOneConsistentView() throws Exception {
+        vm(primary, "write -P 0x22 0 1M");
+        vm(secondary, "write -P 0x33 4M 1M");
+        var checkpoint = java.util.concurrent.CompletableFuture.runAsync(() -> {
+            try {
+                secondary.qmp.execute("xen-colo-do-checkpoint", null);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+        primary.killHard();
+        checkpoint.get(1, java.util.concurrent.TimeUnit.MINUTES);
+        failover(secondary, "secondary");
+        boolean after = reads(secondary, "0x22", "0 1M") && reads(secondary, "0x11", "4M 1M");
+        boolean before = reads(secondary, "0x11", "0 1M") && reads(secondary, "0x33", "4M 1M");
+        assertThat(after || before).as("the view after the checkpoint or the one before it").isTrue();
+        secondary.quit();
+        for (String n : List.of("parent0", "hidden0", "active0")) {
+            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
+        }
+    }
+}
