@@ -1,7 +1,5 @@
 package io.blockjobs.platform.daemon;
 
-import static io.blockjobs.platform.testkit.QmpArgs.map;
-
 import io.blockjobs.platform.testkit.Qemu;
 import io.blockjobs.platform.testkit.StorageDaemon;
 import io.blockjobs.platform.testkit.StorageDaemon.Kind;
@@ -11,10 +9,8 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
-import java.util.Map;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -68,7 +64,6 @@ public final class ColoBench {
         StorageDaemon secondary = null;
         StorageDaemon primary = null;
         try {
-            List<Object> children = new ArrayList<>(List.of("disk0"));
             if (replication) {
                 Path parent = sdir.resolve("parent0.qcow2");
                 Files.copy(disk, parent);
@@ -76,35 +71,10 @@ public final class ColoBench {
                     Qemu.img("create", "-q", "-f", "qcow2", sdir.resolve(n + ".qcow2").toString(), String.valueOf(size));
                 }
                 secondary = StorageDaemon.start(Kind.BLOCKJOBD, sdir, List.of());
-                var s = secondary.qmp;
-                s.ok("blockdev-add", qcow2("parent0", parent, null));
-                s.ok("blockdev-add", qcow2("hidden0", sdir.resolve("hidden0.qcow2"), "parent0"));
-                s.ok("blockdev-add", qcow2("active0", sdir.resolve("active0.qcow2"), "hidden0"));
-                s.ok("blockdev-add", map("driver", "replication", "node-name", "childs0", "mode", "secondary",
-                        "top-id", "colo-disk0", "file", "active0"));
-                s.ok("blockdev-add", map("driver", "quorum", "node-name", "colo-disk0", "read-pattern", "fifo",
-                        "vote-threshold", 1, "children", List.of("childs0")));
-                s.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "parent0", "name", "parent0",
-                        "writable", true));
-                s.ok("xen-set-replication", map("enable", true, "primary", false));
+                ColoLayout.secondary(secondary.qmp, sdir, parent);
             }
             primary = StorageDaemon.start(Kind.BLOCKJOBD, pdir, List.of());
-            var p = primary.qmp;
-            p.ok("blockdev-add", qcow2("disk0", disk, null));
-            if (replication) {
-                p.ok("blockdev-add", map("driver", "nbd", "node-name", "nbd0", "export", "parent0",
-                        "server", map("type", "unix", "path", sdir.resolve("nbd.sock").toString())));
-                p.ok("blockdev-add", map("driver", "replication", "node-name", "replication0", "mode", "primary",
-                        "file", "nbd0"));
-                children.add("replication0");
-            }
-            p.ok("blockdev-add", map("driver", "quorum", "node-name", "colo-disk0", "read-pattern", "fifo",
-                    "vote-threshold", 1, "children", children));
-            p.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "colo-disk0", "name", "colo-disk0",
-                    "writable", true));
-            if (replication) {
-                p.ok("xen-set-replication", map("enable", true, "primary", true));
-            }
+            ColoLayout.primary(primary.qmp, disk, replication ? sdir.resolve("nbd.sock") : null);
             String uri = primary.nbdUri("colo-disk0");
             double seconds = bench(uri, size / (64 * 1024), 0);
             double mibPerSec = size / (double) MIB / seconds;
@@ -157,13 +127,6 @@ public final class ColoBench {
         }
         Arrays.sort(out);
         return out;
-    }
-
-    private static Map<String, Object> qcow2(String name, Path file, String backing) {
-        Map<String, Object> m = new LinkedHashMap<>(map("driver", "qcow2", "node-name", name,
-                "file", map("driver", "file", "filename", file.toString())));
-        m.put("backing", backing);
-        return m;
     }
 
     private static void row(String label, List<Figures> a, List<Figures> b,

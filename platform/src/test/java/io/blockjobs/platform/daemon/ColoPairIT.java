@@ -10,9 +10,7 @@ import io.blockjobs.platform.testkit.StorageDaemon.Kind;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -55,31 +53,14 @@ class ColoPairIT {
         }
         // The secondary first.
         secondary = start(sdir);
-        QmpClient s = secondary.qmp;
-        s.ok("blockdev-add", qcow2("parent0", secondaryDisk, null));
-        s.ok("blockdev-add", qcow2("hidden0", sdir.resolve("hidden0.qcow2"), "parent0"));
-        s.ok("blockdev-add", qcow2("active0", sdir.resolve("active0.qcow2"), "hidden0"));
-        s.ok("blockdev-add", map("driver", "replication", "node-name", "childs0", "mode", "secondary",
-                "top-id", "colo-disk0", "file", "active0"));
-        s.ok("blockdev-add", map("driver", "quorum", "node-name", "colo-disk0", "read-pattern", "fifo",
-                "vote-threshold", 1, "children", List.of("childs0")));
-        s.ok("block-export-add", map("type", "nbd", "id", "e-parent0", "node-name", "parent0", "name", "parent0",
-                "writable", true));
-        s.ok("block-export-add", map("type", "nbd", "id", "e-vm", "node-name", "colo-disk0", "name", "colo-disk0",
-                "writable", true));
-        s.ok("xen-set-replication", map("enable", true, "primary", false));
+        ColoLayout.secondary(secondary.qmp, sdir, secondaryDisk);
+        secondary.qmp.ok("block-export-add", map("type", "nbd", "id", "e-vm", "node-name", "colo-disk0",
+                "name", "colo-disk0", "writable", true));
         // Then the primary.
         primary = start(pdir);
+        ColoLayout.primary(primary.qmp, primaryDisk, sdir.resolve("nbd.sock"));
         QmpClient p = primary.qmp;
-        p.ok("blockdev-add", qcow2("disk0", primaryDisk, null));
-        p.ok("blockdev-add", map("driver", "nbd", "node-name", "nbd0", "export", "parent0",
-                "server", map("type", "unix", "path", sdir.resolve("nbd.sock").toString())));
-        p.ok("blockdev-add", map("driver", "replication", "node-name", "replication0", "mode", "primary", "file", "nbd0"));
-        p.ok("blockdev-add", map("driver", "quorum", "node-name", "colo-disk0", "read-pattern", "fifo",
-                "vote-threshold", 1, "children", List.of("disk0", "replication0")));
-        p.ok("block-export-add", map("type", "nbd", "id", "e-vm", "node-name", "colo-disk0", "name", "colo-disk0",
-                "writable", true));
-        p.ok("xen-set-replication", map("enable", true, "primary", true));
+        QmpClient s = secondary.qmp;
         assertThat(p.ok("query-colo-status").toString()).isEqualTo(
                 "{\"mode\":\"primary\",\"last-mode\":\"none\",\"reason\":\"none\"}");
         assertThat(s.ok("query-colo-status").toString()).isEqualTo(
@@ -97,13 +78,6 @@ class ColoPairIT {
         StorageDaemon daemon = StorageDaemon.start(Kind.BLOCKJOBD, d, List.of());
         daemons.add(daemon);
         return daemon;
-    }
-
-    private static Map<String, Object> qcow2(String name, Path file, String backing) {
-        Map<String, Object> m = new LinkedHashMap<>(map("driver", "qcow2", "node-name", name,
-                "file", map("driver", "file", "filename", file.toString())));
-        m.put("backing", backing);
-        return m;
     }
 
     private static void vm(StorageDaemon d, String... commands) {
@@ -135,7 +109,7 @@ class ColoPairIT {
         Path fresh = nd.resolve("fresh.qcow2");
         Qemu.img("create", "-q", "-f", "qcow2", fresh.toString(), SIZE);
         StorageDaemon next = start(nd);
-        next.qmp.ok("blockdev-add", qcow2("fresh", fresh, null));
+        next.qmp.ok("blockdev-add", ColoLayout.qcow2("fresh", fresh, null));
         next.qmp.ok("block-export-add", map("type", "nbd", "id", "e", "node-name", "fresh", "name", "fresh", "writable", true));
         survivor.qmp.ok("blockdev-add", map("driver", "nbd", "node-name", "buddy", "export", "fresh",
                 "server", map("type", "unix", "path", nd.resolve("nbd.sock").toString())));

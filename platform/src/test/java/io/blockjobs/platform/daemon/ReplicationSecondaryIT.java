@@ -51,9 +51,9 @@ class ReplicationSecondaryIT {
         Qemu.io(local, "qcow2", "write -P 0x11 0 " + SIZE);
         daemon = StorageDaemon.start(Kind.BLOCKJOBD, dir, List.of());
         qmp = daemon.qmp;
-        qmp.ok("blockdev-add", qcow2("local", local, null));
-        qmp.ok("blockdev-add", qcow2("hidden", hidden, "local"));
-        qmp.ok("blockdev-add", qcow2("active", active, "hidden"));
+        qmp.ok("blockdev-add", ColoLayout.qcow2("local", local, null));
+        qmp.ok("blockdev-add", ColoLayout.qcow2("hidden", hidden, "local"));
+        qmp.ok("blockdev-add", ColoLayout.qcow2("active", active, "hidden"));
         qmp.ok("blockdev-add", map("driver", "replication", "node-name", "s", "mode", "secondary", "top-id", "top",
                 "file", "active"));
         qmp.ok("blockdev-add", map("driver", "quorum", "node-name", "top", "vote-threshold", 1, "read-pattern", "fifo",
@@ -68,13 +68,6 @@ class ReplicationSecondaryIT {
         if (daemon != null) {
             daemon.close();
         }
-    }
-
-    private static java.util.Map<String, Object> qcow2(String name, Path file, String backing) {
-        java.util.Map<String, Object> m = new java.util.LinkedHashMap<>(map("driver", "qcow2", "node-name", name,
-                "file", map("driver", "file", "filename", file.toString())));
-        m.put("backing", backing); // null: none, as the header names none
-        return m;
     }
 
     private void top(String... commands) {
@@ -188,14 +181,14 @@ class ReplicationSecondaryIT {
         Qemu.img("create", "-q", "-f", "qcow2", small.toString(), "8M");
         create(dir.resolve("lone.qcow2"));
         create(dir.resolve("a2.qcow2"));
-        qmp.ok("blockdev-add", qcow2("lone", dir.resolve("lone.qcow2"), null));
+        qmp.ok("blockdev-add", ColoLayout.qcow2("lone", dir.resolve("lone.qcow2"), null));
         record Refusal(java.util.Map<String, Object> file, String message) {
         }
         List<Refusal> refusals = List.of(
                 new Refusal(map("driver", "qcow2", "node-name", "a1", "file", map("driver", "file", "filename",
                         small.toString()), "backing", null), "Active disk doesn't have backing file"),
-                new Refusal(qcow2("a2", dir.resolve("a2.qcow2"), "lone"), "Hidden disk doesn't have backing file"),
-                new Refusal(qcow2("a3", small, "hidden"), "Active disk, hidden disk, secondary disk's length are not the same"),
+                new Refusal(ColoLayout.qcow2("a2", dir.resolve("a2.qcow2"), "lone"), "Hidden disk doesn't have backing file"),
+                new Refusal(ColoLayout.qcow2("a3", small, "hidden"), "Active disk, hidden disk, secondary disk's length are not the same"),
                 new Refusal(map("driver", "raw", "node-name", "a4", "file", map("driver", "file", "filename", raw.toString())),
                         "Active disk doesn't have backing file"));
         for (Refusal r : refusals) {
