@@ -24,7 +24,8 @@ import org.junit.jupiter.api.io.TempDir;
  * {@code colo-disk0} over the replication node {@code childs0}, over active disk → hidden disk →
  * {@code parent0}. The primary's VM writes through the primary's export, the secondary's VM
  * through the secondary's; the test is the management layer: it checkpoints, kills a side with
- * SIGKILL, fails the other over with {@code x-colo-lost-heartbeat}, and re-protects by mirror.
+ * SIGKILL or drops the link between them ({@link NbdLinkProxy}), fails the survivor over with
+ * {@code x-colo-lost-heartbeat}, and re-protects it by mirror.
  */
 class ColoPairIT {
     static final String SIZE = "16M";
@@ -38,6 +39,7 @@ class ColoPairIT {
     Path secondaryDisk;
     StorageDaemon primary;
     StorageDaemon secondary;
+    NbdLinkProxy link; // the primary reaches the secondary's export through it
 
     @BeforeEach
     void pair() throws Exception {
@@ -58,7 +60,8 @@ class ColoPairIT {
                 "name", "colo-disk0", "writable", true));
         // Then the primary.
         primary = start(pdir);
-        ColoLayout.primary(primary.qmp, primaryDisk, sdir.resolve("nbd.sock"));
+        link = new NbdLinkProxy(dir.resolve("link.sock"), sdir.resolve("nbd.sock"));
+        ColoLayout.primary(primary.qmp, primaryDisk, link.socket);
         QmpClient p = primary.qmp;
         QmpClient s = secondary.qmp;
         assertThat(p.ok("query-colo-status").toString()).isEqualTo(
@@ -69,6 +72,9 @@ class ColoPairIT {
 
     @AfterEach
     void stop() throws Exception {
+        if (link != null) {
+            link.close();
+        }
         for (StorageDaemon d : daemons) {
             d.close();
         }
@@ -203,6 +209,35 @@ class ColoPairIT {
         boolean after = reads(secondary, "0x22", "0 1M") && reads(secondary, "0x11", "4M 1M");
         boolean before = reads(secondary, "0x11", "0 1M") && reads(secondary, "0x33", "4M 1M");
         assertThat(after || before).as("the view after the checkpoint or the one before it").isTrue();
+        secondary.quit();
+        for (String n : List.of("parent0", "hidden0", "active0")) {
+            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
+        }
+    }
+
+    /**
+     * (d) The NBD link between them drops: the primary's writer notices nothing, its status says
+     * an error occurred, and it fails over and goes on alone; the secondary, cut off, still holds
+     * the last checkpoint and its own writes since.
+     */
+    @Test
+    void theLinkDroppedThePrimaryGoesOnAloneAndTheSecondaryKeepsItsView() throws Exception {
+        vm(primary, "write -P 0x22 0 1M");
+        checkpoint();
+        vm(secondary, "write -P 0x33 4M 1M");
+        link.cut();
+        vm(primary, "write -P 0x44 2M 1M", "read -P 0x44 2M 1M"); // no error for the writer
+        assertThat(primary.qmp.ok("query-xen-replication-status").toString())
+                .isEqualTo("{\"error\":true,\"desc\":\"I/O error occurred\"}");
+        failover(primary, "primary");
+        primary.qmp.ok("x-blockdev-change", map("parent", "colo-disk0", "child", "children.1"));
+        primary.qmp.ok("blockdev-del", map("node-name", "replication0"));
+        primary.qmp.ok("blockdev-del", map("node-name", "nbd0"));
+        vm(primary, "read -P 0x22 0 1M", "read -P 0x44 2M 1M", "read -P 0x11 4M 1M");
+        vm(secondary, "read -P 0x22 0 1M", "read -P 0x11 2M 1M", "read -P 0x33 4M 1M");
+        reprotect(primary, primaryDisk);
+        Qemu.io(primaryDisk, "qcow2", "read -P 0x22 0 1M", "read -P 0x11 1M 1M", "read -P 0x44 2M 1M",
+                "read -P 0x11 3M 13M");
         secondary.quit();
         for (String n : List.of("parent0", "hidden0", "active0")) {
             Qemu.assertClean(sdir.resolve(n + ".qcow2"));
