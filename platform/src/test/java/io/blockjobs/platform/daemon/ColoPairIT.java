@@ -105,6 +105,14 @@ class ColoPairIT {
         assertThat(d.qmp.ok("query-xen-replication-status").toString()).isEqualTo("{\"error\":false}");
     }
 
+    /** The primary's failover: replication stops, its child leaves the quorum, the NBD node goes. */
+    private void primaryGoesOnAlone() throws Exception {
+        failover(primary, "primary");
+        primary.qmp.ok("x-blockdev-change", map("parent", "colo-disk0", "child", "children.1"));
+        primary.qmp.ok("blockdev-del", map("node-name", "replication0"));
+        primary.qmp.ok("blockdev-del", map("node-name", "nbd0"));
+    }
+
     /**
      * Re-protection: a new secondary's empty disk, exported; the survivor mirrors its VM's disk
      * onto it (sync full) and, with its writer paused, cancels at READY, which leaves a point-in-time
@@ -143,10 +151,7 @@ class ColoPairIT {
         vm(primary, "write -P 0x33 2M 1M", "read -P 0x33 2M 1M"); // no error for the writer
         assertThat(primary.qmp.ok("query-xen-replication-status").toString())
                 .isEqualTo("{\"error\":true,\"desc\":\"I/O error occurred\"}");
-        failover(primary, "primary");
-        primary.qmp.ok("x-blockdev-change", map("parent", "colo-disk0", "child", "children.1"));
-        primary.qmp.ok("blockdev-del", map("node-name", "replication0"));
-        primary.qmp.ok("blockdev-del", map("node-name", "nbd0"));
+        primaryGoesOnAlone();
         vm(primary, "write -P 0x44 4M 1M", "read -P 0x22 0 1M", "read -P 0x11 1M 1M", "read -P 0x33 2M 1M",
                 "read -P 0x44 4M 1M");
         reprotect(primary, primaryDisk);
@@ -229,10 +234,7 @@ class ColoPairIT {
         vm(primary, "write -P 0x44 2M 1M", "read -P 0x44 2M 1M"); // no error for the writer
         assertThat(primary.qmp.ok("query-xen-replication-status").toString())
                 .isEqualTo("{\"error\":true,\"desc\":\"I/O error occurred\"}");
-        failover(primary, "primary");
-        primary.qmp.ok("x-blockdev-change", map("parent", "colo-disk0", "child", "children.1"));
-        primary.qmp.ok("blockdev-del", map("node-name", "replication0"));
-        primary.qmp.ok("blockdev-del", map("node-name", "nbd0"));
+        primaryGoesOnAlone();
         vm(primary, "read -P 0x22 0 1M", "read -P 0x44 2M 1M", "read -P 0x11 4M 1M");
         vm(secondary, "read -P 0x22 0 1M", "read -P 0x11 2M 1M", "read -P 0x33 4M 1M");
         reprotect(primary, primaryDisk);

@@ -57,14 +57,6 @@ final class ReplicationNode implements DriverNode {
         registry.add(this);
     }
 
-    String name() {
-        return name;
-    }
-
-    boolean primary() {
-        return primary;
-    }
-
     @Override
     public String driver() {
         return "replication";
@@ -127,15 +119,7 @@ final class ReplicationNode implements DriverNode {
         if (!admits()) {
             throw refused("read");
         }
-        SecondarySide side = secondary;
-        if (side == null) {
-            target.read(offset, dst);
-            return;
-        }
-        side.vm(() -> {
-            target.read(offset, dst);
-            return null;
-        });
+        vm(() -> target.read(offset, dst));
     }
 
     @Override
@@ -152,22 +136,30 @@ final class ReplicationNode implements DriverNode {
             }
             return;
         }
-        SecondarySide side = secondary;
-        if (side == null) {
-            target.write(offset, src);
-            return;
-        }
-        side.vm(() -> {
-            Stage now = stage;
-            if (now == Stage.FAILOVER || now == Stage.FAILOVER_FAILED) {
-                // the commit runs: the write goes to the active disk (the view) and to the secondary disk
+        vm(() -> {
+            if (writesBoth()) { // the commit runs: the active disk (the view) and the secondary disk
                 target.write(offset, src.duplicate());
-                side.disk().write(offset, src);
+                secondary.disk().write(offset, src);
             } else {
                 target.write(offset, src);
             }
-            return null;
         });
+    }
+
+    /** Whether the secondary VM's writes go to the secondary disk too: while the failover's commit runs, or after it failed. */
+    private boolean writesBoth() {
+        Stage now = stage;
+        return now == Stage.FAILOVER || now == Stage.FAILOVER_FAILED;
+    }
+
+    /** A request of the secondary VM: inside the checkpoint barrier once replication has started. */
+    private void vm(SecondarySide.IoCall call) throws IOException {
+        SecondarySide side = secondary;
+        if (side == null) {
+            call.run();
+        } else {
+            side.vm(call);
+        }
     }
 
     @Override
@@ -187,9 +179,8 @@ final class ReplicationNode implements DriverNode {
     @Override
     public void flush() throws IOException {
         target.flush();
-        SecondarySide side = secondary;
-        if (side != null && target != side.disk()) {
-            side.disk().flush();
+        if (writesBoth()) {
+            secondary.disk().flush();
         }
     }
 
@@ -235,6 +226,7 @@ final class ReplicationNode implements DriverNode {
             side.startCopying();
             secondary = side;
             stage = Stage.RUNNING;
+            error = null;
             failure = null;
             try {
                 side.checkpoint(); // as QEMU, the start is a checkpoint: both sides equal now
@@ -242,6 +234,7 @@ final class ReplicationNode implements DriverNode {
                 failure = e.getMessage();
                 throw e;
             }
+            return;
         }
         stage = Stage.RUNNING;
         error = null;
@@ -255,6 +248,7 @@ final class ReplicationNode implements DriverNode {
      */
     synchronized void stop(boolean failover, java.util.function.Consumer<String> done) {
         if (stage == Stage.DONE || stage == Stage.FAILOVER) {
+            done.accept(null); // nothing left to do (a failover already running tells nobody twice)
             return;
         }
         if (stage != Stage.RUNNING) {

@@ -51,8 +51,7 @@ final class Replications {
     }
 
     /** QEMU's {@code COLOStatus}. */
-    record ColoStatus(String mode, String lastMode,
-                      String reason) {
+    record ColoStatus(String mode, String lastMode, String reason) {
     }
 
     /** QEMU's qmp_xen_set_replication. */
@@ -117,35 +116,28 @@ final class Replications {
             side = mode;
             reason = "processing";
         }
-        List<ReplicationNode> failing = all();
-        java.util.concurrent.atomic.AtomicInteger pending = new java.util.concurrent.atomic.AtomicInteger(failing.size() + 1);
-        java.util.concurrent.atomic.AtomicReference<String> failed = new java.util.concurrent.atomic.AtomicReference<>();
-        Runnable finish = () -> {
-            if (pending.decrementAndGet() == 0) {
-                String why = failed.get() == null ? "request" : "error";
-                left(why);
-                DriverEvents sink = events;
-                if (sink != null) {
-                    sink.send("COLO_EXIT", Map.of("mode", side, "reason", why));
-                }
-            }
-        };
-        for (ReplicationNode n : failing) {
+        List<java.util.concurrent.CompletableFuture<String>> done = new ArrayList<>();
+        for (ReplicationNode n : all()) {
+            java.util.concurrent.CompletableFuture<String> d = new java.util.concurrent.CompletableFuture<>();
             try {
-                n.stop(true, why -> {
-                    if (why != null) {
-                        failed.compareAndSet(null, why);
-                    }
-                    finish.run();
-                });
+                n.stop(true, d::complete); // null when done, else why it failed
             } catch (CommandException e) {
                 synchronized (this) {
                     reason = "none";
                 }
                 throw e;
             }
+            done.add(d);
         }
-        finish.run();
+        java.util.concurrent.CompletableFuture.allOf(done.toArray(java.util.concurrent.CompletableFuture[]::new))
+                .thenRun(() -> {
+                    String why = done.stream().allMatch(d -> d.join() == null) ? "request" : "error";
+                    left(why);
+                    DriverEvents sink = events;
+                    if (sink != null) {
+                        sink.send("COLO_EXIT", Map.of("mode", side, "reason", why));
+                    }
+                });
     }
 
     /** QEMU's qmp_query_xen_replication_status. */

@@ -118,18 +118,18 @@ final class SecondarySide implements WriteHook {
     // ---- the secondary VM's requests ----------------------------------------------------------------
 
     /** Runs a request of the secondary VM inside the barrier, so that a checkpoint never cuts it in half. */
-    <T> T vm(IoCall<T> call) throws IOException {
+    void vm(IoCall call) throws IOException {
         barrier.readLock().lock();
         try {
-            return call.run();
+            call.run();
         } finally {
             barrier.readLock().unlock();
         }
     }
 
     /** A request. */
-    interface IoCall<T> {
-        T run() throws IOException;
+    interface IoCall {
+        void run() throws IOException;
     }
 
     // ---- the backup of the secondary disk into the hidden disk -----------------------------------------
