@@ -25,7 +25,9 @@ import org.junit.jupiter.api.io.TempDir;
  * {@code parent0}. The primary's VM writes through the primary's export, the secondary's VM
  * through the secondary's; the test is the management layer: it checkpoints, kills a side with
  * SIGKILL or drops the link between them ({@link NbdLinkProxy}), fails the survivor over with
- * {@code x-colo-lost-heartbeat}, and re-protects it by mirror.
+ * {@code x-colo-lost-heartbeat}, and re-protects it by mirror. Each fault runs twice: with
+ * single writes of known patterns, and with both VMs writing all along ({@link VmWriter}), the
+ * management layer checkpointing every period, and every disk checked against a byte-level model.
  */
 class ColoPairIT {
     static final String SIZE = "16M";
@@ -40,6 +42,7 @@ class ColoPairIT {
     StorageDaemon primary;
     StorageDaemon secondary;
     NbdLinkProxy link; // the primary reaches the secondary's export through it
+    final List<VmWriter> writers = new ArrayList<>();
 
     @BeforeEach
     void pair() throws Exception {
@@ -72,6 +75,9 @@ class ColoPairIT {
 
     @AfterEach
     void stop() throws Exception {
+        for (VmWriter w : writers) {
+            w.close();
+        }
         if (link != null) {
             link.close();
         }
@@ -240,6 +246,178 @@ class ColoPairIT {
         reprotect(primary, primaryDisk);
         Qemu.io(primaryDisk, "qcow2", "read -P 0x22 0 1M", "read -P 0x11 1M 1M", "read -P 0x44 2M 1M",
                 "read -P 0x11 3M 13M");
+        secondary.quit();
+        for (String n : List.of("parent0", "hidden0", "active0")) {
+            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
+        }
+    }
+
+    // ---- The same four faults with both VMs writing all along, checked against a byte-level model.
+
+    /** Every 8 bytes of both disks at the start: the 0x11 pattern. */
+    static final long INITIAL = 0x1111111111111111L;
+    /** Writes by each VM between two checkpoints: the period is counted in writes, not milliseconds,
+     *  so that every period has writes in it however loaded the machine is. */
+    static final int PERIOD = 16;
+
+    /** The primary's VM and the secondary's, each writing to its side's {@code colo-disk0}. */
+    record Vms(VmWriter primary, VmWriter secondary) {
+    }
+
+    private VmWriter writer(Path side, int id, long seed) {
+        VmWriter w = new VmWriter(side.resolve("nbd.sock"), "colo-disk0",
+                new VmWriter.Model(16L << 20, INITIAL), id, seed);
+        writers.add(w);
+        return w;
+    }
+
+    /**
+     * Both VMs writing, and {@code checkpoints} checkpoints, each after a period of writes by both;
+     * then another period of writes.
+     */
+    private Vms replicating(int checkpoints, long seed) throws Exception {
+        Vms vms = new Vms(writer(pdir, 1, seed), writer(sdir, 2, seed + 1));
+        int p = 0;
+        int s = 0;
+        for (int i = 0; i < checkpoints; i++) {
+            p = vms.primary.awaitAcked(p, PERIOD);
+            s = vms.secondary.awaitAcked(s, PERIOD);
+            checkpoint(vms);
+        }
+        // The fault comes mid-period: both VMs have written since the last checkpoint.
+        vms.primary.awaitAcked(p, PERIOD);
+        vms.secondary.awaitAcked(s, PERIOD);
+        return vms;
+    }
+
+    /** The management layer's checkpoint: both VMs paused, as COLO pauses them to transfer their state. */
+    private void checkpoint(Vms vms) throws Exception {
+        vms.primary.pause();
+        vms.secondary.pause();
+        try {
+            checkpoint();
+            vms.secondary.model.copyFrom(vms.primary.model);
+        } finally {
+            vms.secondary.resume();
+            vms.primary.resume();
+        }
+    }
+
+    /** The guest-visible disk an NBD export serves, whole. */
+    private byte[] exported(StorageDaemon d, String name) throws Exception {
+        Path raw = dir.resolve(name + ".raw");
+        Qemu.run("qemu-img", "convert", "-f", "raw", "-O", "raw", d.nbdUri("colo-disk0"), raw.toString()).ok();
+        byte[] data = Files.readAllBytes(raw);
+        Files.delete(raw);
+        return data;
+    }
+
+    /** Writes acknowledged by {@code w} after {@code PERIOD} more, which must come without an error. */
+    private static int writesOn(VmWriter w) throws Exception {
+        int n = w.awaitAcked(w.acked(), PERIOD);
+        assertThat(w.error()).as("the VM's writes").isNull();
+        return n;
+    }
+
+    /** (a) under load: the secondary killed while both VMs write; the primary's VM loses no write. */
+    @Test
+    void underLoadTheSecondaryKilledThePrimaryLosesNoWrite() throws Exception {
+        Vms vms = replicating(3, 16_01);
+        secondary.killHard();
+        vms.secondary.stop();
+        writesOn(vms.primary);
+        assertThat(primary.qmp.ok("query-xen-replication-status").toString())
+                .isEqualTo("{\"error\":true,\"desc\":\"I/O error occurred\"}");
+        primaryGoesOnAlone(); // while its VM writes
+        writesOn(vms.primary);
+        vms.primary.stop();
+        assertThat(vms.primary.error()).isNull();
+        vms.primary.model.assertMatches(exported(primary, "a"), "(a) the primary's colo-disk0");
+        reprotect(primary, primaryDisk);
+        vms.primary.model.assertMatches(Qemu.readAll(primaryDisk, dir), "(a) the primary's disk");
+        for (String n : List.of("parent0", "hidden0", "active0")) {
+            Qemu.assertNoCorruption(sdir.resolve(n + ".qcow2"));
+        }
+    }
+
+    /**
+     * (b) under load: the primary killed while both VMs write; the secondary fails over with its VM
+     * writing through the failover, and its disk is the last checkpoint plus every write of its own.
+     */
+    @Test
+    void underLoadThePrimaryKilledTheSecondaryKeepsTheCheckpointAndItsOwnWrites() throws Exception {
+        Vms vms = replicating(3, 16_02);
+        primary.killHard();
+        vms.primary.stop();
+        failover(secondary, "secondary");
+        writesOn(vms.secondary); // the VM wrote through the failover and goes on
+        vms.secondary.stop();
+        assertThat(vms.secondary.error()).isNull();
+        vms.secondary.model.assertMatches(exported(secondary, "b"), "(b) the secondary's colo-disk0");
+        reprotect(secondary, secondaryDisk);
+        vms.secondary.model.assertMatches(Qemu.readAll(secondaryDisk, dir), "(b) the secondary disk");
+        for (String n : List.of("hidden0", "active0")) {
+            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
+        }
+        Qemu.assertNoCorruption(primaryDisk);
+    }
+
+    /**
+     * (c) under load: the primary killed while the secondary checkpoints; the secondary holds the
+     * primary's disk at the checkpoint, or the previous checkpoint plus its own writes, never a mix.
+     */
+    @Test
+    void underLoadThePrimaryKilledDuringACheckpointLeavesOneOfTwoViews() throws Exception {
+        Vms vms = replicating(2, 16_03);
+        vms.primary.pause();
+        vms.secondary.pause();
+        VmWriter.Model atCheckpoint = vms.primary.model.copy();
+        VmWriter.Model withoutIt = vms.secondary.model.copy();
+        var checkpoint = java.util.concurrent.CompletableFuture.runAsync(() -> {
+            try {
+                secondary.qmp.execute("xen-colo-do-checkpoint", null);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        });
+        primary.killHard();
+        checkpoint.get(1, java.util.concurrent.TimeUnit.MINUTES);
+        vms.primary.stop();
+        vms.secondary.stop();
+        failover(secondary, "secondary");
+        byte[] disk = exported(secondary, "c");
+        List<String> after = atCheckpoint.mismatches(disk);
+        List<String> before = withoutIt.mismatches(disk);
+        assertThat(after.isEmpty() || before.isEmpty())
+                .as("the checkpoint's view %s or the one before it %s", after, before).isTrue();
+        secondary.quit();
+        for (String n : List.of("parent0", "hidden0", "active0")) {
+            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
+        }
+    }
+
+    /**
+     * (d) under load: the link dropped while both VMs write; the primary's VM loses no write and the
+     * primary goes on alone; the secondary's VM, cut off, keeps the checkpoint and its own writes.
+     */
+    @Test
+    void underLoadTheLinkDroppedNeitherVmLosesAWrite() throws Exception {
+        Vms vms = replicating(3, 16_04);
+        link.cut();
+        writesOn(vms.primary);
+        assertThat(primary.qmp.ok("query-xen-replication-status").toString())
+                .isEqualTo("{\"error\":true,\"desc\":\"I/O error occurred\"}");
+        primaryGoesOnAlone();
+        writesOn(vms.primary);
+        writesOn(vms.secondary);
+        vms.primary.stop();
+        vms.secondary.stop();
+        assertThat(vms.primary.error()).isNull();
+        assertThat(vms.secondary.error()).isNull();
+        vms.primary.model.assertMatches(exported(primary, "d-primary"), "(d) the primary's colo-disk0");
+        vms.secondary.model.assertMatches(exported(secondary, "d-secondary"), "(d) the secondary's colo-disk0");
+        reprotect(primary, primaryDisk);
+        vms.primary.model.assertMatches(Qemu.readAll(primaryDisk, dir), "(d) the primary's disk");
         secondary.quit();
         for (String n : List.of("parent0", "hidden0", "active0")) {
             Qemu.assertClean(sdir.resolve(n + ".qcow2"));
