@@ -92,6 +92,13 @@ class ColoPairIT {
         return daemon;
     }
 
+    /** The secondary's three images, once its daemon is gone: {@code qemu-img check} clean. */
+    private void secondaryImagesClean() {
+        for (String n : List.of("parent0", "hidden0", "active0")) {
+            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
+        }
+    }
+
     private static void vm(StorageDaemon d, String... commands) {
         Qemu.ioNbd(d.nbdUri("colo-disk0"), commands);
     }
@@ -221,9 +228,7 @@ class ColoPairIT {
         boolean before = reads(secondary, "0x11", "0 1M") && reads(secondary, "0x33", "4M 1M");
         assertThat(after || before).as("the view after the checkpoint or the one before it").isTrue();
         secondary.quit();
-        for (String n : List.of("parent0", "hidden0", "active0")) {
-            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
-        }
+        secondaryImagesClean();
     }
 
     /**
@@ -247,9 +252,7 @@ class ColoPairIT {
         Qemu.io(primaryDisk, "qcow2", "read -P 0x22 0 1M", "read -P 0x11 1M 1M", "read -P 0x44 2M 1M",
                 "read -P 0x11 3M 13M");
         secondary.quit();
-        for (String n : List.of("parent0", "hidden0", "active0")) {
-            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
-        }
+        secondaryImagesClean();
     }
 
     // ---- The same four faults with both VMs writing all along, checked against a byte-level model.
@@ -303,13 +306,9 @@ class ColoPairIT {
         }
     }
 
-    /** The guest-visible disk an NBD export serves, whole. */
-    private byte[] exported(StorageDaemon d, String name) throws Exception {
-        Path raw = dir.resolve(name + ".raw");
-        Qemu.run("qemu-img", "convert", "-f", "raw", "-O", "raw", d.nbdUri("colo-disk0"), raw.toString()).ok();
-        byte[] data = Files.readAllBytes(raw);
-        Files.delete(raw);
-        return data;
+    /** The guest-visible disk a side's VM sees, whole. */
+    private byte[] exported(StorageDaemon d) throws Exception {
+        return Qemu.readAllNbd(d.nbdUri("colo-disk0"), dir);
     }
 
     /** Writes acknowledged by {@code w} after {@code PERIOD} more, which must come without an error. */
@@ -332,7 +331,7 @@ class ColoPairIT {
         writesOn(vms.primary);
         vms.primary.stop();
         assertThat(vms.primary.error()).isNull();
-        vms.primary.model.assertMatches(exported(primary, "a"), "(a) the primary's colo-disk0");
+        vms.primary.model.assertMatches(exported(primary), "(a) the primary's colo-disk0");
         reprotect(primary, primaryDisk);
         vms.primary.model.assertMatches(Qemu.readAll(primaryDisk, dir), "(a) the primary's disk");
         for (String n : List.of("parent0", "hidden0", "active0")) {
@@ -353,7 +352,7 @@ class ColoPairIT {
         writesOn(vms.secondary); // the VM wrote through the failover and goes on
         vms.secondary.stop();
         assertThat(vms.secondary.error()).isNull();
-        vms.secondary.model.assertMatches(exported(secondary, "b"), "(b) the secondary's colo-disk0");
+        vms.secondary.model.assertMatches(exported(secondary), "(b) the secondary's colo-disk0");
         reprotect(secondary, secondaryDisk);
         vms.secondary.model.assertMatches(Qemu.readAll(secondaryDisk, dir), "(b) the secondary disk");
         for (String n : List.of("hidden0", "active0")) {
@@ -385,15 +384,13 @@ class ColoPairIT {
         vms.primary.stop();
         vms.secondary.stop();
         failover(secondary, "secondary");
-        byte[] disk = exported(secondary, "c");
+        byte[] disk = exported(secondary);
         List<String> after = atCheckpoint.mismatches(disk);
         List<String> before = withoutIt.mismatches(disk);
         assertThat(after.isEmpty() || before.isEmpty())
                 .as("the checkpoint's view %s or the one before it %s", after, before).isTrue();
         secondary.quit();
-        for (String n : List.of("parent0", "hidden0", "active0")) {
-            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
-        }
+        secondaryImagesClean();
     }
 
     /**
@@ -414,13 +411,11 @@ class ColoPairIT {
         vms.secondary.stop();
         assertThat(vms.primary.error()).isNull();
         assertThat(vms.secondary.error()).isNull();
-        vms.primary.model.assertMatches(exported(primary, "d-primary"), "(d) the primary's colo-disk0");
-        vms.secondary.model.assertMatches(exported(secondary, "d-secondary"), "(d) the secondary's colo-disk0");
+        vms.primary.model.assertMatches(exported(primary), "(d) the primary's colo-disk0");
+        vms.secondary.model.assertMatches(exported(secondary), "(d) the secondary's colo-disk0");
         reprotect(primary, primaryDisk);
         vms.primary.model.assertMatches(Qemu.readAll(primaryDisk, dir), "(d) the primary's disk");
         secondary.quit();
-        for (String n : List.of("parent0", "hidden0", "active0")) {
-            Qemu.assertClean(sdir.resolve(n + ".qcow2"));
-        }
+        secondaryImagesClean();
     }
 }

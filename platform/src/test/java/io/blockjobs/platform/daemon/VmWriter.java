@@ -191,8 +191,12 @@ final class VmWriter implements AutoCloseable {
         done.get(WAIT.toSeconds(), TimeUnit.SECONDS);
     }
 
+    /** Stops without waiting; a paused writer is let go so that its thread ends. */
     @Override
     public void close() {
         running = false;
+        if (paused) {
+            resume();
+        }
     }
 }

@@ -118,8 +118,20 @@ public final class Qemu {
 
     /** The whole guest-visible disk as QEMU reads it. */
     public static byte[] readAll(Path image, Path scratch) throws IOException {
-        Path raw = scratch.resolve(image.getFileName() + ".as-qemu-reads.raw");
-        img("convert", "-O", "raw", image.toString(), raw.toString());
+        return readAll(scratch.resolve(image.getFileName() + ".as-qemu-reads.raw"), "convert", "-O", "raw",
+                image.toString());
+    }
+
+    /** The whole disk an NBD export serves ({@code uri} as {@code qemu-io} takes it), as QEMU reads it. */
+    public static byte[] readAllNbd(String uri, Path scratch) throws IOException {
+        return readAll(java.nio.file.Files.createTempFile(scratch, "nbd-", ".raw"), "convert", "-f", "raw", "-O", "raw",
+                uri);
+    }
+
+    private static byte[] readAll(Path raw, String... convert) throws IOException {
+        String[] args = java.util.Arrays.copyOf(convert, convert.length + 1);
+        args[convert.length] = raw.toString();
+        img(args);
         byte[] data = java.nio.file.Files.readAllBytes(raw);
         java.nio.file.Files.delete(raw);
         return data;
