@@ -75,7 +75,6 @@ final class Librbd {
 
         static final long FEATURE_FAST_DIFF = 1L << 4;
         static final long FLAG_FAST_DIFF_INVALID = 1L << 1;
-        static final int WRITE_ZEROES_FLAG_THICK_PROVISION = 1;
 
         static native int rbd_create(Pointer ioctx, String name, long size, IntByReference order);
 

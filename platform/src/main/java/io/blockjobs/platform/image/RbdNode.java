@@ -319,11 +319,16 @@ public final class RbdNode implements DriverNode, Resizable, ReadOnlyReopen {
         writeZeroes(offset, length, mayUnmap ? EnumSet.of(RequestFlag.MAY_UNMAP) : RequestFlag.NONE);
     }
 
-    /** librbd zeroes natively: without {@code MAY_UNMAP} the range stays allocated (thick), as QEMU asks. */
+    /**
+     * librbd zeroes natively, thin, with or without {@code MAY_UNMAP}, as QEMU's rbd driver does:
+     * its {@code #ifdef RBD_WRITE_ZEROES_FLAG_THICK_PROVISION} tests an enum constant of
+     * {@code librbd.h}, not a macro, so QEMU never asks for thick zeroes. A mirror's zeroing of a
+     * new RBD image then leaves it sparse, as with qemu-storage-daemon, instead of writing zeroes.
+     */
     @Override
     public void writeZeroes(long offset, long length, Set<RequestFlag> flags) throws IOException {
         checkWritable();
-        int zeroFlags = flags.contains(RequestFlag.MAY_UNMAP) ? 0 : Rbd.WRITE_ZEROES_FLAG_THICK_PROVISION;
+        int zeroFlags = 0;
         checkIo(Librbd.await(c -> Rbd.rbd_aio_write_zeroes(image, offset, length, c, zeroFlags, 0)), "write zeroes",
                 offset);
         if (flags.contains(RequestFlag.FUA)) {

@@ -65,7 +65,7 @@ final class CopierImpl implements Copier {
 
     @Override
     public void copy(long offset, int length, Read read, Write write) throws IOException {
-        if (length > bufferSize) {
+        if (length > bufferSize && read != null) {
             throw new IllegalArgumentException("copy of " + length + " bytes exceeds the copier's " + bufferSize);
         }
         Op op = new Op(offset, length, read, write);
@@ -110,7 +110,7 @@ final class CopierImpl implements Copier {
     }
 
     private static Failure run(Op op, ByteBuffer buffer) {
-        buffer.clear().limit(op.length());
+        buffer.clear().limit(Math.min(op.length(), buffer.capacity()));
         boolean reading = op.read() != null;
         try {
             if (reading) {

@@ -28,7 +28,9 @@ public interface Copier extends AutoCloseable {
 
     /**
      * Copies {@code length} bytes at {@code offset}: {@code read} fills a buffer (skipped when
-     * null), then {@code write} stores it. {@code length} is at most the copier's buffer size.
+     * null), then {@code write} stores it. With a {@code read}, {@code length} is at most the
+     * copier's buffer size; without one (a write-zeroes, say) it may be longer, and the buffer
+     * {@code write} gets holds at most the buffer size.
      */
     void copy(long offset, int length, Read read, Write write) throws IOException;
 

@@ -54,7 +54,7 @@ final class HarnessCopier implements Copier {
     @Override
     public void copy(long offset, int length, Read read, Write write) throws IOException {
         job.checkJobThread("Copier.copy");
-        if (length > bufferSize) {
+        if (length > bufferSize && read != null) {
             throw new IllegalArgumentException("copy of " + length + " bytes exceeds the copier's " + bufferSize);
         }
         Op op = new Op(offset, length, read, write);
@@ -106,7 +106,7 @@ final class HarnessCopier implements Copier {
     }
 
     private static Failure run(Op op, ByteBuffer buffer) {
-        buffer.clear().limit(op.length());
+        buffer.clear().limit(Math.min(op.length(), buffer.capacity()));
         boolean reading = op.read() != null;
         try {
             if (reading) {

@@ -295,8 +295,10 @@ final class Mirror implements JobBody, WriteHook {
                 where = null; // copied as data: the read meets the error and the policy
             }
             long n = where == null ? end - pos : where.length();
-            n = Math.min(n, ioBytes);
             boolean zero = where != null && where.zero();
+            if (!zero) {
+                n = Math.min(n, ioBytes); // as QEMU, only copies are cut to the I/O size: zeroes need no buffer
+            }
             n -= n % granularity;
             if (n < granularity) {
                 n = granularity; // a whole granule at least, copied as data
@@ -328,13 +330,15 @@ final class Mirror implements JobBody, WriteHook {
                 held[0] = inFlight.acquire(offset, length, length);
             }
             try {
-                if (zero && stillZero(o, length)) {
+                if (zero && !stillZero(o, length)) {
+                    // a client wrote here after the loop looked (and marked its write dirty): the
+                    // loop looks again, and copies what is data now, zeroes the rest
+                    dirty.set(o, length);
+                    release(held);
+                    return;
+                }
+                if (zero) {
                     target.writeZeroes(o, length, settings.unmap());
-                } else if (zero) {
-                    // a client wrote here after the loop looked: copy what is there now
-                    buffer.clear().limit(length);
-                    source.read(o, buffer);
-                    target.write(o, buffer.flip());
                 } else {
                     target.write(o, buffer);
                 }

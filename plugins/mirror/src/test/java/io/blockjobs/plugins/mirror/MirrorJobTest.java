@@ -75,6 +75,30 @@ class MirrorJobTest {
         }
     }
 
+    /**
+     * As QEMU's {@code mirror_iteration}: only copies are cut to the I/O size (1 MiB); a run
+     * that reads as zeroes is one write-zeroes of up to {@code buf-size}, so a mostly empty disk
+     * costs its target a few requests, not one per MiB.
+     */
+    @Test
+    void zeroRunsAreWrittenInBufferSizedRequestsNotMegabyteCopies() throws Exception {
+        try (JobHarness harness = new JobHarness()) {
+            MemoryChain chain = MemoryChain.of(48 * MIB, "src");
+            chain.node("src").random(0, MIB, 3);
+            MemoryNode target = new MemoryNode("tgt", 48 * MIB).fill(0, 48 * MIB, (byte) 0x55);
+            harness.add(chain).add(target);
+            int before = target.writes();
+            HarnessJob job = harness.start(blockdevMirror(),
+                    "{\"job-id\": \"m\", \"device\": \"src\", \"target\": \"tgt\", \"sync\": \"full\"}");
+            job.awaitStatus(JobStatus.READY);
+            assertThat(target.view(0, 48 * MIB)).as("old data zeroed").isEqualTo(chain.top().view(0, 48 * MIB));
+            // 16 MiB runs: [0, 1M) copied and [1M, 16M) zeroed, then [16M, 32M) and [32M, 48M) zeroed
+            assertThat(target.writes() - before).as("requests the target received").isEqualTo(4);
+            job.cancel();
+            job.awaitEnd();
+        }
+    }
+
     @Test
     void topMirrorCopiesWhatTheTopHoldsAndNoneOnlyNewWrites() throws Exception {
         for (String sync : new String[] {"top", "none"}) {
