@@ -19,6 +19,7 @@ import java.util.Map;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -64,6 +65,8 @@ public final class WorkflowEngine implements AutoCloseable {
     private Engine polyglot;
     private volatile boolean closing;
     private long lastGc;
+    /** The budget watchdog, ticking only while a run runs: an idle daemon does not wake for it. */
+    private ScheduledFuture<?> watchdog;
 
     /**
      * @param events     the daemon's events: scripts see them, and workflow events go there
@@ -82,7 +85,6 @@ public final class WorkflowEngine implements AutoCloseable {
                 }
             }
         });
-        timer.scheduleWithFixedDelay(this::watch, 20, 20, TimeUnit.MILLISECONDS);
     }
 
     /** What a run is asked to do. */
@@ -126,6 +128,9 @@ public final class WorkflowEngine implements AutoCloseable {
             runs.remove(id); // a finished run of the same id gives way, after the new one exists
             runs.put(id, run);
             trimFinished();
+            if (watchdog == null) {
+                watchdog = timer.scheduleWithFixedDelay(this::watch, 20, 20, TimeUnit.MILLISECONDS);
+            }
         }
         events.publish(new QmpEvent.WorkflowStarted(run.id, run.script));
         run.start();
@@ -238,7 +243,15 @@ public final class WorkflowEngine implements AutoCloseable {
     private void watch() {
         try {
             Instant now = Instant.now();
-            List<WorkflowRun> live = running();
+            List<WorkflowRun> live;
+            synchronized (this) {
+                live = running();
+                if (live.isEmpty()) {
+                    watchdog.cancel(false); // start() schedules it again, under this lock
+                    watchdog = null;
+                    return;
+                }
+            }
             for (WorkflowRun r : live) {
                 if (now.isAfter(r.deadline())) {
                     r.stop(new WorkflowRun.Stop(WorkflowRun.State.FAILED, "GenericError",
@@ -250,7 +263,7 @@ public final class WorkflowEngine implements AutoCloseable {
                 }
             }
             long max = Runtime.getRuntime().maxMemory();
-            if (live.isEmpty() || heapUsed() <= max / 2 || System.nanoTime() - lastGc < TimeUnit.SECONDS.toNanos(1)) {
+            if (heapUsed() <= max / 2 || System.nanoTime() - lastGc < TimeUnit.SECONDS.toNanos(1)) {
                 return;
             }
             WorkflowRun top = null;
