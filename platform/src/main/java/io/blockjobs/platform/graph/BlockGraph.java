@@ -355,6 +355,11 @@ public final class BlockGraph implements AutoCloseable {
         }
 
         @Override
+        public io.blockjobs.sdk.driver.GraphQuery graph() {
+            return query;
+        }
+
+        @Override
         public Optional<BlockNode> optionalChild(String key, ChildRole role) {
             JsonNode ref = options.raw(key);
             if (ref == null || ref.isNull()) {
@@ -561,6 +566,53 @@ public final class BlockGraph implements AutoCloseable {
         }
         out.add(n);
     }
+
+    /** The graph's answers to drivers' questions, under its lock. */
+    private final io.blockjobs.sdk.driver.GraphQuery query = new io.blockjobs.sdk.driver.GraphQuery() {
+        @Override
+        public String lookup(String name) {
+            synchronized (BlockGraph.this) {
+                GraphNode n = nodes.get(name);
+                return n == null ? null : n.name();
+            }
+        }
+
+        @Override
+        public boolean isRoot(String nodeName) {
+            synchronized (BlockGraph.this) {
+                GraphNode n = nodes.get(nodeName);
+                return n != null && n.parents().stream().allMatch(e -> e.parent() == null);
+            }
+        }
+
+        @Override
+        public boolean reaches(String top, String nodeName) {
+            synchronized (BlockGraph.this) {
+                GraphNode t = nodes.get(top);
+                return t != null && reaches(t, nodeName);
+            }
+        }
+
+        private boolean reaches(GraphNode n, String nodeName) {
+            if (n.name().equals(nodeName)) {
+                return true;
+            }
+            for (Edge e : n.children()) {
+                if (reaches(e.child(), nodeName)) {
+                    return true;
+                }
+            }
+            return false;
+        }
+
+        @Override
+        public boolean hasUser(String nodeName) {
+            synchronized (BlockGraph.this) {
+                GraphNode n = nodes.get(nodeName);
+                return n != null && n.parents().stream().anyMatch(e -> e.parent() == null);
+            }
+        }
+    };
 
     /** Root edges (exports', jobs'), oldest first. */
     public synchronized List<Edge> roots() {

@@ -182,7 +182,18 @@ class ReplicationSecondaryIT {
         create(dir.resolve("lone.qcow2"));
         create(dir.resolve("a2.qcow2"));
         qmp.ok("blockdev-add", ColoLayout.qcow2("lone", dir.resolve("lone.qcow2"), null));
-        record Refusal(java.util.Map<String, Object> file, String message) {
+        // a hidden disk over a secondary disk that nothing exports, and a chain whose secondary disk is exported
+        for (String n : List.of("h6", "a6", "l8", "h8", "a8", "a9", "a10")) {
+            create(dir.resolve(n + ".qcow2"));
+        }
+        qmp.ok("blockdev-add", ColoLayout.qcow2("h6", dir.resolve("h6.qcow2"), "lone"));
+        qmp.ok("blockdev-add", ColoLayout.qcow2("l8", dir.resolve("l8.qcow2"), null));
+        qmp.ok("blockdev-add", ColoLayout.qcow2("h8", dir.resolve("h8.qcow2"), "l8"));
+        qmp.ok("block-export-add", map("type", "nbd", "id", "e-l8", "node-name", "l8", "name", "l8", "writable", true));
+        record Refusal(java.util.Map<String, Object> file, String message, String topId) {
+            Refusal(java.util.Map<String, Object> file, String message) {
+                this(file, message, null); // top-id: the replication node itself, a valid top
+            }
         }
         List<Refusal> refusals = List.of(
                 new Refusal(map("driver", "qcow2", "node-name", "a1", "file", map("driver", "file", "filename",
@@ -190,11 +201,16 @@ class ReplicationSecondaryIT {
                 new Refusal(ColoLayout.qcow2("a2", dir.resolve("a2.qcow2"), "lone"), "Hidden disk doesn't have backing file"),
                 new Refusal(ColoLayout.qcow2("a3", small, "hidden"), "Active disk, hidden disk, secondary disk's length are not the same"),
                 new Refusal(map("driver", "raw", "node-name", "a4", "file", map("driver", "file", "filename", raw.toString())),
-                        "Active disk doesn't have backing file"));
+                        "Active disk doesn't have backing file"),
+                new Refusal(ColoLayout.qcow2("a6", dir.resolve("a6.qcow2"), "h6"), "The secondary disk doesn't have block backend"),
+                new Refusal(ColoLayout.qcow2("a8", dir.resolve("a8.qcow2"), "h8"), "No top_bs or it is invalid", "nowhere"),
+                // h8 has a parent (the active disk), so it is no top; top has none, but this replication is not below it
+                new Refusal(ColoLayout.qcow2("a9", dir.resolve("a9.qcow2"), "h8"), "No top_bs or it is invalid", "h8"),
+                new Refusal(ColoLayout.qcow2("a10", dir.resolve("a10.qcow2"), "h8"), "No top_bs or it is invalid", "top"));
         for (Refusal r : refusals) {
             String name = "r-" + r.file().get("node-name");
-            qmp.ok("blockdev-add", map("driver", "replication", "node-name", name, "mode", "secondary", "top-id", name,
-                    "file", r.file()));
+            qmp.ok("blockdev-add", map("driver", "replication", "node-name", name, "mode", "secondary", "top-id",
+                    r.topId() == null ? name : r.topId(), "file", r.file()));
             assertThat(qmp.error("xen-set-replication", map("enable", true, "primary", false)).path("desc").asString())
                     .as("%s", r.file()).isEqualTo(r.message());
             qmp.ok("blockdev-del", map("node-name", name));

@@ -53,6 +53,11 @@ public interface DriverContext {
         throw new UnsupportedOperationException("this graph sends no driver events");
     }
 
+    /** The graph the node is opened in, for questions beyond its children (see {@link GraphQuery}). */
+    default GraphQuery graph() {
+        throw new UnsupportedOperationException("this graph answers no questions");
+    }
+
     /** As {@link #child}, but empty when the option is absent. */
     Optional<BlockNode> optionalChild(String key, ChildRole role);
 

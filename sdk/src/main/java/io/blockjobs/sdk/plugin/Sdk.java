@@ -7,7 +7,7 @@ package io.blockjobs.sdk.plugin;
  */
 public final class Sdk {
     /** This SDK's version, {@code major.minor.patch}. */
-    public static final String VERSION = "1.2.0";
+    public static final String VERSION = "1.3.0";
 
     private Sdk() {
     }

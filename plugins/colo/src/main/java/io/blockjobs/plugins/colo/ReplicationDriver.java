@@ -6,6 +6,7 @@ import io.blockjobs.sdk.driver.ChildRole;
 import io.blockjobs.sdk.driver.DriverContext;
 import io.blockjobs.sdk.driver.DriverNode;
 import io.blockjobs.sdk.driver.DriverOptions;
+import io.blockjobs.sdk.driver.GraphQuery;
 import io.blockjobs.sdk.driver.OptionSpec;
 import io.blockjobs.sdk.error.CommandException;
 import java.util.List;
@@ -59,6 +60,12 @@ public final class ReplicationDriver implements BlockDriver {
         } catch (UnsupportedOperationException e) {
             // a graph without events (a test's): COLO_EXIT goes nowhere
         }
-        return new ReplicationNode(ctx.nodeName(), file, primary, topId, registry);
+        GraphQuery graph;
+        try {
+            graph = ctx.graph();
+        } catch (UnsupportedOperationException e) {
+            graph = null; // a graph that answers no questions (a test's): top-id is not checked
+        }
+        return new ReplicationNode(ctx.nodeName(), file, primary, topId, registry, graph);
     }
 }

@@ -5,6 +5,7 @@ import io.blockjobs.sdk.block.BlockNode;
 import io.blockjobs.sdk.block.BlockStatus;
 import io.blockjobs.sdk.block.Errno;
 import io.blockjobs.sdk.driver.DriverNode;
+import io.blockjobs.sdk.driver.GraphQuery;
 import io.blockjobs.sdk.driver.Limits;
 import io.blockjobs.sdk.error.CommandException;
 import java.io.IOException;
@@ -46,9 +47,11 @@ final class ReplicationNode implements DriverNode {
     private volatile BlockNode target; // where the secondary's requests go: file, then the secondary disk after failover
 
     private final Replications registry;
+    private final GraphQuery graph; // null in a graph that answers no questions (a test's): its checks are skipped
 
-    ReplicationNode(String name, BlockNode file, boolean primary, String topId, Replications registry) {
+    ReplicationNode(String name, BlockNode file, boolean primary, String topId, Replications registry, GraphQuery graph) {
         this.name = name;
+        this.graph = graph;
         this.file = file;
         this.target = file;
         this.primary = primary;
@@ -219,9 +222,16 @@ final class ReplicationNode implements DriverNode {
         if (!primary) {
             SecondarySide side;
             try {
-                side = SecondarySide.over(file);
+                side = SecondarySide.over(file, graph);
             } catch (IOException e) {
                 throw new CommandException("Active disk, hidden disk, secondary disk's length are not the same");
+            }
+            if (graph != null) {
+                // QEMU's: top-id names a node nothing sits on (the VM's disk) with this node below it
+                String top = graph.lookup(topId);
+                if (top == null || !graph.isRoot(top) || !graph.reaches(top, name)) {
+                    throw new CommandException("No top_bs or it is invalid");
+                }
             }
             side.startCopying();
             secondary = side;

@@ -29,7 +29,7 @@ class ReplicationNodeTest {
     @Test
     void thePrimaryForwardsWritesWhileRunningAndHidesTheirErrors() throws Exception {
         MemoryNode secondary = new MemoryNode("nbd", SIZE);
-        ReplicationNode r = new ReplicationNode("r", secondary, true, null, new Replications());
+        ReplicationNode r = new ReplicationNode("r", secondary, true, null, new Replications(), null);
         assertEio(() -> r.write(0, filled(512, 1))); // not started: QEMU's stage none refuses
         assertThatThrownBy(r::error).isInstanceOf(CommandException.class).hasMessage("Block replication is not running");
         assertThatThrownBy(() -> r.start(false)).isInstanceOf(CommandException.class)
@@ -60,7 +60,7 @@ class ReplicationNodeTest {
 
     @Test
     void theSecondaryRefusesRequestsBeforeItStarts() {
-        ReplicationNode r = new ReplicationNode("s", new MemoryNode("active", SIZE), false, "top", new Replications());
+        ReplicationNode r = new ReplicationNode("s", new MemoryNode("active", SIZE), false, "top", new Replications(), null);
         assertEio(() -> r.read(0, ByteBuffer.allocate(512)));
         assertEio(() -> r.write(0, filled(512, 1)));
         assertThatThrownBy(() -> r.stop(true)).isInstanceOf(CommandException.class)
@@ -72,8 +72,8 @@ class ReplicationNodeTest {
     void theCommandsDriveEveryNodeAsQemusReplicationAllFunctions() throws Exception {
         Replications all = new Replications();
         MemoryNode remote = new MemoryNode("nbd", SIZE);
-        ReplicationNode a = new ReplicationNode("a", remote, true, null, all);
-        ReplicationNode b = new ReplicationNode("b", new MemoryNode("nbd2", SIZE), true, null, all);
+        ReplicationNode a = new ReplicationNode("a", remote, true, null, all, null);
+        ReplicationNode b = new ReplicationNode("b", new MemoryNode("nbd2", SIZE), true, null, all, null);
         assertThat(all.status()).isEqualTo(new Replications.Status(true, java.util.Optional.of("Block replication is not running")));
         assertThatThrownBy(() -> all.set(new Replications.SetArgs(true, true, java.util.Optional.of(false))))
                 .isInstanceOf(CommandException.class).hasMessage("Parameter 'failover' is only for stopping replication");

@@ -1,0 +1,24 @@
+package io.blockjobs.sdk.driver;
+
+/**
+ * Questions about the daemon's block graph, by node name, for a driver whose checks reach past
+ * its own children (replication checks its {@code top-id} and the secondary disk's users when
+ * replication starts). The answers are those of the moment of asking.
+ */
+public interface GraphQuery {
+
+    /**
+     * QEMU's {@code bdrv_lookup_bs(name, name)}: the node-name of the node {@code name} names,
+     * or null when none does.
+     */
+    String lookup(String name);
+
+    /** QEMU's {@code bdrv_is_root_node}: no node has this one as a child (exports and jobs may use it). */
+    boolean isRoot(String nodeName);
+
+    /** QEMU's {@code check_top_bs}: whether {@code nodeName} is {@code top} or one of its children, at any depth. */
+    boolean reaches(String top, String nodeName);
+
+    /** QEMU's {@code bdrv_has_blk}: whether something other than a node uses this one (an export, a job). */
+    boolean hasUser(String nodeName);
+}
