@@ -330,6 +330,17 @@ final class Qcow2Bitmaps implements PersistentBitmaps {
         }
     }
 
+    /** The directory as on disk, for the image's format-specific information. */
+    List<Qcow2Node.BitmapInfo> info() {
+        lock.lock();
+        try {
+            return entries.stream().map(e -> new Qcow2Node.BitmapInfo(e.name, 1L << e.granularityBits,
+                    (e.flags & FLAG_IN_USE) != 0, (e.flags & FLAG_AUTO) != 0)).toList();
+        } finally {
+            lock.unlock();
+        }
+    }
+
     // ---- PersistentBitmaps ----------------------------------------------------------------------
 
     /**

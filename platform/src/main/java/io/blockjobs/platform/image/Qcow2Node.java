@@ -399,6 +399,26 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         return header.version;
     }
 
+    /**
+     * What QEMU's {@code qcow2_get_specific_info} reports ({@code ImageInfoSpecificQCow2}):
+     * version 2 or 3, the lazy-refcounts and corrupt bits, the refcount width, and the
+     * persistent bitmaps as the directory on disk holds them.
+     */
+    public record SpecificInfo(int version, boolean lazyRefcounts, boolean corrupt, int refcountBits,
+                               List<BitmapInfo> bitmaps) {
+    }
+
+    /** A bitmap of the directory on disk: its name, granularity and flags ({@code in-use}, {@code auto}). */
+    public record BitmapInfo(String name, long granularity, boolean inUse, boolean auto) {
+    }
+
+    /** This image's {@link SpecificInfo}, now. */
+    public SpecificInfo specificInfo() {
+        return new SpecificInfo(header.version, (header.compatibleFeatures & Qcow2Header.COMPAT_LAZY_REFCOUNTS) != 0,
+                (header.incompatibleFeatures & Qcow2Header.INCOMPAT_CORRUPT) != 0, 1 << header.refcountOrder,
+                bitmaps.info());
+    }
+
     /** The backing file name recorded in the header, or null. */
     public String backingFileName() {
         return header.backingFile;

@@ -248,6 +248,31 @@ public final class RbdNode implements DriverNode, Resizable, ReadOnlyReopen {
         return readOnly;
     }
 
+    /**
+     * QEMU's {@code qemu_rbd_get_specific_info}: {@code luks} or {@code luks2} when the image
+     * starts with librbd's LUKS header, else null (also when it cannot be read).
+     */
+    public String encryptionFormat() {
+        ByteBuffer start = ByteBuffer.allocateDirect(LUKS_MAGIC.length + 2);
+        try {
+            if (size() < start.capacity()) {
+                return null;
+            }
+            read(0, start);
+        } catch (IOException e) {
+            return null;
+        }
+        byte[] b = new byte[start.capacity()];
+        start.flip().get(b);
+        if (!java.util.Arrays.equals(b, 0, LUKS_MAGIC.length, LUKS_MAGIC, 0, LUKS_MAGIC.length) || b[6] != 0) {
+            return null;
+        }
+        return b[7] == 1 ? "luks" : b[7] == 2 ? "luks2" : null;
+    }
+
+    /** A LUKS header's magic, then its version in two bytes (QEMU's rbd_luks_header_verification). */
+    private static final byte[] LUKS_MAGIC = {'L', 'U', 'K', 'S', (byte) 0xBA, (byte) 0xBE};
+
     /** The image's object size: QEMU's {@code cluster-size} for rbd. */
     @Override
     public int clusterSize() {

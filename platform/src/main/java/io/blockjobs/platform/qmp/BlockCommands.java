@@ -63,7 +63,26 @@ public final class BlockCommands {
                             long virtualSize, Optional<Integer> clusterSize, Optional<String> backingFilename,
                             Optional<String> fullBackingFilename, Optional<String> backingFilenameFormat,
                             Optional<ImageInfo> backingImage,
-                            Optional<List<InternalSnapshotCommands.SnapshotInfo>> snapshots) {
+                            Optional<List<InternalSnapshotCommands.SnapshotInfo>> snapshots,
+                            Optional<FormatSpecific> formatSpecific) {
+    }
+
+    /** QMP's {@code ImageInfoSpecific}: the format's name and its own information. */
+    public record FormatSpecific(String type, Object data) {
+    }
+
+    /** QMP's {@code ImageInfoSpecificQCow2}, as QEMU fills it for version 2 ({@code 0.10}) and 3 ({@code 1.1}). */
+    public record Qcow2Specific(String compat, Optional<Boolean> lazyRefcounts, Optional<Boolean> corrupt,
+                                Optional<Boolean> extendedL2, int refcountBits,
+                                Optional<List<Qcow2BitmapInfo>> bitmaps, String compressionType) {
+    }
+
+    /** QMP's {@code Qcow2BitmapInfo}. */
+    public record Qcow2BitmapInfo(String name, long granularity, List<String> flags) {
+    }
+
+    /** QMP's {@code ImageInfoSpecificRbd}. */
+    public record RbdSpecific(Optional<String> encryptionFormat) {
     }
 
     /** QMP's {@code BlockdevCacheInfo}. */
@@ -394,6 +413,34 @@ public final class BlockCommands {
         Optional<ImageInfo> backingImage = withBacking && next != null
                 ? Optional.of(imageInfo(next, true)) : Optional.empty();
         return new ImageInfo(image.filename(), n.driver(), dirty, actual, size, cluster, backingName, fullBacking,
-                backingFormat, backingImage, InternalSnapshotCommands.list(n));
+                backingFormat, backingImage, InternalSnapshotCommands.list(n), formatSpecific(n));
+    }
+
+    /** QEMU's {@code bdrv_get_specific_info}: qcow2's and rbd's; other drivers have none. */
+    private static Optional<FormatSpecific> formatSpecific(GraphNode n) {
+        if (n.driverNode() instanceof Qcow2Node q) {
+            Qcow2Node.SpecificInfo i = q.specificInfo();
+            if (i.version() == 2) {
+                return Optional.of(new FormatSpecific("qcow2", new Qcow2Specific("0.10", Optional.empty(),
+                        Optional.empty(), Optional.empty(), i.refcountBits(), Optional.empty(), "zlib")));
+            }
+            List<Qcow2BitmapInfo> bitmaps = i.bitmaps().stream().map(b -> {
+                List<String> flags = new java.util.ArrayList<>();
+                if (b.inUse()) {
+                    flags.add("in-use");
+                }
+                if (b.auto()) {
+                    flags.add("auto");
+                }
+                return new Qcow2BitmapInfo(b.name(), b.granularity(), flags);
+            }).toList();
+            return Optional.of(new FormatSpecific("qcow2", new Qcow2Specific("1.1", Optional.of(i.lazyRefcounts()),
+                    Optional.of(i.corrupt()), Optional.of(false), i.refcountBits(),
+                    bitmaps.isEmpty() ? Optional.empty() : Optional.of(bitmaps), "zlib")));
+        }
+        if (n.driverNode() instanceof io.blockjobs.platform.image.RbdNode r) {
+            return Optional.of(new FormatSpecific("rbd", new RbdSpecific(Optional.ofNullable(r.encryptionFormat()))));
+        }
+        return Optional.empty();
     }
 }

@@ -237,6 +237,10 @@ class RbdIT {
         exportWritable("src");
         String image = newImage("mirror", kind, 32L * MIB);
         daemon.qmp.ok("blockdev-add", map("driver", "raw", "node-name", "tgt", "file", rbd("tgt-file", image)));
+        // QEMU's ImageInfoSpecificRbd on the rbd node (no LUKS header: no encryption-format), none on the raw node
+        assertThat(node("tgt-file").at("/image/format-specific").toString()).as("%s", kind)
+                .isEqualTo("{\"type\":\"rbd\",\"data\":{}}");
+        assertThat(node("tgt").at("/image/format-specific").isMissingNode()).as("%s", kind).isTrue();
         daemon.qmp.ok("blockdev-mirror", map("job-id", "m", "device", "src", "target", "tgt", "sync", "full",
                 "speed", 4L * MIB));
         String uri = daemon.nbdUri("src");
