@@ -30,6 +30,7 @@ final class Librbd {
             Native.register(Rbd.class, "rbd");
             // librbd's threads call back often: attach them once, as daemon threads
             Native.setCallbackThreadInitializer(DONE, new CallbackThreadInitializer(true, false, "librbd-completion"));
+            Native.setCallbackThreadInitializer(FIRST_RUN, new CallbackThreadInitializer(true, false, "librbd-diff"));
             return null;
         } catch (Throwable t) {
             return t.toString();
@@ -95,7 +96,7 @@ final class Librbd {
         static native int rbd_diff_iterate2(Pointer image, String fromSnapshot, long offset, long length,
                                             byte includeParent, byte wholeObject, DiffCallback cb, Pointer arg);
 
-        static native int rbd_aio_create_completion(Pointer arg, Completion cb, PointerByReference completion);
+        static native int rbd_aio_create_completion(Pointer arg, Completion cb, long[] completion);
 
         static native long rbd_aio_get_return_value(Pointer completion);
 
@@ -136,7 +137,49 @@ final class Librbd {
         }
     };
 
-    /** Why the libraries could not be loaded, or null once they are (after {@link #DONE}: it registers it). */
+    /** What the diff callback returns to end the iteration early (QEMU's {@code QEMU_RBD_EXIT_DIFF_ITERATE2}). */
+    static final int STOP = -9000;
+
+    /** The first allocated extents' runs being looked for, by the number passed as the callback's argument. */
+    private static final ConcurrentHashMap<Long, long[]> RUNS = new ConcurrentHashMap<>();
+
+    /**
+     * The one diff callback (JNA makes a native stub per callback object, so there is one, not
+     * one per call): grows the first run of allocated extents and stops at the hole after it.
+     */
+    private static final DiffCallback FIRST_RUN = (offset, length, exists, arg) -> {
+        long[] run = RUNS.get(Pointer.nativeValue(arg));
+        if (exists == 0 || run == null) {
+            return 0;
+        }
+        if (run[0] < 0) {
+            run[0] = offset;
+            run[1] = offset + length;
+            return 0;
+        }
+        if (offset > run[1]) {
+            return STOP; // a hole after the first run: done
+        }
+        run[1] = offset + length;
+        return 0;
+    };
+
+    /**
+     * {@code rbd_diff_iterate2} over whole objects of {@code [offset, offset + length)}, with
+     * parents: sets {@code run} to the first run of allocated extents' start and end (left at
+     * -1 when there is none). Returns librbd's result, {@link #STOP} when the run ended early.
+     */
+    static int firstAllocatedRun(Pointer image, long offset, long length, long[] run) {
+        long id = NEXT.getAndIncrement();
+        RUNS.put(id, run);
+        try {
+            return Rbd.rbd_diff_iterate2(image, null, offset, length, (byte) 1, (byte) 1, FIRST_RUN, new Pointer(id));
+        } finally {
+            RUNS.remove(id);
+        }
+    }
+
+    /** Why the libraries could not be loaded, or null once they are (after the callbacks: it registers them). */
     private static final String UNAVAILABLE = load();
 
     /** Something that starts one request with the completion it is given, returning 0 or {@code -errno}. */
@@ -155,16 +198,17 @@ final class Librbd {
         long id = NEXT.getAndIncrement();
         CompletableFuture<Long> f = new CompletableFuture<>();
         PENDING.put(id, f);
-        PointerByReference c = new PointerByReference();
+        long[] c = new long[1]; // a primitive array: JNA passes it without allocating native memory
         int r = Rbd.rbd_aio_create_completion(new Pointer(id), DONE, c);
         if (r < 0) {
             PENDING.remove(id);
             return r;
         }
-        r = submit.start(c.getValue());
+        Pointer completion = new Pointer(c[0]);
+        r = submit.start(completion);
         if (r < 0) {
             PENDING.remove(id);
-            Rbd.rbd_aio_release(c.getValue());
+            Rbd.rbd_aio_release(completion);
             return r;
         }
         boolean interrupted = false;

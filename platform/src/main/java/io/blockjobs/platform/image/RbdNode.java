@@ -53,9 +53,6 @@ public final class RbdNode implements DriverNode, Resizable, ReadOnlyReopen {
                          boolean cache, Map<String, Object> strong) {
     }
 
-    /** What the diff callback returns to end the iteration early (QEMU's {@code QEMU_RBD_EXIT_DIFF_ITERATE2}). */
-    private static final int STOP = -9000;
-
     /** blockjobs' {@code client_mount_timeout} in seconds, where the configuration keeps librados' 300. */
     static final String MOUNT_TIMEOUT = "20";
 
@@ -424,23 +421,8 @@ public final class RbdNode implements DriverNode, Resizable, ReadOnlyReopen {
         // Whole objects: start at the object holding offset; the first extent decides.
         long start = offset - offset % objectSize;
         long[] run = {-1, -1}; // first allocated extent's start and end
-        Librbd.DiffCallback cb = (off, len, exists, arg) -> {
-            if (exists == 0) {
-                return 0;
-            }
-            if (run[0] < 0) {
-                run[0] = off;
-                run[1] = off + len;
-                return 0;
-            }
-            if (off > run[1]) {
-                return STOP; // a hole after the first run: done
-            }
-            run[1] = off + len;
-            return 0;
-        };
-        int r = Rbd.rbd_diff_iterate2(image, null, start, offset + length - start, (byte) 1, (byte) 1, cb, null);
-        if (r < 0 && r != STOP && run[0] < 0) {
+        int r = Librbd.firstAllocatedRun(image, start, offset + length - start, run);
+        if (r < 0 && r != Librbd.STOP && run[0] < 0) {
             return data; // as QEMU: an iteration that failed says nothing
         }
         if (run[0] < 0 || run[0] >= offset + length) {
