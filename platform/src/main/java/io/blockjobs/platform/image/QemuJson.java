@@ -23,6 +23,22 @@ final class QemuJson {
         return b.toString();
     }
 
+    /**
+     * A format node's name over a child known only by a {@code json:} name (an rbd image, say):
+     * {@code bdrv_refresh_filename} cannot reuse the child's name then, so the node's is
+     * {@code json:{"driver": FORMAT, "file": {the child's options}}}; a plain name is the node's own.
+     */
+    @SuppressWarnings("unchecked")
+    static String overChild(String driver, String childName) {
+        if (!childName.startsWith("json:")) {
+            return childName;
+        }
+        Map<String, Object> child = JSON.readValue(childName.substring(5), java.util.LinkedHashMap.class);
+        return filename(driver, Map.of("file", child));
+    }
+
+    private static final tools.jackson.databind.ObjectMapper JSON = tools.jackson.databind.json.JsonMapper.builder().build();
+
     @SuppressWarnings("unchecked")
     private static void object(StringBuilder b, List<Map.Entry<String, Object>> entries) {
         List<Map.Entry<String, Object>> sorted = new ArrayList<>(entries);

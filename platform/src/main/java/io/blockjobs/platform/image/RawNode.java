@@ -35,7 +35,7 @@ public final class RawNode implements DriverNode, Resizable {
 
     @Override
     public String filename() {
-        return file.filename();
+        return QemuJson.overChild("raw", file.filename());
     }
 
     @Override

@@ -121,8 +121,12 @@ class RbdIT {
             assertThat(node(n).at("/image/cluster-size").asLong()).as(n).isEqualTo(4L * MIB);
             assertThat(node(n).at("/image/dirty-flag").asBoolean(true)).as(n).isFalse();
         }
-        assertThat(r0.get("file").asString()).isEqualTo("json:{\"pool\": \"rbd\", \"image\": \"" + image
-                + "\", \"conf\": \"" + ceph.conf + "\", \"driver\": \"rbd\"}");
+        String rbdOptions = "{\"pool\": \"rbd\", \"image\": \"" + image + "\", \"conf\": \"" + ceph.conf
+                + "\", \"driver\": \"rbd\"}";
+        assertThat(r0.get("file").asString()).isEqualTo("json:" + rbdOptions);
+        // a format node over it has no plain name either: QEMU names it with its child's options nested
+        assertThat(node("disk").get("file").asString()).as("%s", kind)
+                .isEqualTo("json:{\"driver\": \"raw\", \"file\": " + rbdOptions + "}");
 
         // Holes: the map through a read-only export of the node equals QEMU's map of the image.
         daemon.qmp.ok("block-export-add", map("type", "nbd", "id", "m", "node-name", "r0", "name", "map"));
