@@ -26,6 +26,9 @@ final class Librbd {
 
     private static String load() {
         try {
+            if (Native.POINTER_SIZE != 8) {
+                return "a 64-bit JVM is needed (rbd_completion_t comes back in a long)";
+            }
             Native.register(Rados.class, "rados");
             Native.register(Rbd.class, "rbd");
             // librbd's threads call back often: attach them once, as daemon threads
@@ -198,7 +201,7 @@ final class Librbd {
         long id = NEXT.getAndIncrement();
         CompletableFuture<Long> f = new CompletableFuture<>();
         PENDING.put(id, f);
-        long[] c = new long[1]; // a primitive array: JNA passes it without allocating native memory
+        long[] c = new long[1]; // a primitive array: no JNA Memory object, and no Cleaner, per request
         int r = Rbd.rbd_aio_create_completion(new Pointer(id), DONE, c);
         if (r < 0) {
             PENDING.remove(id);

@@ -247,7 +247,8 @@ public final class RbdNode implements DriverNode, Resizable, ReadOnlyReopen {
 
     /**
      * QEMU's {@code qemu_rbd_get_specific_info}: {@code luks} or {@code luks2} when the image
-     * starts with librbd's LUKS header, else null (also when it cannot be read).
+     * starts with librbd's LUKS header, else null. An image whose start cannot be read shows
+     * none, where QEMU fails the whole query: one unreadable image should not hide the others.
      */
     public String encryptionFormat() {
         ByteBuffer start = ByteBuffer.allocateDirect(LUKS_MAGIC.length + 2);

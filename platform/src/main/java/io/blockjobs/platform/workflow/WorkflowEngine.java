@@ -124,13 +124,17 @@ public final class WorkflowEngine implements AutoCloseable {
             if (old != null && (old.state() == WorkflowRun.State.RUNNING || !old.announced())) {
                 throw new CommandException("Workflow '" + id + "' is already running");
             }
+            if (watchdog == null) {
+                try {
+                    watchdog = timer.scheduleWithFixedDelay(this::watch, 20, 20, TimeUnit.MILLISECONDS);
+                } catch (java.util.concurrent.RejectedExecutionException e) {
+                    throw new CommandException("The daemon is shutting down"); // close() stopped the timer
+                }
+            }
             run = new WorkflowRun(this, id, request.script(), source, args, request.schedule(), timeout, statements, cpu);
             runs.remove(id); // a finished run of the same id gives way, after the new one exists
             runs.put(id, run);
             trimFinished();
-            if (watchdog == null) {
-                watchdog = timer.scheduleWithFixedDelay(this::watch, 20, 20, TimeUnit.MILLISECONDS);
-            }
         }
         events.publish(new QmpEvent.WorkflowStarted(run.id, run.script));
         run.start();

@@ -3,7 +3,9 @@ package io.blockjobs.sdk.driver;
 /**
  * Questions about the daemon's block graph, by node name, for a driver whose checks reach past
  * its own children (replication checks its {@code top-id} and the secondary disk's users when
- * replication starts). The answers are those of the moment of asking.
+ * replication starts). The answers are those of the moment of asking. Each takes the graph's
+ * lock: do not ask while holding a lock that the node's {@code close} takes, since the graph
+ * closes nodes under its lock.
  */
 public interface GraphQuery {
 
@@ -19,6 +21,6 @@ public interface GraphQuery {
     /** QEMU's {@code check_top_bs}: whether {@code nodeName} is {@code top} or one of its children, at any depth. */
     boolean reaches(String top, String nodeName);
 
-    /** QEMU's {@code bdrv_has_blk}: whether something other than a node uses this one (an export, a job). */
+    /** QEMU's {@code bdrv_has_blk}, roughly: whether something other than a node uses this one (an export, or a job's edge). */
     boolean hasUser(String nodeName);
 }

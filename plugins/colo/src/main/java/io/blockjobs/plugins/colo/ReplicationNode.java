@@ -208,7 +208,25 @@ final class ReplicationNode implements DriverNode {
     // ---- the replication state machine (QEMU's ReplicationOps) ---------------------------------------
 
     /** QEMU's replication_start. */
-    synchronized void start(boolean asPrimary) {
+    void start(boolean asPrimary) {
+        // The graph's answers first, outside this node's lock: the graph closes nodes (taking this
+        // lock) under its own lock, so asking it while holding this one could deadlock.
+        start(asPrimary, primary || graph == null ? null : graphFacts());
+    }
+
+    /** What a secondary's start learns from the graph: whether something exports the secondary disk, and whether top-id is a top above this node. */
+    private record GraphFacts(boolean diskHasUser, boolean validTop) {
+    }
+
+    private GraphFacts graphFacts() {
+        String disk = file.backing().flatMap(BlockNode::backing).map(BlockNode::nodeName).orElse(null);
+        String top = graph.lookup(topId);
+        // QEMU's: top-id names a node nothing sits on (the VM's disk) with this node below it
+        return new GraphFacts(disk == null || graph.hasUser(disk),
+                top != null && graph.isRoot(top) && graph.reaches(top, name));
+    }
+
+    private synchronized void start(boolean asPrimary, GraphFacts facts) {
         if (stage == Stage.DONE || stage == Stage.FAILOVER) {
             return; // a secondary promoted to primary: nothing left to do
         }
@@ -222,16 +240,12 @@ final class ReplicationNode implements DriverNode {
         if (!primary) {
             SecondarySide side;
             try {
-                side = SecondarySide.over(file, graph);
+                side = SecondarySide.over(file, facts == null || facts.diskHasUser());
             } catch (IOException e) {
                 throw new CommandException("Active disk, hidden disk, secondary disk's length are not the same");
             }
-            if (graph != null) {
-                // QEMU's: top-id names a node nothing sits on (the VM's disk) with this node below it
-                String top = graph.lookup(topId);
-                if (top == null || !graph.isRoot(top) || !graph.reaches(top, name)) {
-                    throw new CommandException("No top_bs or it is invalid");
-                }
+            if (facts != null && !facts.validTop()) {
+                throw new CommandException("No top_bs or it is invalid");
             }
             side.startCopying();
             secondary = side;

@@ -6,7 +6,6 @@ import io.blockjobs.sdk.block.RequestFlag;
 import io.blockjobs.sdk.block.SerialisedRange;
 import io.blockjobs.sdk.block.WriteHook;
 import io.blockjobs.sdk.block.WriteRequest;
-import io.blockjobs.sdk.driver.GraphQuery;
 import io.blockjobs.sdk.error.CommandException;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -70,10 +69,10 @@ final class SecondarySide implements WriteHook {
      * needs beyond them: hidden and secondary disks it can write (QEMU reopens them read-write;
      * here they are added writable, as {@code blockdev-add} adds nodes).
      */
-    static SecondarySide over(BlockNode active, GraphQuery graph) throws IOException {
+    static SecondarySide over(BlockNode active, boolean diskHasUser) throws IOException {
         BlockNode hidden = active.backing().orElseThrow(() -> new CommandException("Active disk doesn't have backing file"));
         BlockNode disk = hidden.backing().orElseThrow(() -> new CommandException("Hidden disk doesn't have backing file"));
-        if (graph != null && !graph.hasUser(disk.nodeName())) {
+        if (!diskHasUser) {
             // the primary's writes come in through an export of it: without one, none would
             throw new CommandException("The secondary disk doesn't have block backend");
         }

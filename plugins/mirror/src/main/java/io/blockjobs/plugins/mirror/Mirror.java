@@ -31,9 +31,11 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <p>The job's dirty bitmap of the source records every client write from before the first copy.
  * The copy loop takes the next run of dirty granules (up to {@code buf-size}), clears their bits,
- * and copies it in operations of up to {@code max(buf-size / 16, 1 MiB)}, at most 16 in flight
- * and {@code buf-size} bytes in all: data as a read and a write, ranges that read as zeroes as a
- * write-zeroes (with unmap unless {@code unmap: false}). An operation holds its granules
+ * and copies it in operations, at most 16 in flight: data as a read and a write of up to
+ * {@code max(buf-size / 16, 1 MiB)} ({@code buf-size} bytes of buffers in all), a range that reads
+ * as zeroes as one write-zeroes of up to the whole run (with unmap unless {@code unmap: false}).
+ * QEMU copies a zero range that does not cover whole target clusters as data instead
+ * ({@code bdrv_round_to_clusters}); blockjobs zeroes it, so an RBD target stays sparser. An operation holds its granules
  * ({@link InFlight}) and a client write over them waits for it; a failed one marks its range
  * dirty again and meets {@code on-source-error} or {@code on-target-error}. With nothing dirty
  * and nothing in flight the target is flushed and the job says ready; it keeps copying what
@@ -296,9 +298,8 @@ final class Mirror implements JobBody, WriteHook {
             }
             long n = where == null ? end - pos : where.length();
             boolean zero = where != null && where.zero();
-            if (!zero) {
-                n = Math.min(n, ioBytes); // as QEMU, only copies are cut to the I/O size: zeroes need no buffer
-            }
+            // as QEMU, only copies are cut to the I/O size (zeroes need no buffer), zeroes to what an int holds
+            n = Math.min(n, zero ? Integer.MAX_VALUE - Integer.MAX_VALUE % granularity : ioBytes);
             n -= n % granularity;
             if (n < granularity) {
                 n = granularity; // a whole granule at least, copied as data
@@ -331,8 +332,9 @@ final class Mirror implements JobBody, WriteHook {
             }
             try {
                 if (zero && !stillZero(o, length)) {
-                    // a client wrote here after the loop looked (and marked its write dirty): the
-                    // loop looks again, and copies what is data now, zeroes the rest
+                    // a client wrote here after the loop looked: the loop looks again, and copies
+                    // what is data now, zeroes the rest (in write-blocking mode the client's write
+                    // reached the target and left its bits clear; this marks them again)
                     dirty.set(o, length);
                     release(held);
                     return;
