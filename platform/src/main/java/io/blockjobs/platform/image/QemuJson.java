@@ -11,6 +11,8 @@ import java.util.Map;
  * iterates them (by hash bucket), nested dictionaries likewise.
  */
 final class QemuJson {
+    private static final tools.jackson.databind.ObjectMapper JSON = tools.jackson.databind.json.JsonMapper.builder().build();
+
     private QemuJson() {
     }
 
@@ -36,8 +38,6 @@ final class QemuJson {
         Map<String, Object> child = JSON.readValue(childName.substring(5), java.util.LinkedHashMap.class);
         return filename(driver, Map.of("file", child));
     }
-
-    private static final tools.jackson.databind.ObjectMapper JSON = tools.jackson.databind.json.JsonMapper.builder().build();
 
     @SuppressWarnings("unchecked")
     private static void object(StringBuilder b, List<Map.Entry<String, Object>> entries) {

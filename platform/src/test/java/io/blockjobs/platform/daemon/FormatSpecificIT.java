@@ -11,7 +11,6 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import tools.jackson.databind.JsonNode;
@@ -24,14 +23,6 @@ import tools.jackson.databind.JsonNode;
 class FormatSpecificIT {
     @TempDir
     Path dir;
-    final List<StorageDaemon> daemons = new ArrayList<>();
-
-    @AfterEach
-    void stop() throws Exception {
-        for (StorageDaemon d : daemons) {
-            d.close();
-        }
-    }
 
     /** Each node's format-specific information (a missing node where it has none), by node name. */
     private Map<String, JsonNode> formatSpecific(Kind kind) throws Exception {
@@ -53,11 +44,11 @@ class FormatSpecificIT {
         }
         args.addAll(List.of("--blockdev", "driver=raw,node-name=raw,file.driver=file,file.node-name=raw-file,"
                 + "file.filename=" + raw));
-        StorageDaemon daemon = StorageDaemon.start(kind, d, args);
-        daemons.add(daemon);
         Map<String, JsonNode> out = new TreeMap<>();
-        for (JsonNode n : daemon.qmp.ok("query-named-block-nodes")) {
-            out.put(n.get("node-name").asString(), n.at("/image/format-specific")); // JSON objects: equal in any order
+        try (StorageDaemon daemon = StorageDaemon.start(kind, d, args)) {
+            for (JsonNode n : daemon.qmp.ok("query-named-block-nodes")) {
+                out.put(n.get("node-name").asString(), n.at("/image/format-specific")); // JSON objects: equal in any order
+            }
         }
         return out;
     }
