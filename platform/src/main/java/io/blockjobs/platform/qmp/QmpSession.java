@@ -128,10 +128,10 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
         updateReading(ctx); // back-pressure: read more once replies go out
         CompletableFuture<ObjectNode> result = dispatcher.execute(command, arguments).handle((out, failure) ->
                 failure == null ? out : QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "internal error: " + failure));
-        inOrder(ctx, result, id).thenRun(() -> { // on the event loop, after the reply went out
+        inOrder(ctx, result, id).thenRunAsync(() -> { // on the event loop, after the reply went out
             inFlight--;
             updateReading(ctx);
-        });
+        }, ctx.executor());
     }
 
     /** Reads requests while few are running and little output waits; on the event loop. */
@@ -216,11 +216,13 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
 
     /**
      * Sends a reply once every earlier request's reply has gone out: QMP answers in the order it
-     * was asked, even when a later answer (an error found at once) is ready first. Called and
-     * completed on the channel's event loop, which alone touches {@code replies}.
+     * was asked, even when a later answer (an error found at once) is ready first. Called on the
+     * channel's event loop, which alone touches {@code replies}. The reply is written by the thread
+     * that completes the last of the two, without a hop: a command's reply leaves from the main
+     * loop before any event a later command publishes there (quit's SHUTDOWN), as in QEMU.
      */
     private CompletableFuture<Void> inOrder(ChannelHandlerContext ctx, CompletableFuture<ObjectNode> reply, JsonNode id) {
-        replies = replies.thenCombine(reply, (previous, out) -> out).thenAcceptAsync(out -> {
+        replies = replies.thenCombine(reply, (previous, out) -> out).thenAccept(out -> {
             if (id != null) {
                 out.set("id", id);
             }
@@ -229,7 +231,7 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
             } catch (RuntimeException e) { // one reply that cannot be written must not stop the rest
                 LOG.warn("cannot send a QMP reply: {}", e.toString());
             }
-        }, ctx.executor());
+        });
         return replies;
     }
 

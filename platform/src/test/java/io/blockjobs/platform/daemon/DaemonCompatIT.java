@@ -224,6 +224,38 @@ class DaemonCompatIT {
         assertThat(ours).startsWith("{\r\n    \"QMP\": {\r\n        \"version\": {\r\n            \"qemu\": {\r\n");
     }
 
+    @Test
+    void repliesLeaveInOrderAndShutdownFollowsQuitsReply() throws Exception {
+        // Pipelined requests, half answered by the main loop and half at once (a bad member): the
+        // replies keep the requests' order, and quit's SHUTDOWN comes after quit's reply, as in QEMU.
+        StringBuilder script = new StringBuilder("{\"execute\": \"qmp_capabilities\"}\n");
+        int requests = 400;
+        for (int i = 0; i < requests; i++) {
+            script.append(i % 2 == 0
+                    ? "{\"execute\": \"query-jobs\", \"id\": " + i + "}\n"
+                    : "{\"execute\": \"query-jobs\", \"id\": " + i + ", \"bogus\": 1}\n");
+        }
+        script.append("{\"execute\": \"quit\", \"id\": \"quit\"}\n");
+        String out = run(DaemonProcess.blockjobd().toString(),
+                List.of("--chardev", "stdio,id=stdio", "--monitor", "chardev=stdio"), script.toString());
+        List<String> order = new ArrayList<>();
+        for (String line : out.split("\r\n")) {
+            JsonNode m = Qemu.JSON.readTree(line);
+            if (m.has("event")) {
+                order.add(m.get("event").asString());
+            } else if (m.has("id")) {
+                order.add(m.get("id").asString());
+            }
+        }
+        List<String> expected = new ArrayList<>();
+        for (int i = 0; i < requests; i++) {
+            expected.add(Integer.toString(i));
+        }
+        expected.add("quit");
+        expected.add("SHUTDOWN");
+        assertThat(order).containsExactlyElementsOf(expected);
+    }
+
     private static String run(String program, List<String> args, String stdin) throws Exception {
         List<String> cmd = new ArrayList<>(List.of(program));
         cmd.addAll(args);
