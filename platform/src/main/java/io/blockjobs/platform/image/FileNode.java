@@ -13,6 +13,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.EnumSet;
 import java.util.Set;
+import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * The {@code file} protocol driver: positional I/O on a host file, holding QEMU-compatible
@@ -49,6 +50,12 @@ public final class FileNode implements DriverNode, Resizable, ReadOnlyReopen {
     private final FileLocks.Claim claim;
     private final FileChannel channel;
     private final int alignment;
+    /**
+     * Taken around a write through the page cache. The kernel lets one buffered write into a file
+     * at a time (the inode's lock) and makes the others spin for it: on a 2-core machine a mirror's
+     * waiting writers burnt as much CPU as the copying one. Parked here, they leave it to the reads.
+     */
+    private final ReentrantLock bufferedWrites = new ReentrantLock();
 
     private FileNode(Path path, Mode mode, boolean readOnly, FileLocks.Claim claim, FileChannel channel, int alignment) {
         this.path = path;
@@ -192,16 +199,29 @@ public final class FileNode implements DriverNode, Resizable, ReadOnlyReopen {
             }
             return;
         }
-        long pos = offset;
         try {
-            while (src.hasRemaining()) {
-                pos += channel.write(src, pos);
+            if (mode.direct()) {
+                writeFully(offset, src);
+            } else {
+                bufferedWrites.lock();
+                try {
+                    writeFully(offset, src);
+                } finally {
+                    bufferedWrites.unlock();
+                }
             }
             if (flags.contains(RequestFlag.FUA)) {
                 channel.force(false);
             }
         } catch (IOException e) {
             throw failure("write", offset, e);
+        }
+    }
+
+    private void writeFully(long offset, ByteBuffer src) throws IOException {
+        long pos = offset;
+        while (src.hasRemaining()) {
+            pos += channel.write(src, pos);
         }
     }
 
