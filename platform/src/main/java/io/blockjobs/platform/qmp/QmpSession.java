@@ -217,20 +217,23 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
     /**
      * Sends a reply once every earlier request's reply has gone out: QMP answers in the order it
      * was asked, even when a later answer (an error found at once) is ready first. Called on the
-     * channel's event loop, which alone touches {@code replies}. The reply is written by the thread
-     * that completes the last of the two, without a hop: a command's reply leaves from the main
-     * loop before any event a later command publishes there (quit's SHUTDOWN), as in QEMU.
+     * channel's event loop, which alone touches {@code replies}. The thread that completes the last
+     * of the two queues the write on the event loop at once: a command's reply is queued from the
+     * main loop before any event a later command publishes there (quit's SHUTDOWN), as in QEMU, and
+     * a later reply found at once on the event loop is queued behind it, never written ahead.
      */
     private CompletableFuture<Void> inOrder(ChannelHandlerContext ctx, CompletableFuture<ObjectNode> reply, JsonNode id) {
         replies = replies.thenCombine(reply, (previous, out) -> out).thenAccept(out -> {
             if (id != null) {
                 out.set("id", id);
             }
-            try {
-                send(ctx, out);
-            } catch (RuntimeException e) { // one reply that cannot be written must not stop the rest
-                LOG.warn("cannot send a QMP reply: {}", e.toString());
-            }
+            ctx.executor().execute(() -> {
+                try {
+                    send(ctx, out);
+                } catch (RuntimeException e) { // one reply that cannot be written must not stop the rest
+                    LOG.warn("cannot send a QMP reply: {}", e.toString());
+                }
+            });
         });
         return replies;
     }
