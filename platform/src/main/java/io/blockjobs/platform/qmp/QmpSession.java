@@ -128,7 +128,7 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
         updateReading(ctx); // back-pressure: read more once replies go out
         CompletableFuture<ObjectNode> result = dispatcher.execute(command, arguments).handle((out, failure) ->
                 failure == null ? out : QmpDispatcher.error(ErrorClass.GENERIC_ERROR, "internal error: " + failure));
-        inOrder(ctx, result, id).thenRunAsync(() -> { // on the event loop, after the reply went out
+        inOrder(ctx, result, id).thenRunAsync(() -> { // on the event loop, queued behind the reply's write
             inFlight--;
             updateReading(ctx);
         }, ctx.executor());
@@ -215,7 +215,7 @@ final class QmpSession extends SimpleChannelInboundHandler<QmpFrameDecoder.Frame
     }
 
     /**
-     * Sends a reply once every earlier request's reply has gone out: QMP answers in the order it
+     * Sends a reply after every earlier request's reply: QMP answers in the order it
      * was asked, even when a later answer (an error found at once) is ready first. Called on the
      * channel's event loop, which alone touches {@code replies}. The thread that completes the last
      * of the two queues the write on the event loop at once: a command's reply is queued from the
