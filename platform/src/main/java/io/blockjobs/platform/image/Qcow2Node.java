@@ -31,11 +31,15 @@ import java.util.zip.Inflater;
  * <p>Concurrency: guest clusters are guarded by striped read-write locks. Reads and writes to
  * clusters that are already allocated take a stripe's read lock only, so they run in parallel;
  * allocating writes, write-zeroes and discards take the stripe's write lock; refcounts and the
- * L1 table change under the refcount lock. L2 tables are cached (bounded) and written through.
+ * L1 table change under the refcount lock. L2 tables are cached (bounded) and written back, as
+ * QEMU's L2 table cache: a change waits in memory for a flush, the close, or a bound on what a
+ * crash may leak ({@link #writeL2Entries}), except one that releases storage, written at once.
  *
- * <p>Crash safety: data is written before the L2 entry that points to it; a cluster is counted
- * (durably) before it is referenced and released only after it is no longer referenced; a new L2
- * table is durable before the L1 entry points to it. See {@link Qcow2Refcounts}.
+ * <p>Crash safety: data is written before the L2 entry that points to it (and copy-on-write data
+ * flushed first); a cluster is counted (durably) before it is referenced and released only after
+ * the file's table no longer references it; a new L2 table is durable before the L1 entry points
+ * to it. A crash loses unflushed writes, as QEMU's does, and leaks at most the clusters allocated
+ * since the tables were last written back. See {@link Qcow2Refcounts}.
  *
  * <p>Persistent dirty bitmaps (the bitmaps extension) are {@link Qcow2Bitmaps}'; this node offers
  * them as {@link PersistentBitmaps}.
@@ -49,12 +53,16 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private static final int STRIPES = 256;
     private static final int MAX_RUN = 256; // clusters merged into one host request
     private static final int TABLE_LOCKS = 64;
-    /** Guard each L2 table's group commit (by L1 index): one write of a table at a time, holding every change. */
+    /** Guard each dirty L2 table (by table offset): its changes, and one write of it at a time. */
     private final ReentrantLock[] tableLocks = newLocks(TABLE_LOCKS);
     /** Signalled when a write of a table of the slot ends. */
     private final java.util.concurrent.locks.Condition[] tableWritten = conditions(tableLocks);
-    /** The L2 tables with updates collected or being written, by table offset. */
-    private final java.util.concurrent.ConcurrentHashMap<Long, L2Group> l2Groups = new java.util.concurrent.ConcurrentHashMap<>();
+    /** The L2 tables changed in memory and not yet (all) written, by table offset: see {@link #writeL2Entries}. */
+    private final java.util.concurrent.ConcurrentHashMap<Long, DirtyTable> dirtyTables = new java.util.concurrent.ConcurrentHashMap<>();
+    /** Clusters allocated since the dirty tables were last written back ({@link #maybeWriteBack}). */
+    private final java.util.concurrent.atomic.AtomicLong unlinkedClusters = new java.util.concurrent.atomic.AtomicLong();
+    /** Whether copy-on-write data was written since the last write-back, which must flush it first. */
+    private volatile boolean copiedOnWrite;
     static final int MAX_L1_BYTES = 32 << 20; // QEMU's QCOW_MAX_L1_SIZE
 
     /** Opens the backing file named in an overlay's header. */
@@ -97,6 +105,10 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private volatile AtomicLongArray l1; // written under the refcount lock; replaced when it grows
     private final Cache<Long, AtomicLongArray> l2Cache;
     private final Function<Long, AtomicLongArray> l2Loader = this::loadL2;
+    /** The clusters allocated before the dirty L2 tables are written back: {@link #writeBackWindow(int)}. */
+    private final long writeBackWindow;
+    /** The dirty L2 tables (a quarter of the cache's) after which they are written back. */
+    private final int maxDirtyTables;
     private final Qcow2Refcounts refcounts;
     private final Qcow2Bitmaps bitmaps;
     private volatile String nodeName;
@@ -143,6 +155,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 .weigher((Long k, AtomicLongArray t) -> t.length() * 8)
                 .executor(Runnable::run)
                 .build();
+        this.writeBackWindow = writeBackWindow(clusterBits);
+        this.maxDirtyTables = (int) Math.max(4, cacheBytes / clusterSize / 4);
         for (int i = 0; i < STRIPES; i++) {
             stripes[i] = new ReentrantReadWriteLock();
         }
@@ -348,6 +362,15 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
     }
 
+    /**
+     * The clusters allocated after which the dirty L2 tables are written back, so the most a
+     * crash between flushes leaks besides the pool's: 8 MiB of them, within 16 and 128 (a 1 MiB
+     * mirror copy is 16 clusters of 64 KiB: its tables are written once per 8 copies).
+     */
+    static long writeBackWindow(int clusterBits) {
+        return Math.max(16, Math.min(128, (8L << 20) >> clusterBits));
+    }
+
     private static long roundUp(long v, long to) {
         return (v + to - 1) / to * to;
     }
@@ -547,6 +570,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             n = writeCluster(idx, inOff, n, src);
             pos += n;
         }
+        maybeWriteBack();
     }
 
     /**
@@ -634,7 +658,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 long host = hostForWrite(idx, e, (idx << clusterBits) + inOff);
                 checkOverlap(host + inOff, firstBytes);
                 writeRunData(idx, inOff, slice(src, firstBytes), host, new long[] {e}, 1);
-                writeL2Entries(l1Index, l2, inTable, new long[] {host | COPIED});
+                writeL2Entries(l2, inTable, new long[] {host | COPIED}, false);
                 return firstBytes;
             }
             long wanted = ((long) inOff + src.remaining() + clusterSize - 1) >>> clusterBits;
@@ -670,8 +694,16 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             for (int j = 0; j < k; j++) {
                 entries[j] = (host + ((long) j << clusterBits)) | COPIED;
             }
-            writeL2Entries(l1Index, l2, inTable, entries);
-            releaseOld(old, k);
+            boolean releases = false;
+            for (int j = 0; j < k && !releases; j++) {
+                releases = holdsStorage(old[j]);
+            }
+            writeL2Entries(l2, inTable, entries, releases);
+            if (releases) {
+                releaseOld(old, k);
+            } else {
+                unlinkedClusters.addAndGet(k);
+            }
             return bytes;
         } finally {
             for (Lock l : held) {
@@ -701,6 +733,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             file.write(host, data);
             return;
         }
+        copiedOnWrite = true;
         ByteBuffer buf = ByteBuffer.allocate(total);
         if (inOff != 0 || k == 1) {
             readOldCluster(idx, old[0], kind(old[0]), buf.slice(0, clusterSize));
@@ -780,6 +813,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         } finally {
             deflater.end();
         }
+        maybeWriteBack();
     }
 
     private void writeCompressed(long offset, ByteBuffer src, byte[] cluster, byte[] out, Deflater deflater)
@@ -853,7 +887,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 throw ex;
             }
             noteFileEnd(host + (long) sectors * 512);
-            writeL2Entries(l1Index, l2, inTable, new long[] {host | COMPRESSED | ((long) (sectors - 1) << csizeShift)});
+            writeL2Entries(l2, inTable, new long[] {host | COMPRESSED | ((long) (sectors - 1) << csizeShift)}, false);
+            unlinkedClusters.incrementAndGet();
             return true;
         } finally {
             lock.unlock();
@@ -944,6 +979,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             int inOff = (int) (pos & (clusterSize - 1));
             pos += allocatingWrite(idx, inOff, src, true); // skips clusters a guest write allocated since
         }
+        maybeWriteBack();
     }
 
     /**
@@ -1064,6 +1100,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         if (readOnly) {
             return;
         }
+        writeBackTables();
         Lock meta = refcounts.lock();
         meta.lock();
         try {
@@ -1153,6 +1190,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             }
             pos += n;
         }
+        maybeWriteBack();
     }
 
     private boolean readsAsZero(long idx) throws IOException {
@@ -1193,7 +1231,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             long l2 = ensureL2Table(l1Index);
             long[] entries = new long[n];
             java.util.Arrays.fill(entries, ZERO);
-            writeL2Entries(l1Index, l2, i, entries);
+            writeL2Entries(l2, i, entries, false);
             return n;
         } finally {
             for (Lock l : held) {
@@ -1217,7 +1255,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 updated = ZERO;
             }
             if (updated != e) {
-                setL2Entry(idx, updated);
+                setL2Entry(idx, updated, e);
                 releaseOld(e, updated & OFFSET_MASK);
             }
         } finally {
@@ -1253,7 +1291,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
                 long e = l2Entry(idx);
                 long updated = replace.applyAsLong(e);
                 if (updated != e) {
-                    setL2Entry(idx, updated);
+                    setL2Entry(idx, updated, e);
                     releaseOld(e, -1);
                 }
             } finally {
@@ -1269,6 +1307,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
         checkOpen();
         if (!readOnly) {
+            unlinkedClusters.set(0);
+            writeBackTables();
             file.flush();
         }
     }
@@ -1398,6 +1438,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
         lockEverything();
         try {
+            writeBackTables(); // the tables are rewritten from the file's and memory's view alike
             List<Qcow2Snapshots.Entry> list = snapshots;
             if (list.size() >= Qcow2Snapshots.MAX_SNAPSHOTS) {
                 throw new BlockIoException(Errno.EFBIG, Errno.EFBIG.message());
@@ -1459,6 +1500,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         checkOpen();
         lockEverything();
         try {
+            writeBackTables(); // the tables are rewritten from the file's and memory's view alike
             List<Qcow2Snapshots.Entry> list = snapshots;
             int index = Qcow2Snapshots.find(list, id, name);
             if (index < 0) {
@@ -1762,6 +1804,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         closed = true;
         try {
             if (!readOnly && !unusable) { // QEMU does not close a driver it dropped: nothing more is written
+                writeBackTables(); // first: releasing the pool may read the tables from the file
                 Lock meta = refcounts.lock();
                 meta.lock();
                 try {
@@ -1816,6 +1859,10 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     }
 
     private AtomicLongArray loadL2(long offset) {
+        DirtyTable d = dirtyTables.get(offset);
+        if (d != null) {
+            return d.table; // dropped from the cache while dirty: the file lacks what it holds
+        }
         try {
             ByteBuffer buf = ByteBuffer.allocate(clusterSize);
             file.read(offset, buf);
@@ -1989,54 +2036,53 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
     }
 
-    /** Sets one L2 entry, allocating the L2 table if needed. Caller holds the stripe's write lock. */
-    private void setL2Entry(long idx, long value) throws IOException {
+    /**
+     * Sets one L2 entry, allocating the L2 table if needed, replacing {@code old}: written at once
+     * if what {@code old} held is released next, else left to {@link #writeBackTables}. Caller
+     * holds the stripe's write lock.
+     */
+    private void setL2Entry(long idx, long value, long old) throws IOException {
         int l1Index = (int) (idx >>> l2Bits);
         int i = (int) (idx & ((1L << l2Bits) - 1));
         long l2 = ensureL2Table(l1Index);
-        writeL2Entries(l1Index, l2, i, new long[] {value});
+        writeL2Entries(l2, i, new long[] {value}, holdsStorage(old));
     }
 
     /**
-     * Sets entries {@code first, first + 1, ...} of the L2 table at {@code l2} (L1 index
-     * {@code l1Index}) to {@code values}, and returns once they are written to the file. Caller
-     * holds the stripe locks of the clusters.
+     * Sets entries {@code first, first + 1, ...} of the L2 table at {@code l2} to {@code values}.
+     * Caller holds the stripe locks of the clusters, and has written whatever data they point to.
      *
-     * <p>Group commit: one write of a table is in flight at a time, and it carries every update
-     * made to that table since the write before it started (the slice that covers them, widened
-     * to the file's request alignment, its other entries taken from the cached table, so that the
-     * file never reads around it). Concurrent allocating writes into one table, a mirror's or a
-     * guest's, so share their L2 writes instead of queueing one 4 KiB write each behind the
-     * table's lock; each caller still returns only once its entries are in the file, as before.
+     * <p>Write-back, as QEMU's L2 table cache: the cached table changes at once and stays pinned
+     * in {@link #dirtyTables} until the file has it; {@link #flush}, {@link #close}, operations
+     * that rewrite tables, and {@link #maybeWriteBack} (a bound on what a crash can leak) write it.
+     * With {@code durable}, it is written before this returns: a caller that releases what the
+     * old entries held must not let the refcount drop reach the file while the file's table still
+     * points there. Concurrent callers share a table's writes (one in flight at a time, each
+     * carrying every change made before it started).
      *
-     * <p>The disk is written first and the cache after: a reader that loads the table meanwhile
-     * reads the disk, and the cache update waits for its load. A failed write fails every update
-     * it carried, and leaves the cache as it was.
+     * <p>A failed write fails the durable callers it carried; the entries stay changed in memory
+     * (their data is written) and dirty, for the next write to retry.
      */
-    private void writeL2Entries(int l1Index, long l2, int first, long[] values) throws IOException {
-        int slot = l1Index & (TABLE_LOCKS - 1);
+    private void writeL2Entries(long l2, int first, long[] values, boolean durable) throws IOException {
+        int slot = slotOf(l2);
         ReentrantLock lock = tableLocks[slot];
         lock.lock();
         try {
-            L2Group group = l2Groups.computeIfAbsent(l2, k -> new L2Group());
-            if (group.open == null) {
-                group.open = new L2Batch();
+            DirtyTable d = dirtyTables.get(l2);
+            if (d == null) {
+                AtomicLongArray table = l2Table(l2);
+                l2Cache.put(l2, table); // a reader that reloaded it meanwhile now finds this one
+                d = new DirtyTable(table);
+                dirtyTables.put(l2, d);
             }
-            L2Batch batch = group.open;
-            batch.add(first, values);
-            while (!batch.done) {
-                if (group.writing) {
-                    tableWritten[slot].awaitUninterruptibly();
-                } else {
-                    writeBatch(slot, l2, group, batch); // the open batch is ours: lead it
-                }
+            for (int j = 0; j < values.length; j++) {
+                d.table.set(first + j, values[j]);
             }
-            if (batch.error instanceof IOException e) {
-                throw e;
-            } else if (batch.error instanceof RuntimeException e) {
-                throw e;
-            } else if (batch.error != null) {
-                throw new IOException(name + ": writing L2 table entries failed: " + batch.error, batch.error);
+            d.from = Math.min(d.from, first);
+            d.to = Math.max(d.to, first + values.length);
+            long change = ++d.changes;
+            if (durable) {
+                awaitWritten(slot, l2, d, change);
             }
         } finally {
             lock.unlock();
@@ -2044,25 +2090,49 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     }
 
     /**
-     * Writes {@code batch}, the open batch of {@code group}, with the table's lock held except
-     * during the write itself (updates that come meanwhile open the next batch).
+     * Returns once change {@code change} of dirty table {@code d} is in the file, leading a write
+     * when none is in flight; throws if a write that carried it failed. Caller holds the table lock.
      */
-    private void writeBatch(int slot, long l2, L2Group group, L2Batch batch) throws IOException {
-        group.writing = true;
-        group.open = null;
+    private void awaitWritten(int slot, long l2, DirtyTable d, long change) throws IOException {
+        long attemptsBefore = d.attempts;
+        while (d.written < change) {
+            if (d.failedAttempt > attemptsBefore && d.failedUpTo >= change) {
+                Throwable e = d.error;
+                if (e instanceof IOException io) {
+                    throw io;
+                } else if (e instanceof RuntimeException re) {
+                    throw re;
+                }
+                throw new IOException(name + ": writing L2 table entries failed: " + e, e);
+            }
+            if (d.writing) {
+                tableWritten[slot].awaitUninterruptibly();
+            } else {
+                writeDirty(slot, l2, d);
+            }
+        }
+    }
+
+    /**
+     * Writes the dirty entries of {@code d} from memory (the slice that covers them, widened to
+     * the file's request alignment, so that the file never reads around it), with the table's
+     * lock let go during the write itself: changes made meanwhile wait for the next write.
+     */
+    private void writeDirty(int slot, long l2, DirtyTable d) {
+        d.writing = true;
+        long upTo = d.changes;
+        int dirtyFrom = d.from;
+        int dirtyTo = d.to;
+        d.from = Integer.MAX_VALUE;
+        d.to = 0;
+        Throwable failure = null;
         try {
             int align = Math.min(clusterSize, Math.max(8, Qcow2Refcounts.requestAlignment(file)));
-            int from = batch.minIndex() * 8 & -align;
-            int to = Math.min(clusterSize, (batch.maxIndex() * 8 + 8 + align - 1) & -align);
+            int from = dirtyFrom * 8 & -align;
+            int to = Math.min(clusterSize, (dirtyTo * 8 + align - 1) & -align);
             ByteBuffer buf = ByteBuffer.allocate(to - from);
-            if (batch.covered(from >> 3, to >> 3) < (to - from) >> 3) { // entries no update sets: from the table
-                AtomicLongArray table = l2Table(l2);
-                for (int j = from >> 3; j < to >> 3; j++) {
-                    buf.putLong((j << 3) - from, table.get(j));
-                }
-            }
-            for (int u = 0; u < batch.count; u++) {
-                buf.putLong((batch.index[u] << 3) - from, batch.value[u]);
+            for (int j = from >> 3; j < to >> 3; j++) {
+                buf.putLong((j << 3) - from, d.table.get(j));
             }
             tableLocks[slot].unlock();
             try {
@@ -2070,79 +2140,122 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             } finally {
                 tableLocks[slot].lock();
             }
-            l2Cache.asMap().computeIfPresent(l2, (k, t) -> {
-                for (int u = 0; u < batch.count; u++) {
-                    t.set(batch.index[u], batch.value[u]);
-                }
-                return t;
-            });
         } catch (Throwable e) { // an Error too: no caller may take its entries for written
-            batch.error = e;
+            failure = e;
         } finally {
-            batch.done = true;
-            group.writing = false;
-            if (group.open == null) {
-                l2Groups.remove(l2);
+            d.writing = false;
+            d.attempts++;
+            if (failure == null) {
+                d.written = upTo;
+            } else {
+                d.error = failure;
+                d.failedAttempt = d.attempts;
+                d.failedUpTo = upTo;
+                d.from = Math.min(d.from, dirtyFrom);
+                d.to = Math.max(d.to, dirtyTo);
+            }
+            if (d.to == 0 && d.written == d.changes) {
+                dirtyTables.remove(l2); // the file has it all: the cache may drop it again
             }
             tableWritten[slot].signalAll();
         }
     }
 
-    /** An L2 table's updates being collected or written ({@link #writeL2Entries}); under its table lock. */
-    private static final class L2Group {
-        /** The batch collecting updates for the next write, or null. */
-        L2Batch open;
-        /** Whether a write of this table is in flight. */
-        boolean writing;
+    /**
+     * Writes every dirty L2 table to the file (not flushed). Copy-on-write data is flushed first,
+     * as QEMU's {@code qcow2_cache_depends_on_flush}: a table must not reach the disk before the
+     * old contents it relies on. Throws the first failure after trying every table.
+     */
+    private void writeBackTables() throws IOException {
+        if (dirtyTables.isEmpty()) {
+            return;
+        }
+        if (copiedOnWrite) {
+            copiedOnWrite = false;
+            try {
+                file.flush();
+            } catch (IOException | RuntimeException e) {
+                copiedOnWrite = true;
+                throw e;
+            }
+        }
+        Long[] tables = dirtyTables.keySet().toArray(new Long[0]);
+        java.util.Arrays.sort(tables); // in file order
+        IOException failed = null;
+        for (Long l2 : tables) {
+            int slot = slotOf(l2);
+            tableLocks[slot].lock();
+            try {
+                DirtyTable d = dirtyTables.get(l2);
+                if (d != null) {
+                    awaitWritten(slot, l2, d, d.changes);
+                }
+            } catch (IOException e) {
+                if (failed == null) {
+                    failed = e;
+                } else if (failed != e) {
+                    failed.addSuppressed(e);
+                }
+            } finally {
+                tableLocks[slot].unlock();
+            }
+        }
+        if (failed != null) {
+            throw failed;
+        }
     }
 
-    /** Updates of one L2 table that one write carries: entry indexes and values, in arrival order. */
-    private static final class L2Batch {
-        int[] index = new int[16];
-        long[] value = new long[16];
-        int count;
-        boolean done;
+    /**
+     * Writes the dirty tables back once the clusters allocated since the last write-back reach
+     * {@link #writeBackWindow} or the dirty tables {@link #maxDirtyTables}: a process killed
+     * before a flush then leaks no more than that (the clusters are counted, and nothing on disk
+     * points to them yet), and the pinned tables stay bounded. Caller holds no stripe lock.
+     */
+    private void maybeWriteBack() throws IOException {
+        if (unlinkedClusters.get() >= writeBackWindow && unlinkedClusters.getAndSet(0) >= writeBackWindow
+                || dirtyTables.size() > maxDirtyTables) {
+            writeBackTables();
+        }
+    }
+
+    /** Whether a replaced entry held storage to release (so that its replacement is written at once). */
+    private boolean holdsStorage(long e) {
+        Kind kind = kind(e);
+        return kind != Kind.UNALLOCATED && kind != Kind.ZERO_PLAIN;
+    }
+
+    private int slotOf(long l2) {
+        return (int) (l2 >>> clusterBits) & (TABLE_LOCKS - 1);
+    }
+
+    /** An L2 table changed in memory and not yet (all) in the file; under its table lock. */
+    private static final class DirtyTable {
+        /** The cached table, which readers find here while the cache may have dropped it. */
+        final AtomicLongArray table;
+        /** Entries {@code [from, to)} changed since the last write started ({@code to == 0}: none). */
+        int from = Integer.MAX_VALUE;
+        int to;
+        /** Changes made, and how many of them the file has: every one up to {@code written}. */
+        long changes;
+        long written;
+        /** Whether a write of the table is in flight. */
+        boolean writing;
+        /** Writes ended; the last one that failed (its number), what it carried and why. */
+        long attempts;
+        long failedAttempt;
+        long failedUpTo;
         Throwable error;
 
-        void add(int first, long[] values) {
-            if (count + values.length > index.length) {
-                int n = Math.max(index.length * 2, count + values.length);
-                index = java.util.Arrays.copyOf(index, n);
-                value = java.util.Arrays.copyOf(value, n);
-            }
-            for (int j = 0; j < values.length; j++) {
-                index[count] = first + j;
-                value[count++] = values[j];
-            }
-        }
-
-        /** How many distinct entries of {@code [from, to)} the updates set. */
-        int covered(int from, int to) {
-            java.util.BitSet set = new java.util.BitSet(to - from);
-            for (int u = 0; u < count; u++) {
-                set.set(index[u] - from);
-            }
-            return set.cardinality();
-        }
-
-        int minIndex() {
-            int m = Integer.MAX_VALUE;
-            for (int u = 0; u < count; u++) {
-                m = Math.min(m, index[u]);
-            }
-            return m;
-        }
-
-        int maxIndex() {
-            int m = 0;
-            for (int u = 0; u < count; u++) {
-                m = Math.max(m, index[u]);
-            }
-            return m;
+        DirtyTable(AtomicLongArray table) {
+            this.table = table;
         }
     }
 
     private AtomicLongArray l2Table(long l2) throws IOException {
+        DirtyTable d = dirtyTables.get(l2);
+        if (d != null) {
+            return d.table;
+        }
         try {
             return l2Cache.get(l2, l2Loader);
         } catch (UncheckedIOException e) {

@@ -70,8 +70,9 @@ class Qcow2AllocatingWriteTest {
     /**
      * A job's 512 KiB write into an empty layer (64 KiB clusters) costs a few host requests, not
      * one data write and one L2 write per cluster (and refcount writes) as it did: one data write
-     * and one L2 write once the L2 table and the pool are there; the first write adds the table
-     * (its zeroes, a flush, the L1 entry) and pool refills (a refcount slice and a flush each).
+     * once the L2 table and the pool are there, its L2 entries left in the table cache; the first
+     * write adds the table (its zeroes, a flush, the L1 entry) and pool refills (a refcount slice
+     * and a flush each). The flush after them writes the table's changed slice once.
      *
      * <p>Between the image and its file sits a {@code blkdebug} node with {@code align=4096}, as
      * O_DIRECT's alignment: a metadata write smaller than that would be a read-modify-write
@@ -107,12 +108,18 @@ class Qcow2AllocatingWriteTest {
             assertThat(first.flushes()).as("%s", first).isLessThanOrEqualTo(3);
             for (Requests r : perWrite.subList(1, perWrite.size())) {
                 assertThat(r.reads()).as("no read-modify-write of metadata: %s", perWrite).isZero();
-                // One data write and one L2 write; a pool refill adds a refcount write and a flush.
-                assertThat(r.writes()).as("%s", perWrite).isLessThanOrEqualTo(3);
+                // One data write; a pool refill adds a refcount write and a flush.
+                assertThat(r.writes()).as("%s", perWrite).isLessThanOrEqualTo(2);
                 assertThat(r.flushes()).as("%s", perWrite).isLessThanOrEqualTo(1);
             }
-            long plain = perWrite.subList(1, perWrite.size()).stream().filter(r -> r.writes() == 2).count();
-            assertThat(plain).as("most writes are just data + L2: %s", perWrite).isGreaterThanOrEqualTo(3);
+            long plain = perWrite.subList(1, perWrite.size()).stream().filter(r -> r.writes() == 1).count();
+            assertThat(plain).as("most writes are just their data: %s", perWrite).isGreaterThanOrEqualTo(3);
+            BlockStats.Snapshot before = f.stats().snapshot();
+            disk.flush();
+            Requests flush = Requests.between(before, f.stats().snapshot());
+            System.out.printf("then a flush, cache.direct=%s: %s%n", direct, flush);
+            assertThat(flush).as("the flush: the L2 slice of the 48 entries, then the file's flush")
+                    .isEqualTo(new Requests(0, 1, 1));
         }
         Qemu.assertClean(image);
         byte[] expected = new byte[64 << 20];
@@ -289,14 +296,15 @@ class Qcow2AllocatingWriteTest {
     }
 
     /**
-     * Allocating writes in flight at once into one L2 table, which share its writes (group
-     * commit) when they overlap, each return only once their L2 entry is in the file: a copy of
-     * the file taken while the node is still open (what a SIGKILL leaves) holds every write that
-     * returned.
+     * Allocating writes in flight at once into one L2 table, whose entries wait in the table cache
+     * and share its writes, are each in the file once a flush that began after they returned has
+     * returned: a copy of the file taken then, with the node still open (what a SIGKILL leaves),
+     * holds every write that returned before the flush, and the others at most. A flush runs
+     * while the writers race, and one after.
      */
     @ParameterizedTest(name = "cache.direct={0}")
     @ValueSource(booleans = {true, false})
-    void concurrentAllocationsShareL2WritesAndEachIsInTheFileWhenItReturns(boolean direct) throws Exception {
+    void concurrentAllocationsShareL2WritesAndEachIsInTheFileAfterAFlush(boolean direct) throws Exception {
         int cluster = 65536;
         int clusters = 512; // all in the first L2 table
         Path top = dir.resolve("top.qcow2");
@@ -309,6 +317,9 @@ class Qcow2AllocatingWriteTest {
             ByteBuffer first = data(cluster, 0);
             disk.write(0, first.duplicate()); // the table exists before the race
             first.get(0, model, 0, cluster);
+            java.util.concurrent.atomic.AtomicIntegerArray returned = new java.util.concurrent.atomic.AtomicIntegerArray(clusters);
+            returned.set(0, 1);
+            java.util.concurrent.CountDownLatch halfway = new java.util.concurrent.CountDownLatch(16 * 8);
             List<Future<?>> futures = new ArrayList<>();
             for (int t = 0; t < 16; t++) {
                 int thread = t;
@@ -317,14 +328,25 @@ class Qcow2AllocatingWriteTest {
                         ByteBuffer d = data(cluster, c);
                         disk.write((long) c * cluster, d.duplicate());
                         d.get(0, model, c * cluster, cluster);
+                        returned.set(c, 1);
+                        halfway.countDown();
                     }
                     return null;
                 }));
             }
+            halfway.await(); // every writer has written, and all are still writing
+            int[] before = new int[clusters];
+            for (int c = 0; c < clusters; c++) {
+                before[c] = returned.get(c);
+            }
+            disk.flush();
+            Files.copy(top, copy);
+            assertCopyHolds(copy, before, model, cluster, "the copy after a flush while they write");
             for (Future<?> f : futures) {
                 f.get();
             }
-            Files.copy(top, copy);
+            disk.flush();
+            Files.copy(top, copy, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
         }
         Path raw = dir.resolve("expected.raw");
         byte[] whole = java.util.Arrays.copyOf(model, 64 << 20);
@@ -335,13 +357,31 @@ class Qcow2AllocatingWriteTest {
     }
 
     /**
-     * A failed L2 write fails every allocating write whose entries it carried, and the image
-     * still reads as before them (no entry points to clusters whose link did not reach the file):
-     * blkdebug fails every write to the L2 table's first sector (its alignment makes every L2
-     * write of the first entries start there).
+     * The copy holds, cluster by cluster, what {@code model} holds where {@code returned} says the
+     * write had returned, and elsewhere that or zeroes (a write in flight).
+     */
+    private void assertCopyHolds(Path copy, int[] returned, byte[] model, int cluster, String what) throws Exception {
+        Qemu.assertNoCorruption(copy);
+        byte[] view = Qemu.readAll(copy, dir);
+        byte[] zeroes = new byte[cluster];
+        for (int c = 0; c < returned.length; c++) {
+            int from = c * cluster;
+            boolean written = java.util.Arrays.equals(view, from, from + cluster, model, from, from + cluster);
+            boolean empty = java.util.Arrays.equals(view, from, from + cluster, zeroes, 0, cluster);
+            assertThat(written || returned[c] == 0 && empty).as("%s: cluster %d (returned before the flush: %s)",
+                    what, c, returned[c] == 1).isTrue();
+        }
+    }
+
+    /**
+     * A failed L2 write fails the flush that needs it, and the file's image still reads as before
+     * the writes it carried (no entry points to clusters whose link did not reach the file); the
+     * node keeps serving them from memory. blkdebug fails every write to the L2 table's first
+     * sector (its alignment makes every L2 write of the first entries start there). A discard,
+     * whose release waits for its L2 write, fails at once.
      */
     @Test
-    void aFailedL2WriteFailsEveryWriteItCarriedAndChangesNothing() throws Exception {
+    void aFailedL2WriteFailsTheFlushAndTheFileKeepsItsOldTables() throws Exception {
         int cluster = 65536;
         Path top = dir.resolve("top.qcow2");
         Images.createQcow2(top, Qcow2CreateOptions.of(64L << 20));
@@ -361,7 +401,7 @@ class Qcow2AllocatingWriteTest {
                      "inject-error": [{"event": "none", "iotype": "write", "errno": 5, "sector": %d}],
                      "image": {"driver": "file", "filename": "%s"}}""".formatted(l2 / 512, top));
             g.add("""
-                    {"driver": "qcow2", "node-name": "top", "file": "bd"}""");
+                    {"driver": "qcow2", "node-name": "top", "file": "bd", "discard": "unmap"}""");
             Edge disk = g.user("top");
             List<Future<?>> futures = new ArrayList<>();
             for (int c = 1; c < 17; c++) {
@@ -371,14 +411,23 @@ class Qcow2AllocatingWriteTest {
                     return null;
                 }));
             }
-            for (Future<?> f : futures) {
-                assertThatThrownBy(f::get).hasCauseInstanceOf(IOException.class);
-            }
-            ByteBuffer back = ByteBuffer.allocate(17 * cluster);
-            disk.read(0, back);
             byte[] want = new byte[17 * cluster];
             java.util.Arrays.fill(want, 0, cluster, (byte) 0x11);
-            assertThat(java.util.Arrays.mismatch(back.array(), want)).as("first difference").isEqualTo(-1);
+            for (Future<?> f : futures) {
+                f.get(); // in the table cache only
+            }
+            for (int c = 1; c < 17; c++) {
+                data(cluster, c * cluster).get(0, want, c * cluster, cluster);
+            }
+            assertThatThrownBy(disk::flush).isInstanceOf(IOException.class);
+            assertThatThrownBy(disk::flush).as("a second flush tries again, and fails again").isInstanceOf(IOException.class);
+            ByteBuffer back = ByteBuffer.allocate(17 * cluster);
+            disk.read(0, back);
+            assertThat(java.util.Arrays.mismatch(back.array(), want)).as("first difference from what was written").isEqualTo(-1);
+            assertThatThrownBy(() -> disk.discard(0, cluster)).as("a release waits for its L2 write").isInstanceOf(IOException.class);
+            Path copy = dir.resolve("open.qcow2");
+            Files.copy(top, copy);
+            assertThat(Qemu.map(copy).size()).as("qemu-img map of the file while open: %s", Qemu.map(copy)).isLessThanOrEqualTo(2);
         }
         Qemu.assertNoCorruption(top);
         Qemu.Result map = Qemu.img("map", "--output=json", top.toString());
