@@ -61,8 +61,9 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private final java.util.concurrent.ConcurrentHashMap<Long, DirtyTable> dirtyTables = new java.util.concurrent.ConcurrentHashMap<>();
     /** Clusters allocated since the dirty tables were last written back ({@link #maybeWriteBack}). */
     private final java.util.concurrent.atomic.AtomicLong unlinkedClusters = new java.util.concurrent.atomic.AtomicLong();
-    /** Whether copy-on-write data was written since the last write-back, which must flush it first. */
-    private volatile boolean copiedOnWrite;
+    /** Copy-on-write data writes done, and how many of them a flush has made durable ({@link #writeDirty}). */
+    private final java.util.concurrent.atomic.AtomicLong copiesWritten = new java.util.concurrent.atomic.AtomicLong();
+    private final java.util.concurrent.atomic.AtomicLong copiesFlushed = new java.util.concurrent.atomic.AtomicLong();
     static final int MAX_L1_BYTES = 32 << 20; // QEMU's QCOW_MAX_L1_SIZE
 
     /** Opens the backing file named in an overlay's header. */
@@ -733,7 +734,6 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             file.write(host, data);
             return;
         }
-        copiedOnWrite = true;
         ByteBuffer buf = ByteBuffer.allocate(total);
         if (inOff != 0 || k == 1) {
             readOldCluster(idx, old[0], kind(old[0]), buf.slice(0, clusterSize));
@@ -745,6 +745,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         buf.put(inOff, data, data.position(), data.remaining());
         data.position(data.limit());
         file.write(host, buf);
+        copiesWritten.incrementAndGet(); // before the entry that relies on it is set
     }
 
     /** The contents cluster {@code idx} has now, for copy-on-write. */
@@ -2136,6 +2137,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             }
             tableLocks[slot].unlock();
             try {
+                flushCopies();
                 file.write(l2 + from, buf);
             } finally {
                 tableLocks[slot].lock();
@@ -2162,22 +2164,23 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     }
 
     /**
-     * Writes every dirty L2 table to the file (not flushed). Copy-on-write data is flushed first,
-     * as QEMU's {@code qcow2_cache_depends_on_flush}: a table must not reach the disk before the
-     * old contents it relies on. Throws the first failure after trying every table.
+     * Flushes the file if copy-on-write data was written since the last such flush, as QEMU's
+     * {@code qcow2_cache_depends_on_flush}: a table must not reach the disk before the old
+     * contents its new entries rely on. Called after the table's entries were copied from memory:
+     * every copy they rely on was counted before its entry was set.
      */
+    private void flushCopies() throws IOException {
+        long written = copiesWritten.get();
+        if (written > copiesFlushed.get()) {
+            file.flush();
+            copiesFlushed.accumulateAndGet(written, Math::max);
+        }
+    }
+
+    /** Writes every dirty L2 table to the file (not flushed). Throws the first failure after trying every table. */
     private void writeBackTables() throws IOException {
         if (dirtyTables.isEmpty()) {
             return;
-        }
-        if (copiedOnWrite) {
-            copiedOnWrite = false;
-            try {
-                file.flush();
-            } catch (IOException | RuntimeException e) {
-                copiedOnWrite = true;
-                throw e;
-            }
         }
         Long[] tables = dirtyTables.keySet().toArray(new Long[0]);
         java.util.Arrays.sort(tables); // in file order
