@@ -581,7 +581,7 @@ public final class BlockGraph implements AutoCloseable {
         public boolean isRoot(String nodeName) {
             synchronized (BlockGraph.this) {
                 GraphNode n = nodes.get(nodeName);
-                return n != null && n.parents().stream().allMatch(e -> e.parent() == null);
+                return n != null && n.parents().stream().allMatch(BlockGraph.this::isBackend);
             }
         }
 
@@ -609,10 +609,20 @@ public final class BlockGraph implements AutoCloseable {
         public boolean hasUser(String nodeName) {
             synchronized (BlockGraph.this) {
                 GraphNode n = nodes.get(nodeName);
-                return n != null && n.parents().stream().anyMatch(e -> e.parent() == null);
+                return n != null && n.parents().stream().anyMatch(BlockGraph.this::isBackend);
             }
         }
     };
+
+    /**
+     * Whether an edge is a BlockBackend's, QEMU's {@code child_root}: an export's, or a job's own
+     * (its {@code root} role); not the edges a job holds on the nodes it works on ({@code main
+     * node}, {@code target}, {@code intermediate node}: QEMU's {@code child_job}), nor a node's.
+     */
+    private boolean isBackend(Edge e) {
+        RootUser user = e.isRoot() ? rootUsers.get(e) : null;
+        return user != null && user.kind().equals("block-backend");
+    }
 
     /** Root edges (exports', jobs'), oldest first. */
     public synchronized List<Edge> roots() {

@@ -18,11 +18,11 @@ import java.util.regex.Pattern;
  * Issue 16's benchmark: what COLO block replication costs the primary. Two blockjobd processes in
  * COLO-FT.txt's layout (as {@code ColoPairIT}); beside it the primary alone, its quorum over the
  * local disk only. Printed: the primary's write throughput through its NBD export
- * ({@code qemu-img bench}, 64 KiB writes, 16 in flight), the latency of 4 KiB writes one at a time
+ * ({@code qemu-img bench}, 64 KiB writes or {@code bench.block}'s, 16 in flight), the latency of 4 KiB writes one at a time
  * (median, p99), and how long {@code xen-colo-do-checkpoint} takes on the secondary after the
  * primary wrote 64 MiB since the last one. A benchmark prints figures; nothing is asserted.
  *
- * <p>Run: {@code ./build bench-colo [-Dbench.size=256M] [-Dbench.rounds=3] [DIR]}.
+ * <p>Run: {@code ./build bench-colo [-Dbench.size=256M] [-Dbench.rounds=3] [-Dbench.block=64k] [DIR]}.
  */
 public final class ColoBench {
     private static final long MIB = 1 << 20;
@@ -38,16 +38,17 @@ public final class ColoBench {
         Path dir = args.length > 0 ? Path.of(args[0]) : Files.createTempDirectory("blockjobs-colo-bench-");
         long size = parse(System.getProperty("bench.size", "256M"));
         int rounds = Integer.getInteger("bench.rounds", 3);
-        System.out.printf(Locale.ROOT, "COLO primary, %d MiB disk, %d rounds, interleaved; scratch in %s%n",
-                size / MIB, rounds, dir);
+        long block = parse(System.getProperty("bench.block", "64k"));
+        System.out.printf(Locale.ROOT, "COLO primary, %d MiB disk, %d KiB writes, %d rounds, interleaved; scratch in %s%n",
+                size / MIB, block >> 10, rounds, dir);
         List<Figures> alone = new ArrayList<>();
         List<Figures> replicated = new ArrayList<>();
         for (int r = 0; r < rounds; r++) {
-            alone.add(run(Files.createDirectories(dir.resolve("alone-" + r)), size, false));
-            replicated.add(run(Files.createDirectories(dir.resolve("colo-" + r)), size, true));
+            alone.add(run(Files.createDirectories(dir.resolve("alone-" + r)), size, block, false));
+            replicated.add(run(Files.createDirectories(dir.resolve("colo-" + r)), size, block, true));
         }
         System.out.printf(Locale.ROOT, "%-28s %-22s %-22s %-8s%n", "", "primary alone", "with replication", "ratio");
-        row("write MiB/s (64k, depth 16)", alone, replicated, Figures::mibPerSec, 1);
+        row("write MiB/s (" + (block >> 10) + "k, depth 16)", alone, replicated, Figures::mibPerSec, 1);
         row("4k write latency p50 us", alone, replicated, Figures::p50Micros, 0);
         row("4k write latency p99 us", alone, replicated, Figures::p99Micros, 0);
         double[] cp = replicated.stream().mapToDouble(Figures::checkpointMillis).sorted().toArray();
@@ -56,7 +57,7 @@ public final class ColoBench {
         System.out.println("Cells: median [min-max] over the rounds; ratio: with replication over alone.");
     }
 
-    private static Figures run(Path d, long size, boolean replication) throws Exception {
+    private static Figures run(Path d, long size, long block, boolean replication) throws Exception {
         Path pdir = Files.createDirectories(d.resolve("primary"));
         Path sdir = Files.createDirectories(d.resolve("secondary"));
         Path disk = pdir.resolve("disk0.qcow2");
@@ -76,13 +77,13 @@ public final class ColoBench {
             primary = StorageDaemon.start(Kind.BLOCKJOBD, pdir, List.of());
             ColoLayout.primary(primary.qmp, disk, replication ? sdir.resolve("nbd.sock") : null);
             String uri = primary.nbdUri("colo-disk0");
-            double seconds = bench(uri, size / (64 * 1024), 0);
+            double seconds = bench(uri, size / block, block);
             double mibPerSec = size / (double) MIB / seconds;
             double[] lat = latencies(pdir.resolve("nbd.sock"), 2000);
             double checkpoint = Double.NaN;
             if (replication) {
                 secondary.qmp.ok("xen-colo-do-checkpoint");
-                bench(uri, 64 * MIB / (64 * 1024), 0); // 64 MiB the hidden disk must keep
+                bench(uri, 64 * MIB / block, block); // 64 MiB the hidden disk must keep
                 long t0 = System.nanoTime();
                 secondary.qmp.ok("xen-colo-do-checkpoint");
                 checkpoint = (System.nanoTime() - t0) / 1e6;
@@ -98,10 +99,10 @@ public final class ColoBench {
         }
     }
 
-    /** {@code qemu-img bench -w}: the seconds it reports for {@code count} 64 KiB writes, 16 in flight. */
-    private static double bench(String uri, long count, long offset) {
-        Qemu.Result r = Qemu.run("qemu-img", "bench", "-w", "-f", "raw", "-d", "16", "-s", "64k", "-c",
-                String.valueOf(count), "-o", String.valueOf(offset), uri).ok();
+    /** {@code qemu-img bench -w}: the seconds it reports for {@code count} writes of {@code block} bytes, 16 in flight. */
+    private static double bench(String uri, long count, long block) {
+        Qemu.Result r = Qemu.run("qemu-img", "bench", "-w", "-f", "raw", "-d", "16", "-s", String.valueOf(block), "-c",
+                String.valueOf(count), "-o", "0", uri).ok();
         Matcher m = COMPLETED.matcher(r.out());
         if (!m.find()) {
             throw new IllegalStateException("qemu-img bench said: " + r.out() + r.err());

@@ -9,8 +9,12 @@ import io.blockjobs.platform.testkit.StorageDaemon;
 import io.blockjobs.platform.testkit.StorageDaemon.Kind;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -27,7 +31,7 @@ import org.junit.jupiter.api.io.TempDir;
  * SIGKILL or drops the link between them ({@link NbdLinkProxy}), fails the survivor over with
  * {@code x-colo-lost-heartbeat}, and re-protects it by mirror. Each fault runs twice: with
  * single writes of known patterns, and with both VMs writing all along ({@link VmWriter}), the
- * management layer checkpointing every period, and every disk checked against a byte-level model.
+ * management layer checkpointing every 100 ms, and every disk checked against a byte-level model.
  */
 class ColoPairIT {
     static final String SIZE = "16M";
@@ -259,9 +263,10 @@ class ColoPairIT {
 
     /** Every 8 bytes of both disks at the start: the 0x11 pattern. */
     static final long INITIAL = 0x1111111111111111L;
-    /** Writes by each VM between two checkpoints: the period is counted in writes, not milliseconds,
-     *  so that every period has writes in it however loaded the machine is. */
-    static final int PERIOD = 16;
+    /** The management layer's checkpoint interval, as COLO's {@code x-checkpoint-delay}. */
+    static final Duration CADENCE = Duration.ofMillis(100);
+    /** Writes awaited from a VM at each step: after the last checkpoint before a fault, and after each step of a failover. */
+    static final int WRITES = 16;
 
     /** The primary's VM and the secondary's, each writing to its side's {@code colo-disk0}. */
     record Vms(VmWriter primary, VmWriter secondary) {
@@ -275,35 +280,107 @@ class ColoPairIT {
     }
 
     /**
-     * Both VMs writing, and {@code checkpoints} checkpoints, each after a period of writes by both;
-     * then another period of writes.
+     * The management layer's timer: every {@link #CADENCE} a checkpoint with both VMs paused, as
+     * COLO pauses them to transfer their state, and the secondary's model becomes the primary's; on
+     * a thread of its own while the VMs write, until closed. It counts the checkpoints whose period
+     * had writes by both VMs, and keeps how many writes each VM had acknowledged at the last
+     * checkpoint. The test thread uses neither daemon's QMP while it runs; {@link #close} waits for
+     * a checkpoint in flight.
      */
-    private Vms replicating(int checkpoints, long seed) throws Exception {
-        Vms vms = new Vms(writer(pdir, 1, seed), writer(sdir, 2, seed + 1));
-        int p = 0;
-        int s = 0;
-        for (int i = 0; i < checkpoints; i++) {
-            p = vms.primary.awaitAcked(p, PERIOD);
-            s = vms.secondary.awaitAcked(s, PERIOD);
-            checkpoint(vms);
+    final class Cadence {
+        private final Vms vms;
+        private final ScheduledExecutorService timer = Executors.newSingleThreadScheduledExecutor(
+                r -> Thread.ofPlatform().name("colo-cadence").daemon().unstarted(r));
+        private int checkpoints; // guarded by this
+        private int busyPeriods; // checkpoints after writes by both VMs; guarded by this
+        private int primaryAcked; // at the last checkpoint; guarded by this
+        private int secondaryAcked;
+        private Throwable failure; // guarded by this
+
+        Cadence(Vms vms) {
+            this.vms = vms;
+            timer.scheduleWithFixedDelay(this::tick, CADENCE.toMillis(), CADENCE.toMillis(), TimeUnit.MILLISECONDS);
         }
-        // The fault comes mid-period: both VMs have written since the last checkpoint.
-        vms.primary.awaitAcked(p, PERIOD);
-        vms.secondary.awaitAcked(s, PERIOD);
-        return vms;
+
+        private void tick() {
+            try {
+                vms.primary.pause();
+                vms.secondary.pause();
+                try {
+                    checkpoint();
+                    vms.secondary.model.copyFrom(vms.primary.model);
+                    int p = vms.primary.acked();
+                    int s = vms.secondary.acked();
+                    synchronized (this) {
+                        if (p > primaryAcked && s > secondaryAcked) {
+                            busyPeriods++;
+                        }
+                        primaryAcked = p;
+                        secondaryAcked = s;
+                        checkpoints++;
+                        notifyAll();
+                    }
+                } finally {
+                    vms.secondary.resume();
+                    vms.primary.resume();
+                }
+            } catch (Throwable t) {
+                synchronized (this) {
+                    failure = t;
+                    notifyAll();
+                }
+                throw new IllegalStateException(t); // no further ticks
+            }
+        }
+
+        /** Waits until {@code n} checkpoints have each followed writes by both VMs since the one before. */
+        synchronized void awaitBusyPeriods(int n) throws InterruptedException {
+            long end = System.nanoTime() + VmWriter.WAIT.toNanos();
+            while (busyPeriods < n && failure == null) {
+                long left = end - System.nanoTime();
+                assertThat(left).as("%d checkpoints after writes by both VMs (%d checkpoints so far)", n, checkpoints)
+                        .isPositive();
+                wait(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
+            }
+            assertThat(failure).as("the scheduled checkpoints").isNull();
+        }
+
+        synchronized int primaryAcked() {
+            return primaryAcked;
+        }
+
+        synchronized int secondaryAcked() {
+            return secondaryAcked;
+        }
+
+        /** Stops the timer, after the checkpoint in flight if there is one. */
+        void close() throws InterruptedException {
+            timer.shutdown(); // a periodic task does not run again after shutdown
+            assertThat(timer.awaitTermination(VmWriter.WAIT.toMillis(), TimeUnit.MILLISECONDS))
+                    .as("the checkpoint in flight ends").isTrue();
+            synchronized (this) {
+                assertThat(failure).as("the scheduled checkpoints").isNull();
+            }
+        }
     }
 
-    /** The management layer's checkpoint: both VMs paused, as COLO pauses them to transfer their state. */
-    private void checkpoint(Vms vms) throws Exception {
-        vms.primary.pause();
-        vms.secondary.pause();
+    /**
+     * Both VMs writing, checkpointed every {@link #CADENCE} until {@code periods} checkpoints have
+     * come after writes by both; then, with the checkpoints stopped as when the heartbeat is lost,
+     * {@link #WRITES} more writes by each VM, so that the fault finds both VMs' writes since
+     * the last checkpoint.
+     */
+    private Vms replicating(int periods, long seed) throws Exception {
+        Vms vms = new Vms(writer(pdir, 1, seed), writer(sdir, 2, seed + 1));
+        Cadence cadence = new Cadence(vms);
         try {
-            checkpoint();
-            vms.secondary.model.copyFrom(vms.primary.model);
+            cadence.awaitBusyPeriods(periods);
         } finally {
-            vms.secondary.resume();
-            vms.primary.resume();
+            cadence.close(); // the last checkpoint is over before its counts are read
         }
+        vms.primary.awaitAcked(cadence.primaryAcked(), WRITES);
+        vms.secondary.awaitAcked(cadence.secondaryAcked(), WRITES);
+        return vms;
     }
 
     /** The guest-visible disk a side's VM sees, whole. */
@@ -311,9 +388,9 @@ class ColoPairIT {
         return Qemu.readAllNbd(d.nbdUri("colo-disk0"), dir);
     }
 
-    /** Writes acknowledged by {@code w} after {@code PERIOD} more, which must come without an error. */
+    /** Writes acknowledged by {@code w} after {@code WRITES} more, which must come without an error. */
     private static int writesOn(VmWriter w) throws Exception {
-        int n = w.awaitAcked(w.acked(), PERIOD);
+        int n = w.awaitAcked(w.acked(), WRITES);
         assertThat(w.error()).as("the VM's writes").isNull();
         return n;
     }
@@ -321,7 +398,7 @@ class ColoPairIT {
     /** (a) under load: the secondary killed while both VMs write; the primary's VM loses no write. */
     @Test
     void underLoadTheSecondaryKilledThePrimaryLosesNoWrite() throws Exception {
-        Vms vms = replicating(3, 16_01);
+        Vms vms = replicating(5, 16_01);
         secondary.killHard();
         vms.secondary.stop();
         writesOn(vms.primary);
@@ -345,7 +422,7 @@ class ColoPairIT {
      */
     @Test
     void underLoadThePrimaryKilledTheSecondaryKeepsTheCheckpointAndItsOwnWrites() throws Exception {
-        Vms vms = replicating(3, 16_02);
+        Vms vms = replicating(5, 16_02);
         primary.killHard();
         vms.primary.stop();
         failover(secondary, "secondary");
@@ -367,7 +444,7 @@ class ColoPairIT {
      */
     @Test
     void underLoadThePrimaryKilledDuringACheckpointLeavesOneOfTwoViews() throws Exception {
-        Vms vms = replicating(2, 16_03);
+        Vms vms = replicating(4, 16_03);
         vms.primary.pause();
         vms.secondary.pause();
         VmWriter.Model atCheckpoint = vms.primary.model.copy();
@@ -399,7 +476,7 @@ class ColoPairIT {
      */
     @Test
     void underLoadTheLinkDroppedNeitherVmLosesAWrite() throws Exception {
-        Vms vms = replicating(3, 16_04);
+        Vms vms = replicating(5, 16_04);
         link.cut();
         writesOn(vms.primary);
         assertThat(primary.qmp.ok("query-xen-replication-status").toString())

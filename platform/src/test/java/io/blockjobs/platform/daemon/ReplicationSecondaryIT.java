@@ -225,6 +225,43 @@ class ReplicationSecondaryIT {
         quitAndCheck();
     }
 
+    /**
+     * QEMU's {@code bdrv_has_blk} and {@code bdrv_is_root_node} count BlockBackends (an export's, a
+     * job's own), not the edges a block job holds on the nodes it works on ({@code child_job}): a
+     * secondary disk that only a backup writes into has no block backend, and a top that is a
+     * mirror's target is no top; qemu-system-x86_64 7.2 refuses both with these words. Without the
+     * job the same chain starts (QEMU 7.2 aborts on that retry after "No top_bs or it is invalid").
+     */
+    @Test
+    void aBlockJobsEdgesAreNeitherABlockBackendNorATopAsInQemu() throws Exception {
+        for (String n : List.of("src", "l1", "h1", "a1")) {
+            create(dir.resolve(n + ".qcow2"));
+        }
+        qmp.ok("blockdev-add", ColoLayout.qcow2("src", dir.resolve("src.qcow2"), null));
+        qmp.ok("blockdev-add", ColoLayout.qcow2("l1", dir.resolve("l1.qcow2"), null));
+        qmp.ok("blockdev-add", ColoLayout.qcow2("h1", dir.resolve("h1.qcow2"), "l1"));
+        qmp.ok("blockdev-add", map("driver", "replication", "node-name", "r1", "mode", "secondary", "top-id", "r1",
+                "file", ColoLayout.qcow2("a1", dir.resolve("a1.qcow2"), "h1")));
+        // the secondary disk l1 is written only by a backup job: its target edge and its filter's child
+        qmp.ok("blockdev-backup", map("job-id", "b", "device", "src", "target", "l1", "sync", "none"));
+        assertThat(qmp.error("xen-set-replication", map("enable", true, "primary", false)).path("desc").asString())
+                .isEqualTo("The secondary disk doesn't have block backend");
+        qmp.ok("block-job-cancel", map("device", "b"));
+        qmp.awaitEvent("BLOCK_JOB_CANCELLED", e -> e.path("device").asString().equals("b"));
+        // l1 exported, but the top, r1, is a mirror's target
+        qmp.ok("block-export-add", map("type", "nbd", "id", "e-l1", "node-name", "l1", "name", "l1", "writable", true));
+        qmp.ok("blockdev-mirror", map("job-id", "m", "device", "src", "target", "r1", "sync", "none"));
+        qmp.awaitEvent("BLOCK_JOB_READY", e -> e.path("device").asString().equals("m"));
+        assertThat(qmp.error("xen-set-replication", map("enable", true, "primary", false)).path("desc").asString())
+                .isEqualTo("No top_bs or it is invalid");
+        qmp.ok("block-job-cancel", map("device", "m"));
+        qmp.awaitEvent("BLOCK_JOB_COMPLETED", e -> e.path("device").asString().equals("m"));
+        start(); // r1 and s
+        assertThat(qmp.ok("query-xen-replication-status").toString()).isEqualTo("{\"error\":false}");
+        qmp.ok("xen-set-replication", map("enable", false, "primary", false));
+        quitAndCheck();
+    }
+
     private static void create(Path p) {
         Qemu.img("create", "-q", "-f", "qcow2", p.toString(), SIZE);
     }

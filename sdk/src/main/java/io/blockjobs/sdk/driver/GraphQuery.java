@@ -15,12 +15,20 @@ public interface GraphQuery {
      */
     String lookup(String name);
 
-    /** QEMU's {@code bdrv_is_root_node}: no node has this one as a child (exports and jobs may use it). */
+    /**
+     * QEMU's {@code bdrv_is_root_node}: every user of this node is a block backend (an export, or a
+     * job's own reader or writer); no node has it as a child, and no job holds it as a node it
+     * works on (a job's {@code main node}, {@code target} or {@code intermediate node}).
+     */
     boolean isRoot(String nodeName);
 
     /** QEMU's {@code check_top_bs}: whether {@code nodeName} is {@code top} or one of its children, at any depth. */
     boolean reaches(String top, String nodeName);
 
-    /** QEMU's {@code bdrv_has_blk}, roughly: whether something other than a node uses this one (an export, or a job's edge). */
+    /**
+     * QEMU's {@code bdrv_has_blk}: whether a block backend uses this node (an export, or a job's
+     * own reader or writer, as a mirror's of its target); a job's edge to a node it works on
+     * alone (a backup's target) is none.
+     */
     boolean hasUser(String nodeName);
 }

@@ -221,7 +221,7 @@ final class ReplicationNode implements DriverNode {
     private GraphFacts graphFacts() {
         String disk = file.backing().flatMap(BlockNode::backing).map(BlockNode::nodeName).orElse(null);
         String top = graph.lookup(topId);
-        // QEMU's: top-id names a node nothing sits on (the VM's disk) with this node below it
+        // QEMU's: top-id names a node no node or job sits on (the VM's disk) with this node below it
         return new GraphFacts(disk == null || graph.hasUser(disk),
                 top != null && graph.isRoot(top) && graph.reaches(top, name));
     }

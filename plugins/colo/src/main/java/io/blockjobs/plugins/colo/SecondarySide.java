@@ -37,12 +37,16 @@ import java.util.concurrent.locks.ReentrantReadWriteLock;
 final class SecondarySide implements WriteHook {
     private static final int STRIPES = 64;
     private static final int COMMIT_CHUNK = 1 << 20;
+    /** The most one copy of old data reads and writes: a run of clusters is cut there. */
+    private static final int MAX_RUN_BYTES = 4 << 20;
 
     private final BlockNode active;
     private final BlockNode hidden;
     private final BlockNode disk;
     private final long size;
     private final int cluster;
+    /** The most clusters one copy covers: at most one per stripe, and {@link #MAX_RUN_BYTES}. */
+    private final int maxRun;
     /** Clusters of the secondary disk whose data as at the last checkpoint is in the hidden disk. */
     private final AtomicLongArray copied;
     private final ReentrantLock[] stripes = new ReentrantLock[STRIPES];
@@ -52,12 +56,14 @@ final class SecondarySide implements WriteHook {
     private volatile String error; // the first failure to copy into the hidden disk, null for none
     private volatile boolean hooked;
 
-    private SecondarySide(BlockNode active, BlockNode hidden, BlockNode disk, long size) {
+    /** Over the chain {@code active} → {@code hidden} → {@code disk}, each {@code size} bytes; {@link #over} checks it first. */
+    SecondarySide(BlockNode active, BlockNode hidden, BlockNode disk, long size) {
         this.active = active;
         this.hidden = hidden;
         this.disk = disk;
         this.size = size;
         this.cluster = Math.max(64 * 1024, hidden.clusterSize());
+        this.maxRun = Math.max(1, Math.min(STRIPES, MAX_RUN_BYTES / cluster));
         this.copied = new AtomicLongArray((int) ((size / cluster + 64) / 64));
         for (int i = 0; i < STRIPES; i++) {
             stripes[i] = new ReentrantLock();
@@ -165,30 +171,77 @@ final class SecondarySide implements WriteHook {
         copied.getAndAccumulate((int) (c >>> 6), 1L << c, (a, b) -> a | b);
     }
 
+    /**
+     * Copies the old data of the clusters of {@code [offset, end)} not yet copied since the last
+     * checkpoint into the hidden disk, before the write lands: each run of such clusters with one
+     * read and one write. A run holds the stripe locks of its clusters (at most {@link #maxRun}
+     * clusters, so one lock each, taken in the stripes' order, so that two writers never wait on
+     * each other in a cycle); under them the run is looked at again, since another writer may have
+     * copied some of it meanwhile, and a second writer of a cluster waits until its old data is safe.
+     */
     private void copyOld(long offset, long end) throws IOException {
         ByteBuffer buf = null;
-        for (long c = offset / cluster; c * cluster < end; c++) {
+        long last = (Math.min(end, size) - 1) / cluster;
+        for (long c = offset / cluster; c <= last; ) {
             if (isCopied(c)) {
+                c++;
                 continue;
             }
-            ReentrantLock stripe = stripes[(int) (c % STRIPES)];
-            stripe.lock(); // a second writer of the cluster waits until the old data is safe
-            try {
-                if (isCopied(c)) {
-                    continue;
-                }
-                long pos = c * cluster;
-                int n = (int) Math.min(cluster, size - pos);
-                if (buf == null) {
-                    buf = ByteBuffer.allocate(cluster);
-                }
-                disk.read(pos, buf.clear().limit(n));
-                hidden.write(pos, buf.flip());
-                markCopied(c);
-            } finally {
-                stripe.unlock();
+            long runEnd = c + 1;
+            while (runEnd <= last && runEnd - c < maxRun && !isCopied(runEnd)) {
+                runEnd++;
             }
+            ReentrantLock[] held = lock(c, runEnd);
+            try {
+                for (long a = c; a < runEnd; ) {
+                    if (isCopied(a)) {
+                        a++;
+                        continue;
+                    }
+                    long b = a + 1;
+                    while (b < runEnd && !isCopied(b)) {
+                        b++;
+                    }
+                    long pos = a * cluster;
+                    int n = (int) (Math.min(b * cluster, size) - pos);
+                    if (buf == null || buf.capacity() < n) {
+                        buf = ByteBuffer.allocate((int) Math.min(last - c + 1, maxRun) * cluster);
+                    }
+                    disk.read(pos, buf.clear().limit(n));
+                    hidden.write(pos, buf.flip());
+                    for (long x = a; x < b; x++) {
+                        markCopied(x);
+                    }
+                    a = b;
+                }
+            } finally {
+                for (int i = held.length - 1; i >= 0; i--) {
+                    held[i].unlock();
+                }
+            }
+            c = runEnd;
         }
+    }
+
+    /** Takes the stripe locks of clusters {@code [from, to)} (at most {@link #maxRun} of them), in the stripes' order. */
+    private ReentrantLock[] lock(long from, long to) {
+        int count = (int) (to - from);
+        int first = (int) (from % STRIPES);
+        ReentrantLock[] held = new ReentrantLock[count];
+        // the clusters' stripes are first, first + 1, ... modulo STRIPES: in ascending order, those
+        // that wrap past the last stripe come first
+        int wrapped = Math.max(0, first + count - STRIPES);
+        int k = 0;
+        for (int i = 0; i < wrapped; i++) {
+            held[k++] = stripes[i];
+        }
+        for (int i = first; i < first + count - wrapped; i++) {
+            held[k++] = stripes[i];
+        }
+        for (int i = 0; i < k; i++) {
+            held[i].lock();
+        }
+        return held;
     }
 
     // ---- the checkpoint ---------------------------------------------------------------------------
