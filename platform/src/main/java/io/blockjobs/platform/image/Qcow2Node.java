@@ -64,6 +64,8 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     /** Copy-on-write data writes done, and how many of them a flush has made durable ({@link #writeDirty}). */
     private final java.util.concurrent.atomic.AtomicLong copiesWritten = new java.util.concurrent.atomic.AtomicLong();
     private final java.util.concurrent.atomic.AtomicLong copiesFlushed = new java.util.concurrent.atomic.AtomicLong();
+    /** The refcount pool's refills a flush has made durable ({@link Qcow2Refcounts#refills()}). */
+    private final java.util.concurrent.atomic.AtomicLong refillsFlushed = new java.util.concurrent.atomic.AtomicLong();
     static final int MAX_L1_BYTES = 32 << 20; // QEMU's QCOW_MAX_L1_SIZE
 
     /** Opens the backing file named in an overlay's header. */
@@ -2137,7 +2139,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             }
             tableLocks[slot].unlock();
             try {
-                flushCopies();
+                flushDependencies();
                 file.write(l2 + from, buf);
             } finally {
                 tableLocks[slot].lock();
@@ -2164,16 +2166,20 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     }
 
     /**
-     * Flushes the file if copy-on-write data was written since the last such flush, as QEMU's
-     * {@code qcow2_cache_depends_on_flush}: a table must not reach the disk before the old
-     * contents its new entries rely on. Called after the table's entries were copied from memory:
-     * every copy they rely on was counted before its entry was set.
+     * Flushes the file if copy-on-write data or refcount pool refills were written since the last
+     * such flush, as QEMU's {@code qcow2_cache_depends_on_flush} and its L2 cache's dependency on
+     * the refcount cache: a table must not reach the disk before the old contents its new entries
+     * rely on, nor before the counts of the clusters they point to. Called after the table's
+     * entries were copied from memory: every copy and refill they rely on was counted before its
+     * entry was set.
      */
-    private void flushCopies() throws IOException {
-        long written = copiesWritten.get();
-        if (written > copiesFlushed.get()) {
+    private void flushDependencies() throws IOException {
+        long copies = copiesWritten.get();
+        long refills = refcounts.refills();
+        if (copies > copiesFlushed.get() || refills > refillsFlushed.get()) {
             file.flush();
-            copiesFlushed.accumulateAndGet(written, Math::max);
+            copiesFlushed.accumulateAndGet(copies, Math::max);
+            refillsFlushed.accumulateAndGet(refills, Math::max);
         }
     }
 

@@ -18,7 +18,11 @@ import java.util.concurrent.locks.ReentrantLock;
  * process killed at any instant leaves no cluster referenced with a refcount of zero:
  * <ul>
  *   <li>a cluster's refcount is raised, and made durable, before anything points to it: data
- *       clusters and L2 tables come from a pool counted ahead in batches, one flush per batch;</li>
+ *       clusters and L2 tables come from a pool counted ahead in batches, written once per
+ *       batch; a metadata cluster ({@link #allocateCluster}) is durable when handed out, a data
+ *       run ({@link #allocateRun}) once a flush has covered {@link #refills()}, which the node
+ *       waits for before it writes an L2 table (QEMU's L2 cache's dependency on its refcount
+ *       cache), so that no writer waits for a refill's flush;</li>
  *   <li>a cluster is released only after the reference to it is gone;</li>
  *   <li>a new refcount block describes itself (it sits at the first cluster it covers) and is
  *       durable before the refcount table points to it; a grown table is durable before the
@@ -77,6 +81,10 @@ final class Qcow2Refcounts {
     private boolean tailReclaimed; // what a crash left counted past the end of the file
 
     private final ArrayDeque<Long> pool = new ArrayDeque<>();
+    /** Refills written: their counts are durable once a flush begun after this grew has ended. */
+    private final java.util.concurrent.atomic.AtomicLong refills = new java.util.concurrent.atomic.AtomicLong();
+    /** Whether a refill's counts may not be durable yet (no flush of this class's since). */
+    private boolean unflushedRefill;
     private final Map<Long, Dirty> dirty = new HashMap<>(); // changed in memory, not yet written
     private int poolBatch = 8;
     private final int maxPoolBatch;
@@ -250,20 +258,31 @@ final class Qcow2Refcounts {
     void flushFile() throws IOException {
         writeBack();
         file.flush();
+        unflushedRefill = false;
     }
 
-    /** Takes one cluster from the preallocated pool; its refcount is already durable. */
+    /** Takes one cluster from the preallocated pool, for metadata; its refcount is durable. */
     long allocateCluster() throws IOException {
         if (pool.isEmpty()) {
             refillPool();
         }
+        if (unflushedRefill) {
+            file.flush(); // metadata points to it before any L2 table write would flush
+            unflushedRefill = false;
+        }
         return pool.removeFirst() << clusterBits;
+    }
+
+    /** How many refills were written: a flush begun after reading it makes their counts durable. */
+    long refills() {
+        return refills.get();
     }
 
     /**
      * Takes at least one and at most {@code max} clusters that follow each other on the host from
-     * the pool, in its ascending order; their refcounts are durable. A pool used up on the way is
-     * refilled (in the same ascending order, so the run usually goes on into it).
+     * the pool, in its ascending order, for data; their refcounts are written, and durable once a
+     * flush covers {@link #refills()}. A pool used up on the way is refilled (in the same
+     * ascending order, so the run usually goes on into it).
      */
     Run allocateRun(int max) throws IOException {
         if (pool.isEmpty()) {
@@ -444,9 +463,13 @@ final class Qcow2Refcounts {
         }
         freeHint = c;
         try {
-            flushFile(); // refcounts durable before any L2 or L1 entry points to these clusters
+            // Written, not flushed: the flush before anything points to them is the node's
+            // (before an L2 table write) or allocateCluster's, so that no allocation waits for it.
+            writeBack();
+            unflushedRefill = true;
+            refills.incrementAndGet();
         } catch (IOException | RuntimeException e) {
-            // Not durable, so not to be handed out: the refill is undone in memory (on disk it
+            // Not written, so not to be handed out: the refill is undone in memory (on disk it
             // counts them at most: leaks, never a reference without a count).
             while (!pool.isEmpty()) {
                 count(pool.removeLast(), -1);
