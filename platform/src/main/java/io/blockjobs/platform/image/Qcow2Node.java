@@ -64,8 +64,6 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     /** Copy-on-write data writes done, and how many of them a flush has made durable ({@link #writeDirty}). */
     private final java.util.concurrent.atomic.AtomicLong copiesWritten = new java.util.concurrent.atomic.AtomicLong();
     private final java.util.concurrent.atomic.AtomicLong copiesFlushed = new java.util.concurrent.atomic.AtomicLong();
-    /** The refcount pool's refills a flush has made durable ({@link Qcow2Refcounts#refills()}). */
-    private final java.util.concurrent.atomic.AtomicLong refillsFlushed = new java.util.concurrent.atomic.AtomicLong();
     static final int MAX_L1_BYTES = 32 << 20; // QEMU's QCOW_MAX_L1_SIZE
 
     /** Opens the backing file named in an overlay's header. */
@@ -697,10 +695,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             for (int j = 0; j < k; j++) {
                 entries[j] = (host + ((long) j << clusterBits)) | COPIED;
             }
-            boolean releases = false;
-            for (int j = 0; j < k && !releases; j++) {
-                releases = holdsStorage(old[j]);
-            }
+            boolean releases = anyHoldsStorage(old, k);
             writeL2Entries(l2, inTable, entries, releases);
             if (releases) {
                 releaseOld(old, k);
@@ -1310,7 +1305,6 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
         }
         checkOpen();
         if (!readOnly) {
-            unlinkedClusters.set(0);
             writeBackTables();
             file.flush();
         }
@@ -2176,15 +2170,16 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private void flushDependencies() throws IOException {
         long copies = copiesWritten.get();
         long refills = refcounts.refills();
-        if (copies > copiesFlushed.get() || refills > refillsFlushed.get()) {
+        if (copies > copiesFlushed.get() || refcounts.refillsPending(refills)) {
             file.flush();
             copiesFlushed.accumulateAndGet(copies, Math::max);
-            refillsFlushed.accumulateAndGet(refills, Math::max);
+            refcounts.refillsDurableAfter(refills);
         }
     }
 
     /** Writes every dirty L2 table to the file (not flushed). Throws the first failure after trying every table. */
     private void writeBackTables() throws IOException {
+        unlinkedClusters.set(0); // what is allocated from here on counts towards the next one
         if (dirtyTables.isEmpty()) {
             return;
         }
@@ -2231,6 +2226,16 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
     private boolean holdsStorage(long e) {
         Kind kind = kind(e);
         return kind != Kind.UNALLOCATED && kind != Kind.ZERO_PLAIN;
+    }
+
+    /** Whether any of the first {@code n} entries of {@code old} held storage. */
+    private boolean anyHoldsStorage(long[] old, int n) {
+        for (int i = 0; i < n; i++) {
+            if (holdsStorage(old[i])) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private int slotOf(long l2) {
@@ -2417,12 +2422,7 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
      * refcount lock, writing the refcount blocks once.
      */
     private void releaseOld(long[] old, int n, long kept) throws IOException {
-        boolean any = false;
-        for (int i = 0; i < n && !any; i++) {
-            Kind kind = kind(old[i]);
-            any = kind != Kind.UNALLOCATED && kind != Kind.ZERO_PLAIN;
-        }
-        if (!any) {
+        if (!anyHoldsStorage(old, n)) {
             return;
         }
         Lock meta = refcounts.lock();
@@ -2431,10 +2431,10 @@ public final class Qcow2Node implements DriverNode, PersistentBitmaps, Resizable
             try {
                 for (int i = 0; i < n; i++) {
                     long e = old[i];
-                    Kind kind = kind(e);
-                    if (kind == Kind.UNALLOCATED || kind == Kind.ZERO_PLAIN) {
+                    if (!holdsStorage(e)) {
                         continue;
                     }
+                    Kind kind = kind(e);
                     if (kind == Kind.COMPRESSED) {
                         long coff = e & coffsetMask;
                         long sectors = ((e >>> csizeShift) & csizeMask) + 1;

@@ -81,10 +81,9 @@ final class Qcow2Refcounts {
     private boolean tailReclaimed; // what a crash left counted past the end of the file
 
     private final ArrayDeque<Long> pool = new ArrayDeque<>();
-    /** Refills written: their counts are durable once a flush begun after this grew has ended. */
+    /** Refills written, and how many of them a flush has made durable ({@link #refillsDurableAfter}). */
     private final java.util.concurrent.atomic.AtomicLong refills = new java.util.concurrent.atomic.AtomicLong();
-    /** Whether a refill's counts may not be durable yet (no flush of this class's since). */
-    private boolean unflushedRefill;
+    private final java.util.concurrent.atomic.AtomicLong refillsFlushed = new java.util.concurrent.atomic.AtomicLong();
     private final Map<Long, Dirty> dirty = new HashMap<>(); // changed in memory, not yet written
     private int poolBatch = 8;
     private final int maxPoolBatch;
@@ -257,8 +256,9 @@ final class Qcow2Refcounts {
     /** Flushes the file, after writing what was counted in memory. */
     void flushFile() throws IOException {
         writeBack();
+        long written = refills.get();
         file.flush();
-        unflushedRefill = false;
+        refillsFlushed.accumulateAndGet(written, Math::max);
     }
 
     /** Takes one cluster from the preallocated pool, for metadata; its refcount is durable. */
@@ -266,9 +266,10 @@ final class Qcow2Refcounts {
         if (pool.isEmpty()) {
             refillPool();
         }
-        if (unflushedRefill) {
+        long written = refills.get();
+        if (written > refillsFlushed.get()) {
             file.flush(); // metadata points to it before any L2 table write would flush
-            unflushedRefill = false;
+            refillsFlushed.accumulateAndGet(written, Math::max);
         }
         return pool.removeFirst() << clusterBits;
     }
@@ -276,6 +277,16 @@ final class Qcow2Refcounts {
     /** How many refills were written: a flush begun after reading it makes their counts durable. */
     long refills() {
         return refills.get();
+    }
+
+    /** Whether a refill up to {@code written} ({@link #refills()}) may not be durable yet. No lock needed. */
+    boolean refillsPending(long written) {
+        return written > refillsFlushed.get();
+    }
+
+    /** Records a flush begun after {@link #refills()} returned {@code written}. No lock needed. */
+    void refillsDurableAfter(long written) {
+        refillsFlushed.accumulateAndGet(written, Math::max);
     }
 
     /**
@@ -466,7 +477,6 @@ final class Qcow2Refcounts {
             // Written, not flushed: the flush before anything points to them is the node's
             // (before an L2 table write) or allocateCluster's, so that no allocation waits for it.
             writeBack();
-            unflushedRefill = true;
             refills.incrementAndGet();
         } catch (IOException | RuntimeException e) {
             // Not written, so not to be handed out: the refill is undone in memory (on disk it

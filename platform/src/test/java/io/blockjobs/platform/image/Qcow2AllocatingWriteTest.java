@@ -335,7 +335,7 @@ class Qcow2AllocatingWriteTest {
                     return null;
                 }));
             }
-            halfway.await(); // every writer has written, and all are still writing
+            halfway.await(); // a quarter of the writes have returned, and the writers go on
             int[] before = new int[clusters];
             for (int c = 0; c < clusters; c++) {
                 before[c] = returned.get(c);
