@@ -97,14 +97,32 @@ final class FileLocks {
             }
         }
 
-        /** Punches a hole in the file (see {@link HolePunch}); false if it could not. */
-        boolean punchHole(long offset, long length, String path) {
-            synchronized (FileLocks.class) {
-                if (file.punchFd == -2) {
-                    file.punchFd = file.writableChannel ? HolePunch.openFor(path) : -1;
+        /** Punches a hole in the file (see {@link NativeFile}); false if it could not. */
+        boolean punchHole(long offset, long length) {
+            return file.writableChannel && NativeFile.punch(nativeFd(), offset, length);
+        }
+
+        /** {@link NativeFile#nextData} on the file. */
+        long nextData(long offset) {
+            return NativeFile.nextData(nativeFd(), offset);
+        }
+
+        /** {@link NativeFile#nextHole} on the file. */
+        long nextHole(long offset) {
+            return NativeFile.nextHole(nativeFd(), offset);
+        }
+
+        private int nativeFd() {
+            int fd = file.nativeFd;
+            if (fd == -2) {
+                synchronized (FileLocks.class) {
+                    if (file.nativeFd == -2) {
+                        file.nativeFd = NativeFile.openFor(file.path, file.writableChannel);
+                    }
+                    fd = file.nativeFd;
                 }
             }
-            return HolePunch.punch(file.punchFd, offset, length);
+            return fd;
         }
 
         /** Changes what this claim holds and refuses, checked as a new claim would be. */
@@ -134,7 +152,7 @@ final class FileLocks {
                         file.directChannel.close();
                     }
                     file.channel.close(); // drops every lock of this process on the file
-                    HolePunch.closeFd(file.punchFd);
+                    NativeFile.closeFd(file.nativeFd);
                 } else {
                     file.applyLocks();
                 }
@@ -144,18 +162,20 @@ final class FileLocks {
 
     private static final class SharedFile {
         final Object key;
+        final String path;
         final FileChannel channel;
         final boolean writableChannel;
         final List<Claim> claims = new ArrayList<>();
         final Map<Long, FileLock> locks = new HashMap<>();
-        // A second descriptor for fallocate, opened on first use and closed with the channel:
-        // closing any descriptor of the file would drop the process's locks on it.
-        volatile int punchFd = -2;
+        // A second descriptor for fallocate and lseek, opened on first use and closed with the
+        // channel: closing any descriptor of the file would drop the process's locks on it.
+        volatile int nativeFd = -2;
         // The O_DIRECT descriptor of cache.direct=on nodes, for the same reason kept to the end.
         FileChannel directChannel;
 
-        SharedFile(Object key, FileChannel channel, boolean writableChannel) {
+        SharedFile(Object key, Path path, FileChannel channel, boolean writableChannel) {
             this.key = key;
+            this.path = path.toString();
             this.channel = channel;
             this.writableChannel = writableChannel;
         }
@@ -295,12 +315,12 @@ final class FileLocks {
 
     private static SharedFile openShared(Path path, Object key, boolean wantWrite) throws IOException {
         try {
-            return new SharedFile(key, FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE), true);
+            return new SharedFile(key, path, FileChannel.open(path, StandardOpenOption.READ, StandardOpenOption.WRITE), true);
         } catch (AccessDeniedException e) {
             if (wantWrite) {
                 throw new ImageException(Errno.EACCES, path.toString(), "permission denied: the file cannot be opened for writing");
             }
-            return new SharedFile(key, FileChannel.open(path, StandardOpenOption.READ), false);
+            return new SharedFile(key, path, FileChannel.open(path, StandardOpenOption.READ), false);
         }
     }
 }

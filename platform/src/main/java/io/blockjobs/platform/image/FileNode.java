@@ -235,7 +235,7 @@ public final class FileNode implements DriverNode, Resizable, ReadOnlyReopen {
         checkWritable();
         // As QEMU's file-posix: an unmapping write-zeroes punches a hole (reads zeroes after).
         if (flags.contains(RequestFlag.MAY_UNMAP) && offset + length <= channel.size()
-                && claim.punchHole(offset, length, path.toString())) {
+                && claim.punchHole(offset, length)) {
             return;
         }
         if (flags.contains(RequestFlag.NO_FALLBACK)) {
@@ -257,7 +257,7 @@ public final class FileNode implements DriverNode, Resizable, ReadOnlyReopen {
     @Override
     public void discard(long offset, long length) throws IOException {
         checkWritable();
-        claim.punchHole(offset, length, path.toString()); // advisory: may do nothing
+        claim.punchHole(offset, length); // advisory: may do nothing
     }
 
     @Override
@@ -308,9 +308,23 @@ public final class FileNode implements DriverNode, Resizable, ReadOnlyReopen {
         }
     }
 
+    /**
+     * QEMU's {@code raw_co_block_status}: a hole of a sparse file reads as zeroes, the rest as
+     * data, as {@code lseek(SEEK_DATA / SEEK_HOLE)} finds them; where the file system cannot say,
+     * everything is data.
+     */
     @Override
     public BlockStatus blockStatus(long offset, long maxLength) throws IOException {
-        return new BlockStatus(offset, maxLength, true, false, 0);
+        long data = claim.nextData(offset);
+        if (data == NativeFile.NO_DATA) {
+            return new BlockStatus(offset, maxLength, true, true, 0); // a trailing hole
+        }
+        if (data > offset) {
+            return new BlockStatus(offset, Math.min(maxLength, data - offset), true, true, 0);
+        }
+        long hole = data == offset ? claim.nextHole(offset) : NativeFile.UNKNOWN;
+        long length = hole > offset ? Math.min(maxLength, hole - offset) : maxLength;
+        return new BlockStatus(offset, length, true, false, 0);
     }
 
     @Override

@@ -113,7 +113,9 @@ public final class RawNode implements DriverNode, Resizable {
             throw new ImageException(Errno.EINVAL, filename(), "block status at " + offset + " is past the end of the "
                     + size + "-byte image");
         }
-        return new BlockStatus(offset, Math.min(maxLength, size - offset), true, false, 0);
+        // As QEMU's BDRV_BLOCK_RAW: the file says what is data and what is a hole (zeroes)
+        BlockStatus below = file.blockStatus(offset, Math.min(maxLength, size - offset));
+        return new BlockStatus(offset, below.length(), true, below.zero(), 0);
     }
 
     @Override

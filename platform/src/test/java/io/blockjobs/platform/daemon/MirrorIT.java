@@ -868,6 +868,41 @@ class MirrorIT {
         assertThat(unmapped).as("unmap true: the source's zeroes become holes").isLessThanOrEqualTo(12L * MIB);
     }
 
+    /**
+     * A sparse raw disk, as libvirt makes them: its holes read as zeroes in its block status
+     * (QEMU's {@code file-posix} asks {@code lseek(SEEK_DATA/SEEK_HOLE)}), so an NBD client sees
+     * them as holes and a mirror zeroes them on the target instead of copying them as data.
+     */
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void aSparseRawSourceStaysSparseOnTheTarget(Kind kind) throws Exception {
+        Path sparse = dir.resolve("sparse.raw");
+        Qemu.img("create", "-f", "raw", sparse.toString(), String.valueOf(SIZE));
+        Qemu.io(sparse, "raw", "write -P 0x31 2M 1M", "write -P 0x32 20M 3M");
+        Path target = dir.resolve("target.raw");
+        Qemu.img("create", "-f", "raw", target.toString(), String.valueOf(SIZE));
+        Qemu.io(target, "raw", "write -P 0xee 0 24M");
+        Path d = dir.resolve(kind.name().toLowerCase());
+        Files.createDirectories(d);
+        daemon = StorageDaemon.start(kind, d, List.of(
+                "--blockdev", "driver=raw,node-name=src,file.driver=file,file.filename=" + sparse,
+                "--blockdev", "driver=raw,node-name=tgt,discard=unmap,file.driver=file,file.discard=unmap,file.filename=" + target,
+                "--export", "type=nbd,id=e,node-name=src,name=src"));
+        Qemu.Result map = Qemu.run("nbdinfo", "--map", daemon.nbdUri("src")).ok();
+        // qemu-img create writes the first block (QEMU's allocate_first_block): data too
+        assertThat(map.out().strip().lines().map(l -> l.strip().replaceAll("\\s+", " ")).toList()).as("%s", kind)
+                .containsExactly("0 4096 0 data", "4096 2093056 3 hole,zero", "2097152 1048576 0 data",
+                        "3145728 17825792 3 hole,zero", "20971520 3145728 0 data", "24117248 1048576 3 hole,zero");
+        daemon.qmp.ok("blockdev-mirror", map("job-id", "u", "device", "src", "target", "tgt", "sync", "full"));
+        awaitReady("u");
+        completeOk("u");
+        daemon.quit();
+        daemon = null;
+        assertThat(Qemu.identical(target, "raw", sparse, "raw")).isTrue();
+        assertThat(dataBytes(target)).as("%s: the holes are holes on the target too", kind)
+                .isLessThanOrEqualTo(5L * MIB);
+    }
+
     private List<String> driveRefusals(Kind kind) throws Exception {
         start(kind);
         List<String> answers = new ArrayList<>();
